@@ -1,0 +1,127 @@
+//! URL routing and bearer-token checks for the backend Worker, with no runtime types.
+
+/// The tenant used when a path names none (`/rpc` = `/db/default/rpc`).
+pub const DEFAULT_TENANT: &str = "default";
+/// Longest tenant name: it becomes a Durable Object name via `idFromName`.
+pub const MAX_TENANT_LEN: usize = 64;
+
+/// An entry point of the backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/db/{name}/mux`: the snippet's multiplexed WebSocket.
+    Mux,
+    /// `/db/{name}/ws`: a plain WebSocket, one JSON-RPC message per WebSocket message.
+    Ws,
+    /// `/db/{name}/echo`: a plain WebSocket that echoes every message.
+    Echo,
+    /// `POST /db/{name}/rpc`: JSON-RPC over HTTP.
+    Rpc,
+    /// `POST /db/{name}/query`: `{ "sql": …, "params": [...] }` over HTTP.
+    Query,
+}
+
+impl Endpoint {
+    /// The tag the WebSocket is accepted with (and the HTTP service path's name).
+    pub fn name(self) -> &'static str {
+        match self {
+            Endpoint::Mux => "mux",
+            Endpoint::Ws => "ws",
+            Endpoint::Echo => "echo",
+            Endpoint::Rpc => "rpc",
+            Endpoint::Query => "query",
+        }
+    }
+
+    /// Whether the endpoint is a WebSocket upgrade.
+    pub fn is_websocket(self) -> bool {
+        matches!(self, Endpoint::Mux | Endpoint::Ws | Endpoint::Echo)
+    }
+
+    fn parse(s: &str) -> Option<Endpoint> {
+        Some(match s {
+            "mux" => Endpoint::Mux,
+            "ws" => Endpoint::Ws,
+            "echo" => Endpoint::Echo,
+            "rpc" => Endpoint::Rpc,
+            "query" => Endpoint::Query,
+            _ => return None,
+        })
+    }
+}
+
+/// Why a path did not route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteError {
+    /// No such endpoint.
+    NotFound,
+    /// The tenant name is empty, too long, or has characters outside `[A-Za-z0-9_.-]`.
+    BadTenant,
+}
+
+/// `/db/{name}/{endpoint}` or `/{endpoint}` (default tenant) → (tenant, endpoint).
+pub fn parse(path: &str) -> Result<(&str, Endpoint), RouteError> {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (tenant, endpoint) = match parts.as_slice() {
+        ["db", tenant, endpoint] => (*tenant, *endpoint),
+        [endpoint] => (DEFAULT_TENANT, *endpoint),
+        _ => return Err(RouteError::NotFound),
+    };
+    let endpoint = Endpoint::parse(endpoint).ok_or(RouteError::NotFound)?;
+    let valid = !tenant.is_empty()
+        && tenant.len() <= MAX_TENANT_LEN
+        && tenant
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if !valid {
+        return Err(RouteError::BadTenant);
+    }
+    Ok((tenant, endpoint))
+}
+
+/// Compares two byte strings in time that depends only on their lengths.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Whether an `Authorization` header value carries `Bearer {token}`. An empty
+/// configured token authorises nobody (fail closed).
+pub fn authorized(header: Option<&str>, token: &str) -> bool {
+    let Some(given) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
+        return false;
+    };
+    !token.is_empty() && constant_time_eq(given.trim().as_bytes(), token.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        assert_eq!(parse("/db/acme/mux"), Ok(("acme", Endpoint::Mux)));
+        assert_eq!(parse("/db/a-b.c_1/query"), Ok(("a-b.c_1", Endpoint::Query)));
+        assert_eq!(parse("/rpc"), Ok((DEFAULT_TENANT, Endpoint::Rpc)));
+        assert_eq!(parse("/db/acme/nope"), Err(RouteError::NotFound));
+        assert_eq!(parse("/db/acme"), Err(RouteError::NotFound));
+        assert_eq!(parse("/"), Err(RouteError::NotFound));
+        assert_eq!(parse("/db/a%20b/ws"), Err(RouteError::BadTenant));
+        assert_eq!(
+            parse(&format!("/db/{}/ws", "x".repeat(65))),
+            Err(RouteError::BadTenant)
+        );
+    }
+
+    #[test]
+    fn bearer_tokens() {
+        assert!(authorized(Some("Bearer s3cret"), "s3cret"));
+        assert!(!authorized(Some("Bearer s3cre"), "s3cret"));
+        assert!(!authorized(Some("Bearer s3cres"), "s3cret"));
+        assert!(!authorized(Some("s3cret"), "s3cret"));
+        assert!(!authorized(None, "s3cret"));
+        assert!(!authorized(Some("Bearer "), ""));
+        assert!(constant_time_eq(b"", b""));
+    }
+}

@@ -1,0 +1,285 @@
+//! JSON-RPC 2.0 (single and batch) with the methods `ping`, `echo`, `sql` and `stats`,
+//! plus the original design's `POST /query` body `{ "sql": …, "params": [...] }`.
+//! One handler serves every entry point.
+
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+
+/// Most rows a `sql` result may hold. A Durable Object answers one request at a time;
+/// a huge scan would stall every other client of the tenant, so big reads must page.
+pub const MAX_ROWS: usize = 10_000;
+/// Most bytes a serialised result may have: it must fit in one WebSocket message with
+/// room to spare, and the snippet refuses messages over 1 MiB by default.
+pub const MAX_RESULT_BYTES: usize = 512 * 1024;
+/// Most requests in one JSON-RPC batch, so one message cannot monopolise the object.
+pub const MAX_BATCH: usize = 100;
+
+/// JSON-RPC error codes used here.
+pub mod code {
+    /// Invalid JSON.
+    pub const PARSE_ERROR: i64 = -32700;
+    /// Not a valid request object.
+    pub const INVALID_REQUEST: i64 = -32600;
+    /// No such method.
+    pub const METHOD_NOT_FOUND: i64 = -32601;
+    /// Bad params.
+    pub const INVALID_PARAMS: i64 = -32602;
+    /// SQLite refused the statement; the message is SQLite's.
+    pub const SQL_ERROR: i64 = -32000;
+    /// The result exceeds [`super::MAX_ROWS`] or [`super::MAX_RESULT_BYTES`].
+    pub const RESULT_TOO_LARGE: i64 = -32001;
+}
+
+/// A statement's result, shaped for the wire.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SqlResult {
+    /// Column names, in order.
+    pub columns: Vec<String>,
+    /// Rows, each a list of values in column order.
+    pub rows: Vec<Vec<Value>>,
+    /// Rows SQLite read.
+    pub rows_read: u64,
+    /// Rows SQLite wrote.
+    pub rows_written: u64,
+}
+
+/// Why a statement failed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DbError {
+    /// SQLite's own message.
+    Sqlite(String),
+    /// More than [`MAX_ROWS`] rows.
+    TooManyRows,
+}
+
+/// The storage the handler runs statements against.
+pub trait Db {
+    /// Runs one statement with `?` parameters bound (never spliced into the text).
+    /// Implementations stop reading after `MAX_ROWS + 1` rows and report `TooManyRows`.
+    fn sql(&mut self, sql: &str, params: &[Value]) -> Result<SqlResult, DbError>;
+    /// The `stats` method's result.
+    fn stats(&mut self) -> Value;
+}
+
+struct RpcError {
+    code: i64,
+    message: String,
+}
+
+impl RpcError {
+    fn new(code: i64, message: impl Into<String>) -> Self {
+        RpcError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+fn error_response(id: Value, e: RpcError) -> Value {
+    json!({ "jsonrpc": "2.0", "error": { "code": e.code, "message": e.message }, "id": id })
+}
+
+/// Handles one JSON-RPC message (single or batch). Returns the reply text, or `None`
+/// when nothing must be sent back (only notifications).
+pub fn handle(input: &[u8], db: &mut dyn Db) -> Option<String> {
+    let parsed: Value = match serde_json::from_slice(input) {
+        Ok(v) => v,
+        Err(e) => {
+            let e = RpcError::new(code::PARSE_ERROR, format!("parse error: {e}"));
+            return Some(error_response(Value::Null, e).to_string());
+        }
+    };
+    match parsed {
+        Value::Array(items) if items.is_empty() => Some(
+            error_response(
+                Value::Null,
+                RpcError::new(code::INVALID_REQUEST, "empty batch"),
+            )
+            .to_string(),
+        ),
+        Value::Array(items) if items.len() > MAX_BATCH => {
+            let msg = format!(
+                "batch of {} requests exceeds the limit of {MAX_BATCH}",
+                items.len()
+            );
+            Some(error_response(Value::Null, RpcError::new(code::INVALID_REQUEST, msg)).to_string())
+        }
+        Value::Array(items) => {
+            let replies: Vec<Value> = items
+                .into_iter()
+                .filter_map(|item| handle_one(item, db))
+                .collect();
+            (!replies.is_empty()).then(|| Value::Array(replies).to_string())
+        }
+        single => handle_one(single, db).map(|v| v.to_string()),
+    }
+}
+
+fn handle_one(req: Value, db: &mut dyn Db) -> Option<Value> {
+    let Value::Object(mut obj) = req else {
+        return Some(error_response(
+            Value::Null,
+            RpcError::new(code::INVALID_REQUEST, "request must be an object"),
+        ));
+    };
+    // A request without an `id` member is a notification: run it, answer nothing.
+    let id = obj.remove("id");
+    let is_notification = id.is_none();
+    let id = id.unwrap_or(Value::Null);
+    if !matches!(id, Value::Null | Value::Number(_) | Value::String(_)) {
+        return Some(error_response(
+            Value::Null,
+            RpcError::new(code::INVALID_REQUEST, "id must be a string, number or null"),
+        ));
+    }
+    if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+        return Some(error_response(
+            id,
+            RpcError::new(code::INVALID_REQUEST, "jsonrpc must be \"2.0\""),
+        ));
+    }
+    let Some(Value::String(method)) = obj.remove("method") else {
+        return Some(error_response(
+            id,
+            RpcError::new(code::INVALID_REQUEST, "method must be a string"),
+        ));
+    };
+    let params = obj.remove("params").unwrap_or(Value::Null);
+    if !matches!(params, Value::Null | Value::Array(_) | Value::Object(_)) {
+        return Some(error_response(
+            id,
+            RpcError::new(code::INVALID_REQUEST, "params must be an array or object"),
+        ));
+    }
+    let outcome = dispatch(&method, params, db);
+    if is_notification {
+        return None;
+    }
+    Some(match outcome {
+        Ok(result) => json!({ "jsonrpc": "2.0", "result": result, "id": id }),
+        Err(e) => error_response(id, e),
+    })
+}
+
+fn dispatch(method: &str, params: Value, db: &mut dyn Db) -> Result<Value, RpcError> {
+    match method {
+        "ping" => Ok(Value::String("pong".into())),
+        "echo" => Ok(params),
+        "sql" => {
+            let (sql, args) = sql_params(params)?;
+            run_sql(db, &sql, &args)
+        }
+        "stats" => Ok(db.stats()),
+        other => Err(RpcError::new(
+            code::METHOD_NOT_FOUND,
+            format!("method not found: {other}"),
+        )),
+    }
+}
+
+/// Accepts `{ "sql": "...", "params": [...] }` or `["...", [...]]`.
+fn sql_params(params: Value) -> Result<(String, Vec<Value>), RpcError> {
+    let (sql, args) = match params {
+        Value::Object(mut o) => (o.remove("sql"), o.remove("params")),
+        Value::Array(a) => {
+            let mut it = a.into_iter();
+            (it.next(), it.next())
+        }
+        _ => (None, None),
+    };
+    let Some(Value::String(sql)) = sql else {
+        return Err(RpcError::new(
+            code::INVALID_PARAMS,
+            "sql must be a string: {\"sql\": \"...\", \"params\": [...]}",
+        ));
+    };
+    let args = match args {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(a)) => a,
+        Some(_) => {
+            return Err(RpcError::new(
+                code::INVALID_PARAMS,
+                "params must be an array",
+            ))
+        }
+    };
+    if let Some((i, _)) = args
+        .iter()
+        .enumerate()
+        .find(|(_, v)| matches!(v, Value::Array(_) | Value::Object(_)))
+    {
+        return Err(RpcError::new(
+            code::INVALID_PARAMS,
+            format!("param {i} must be null, a boolean, a number or a string"),
+        ));
+    }
+    Ok((sql, args))
+}
+
+fn run_sql(db: &mut dyn Db, sql: &str, args: &[Value]) -> Result<Value, RpcError> {
+    let result = db.sql(sql, args).map_err(|e| match e {
+        DbError::Sqlite(m) => RpcError::new(code::SQL_ERROR, m),
+        DbError::TooManyRows => RpcError::new(
+            code::RESULT_TOO_LARGE,
+            format!("result has more than {MAX_ROWS} rows; add LIMIT/OFFSET"),
+        ),
+    })?;
+    let value =
+        serde_json::to_value(&result).map_err(|e| RpcError::new(code::SQL_ERROR, e.to_string()))?;
+    let size = value.to_string().len();
+    if size > MAX_RESULT_BYTES {
+        return Err(RpcError::new(
+            code::RESULT_TOO_LARGE,
+            format!("result is {size} bytes, over the limit of {MAX_RESULT_BYTES}; select fewer rows or columns"),
+        ));
+    }
+    Ok(value)
+}
+
+/// `POST /query` with `{ "sql": …, "params": [...] }`: returns (HTTP status, JSON body).
+/// 200 with the result; 400 for a bad body or SQL error; 413 past the result caps.
+pub fn handle_query(body: &[u8], db: &mut dyn Db) -> (u16, String) {
+    let params: Value =
+        match serde_json::from_slice(body) {
+            Ok(v @ Value::Object(_)) => v,
+            Ok(_) => return (
+                400,
+                json!({ "error": "body must be a JSON object {\"sql\": ..., \"params\": [...]}" })
+                    .to_string(),
+            ),
+            Err(e) => {
+                return (
+                    400,
+                    json!({ "error": format!("invalid JSON: {e}") }).to_string(),
+                )
+            }
+        };
+    let outcome = sql_params(params).and_then(|(sql, args)| run_sql(db, &sql, &args));
+    match outcome {
+        Ok(v) => (200, v.to_string()),
+        Err(e) => {
+            let status = if e.code == code::RESULT_TOO_LARGE {
+                413
+            } else {
+                400
+            };
+            (
+                status,
+                json!({ "error": e.message, "code": e.code }).to_string(),
+            )
+        }
+    }
+}
+
+/// Builds a `stats` result object from named counters.
+pub fn stats_object(fields: &[(&str, u64)]) -> Value {
+    let mut m = Map::new();
+    for (k, v) in fields {
+        m.insert((*k).to_owned(), Value::from(*v));
+    }
+    Value::Object(m)
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -1,0 +1,36 @@
+/// Monotonic counters kept by the multiplexer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Client WebSocket streams opened.
+    pub ws_streams_opened: u64,
+    /// HTTP streams opened.
+    pub http_streams_opened: u64,
+    /// Client messages queued for the backend.
+    pub messages_up: u64,
+    /// Backend messages delivered to client WebSockets.
+    pub messages_down: u64,
+    /// Payload bytes of `messages_up`.
+    pub bytes_up: u64,
+    /// Payload bytes of `messages_down`.
+    pub bytes_down: u64,
+    /// Upstream messages sent (each a batch of one or more frames).
+    pub batches_sent: u64,
+    /// Frames inside those batches.
+    pub frames_sent: u64,
+    /// Upstream messages received.
+    pub batches_received: u64,
+    /// Frames inside those.
+    pub frames_received: u64,
+    /// Bytes written to the upstream, framing included.
+    pub upstream_bytes_out: u64,
+    /// Bytes read from the upstream, framing included.
+    pub upstream_bytes_in: u64,
+    /// Times the upstream came up.
+    pub backend_connects: u64,
+    /// Times an open upstream went down.
+    pub backend_disconnects: u64,
+    /// Backend frames for streams whose client had left.
+    pub dropped_deliveries: u64,
+    /// Errors: backend error frames, and whatever the glue counts.
+    pub errors: u64,
+}

@@ -1,0 +1,186 @@
+//! Client WebSockets: each is a stream on the upstream. The client's own request
+//! context owns its socket: its listeners queue frames in the mux, and its delivery task
+//! (woken through its own wake promise) writes what the backend sent.
+
+use std::future::poll_fn;
+use std::task::Poll;
+
+use mux_core::{Delivery, Refused, StreamId};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+
+use crate::executor;
+use crate::js;
+use crate::state::{self, OwnerKind};
+use crate::upstream;
+
+/// Handles `GET /ws` (JSON-RPC service) and `GET /ws/echo` (raw echo) upgrades.
+pub fn upgrade(req: &web_sys::Request, service: &str) -> Result<web_sys::Response, JsValue> {
+    let is_upgrade = req
+        .headers()
+        .get("Upgrade")
+        .ok()
+        .flatten()
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if !is_upgrade {
+        return js::json(
+            426,
+            r#"{"error":"expected a WebSocket upgrade (Upgrade: websocket)"}"#,
+        );
+    }
+    let opened = state::with(|s| s.mux.open_websocket(service));
+    let id = match opened {
+        Ok(id) => id,
+        Err(Refused::TooManyStreams) => {
+            return js::json(
+                503,
+                r#"{"error":"too many clients on this isolate; retry shortly"}"#,
+            );
+        }
+        Err(e) => {
+            return js::json(
+                500,
+                &format!("{{\"error\":{}}}", mux_core::json_string(&e.to_string())),
+            )
+        }
+    };
+    let (client, server) = match js::websocket_pair() {
+        Ok(pair) => pair,
+        Err(e) => {
+            state::with(|s| {
+                s.mux.client_closed(id, 1011, "accept failed");
+                s.mux.count_error();
+            });
+            return js::json(500, &format!("{{\"error\":{}}}", mux_core::json_string(&e)));
+        }
+    };
+    state::with(|s| s.ws_upgrades += 1);
+    let listeners = listen(id, &server);
+    executor::spawn(deliver(id, server, listeners));
+    upstream::ensure(OwnerKind::WebSocket);
+    js::upgrade_response(&client)
+}
+
+struct Listeners {
+    ws: web_sys::WebSocket,
+    on_message: Closure<dyn FnMut(web_sys::MessageEvent)>,
+    on_close: Closure<dyn FnMut(web_sys::CloseEvent)>,
+    on_error: Closure<dyn FnMut(web_sys::Event)>,
+}
+
+impl Drop for Listeners {
+    fn drop(&mut self) {
+        let t: &web_sys::EventTarget = self.ws.as_ref();
+        let _ = t.remove_event_listener_with_callback(
+            "message",
+            self.on_message.as_ref().unchecked_ref(),
+        );
+        let _ =
+            t.remove_event_listener_with_callback("close", self.on_close.as_ref().unchecked_ref());
+        let _ =
+            t.remove_event_listener_with_callback("error", self.on_error.as_ref().unchecked_ref());
+    }
+}
+
+/// The client went away (or must be sent away): forget its route, tell the backend, wake
+/// its delivery task so it ends.
+fn detach(id: StreamId, code: u16, reason: &str) {
+    let waker = state::with(|s| {
+        s.mux.client_closed(id, code, reason);
+        s.stream_wakers.remove(&id)
+    });
+    if let Some(w) = waker {
+        w.wake();
+    }
+    state::flush();
+}
+
+fn listen(id: StreamId, ws: &web_sys::WebSocket) -> Listeners {
+    let sock = ws.clone();
+    let on_message = Closure::new(move |e: web_sys::MessageEvent| {
+        let (text, bytes) = js::message_data(&e);
+        let sent = state::with(|s| s.mux.send(id, text, &bytes));
+        match sent {
+            Ok(()) => upstream::ensure(OwnerKind::WebSocket),
+            Err(Refused::UnknownStream) => {}
+            Err(Refused::TooLarge { limit, .. }) => {
+                js::close(
+                    &sock,
+                    1009,
+                    &format!("message too large (limit {limit} bytes)"),
+                );
+                detach(id, 1009, "message too large");
+            }
+            Err(Refused::Backpressure | Refused::TooManyStreams) => {
+                js::close(&sock, 1013, "upstream queue full; try again later");
+                detach(id, 1013, "backpressure");
+            }
+        }
+    });
+    let sock = ws.clone();
+    let on_close = Closure::new(move |e: web_sys::CloseEvent| {
+        // Reciprocate so the client sees an orderly close (DESIGN.md §2.8).
+        js::close(&sock, e.code(), "");
+        detach(id, e.code(), &e.reason());
+    });
+    let on_error = Closure::new(move |_e: web_sys::Event| detach(id, 1006, "client socket error"));
+    let t: &web_sys::EventTarget = ws.as_ref();
+    let _ = t.add_event_listener_with_callback("message", on_message.as_ref().unchecked_ref());
+    let _ = t.add_event_listener_with_callback("close", on_close.as_ref().unchecked_ref());
+    let _ = t.add_event_listener_with_callback("error", on_error.as_ref().unchecked_ref());
+    Listeners {
+        ws: ws.clone(),
+        on_message,
+        on_close,
+        on_error,
+    }
+}
+
+/// The stream's delivery task: writes the backend's messages to the client, in order,
+/// until the stream ends. Always polled in the client's own context.
+async fn deliver(id: StreamId, ws: web_sys::WebSocket, listeners: Listeners) {
+    loop {
+        let next = poll_fn(|cx| {
+            state::with(|s| match s.mux.poll_delivery(id) {
+                Some(d) => Poll::Ready(Some(d)),
+                None if !s.mux.is_open(id) => Poll::Ready(None),
+                None => {
+                    s.stream_wakers.insert(id, cx.waker().clone());
+                    Poll::Pending
+                }
+            })
+        })
+        .await;
+        let sent = match next {
+            None => break,
+            Some(Delivery::Text(t)) => ws.send_with_str(&t),
+            Some(Delivery::Binary(b)) => js::send_binary(&ws, &b),
+            Some(Delivery::Close(c)) => {
+                js::close(&ws, c.code, &c.reason);
+                break;
+            }
+            // A response on a WebSocket stream is a backend bug; end the stream clearly.
+            Some(Delivery::Response(_)) => {
+                js::close(
+                    &ws,
+                    1011,
+                    "backend sent an HTTP response on a WebSocket stream",
+                );
+                detach(id, 1011, "protocol error");
+                break;
+            }
+        };
+        if let Err(e) = sent {
+            state::with(|s| s.mux.count_error());
+            let why = js::describe(&e);
+            js::log_error(&format!("stream {id}: send to client failed: {why}"));
+            js::close(&ws, 1011, "send to client failed");
+            detach(id, 1011, &why);
+            break;
+        }
+    }
+    state::with(|s| {
+        s.stream_wakers.remove(&id);
+    });
+    drop(listeners);
+}

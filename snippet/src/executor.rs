@@ -1,0 +1,203 @@
+//! A pinned executor: every task is polled only from a promise reaction of the request
+//! context that spawned it (DESIGN.md §2.3).
+//!
+//! * Each task owns a wake promise made with `Promise.withResolvers()` *while its own
+//!   context is current* (inside its own poll). Its `.then` reaction polls the task.
+//! * A [`Waker`] from any context only calls that promise's `resolve`; workerd
+//!   (`handle_cross_request_promise_resolution`) runs the reaction in the creating
+//!   context. So a wake from request B never polls request A's future in B's context.
+//! * A wake during the task's own poll only sets a flag; the task re-arms and schedules
+//!   itself through a fresh promise, so *every* poll after the first is a reaction.
+//!
+//! Inside tasks, ordinary Rust wakers (`JsFuture`, our own queues) are therefore safe.
+//! Never use `wasm_bindgen_futures::spawn_local` / `future_to_promise` in this crate:
+//! their single global queue polls every woken task in whichever context is current.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+
+#[wasm_bindgen]
+extern "C" {
+    /// The `{ promise, resolve, reject }` record from `Promise.withResolvers()`.
+    type Resolvers;
+    #[wasm_bindgen(js_namespace = Promise, js_name = withResolvers)]
+    fn with_resolvers() -> Resolvers;
+    #[wasm_bindgen(method, getter)]
+    fn promise(this: &Resolvers) -> WakePromise;
+    #[wasm_bindgen(method)]
+    fn resolve(this: &Resolvers, value: u32);
+
+    type WakePromise;
+    #[wasm_bindgen(method)]
+    fn then(this: &WakePromise, on_fulfilled: &js_sys::Function) -> WakePromise;
+}
+
+type TaskFuture = Pin<Box<dyn Future<Output = ()>>>;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Waiting; `resolvers` holds the wake promise.
+    Armed,
+    /// The wake promise was resolved; its reaction will poll the task.
+    Scheduled,
+    /// Being polled right now.
+    Polling,
+    /// Woken while being polled: poll again (through a new promise) once this poll ends.
+    PollingWoken,
+}
+
+struct Task {
+    future: Option<TaskFuture>,
+    state: State,
+    resolvers: Option<Resolvers>,
+}
+
+thread_local! {
+    static TASKS: RefCell<HashMap<u32, Task>> = RefCell::new(HashMap::new());
+    static NEXT_ID: Cell<u32> = const { Cell::new(1) };
+    static WAKE_PROMISES: Cell<u64> = const { Cell::new(0) };
+    /// One reaction function for every task: the promise resolves with the task id.
+    static RUN: Closure<dyn FnMut(JsValue)> = Closure::new(|id: JsValue| {
+        if let Some(id) = id.as_f64() {
+            run(id as u32);
+        }
+    });
+}
+
+/// Wake promises created so far (for `/__stats` and the context-loss regression test).
+pub fn wake_promises_created() -> u64 {
+    WAKE_PROMISES.with(Cell::get)
+}
+
+/// Tasks alive right now.
+pub fn live_tasks() -> usize {
+    TASKS.with(|t| t.borrow().len())
+}
+
+/// Makes a fresh wake promise in the current context and attaches the reaction.
+fn arm() -> Resolvers {
+    let resolvers = with_resolvers();
+    RUN.with(|run| {
+        let _ = resolvers.promise().then(run.as_ref().unchecked_ref());
+    });
+    WAKE_PROMISES.with(|c| c.set(c.get() + 1));
+    resolvers
+}
+
+/// Spawns `future` as a task pinned to the *current* request context. Its first poll
+/// happens in a microtask of this context.
+pub fn spawn(future: impl Future<Output = ()> + 'static) {
+    let id = NEXT_ID.with(|n| {
+        let id = n.get();
+        n.set(id.wrapping_add(1).max(1));
+        id
+    });
+    let resolvers = arm();
+    TASKS.with(|t| {
+        t.borrow_mut().insert(
+            id,
+            Task {
+                future: Some(Box::pin(future)),
+                state: State::Scheduled,
+                resolvers: None,
+            },
+        )
+    });
+    resolvers.resolve(id);
+}
+
+fn wake(id: u32) {
+    let to_resolve = TASKS.with(|t| {
+        let mut tasks = t.borrow_mut();
+        let task = tasks.get_mut(&id)?;
+        match task.state {
+            State::Armed => {
+                task.state = State::Scheduled;
+                task.resolvers.take()
+            }
+            State::Polling => {
+                task.state = State::PollingWoken;
+                None
+            }
+            State::Scheduled | State::PollingWoken => None,
+        }
+    });
+    if let Some(r) = to_resolve {
+        r.resolve(id);
+    }
+}
+
+fn run(id: u32) {
+    let future = TASKS.with(|t| {
+        let mut tasks = t.borrow_mut();
+        let task = tasks.get_mut(&id)?;
+        if task.state != State::Scheduled {
+            return None;
+        }
+        task.state = State::Polling;
+        task.future.take()
+    });
+    let Some(mut future) = future else { return };
+    let waker = Waker::from(Arc::new(TaskWaker(id)));
+    let poll = future.as_mut().poll(&mut Context::from_waker(&waker));
+    match poll {
+        Poll::Ready(()) => {
+            TASKS.with(|t| t.borrow_mut().remove(&id));
+            // Dropped outside any borrow: a drop may wake other tasks.
+            drop(future);
+        }
+        Poll::Pending => {
+            let resolvers = arm();
+            let reschedule = TASKS.with(|t| {
+                let mut tasks = t.borrow_mut();
+                let task = tasks.get_mut(&id)?;
+                task.future = Some(future);
+                if task.state == State::PollingWoken {
+                    task.state = State::Scheduled;
+                    Some(resolvers)
+                } else {
+                    task.state = State::Armed;
+                    task.resolvers = Some(resolvers);
+                    None
+                }
+            });
+            if let Some(r) = reschedule {
+                r.resolve(id);
+            }
+        }
+    }
+}
+
+/// A waker carries only the task id; waking looks the task up in this thread's table.
+struct TaskWaker(u32);
+
+impl Wake for TaskWaker {
+    fn wake(self: Arc<Self>) {
+        wake(self.0);
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        wake(self.0);
+    }
+}
+
+/// Returns `Pending` once after waking itself: a yield through a wake promise.
+pub async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    })
+    .await
+}

@@ -1,0 +1,181 @@
+//! The few JavaScript APIs the snippet needs that web-sys does not describe for workerd.
+
+use js_sys::Promise;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+use worker::worker_sys::ext::WebSocketExt;
+
+#[wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_name = fetch)]
+    fn global_fetch(url: &str, init: &web_sys::RequestInit) -> Promise;
+
+    #[wasm_bindgen(js_name = setTimeout)]
+    fn set_timeout(callback: &JsValue, ms: f64) -> JsValue;
+
+    #[wasm_bindgen(js_namespace = console, js_name = error)]
+    fn console_error(msg: &str);
+
+    #[wasm_bindgen(js_namespace = crypto, js_name = randomUUID)]
+    pub fn random_uuid() -> String;
+
+    type TimerResolvers;
+    #[wasm_bindgen(js_namespace = Promise, js_name = withResolvers)]
+    fn timer_resolvers() -> TimerResolvers;
+    #[wasm_bindgen(method, getter)]
+    fn promise(this: &TimerResolvers) -> Promise;
+    #[wasm_bindgen(method, getter)]
+    fn resolve(this: &TimerResolvers) -> JsValue;
+}
+
+/// Writes to the workerd log. Every error the snippet handles is logged, so the
+/// end-to-end tests can hold the log to "no cross-request I/O error, no hang".
+pub fn log_error(msg: &str) {
+    console_error(&format!("snippet-proxy: {msg}"));
+}
+
+/// Milliseconds since the epoch (workerd advances it only across I/O).
+pub fn now_ms() -> f64 {
+    js_sys::Date::now()
+}
+
+/// Sleeps in the current context. The timer is this context's own pending I/O, which
+/// also keeps workerd from cancelling a waiting request as hung (DESIGN.md §2.4).
+pub async fn sleep(ms: f64) {
+    let r = timer_resolvers();
+    set_timeout(&r.resolve(), ms);
+    let _ = JsFuture::from(r.promise()).await;
+}
+
+/// Text of a JS error value.
+pub fn describe(err: &JsValue) -> String {
+    if let Some(e) = err.dyn_ref::<js_sys::Error>() {
+        return String::from(e.message());
+    }
+    err.as_string().unwrap_or_else(|| format!("{err:?}"))
+}
+
+/// Opens a WebSocket to `url` (http/https/ws/wss) with a bearer token, accepts it and
+/// makes binary messages arrive as ArrayBuffer (DESIGN.md §2.7).
+pub async fn connect_websocket(url: &str, token: &str) -> Result<web_sys::WebSocket, String> {
+    let url = if let Some(rest) = url.strip_prefix("ws://") {
+        format!("http://{rest}")
+    } else if let Some(rest) = url.strip_prefix("wss://") {
+        format!("https://{rest}")
+    } else {
+        url.to_owned()
+    };
+    let headers = web_sys::Headers::new().map_err(|e| describe(&e))?;
+    headers
+        .set("Upgrade", "websocket")
+        .map_err(|e| describe(&e))?;
+    if !token.is_empty() {
+        headers
+            .set("Authorization", &format!("Bearer {token}"))
+            .map_err(|e| describe(&e))?;
+    }
+    let init = web_sys::RequestInit::new();
+    init.set_headers(&headers);
+    let response = JsFuture::from(global_fetch(&url, &init))
+        .await
+        .map_err(|e| describe(&e))?;
+    let response: web_sys::Response = response
+        .dyn_into()
+        .map_err(|_| "fetch returned no Response".to_owned())?;
+    let ws = js_sys::Reflect::get(&response, &"webSocket".into()).unwrap_or(JsValue::NULL);
+    if response.status() != 101 || ws.is_null() || ws.is_undefined() {
+        let body = match response.text() {
+            Ok(p) => JsFuture::from(p)
+                .await
+                .ok()
+                .and_then(|t| t.as_string())
+                .unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        return Err(format!(
+            "backend refused the upgrade: HTTP {} {}",
+            response.status(),
+            body.trim()
+        ));
+    }
+    let ws: web_sys::WebSocket = ws.unchecked_into();
+    ws.accept().map_err(|e| describe(&e))?;
+    ws.set_binary_type(web_sys::BinaryType::Arraybuffer);
+    Ok(ws)
+}
+
+/// A `WebSocketPair`: (client end for the response, server end we keep).
+pub fn websocket_pair() -> Result<(web_sys::WebSocket, web_sys::WebSocket), String> {
+    let mut pair = worker::worker_sys::WebSocketPair::new().map_err(|e| describe(&e))?;
+    let client = pair.client().map_err(|e| describe(&e))?;
+    let server = pair.server().map_err(|e| describe(&e))?;
+    server.accept().map_err(|e| describe(&e))?;
+    server.set_binary_type(web_sys::BinaryType::Arraybuffer);
+    Ok((client, server))
+}
+
+/// `new Response(null, { status: 101, webSocket })`.
+pub fn upgrade_response(client: &web_sys::WebSocket) -> Result<web_sys::Response, JsValue> {
+    let init = web_sys::ResponseInit::new();
+    init.set_status(101);
+    js_sys::Reflect::set(&init, &"webSocket".into(), client)?;
+    web_sys::Response::new_with_opt_str_and_init(None, &init)
+}
+
+/// A response with a body and content type.
+pub fn response(
+    status: u16,
+    content_type: &str,
+    body: &[u8],
+) -> Result<web_sys::Response, JsValue> {
+    let headers = web_sys::Headers::new()?;
+    if !content_type.is_empty() {
+        headers.set("Content-Type", content_type)?;
+    }
+    let init = web_sys::ResponseInit::new();
+    init.set_status(status);
+    init.set_headers(&headers);
+    // A JS-owned copy, never a view into WASM memory (see `send_binary`).
+    let body = js_sys::Uint8Array::from(body);
+    web_sys::Response::new_with_opt_buffer_source_and_init(Some(&body), &init)
+}
+
+/// A JSON response.
+pub fn json(status: u16, body: &str) -> Result<web_sys::Response, JsValue> {
+    response(status, "application/json", body.as_bytes())
+}
+
+/// Message data as (is_text, bytes).
+pub fn message_data(e: &web_sys::MessageEvent) -> (bool, Vec<u8>) {
+    let data = e.data();
+    if let Some(s) = data.as_string() {
+        return (true, s.into_bytes());
+    }
+    if let Some(buf) = data.dyn_ref::<js_sys::ArrayBuffer>() {
+        return (false, js_sys::Uint8Array::new(buf).to_vec());
+    }
+    if let Some(arr) = data.dyn_ref::<js_sys::Uint8Array>() {
+        return (false, arr.to_vec());
+    }
+    (false, Vec::new())
+}
+
+/// Sends binary data as a JS-owned copy. `send_with_u8_array` would pass a view into
+/// WASM memory, which workerd may read after the Rust buffer is freed and reused
+/// (measured: the backend then saw garbage, "unsupported protocol version 20").
+pub fn send_binary(ws: &web_sys::WebSocket, bytes: &[u8]) -> Result<(), JsValue> {
+    ws.send_with_array_buffer_view(&js_sys::Uint8Array::from(bytes))
+}
+
+/// Closes a socket with a code and reason; falls back to a bare close if the runtime
+/// refuses the code. Errors (already closed) are ignored: closing is best effort.
+pub fn close(ws: &web_sys::WebSocket, code: u16, reason: &str) {
+    let code = match code {
+        1005 | 1006 | 1015 => 1000,
+        c => c,
+    };
+    if ws.close_with_code_and_reason(code, reason).is_err() {
+        let _ = ws.close();
+    }
+}

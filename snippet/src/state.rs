@@ -1,0 +1,116 @@
+//! The isolate's shared state: plain data only, no I/O objects (DESIGN.md §2.3).
+//! Every access goes through [`with`], a short `RefCell` borrow that never spans an
+//! `.await` and never calls back into Rust code that could borrow again.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::task::Waker;
+
+use mux_core::{Config, Mux, StreamId};
+
+use crate::js;
+
+/// What kind of request context owns the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnerKind {
+    /// No upstream.
+    None,
+    /// A client WebSocket's context (long-lived: preferred).
+    WebSocket,
+    /// An HTTP request's context.
+    Http,
+}
+
+impl OwnerKind {
+    /// Name used in `/__stats`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OwnerKind::None => "none",
+            OwnerKind::WebSocket => "websocket",
+            OwnerKind::Http => "http",
+        }
+    }
+}
+
+/// Where the backend is, from the wrangler vars.
+#[derive(Debug, Clone, Default)]
+pub struct Backend {
+    /// The backend's multiplexer endpoint, e.g. `ws://127.0.0.1:8788/db/default/mux`.
+    pub url: String,
+    /// Bearer token for it.
+    pub token: String,
+}
+
+/// Everything the isolate shares between request contexts.
+pub struct Shared {
+    /// The multiplexer core.
+    pub mux: Mux,
+    /// Wakers of the tasks that deliver to each stream's client.
+    pub stream_wakers: HashMap<StreamId, Waker>,
+    /// Waker of the owner's pump task.
+    pub pump_waker: Option<Waker>,
+    /// Bumped for every upstream; listeners of an older one ignore themselves.
+    pub generation: u64,
+    /// Who owns the current upstream.
+    pub owner: OwnerKind,
+    /// Backend location (set from the env on every request).
+    pub backend: Backend,
+    /// Random id of this isolate.
+    pub isolate_id: String,
+    /// When this isolate's state was created (ms since epoch).
+    pub started_at: f64,
+    /// Every request this isolate handled.
+    pub requests_handled: u64,
+    /// Client WebSocket upgrades accepted.
+    pub ws_upgrades: u64,
+    /// HTTP requests proxied over the upstream.
+    pub http_proxied: u64,
+    /// Upstreams opened after the first.
+    pub backend_reconnects: u64,
+    /// Last connect error, for `/__stats`.
+    pub last_error: Option<String>,
+}
+
+thread_local! {
+    static SHARED: RefCell<Shared> = RefCell::new(Shared {
+        mux: Mux::new(Config::default()),
+        stream_wakers: HashMap::new(),
+        pump_waker: None,
+        generation: 0,
+        owner: OwnerKind::None,
+        backend: Backend::default(),
+        isolate_id: js::random_uuid(),
+        started_at: js::now_ms(),
+        requests_handled: 0,
+        ws_upgrades: 0,
+        http_proxied: 0,
+        backend_reconnects: 0,
+        last_error: None,
+    });
+}
+
+/// Runs `f` with the shared state borrowed. Keep `f` short and free of awaits and wakes.
+pub fn with<R>(f: impl FnOnce(&mut Shared) -> R) -> R {
+    SHARED.with(|s| f(&mut s.borrow_mut()))
+}
+
+/// Wakes whoever has something to do after the mux changed: the delivery task of every
+/// stream that received something, and the owner's pump if frames wait to be sent.
+/// Wakers are called after the borrow ends; a wake only resolves the sleeper's own promise.
+pub fn flush() {
+    let wakers: Vec<Waker> = with(|s| {
+        let mut wakers: Vec<Waker> = s
+            .mux
+            .take_woken()
+            .into_iter()
+            .filter_map(|id| s.stream_wakers.remove(&id))
+            .collect();
+        if s.mux.wants_transmit() {
+            wakers.extend(s.pump_waker.take());
+        }
+        wakers
+    });
+    for w in wakers {
+        w.wake();
+    }
+}

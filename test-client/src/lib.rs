@@ -1,0 +1,60 @@
+//! test-client: load generation, correctness checks, `/__stats` reading and the
+//! benchmark for snippet-proxy. `Opts` and [`run`] are public so tests drive the real CLI
+//! in-process; [`stack`] is the end-to-end harness that starts the real workerd.
+#![deny(missing_docs)]
+
+pub mod load;
+pub mod snippet_stats;
+pub mod stack;
+pub mod stats;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+/// snippet-proxy's test client.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Opts {
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Generate load and verify every reply; exits non-zero on any loss or mismatch.
+    Load(load::LoadOpts),
+    /// Read a snippet's /__stats.
+    Stats(snippet_stats::StatsOpts),
+}
+
+/// Runs the CLI.
+pub async fn run(opts: Opts) -> Result<ExitCode> {
+    match opts.command {
+        Cmd::Load(load) => {
+            let progress = !opts.json && std::io::stdout().is_terminal();
+            let report = load::run(load, progress).await?;
+            if opts.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.to_text());
+            }
+            Ok(if report.passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Cmd::Stats(s) => {
+            snippet_stats::run(s, opts.json).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

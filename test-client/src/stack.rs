@@ -1,0 +1,337 @@
+//! Starts the real stack — backend-do and the snippet, each under `wrangler dev`
+//! (workerd) on loopback — on free ports, waits until both answer, and stops what it
+//! started by process group. Used by the end-to-end tests and `test-client bench`.
+
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+
+/// Log lines that mean the context rules were broken (DESIGN.md §2).
+pub const FORBIDDEN_LOG_LINES: [&str; 2] = [
+    "Cannot perform I/O on behalf of a different request",
+    "hung",
+];
+
+/// How long a worker may take to build and answer (a cold wasm build is ~60 s here).
+const READY_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// One `wrangler dev` process.
+pub struct Worker {
+    child: Option<Child>,
+    /// Its HTTP port on 127.0.0.1.
+    pub port: u16,
+    log: PathBuf,
+    dir: PathBuf,
+    args: Vec<String>,
+}
+
+impl Worker {
+    fn spawn(
+        root: &Path,
+        dir: &Path,
+        port: u16,
+        vars: &[(String, String)],
+        log: PathBuf,
+        persist: &Path,
+    ) -> Result<Worker> {
+        let inspector = free_port()?;
+        let mut args: Vec<String> = vec![
+            "dev".into(),
+            "--ip".into(),
+            "127.0.0.1".into(),
+            "--port".into(),
+            port.to_string(),
+            "--inspector-port".into(),
+            inspector.to_string(),
+            "--persist-to".into(),
+            persist.display().to_string(),
+            "--show-interactive-dev-session=false".into(),
+        ];
+        for (k, v) in vars {
+            args.push("--var".into());
+            args.push(format!("{k}:{v}"));
+        }
+        let mut w = Worker {
+            child: None,
+            port,
+            log,
+            dir: dir.to_owned(),
+            args,
+        };
+        w.start(root)?;
+        Ok(w)
+    }
+
+    fn start(&mut self, root: &Path) -> Result<()> {
+        use std::os::unix::process::CommandExt;
+        let wrangler = root.join("node_modules/.bin/wrangler");
+        if !wrangler.exists() {
+            bail!("{} is missing: run ./x setup", wrangler.display());
+        }
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .context("worker log")?;
+        let child = Command::new(wrangler)
+            .args(&self.args)
+            .current_dir(&self.dir)
+            .env("WRANGLER_SEND_METRICS", "false")
+            .env("CI", "true")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .context("starting wrangler dev")?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Stops the process group (wrangler and its workerd) and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pgid = child.id() as i32;
+            // SAFETY: plain syscall on a process group we created.
+            unsafe {
+                libc::kill(-pgid, libc::SIGTERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            // SAFETY: as above.
+            unsafe {
+                libc::kill(-pgid, libc::SIGKILL);
+            }
+            let _ = child.wait();
+        }
+    }
+
+    /// The log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Base URL, e.g. `http://127.0.0.1:8787`.
+    pub fn http(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Base WebSocket URL, e.g. `ws://127.0.0.1:8787`.
+    pub fn ws(&self) -> String {
+        format!("ws://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Options for [`Stack::start`].
+#[derive(Debug, Clone, Default)]
+pub struct StackOpts {
+    /// Extra `--var`s for the snippet (limits, test routes, …).
+    pub snippet_vars: Vec<(String, String)>,
+    /// Tenant the snippet's upstream goes to.
+    pub tenant: Option<String>,
+}
+
+/// A running backend + snippet pair.
+pub struct Stack {
+    root: PathBuf,
+    /// Scratch directory: logs and the Durable Object's persisted state.
+    pub dir: PathBuf,
+    /// The backend-do worker.
+    pub backend: Worker,
+    /// The snippet worker.
+    pub snippet: Worker,
+    /// The bearer token both share.
+    pub token: String,
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The repository root: `SNIPPET_PROXY_ROOT`, or the nearest ancestor of the current
+/// directory (or of this crate) holding `wrangler.toml` and `backend-do/`.
+pub fn repo_root() -> Result<PathBuf> {
+    if let Ok(root) = std::env::var("SNIPPET_PROXY_ROOT") {
+        return Ok(PathBuf::from(root));
+    }
+    let starts = [
+        std::env::current_dir()?,
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+    ];
+    for start in starts {
+        for dir in start.ancestors() {
+            if dir.join("wrangler.toml").exists() && dir.join("backend-do").is_dir() {
+                return Ok(dir.to_owned());
+            }
+        }
+    }
+    bail!("cannot find the snippet-proxy checkout; set SNIPPET_PROXY_ROOT")
+}
+
+fn wait_ready(worker: &mut Worker, path: &str) -> Result<()> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let addr = format!("127.0.0.1:{}", worker.port);
+    while Instant::now() < deadline {
+        if let Some(child) = worker.child.as_mut() {
+            if let Ok(Some(status)) = child.try_wait() {
+                bail!(
+                    "wrangler dev exited early ({status}); log:\n{}",
+                    tail(&worker.log(), 40)
+                );
+            }
+        }
+        if http_get_status(&addr, path).is_ok_and(|s| s == 200) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    bail!(
+        "worker on {addr} not ready after {READY_TIMEOUT:?}; log:\n{}",
+        tail(&worker.log(), 40)
+    )
+}
+
+/// A minimal blocking GET (readiness probes run before any runtime exists).
+fn http_get_status(addr: &str, path: &str) -> Result<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let head = String::from_utf8_lossy(&buf);
+    let status = head.split_whitespace().nth(1).context("no status")?;
+    Ok(status.parse()?)
+}
+
+/// The last `n` lines of a log.
+pub fn tail(log: &str, n: usize) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+impl Stack {
+    /// Starts backend-do and the snippet pointed at it, with a fresh random token.
+    pub fn start(opts: StackOpts) -> Result<Stack> {
+        let root = repo_root()?;
+        let dir = std::env::temp_dir().join(format!(
+            "snippet-proxy-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir_all(&dir)?;
+        let token: String = std::iter::repeat_with(fastrand::alphanumeric)
+            .take(32)
+            .collect();
+        let backend_port = free_port()?;
+        let snippet_port = free_port()?;
+        let tenant = opts.tenant.clone().unwrap_or_else(|| "default".into());
+        let backend_vars = vec![("BACKEND_TOKEN".to_owned(), token.clone())];
+        let mut snippet_vars = vec![
+            ("BACKEND_TOKEN".to_owned(), token.clone()),
+            (
+                "BACKEND_URL".to_owned(),
+                format!("ws://127.0.0.1:{backend_port}/db/{tenant}/mux"),
+            ),
+        ];
+        snippet_vars.extend(opts.snippet_vars);
+        let persist = dir.join("state");
+        let mut backend = Worker::spawn(
+            &root,
+            &root.join("backend-do"),
+            backend_port,
+            &backend_vars,
+            dir.join("backend.log"),
+            &persist,
+        )?;
+        let mut snippet = Worker::spawn(
+            &root,
+            &root,
+            snippet_port,
+            &snippet_vars,
+            dir.join("snippet.log"),
+            &persist,
+        )?;
+        wait_ready(&mut backend, "/")?;
+        wait_ready(&mut snippet, "/")?;
+        Ok(Stack {
+            root,
+            dir,
+            backend,
+            snippet,
+            token,
+        })
+    }
+
+    /// Stops the backend (the snippet keeps running).
+    pub fn stop_backend(&mut self) {
+        self.backend.stop();
+    }
+
+    /// Starts the backend again on the same port with the same persisted state.
+    pub fn restart_backend(&mut self) -> Result<()> {
+        self.backend.stop();
+        self.backend.start(&self.root)?;
+        wait_ready(&mut self.backend, "/")
+    }
+
+    /// Both logs, labelled.
+    pub fn logs(&self) -> String {
+        format!(
+            "--- backend log ---\n{}\n--- snippet log ---\n{}",
+            self.backend.log(),
+            self.snippet.log()
+        )
+    }
+
+    /// Fails with the log tails if either log has a line from [`FORBIDDEN_LOG_LINES`].
+    pub fn assert_clean_logs(&self) -> Result<()> {
+        for (name, log) in [
+            ("backend", self.backend.log()),
+            ("snippet", self.snippet.log()),
+        ] {
+            for bad in FORBIDDEN_LOG_LINES {
+                if let Some(line) = log.lines().find(|l| l.contains(bad)) {
+                    bail!("{name} log has {bad:?}: {line}\n{}", tail(&log, 60));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The snippet's `/__stats`.
+    pub async fn snippet_stats(&self) -> Result<serde_json::Value> {
+        crate::snippet_stats::fetch(&format!("{}/__stats", self.snippet.http())).await
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.snippet.stop();
+        self.backend.stop();
+        if std::thread::panicking() {
+            eprintln!("{}", tail(&self.logs(), 80));
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
