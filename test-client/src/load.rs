@@ -436,7 +436,8 @@ async fn http_client(
 /// `false` when stdout is not a terminal).
 pub async fn run(opts: LoadOpts, progress: bool) -> Result<Report> {
     let websocket = opts.url.starts_with("ws://") || opts.url.starts_with("wss://");
-    if !websocket && !(opts.url.starts_with("http://") || opts.url.starts_with("https://")) {
+    let http = opts.url.starts_with("http://") || opts.url.starts_with("https://");
+    if !(websocket || http) {
         bail!("url must start with ws://, wss://, http:// or https://");
     }
     if !websocket && opts.method == Method::Raw {

@@ -186,7 +186,7 @@ fn random_garbage_never_panics() {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
-                if x % 5 == 0 {
+                if x.is_multiple_of(5) {
                     protocol::VERSION
                 } else {
                     x as u8
