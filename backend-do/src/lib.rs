@@ -27,15 +27,10 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     let (tenant, endpoint) = match route::parse(&path) {
         Ok(r) => r,
         Err(RouteError::NotFound) => return json_error(404, "not found; see GET /"),
-        Err(RouteError::BadTenant) => {
-            return json_error(400, "tenant names are 1-64 characters of [A-Za-z0-9_.-]")
-        }
+        Err(RouteError::BadTenant) => return json_error(400, "tenant names are 1-64 characters of [A-Za-z0-9_.-]"),
     };
     // Fail closed: without a configured token nobody gets in.
-    let token = env
-        .secret("BACKEND_TOKEN")
-        .map(|s| s.to_string())
-        .unwrap_or_default();
+    let token = env.secret("BACKEND_TOKEN").map(|s| s.to_string()).unwrap_or_default();
     if token.is_empty() {
         return json_error(500, "BACKEND_TOKEN is not configured");
     }
@@ -43,20 +38,12 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     if !route::authorized(header.as_deref(), &token) {
         return json_error(401, "missing or wrong bearer token");
     }
-    if endpoint.is_websocket()
-        && !req
-            .headers()
-            .get("Upgrade")?
-            .is_some_and(|u| u.eq_ignore_ascii_case("websocket"))
-    {
+    if endpoint.is_websocket() && !req.headers().get("Upgrade")?.is_some_and(|u| u.eq_ignore_ascii_case("websocket")) {
         return json_error(426, "this endpoint needs a WebSocket upgrade");
     }
     if !endpoint.is_websocket() && req.method() != Method::Post {
         return json_error(405, "use POST");
     }
-    let stub = env
-        .durable_object(BINDING)?
-        .id_from_name(tenant)?
-        .get_stub()?;
+    let stub = env.durable_object(BINDING)?.id_from_name(tenant)?.get_stub()?;
     stub.fetch_with_request(req).await
 }

@@ -9,15 +9,14 @@ use std::cell::Cell;
 
 use backend_core::route::{self, Endpoint};
 use backend_core::rpc::{self, stats_object, DbError};
-use backend_core::{session, Db, Session, SqlResult};
+use backend_core::{session, Db, Service, Session, SqlResult};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use worker::*;
 
 use crate::sql;
 
-const META_TABLE: &str =
-    "CREATE TABLE IF NOT EXISTS proxy_meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL)";
+const META_TABLE: &str = "CREATE TABLE IF NOT EXISTS proxy_meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL)";
 
 /// What a socket is, kept in its attachment so it survives hibernation.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -48,6 +47,26 @@ struct ObjectDb<'a> {
 impl Db for ObjectDb<'_> {
     fn sql(&mut self, q: &str, params: &[Value]) -> std::result::Result<SqlResult, DbError> {
         sql::run(&self.obj.state.storage().sql(), q, params)
+    }
+
+    fn broadcast(&mut self, notification: &str) -> u64 {
+        let mut delivered = 0;
+        for ws in self.obj.state.get_websockets_with_tag("ws") {
+            if ws.send_with_str(notification).is_ok() {
+                delivered += 1;
+            }
+        }
+        for ws in self.obj.state.get_websockets_with_tag("mux") {
+            let Ok(Some(a)) = ws.deserialize_attachment::<Attachment>() else { continue };
+            let rpc: Vec<u32> =
+                a.session.streams.iter().filter(|(_, s)| **s == Service::Rpc).map(|(id, _)| *id).collect();
+            if let Some(batch) = session::push_batch(&rpc, notification) {
+                if ws.send_with_bytes(batch).is_ok() {
+                    delivered += rpc.len() as u64;
+                }
+            }
+        }
+        delivered
     }
 
     fn stats(&mut self) -> Value {
@@ -105,13 +124,7 @@ impl DurableObject for Database {
                 _ => None,
             })
             .unwrap_or(0);
-        Database {
-            state,
-            messages: Cell::new(0),
-            http_requests: Cell::new(0),
-            sockets_accepted: Cell::new(0),
-            wakes,
-        }
+        Database { state, messages: Cell::new(0), http_requests: Cell::new(0), sockets_accepted: Cell::new(0), wakes }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
@@ -121,12 +134,8 @@ impl DurableObject for Database {
         };
         if endpoint.is_websocket() {
             let pair = WebSocketPair::new()?;
-            self.state
-                .accept_websocket_with_tags(&pair.server, &[endpoint.name()]);
-            let attachment = Attachment {
-                endpoint: endpoint.name().to_owned(),
-                session: Session::default(),
-            };
+            self.state.accept_websocket_with_tags(&pair.server, &[endpoint.name()]);
+            let attachment = Attachment { endpoint: endpoint.name().to_owned(), session: Session::default() };
             pair.server.serialize_attachment(&attachment)?;
             self.sockets_accepted.set(self.sockets_accepted.get() + 1);
             return Response::from_websocket(pair.client);
@@ -134,32 +143,18 @@ impl DurableObject for Database {
         self.http_requests.set(self.http_requests.get() + 1);
         let content_type = req.headers().get("Content-Type")?.unwrap_or_default();
         let body = req.bytes().await?;
-        let service = if endpoint == Endpoint::Query {
-            "/query"
-        } else {
-            "/rpc"
-        };
-        let request = backend_core::session::HttpRequest {
-            method: "POST".into(),
-            path: service.into(),
-            content_type,
-            body,
-        };
+        let service = if endpoint == Endpoint::Query { "/query" } else { "/rpc" };
+        let request =
+            backend_core::session::HttpRequest { method: "POST".into(), path: service.into(), content_type, body };
         let res = session::http(&request, &mut self.db());
         let headers = Headers::new();
         if !res.content_type.is_empty() {
             headers.set("Content-Type", &res.content_type)?;
         }
-        Ok(Response::from_bytes(res.body)?
-            .with_status(res.status)
-            .with_headers(headers))
+        Ok(Response::from_bytes(res.body)?.with_status(res.status).with_headers(headers))
     }
 
-    async fn websocket_message(
-        &self,
-        ws: WebSocket,
-        message: WebSocketIncomingMessage,
-    ) -> Result<()> {
+    async fn websocket_message(&self, ws: WebSocket, message: WebSocketIncomingMessage) -> Result<()> {
         self.messages.set(self.messages.get() + 1);
         let mut attachment: Attachment = ws.deserialize_attachment()?.unwrap_or_default();
         match attachment.endpoint.as_str() {
@@ -195,13 +190,7 @@ impl DurableObject for Database {
         }
     }
 
-    async fn websocket_close(
-        &self,
-        ws: WebSocket,
-        code: usize,
-        reason: String,
-        _was_clean: bool,
-    ) -> Result<()> {
+    async fn websocket_close(&self, ws: WebSocket, code: usize, reason: String, _was_clean: bool) -> Result<()> {
         // Reciprocate with a code that may be sent (1005/1006/1015 are reserved).
         let code = match code {
             1005 | 1006 | 1015 => 1000,

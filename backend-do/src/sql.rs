@@ -23,9 +23,7 @@ fn to_json(v: SqlStorageValue) -> Value {
         SqlStorageValue::Null => Value::Null,
         SqlStorageValue::Boolean(b) => Value::Bool(b),
         SqlStorageValue::Integer(i) => Value::from(i),
-        SqlStorageValue::Float(f) => serde_json::Number::from_f64(f)
-            .map(Value::Number)
-            .unwrap_or(Value::Null),
+        SqlStorageValue::Float(f) => serde_json::Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null),
         SqlStorageValue::String(s) => Value::String(s),
         SqlStorageValue::Blob(b) => Value::Array(b.into_iter().map(Value::from).collect()),
     }
@@ -40,9 +38,7 @@ fn sqlite_message(e: worker::Error) -> String {
 pub fn run(storage: &SqlStorage, sql: &str, params: &[Value]) -> Result<SqlResult, DbError> {
     {
         let bindings: Vec<JsValue> = params.iter().map(to_js).collect();
-        let cursor = storage
-            .exec_raw(sql, bindings)
-            .map_err(|e| DbError::Sqlite(sqlite_message(e)))?;
+        let cursor = storage.exec_raw(sql, bindings).map_err(|e| DbError::Sqlite(sqlite_message(e)))?;
         let columns = cursor.column_names();
         let mut rows = Vec::new();
         for row in cursor.raw() {

@@ -29,22 +29,14 @@ impl fmt::Display for DecodeError {
         match self {
             DecodeError::Empty => write!(f, "empty message"),
             DecodeError::UnsupportedVersion(v) => {
-                write!(
-                    f,
-                    "unsupported protocol version {v} (this side speaks {})",
-                    crate::VERSION
-                )
+                write!(f, "unsupported protocol version {v} (this side speaks {})", crate::VERSION)
             }
             DecodeError::UnknownKind(k) => write!(f, "unknown frame kind {k}"),
             DecodeError::ReservedFlags(b) => {
                 write!(f, "reserved flags byte is {b:#04x}, must be 0")
             }
             DecodeError::PayloadTooLarge(n) => {
-                write!(
-                    f,
-                    "payload of {n} bytes exceeds {}",
-                    crate::MAX_FRAME_PAYLOAD
-                )
+                write!(f, "payload of {n} bytes exceeds {}", crate::MAX_FRAME_PAYLOAD)
             }
             DecodeError::Truncated { needed, available } => {
                 write!(f, "truncated: needed {needed} bytes, had {available}")

@@ -118,12 +118,7 @@ pub fn begin_message(out: &mut Vec<u8>) {
 ///
 /// Payloads longer than [`MAX_FRAME_PAYLOAD`] are a caller bug; the encoder refuses them
 /// rather than writing a frame that every decoder would reject.
-pub fn encode_frame(
-    out: &mut Vec<u8>,
-    kind: FrameKind,
-    stream: StreamId,
-    payload: &[u8],
-) -> Result<(), DecodeError> {
+pub fn encode_frame(out: &mut Vec<u8>, kind: FrameKind, stream: StreamId, payload: &[u8]) -> Result<(), DecodeError> {
     if payload.len() > MAX_FRAME_PAYLOAD {
         return Err(DecodeError::PayloadTooLarge(payload.len()));
     }
@@ -155,39 +150,22 @@ pub fn decode_frame(buf: &[u8]) -> Result<Option<(Frame<'_>, usize)>, DecodeErro
         return Ok(None);
     }
     let Some(header) = buf.get(..HEADER_LEN) else {
-        return Err(DecodeError::Truncated {
-            needed: HEADER_LEN,
-            available: buf.len(),
-        });
+        return Err(DecodeError::Truncated { needed: HEADER_LEN, available: buf.len() });
     };
     let kind = FrameKind::try_from(header[0])?;
     if header[1] != 0 {
         return Err(DecodeError::ReservedFlags(header[1]));
     }
-    let stream = StreamId(u32::from_be_bytes([
-        header[2], header[3], header[4], header[5],
-    ]));
+    let stream = StreamId(u32::from_be_bytes([header[2], header[3], header[4], header[5]]));
     let len = u32::from_be_bytes([header[6], header[7], header[8], header[9]]) as usize;
     if len > MAX_FRAME_PAYLOAD {
         return Err(DecodeError::PayloadTooLarge(len));
     }
-    let end = HEADER_LEN
-        .checked_add(len)
-        .ok_or(DecodeError::PayloadTooLarge(len))?;
+    let end = HEADER_LEN.checked_add(len).ok_or(DecodeError::PayloadTooLarge(len))?;
     let Some(payload) = buf.get(HEADER_LEN..end) else {
-        return Err(DecodeError::Truncated {
-            needed: end,
-            available: buf.len(),
-        });
+        return Err(DecodeError::Truncated { needed: end, available: buf.len() });
     };
-    Ok(Some((
-        Frame {
-            kind,
-            stream,
-            payload,
-        },
-        end,
-    )))
+    Ok(Some((Frame { kind, stream, payload }, end)))
 }
 
 /// Iterates over the frames of one upstream message. Stops at the first error.
@@ -220,10 +198,7 @@ impl<'a> Iterator for Frames<'a> {
 pub fn decode_message(msg: &[u8]) -> Result<Frames<'_>, DecodeError> {
     match msg.split_first() {
         None => Err(DecodeError::Empty),
-        Some((&VERSION, rest)) => Ok(Frames {
-            rest,
-            failed: false,
-        }),
+        Some((&VERSION, rest)) => Ok(Frames { rest, failed: false }),
         Some((&other, _)) => Err(DecodeError::UnsupportedVersion(other)),
     }
 }

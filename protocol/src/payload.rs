@@ -72,14 +72,9 @@ impl<'a> Reader<'a> {
         Reader { buf, pos: 0 }
     }
     fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .ok_or(DecodeError::PayloadTooLarge(n))?;
-        let out = self.buf.get(self.pos..end).ok_or(DecodeError::Truncated {
-            needed: end,
-            available: self.buf.len(),
-        })?;
+        let end = self.pos.checked_add(n).ok_or(DecodeError::PayloadTooLarge(n))?;
+        let out =
+            self.buf.get(self.pos..end).ok_or(DecodeError::Truncated { needed: end, available: self.buf.len() })?;
         self.pos = end;
         Ok(out)
     }
@@ -112,18 +107,15 @@ impl Open {
     /// Decodes the payload.
     pub fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(buf);
-        Ok(Open {
-            path: r.str("path")?,
-        })
+        Ok(Open { path: r.str("path")? })
     }
 }
 
 impl Request {
     /// Encodes the payload.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(
-            6 + self.method.len() + self.path.len() + self.content_type.len() + self.body.len(),
-        );
+        let mut out =
+            Vec::with_capacity(6 + self.method.len() + self.path.len() + self.content_type.len() + self.body.len());
         put_str(&mut out, &self.method);
         put_str(&mut out, &self.path);
         put_str(&mut out, &self.content_type);
@@ -154,11 +146,7 @@ impl Response {
     /// Decodes the payload.
     pub fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(buf);
-        Ok(Response {
-            status: r.u16()?,
-            content_type: r.str("content_type")?,
-            body: r.rest().to_vec(),
-        })
+        Ok(Response { status: r.u16()?, content_type: r.str("content_type")?, body: r.rest().to_vec() })
     }
 }
 
@@ -173,16 +161,10 @@ impl Close {
     /// Decodes the payload. An empty payload means 1005 (no status received).
     pub fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
         if buf.is_empty() {
-            return Ok(Close {
-                code: 1005,
-                reason: String::new(),
-            });
+            return Ok(Close { code: 1005, reason: String::new() });
         }
         let mut r = Reader::new(buf);
-        Ok(Close {
-            code: r.u16()?,
-            reason: r.rest_str("reason")?,
-        })
+        Ok(Close { code: r.u16()?, reason: r.rest_str("reason")? })
     }
 }
 
@@ -197,9 +179,6 @@ impl ErrorFrame {
     /// Decodes the payload.
     pub fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(buf);
-        Ok(ErrorFrame {
-            code: r.u16()?,
-            message: r.rest_str("message")?,
-        })
+        Ok(ErrorFrame { code: r.u16()?, message: r.rest_str("message")? })
     }
 }

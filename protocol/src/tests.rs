@@ -39,10 +39,7 @@ fn header_layout_is_fixed_big_endian() {
 #[test]
 fn empty_and_foreign_version_are_rejected() {
     assert_eq!(decode_message(&[]).err(), Some(DecodeError::Empty));
-    assert_eq!(
-        decode_message(&[9, 1]).err(),
-        Some(DecodeError::UnsupportedVersion(9))
-    );
+    assert_eq!(decode_message(&[9, 1]).err(), Some(DecodeError::UnsupportedVersion(9)));
     assert_eq!(decode_message(&[VERSION]).map(|f| f.count()).ok(), Some(0));
 }
 
@@ -50,13 +47,8 @@ fn empty_and_foreign_version_are_rejected() {
 fn truncated_header_and_payload_are_errors_not_panics() {
     let msg = single_frame_message(FrameKind::Binary, StreamId(7), b"abcdef");
     for cut in 2..msg.len() {
-        let frames: Vec<_> = decode_message(&msg[..cut])
-            .map(|f| f.collect())
-            .unwrap_or_default();
-        assert!(
-            matches!(frames.last(), Some(Err(DecodeError::Truncated { .. }))),
-            "cut {cut}"
-        );
+        let frames: Vec<_> = decode_message(&msg[..cut]).map(|f| f.collect()).unwrap_or_default();
+        assert!(matches!(frames.last(), Some(Err(DecodeError::Truncated { .. }))), "cut {cut}");
     }
 }
 
@@ -64,16 +56,10 @@ fn truncated_header_and_payload_are_errors_not_panics() {
 fn unknown_kind_and_flags_are_errors() {
     let mut msg = single_frame_message(FrameKind::Text, StreamId(1), b"x");
     msg[1] = 200;
-    assert_eq!(
-        decode_message(&msg).ok().and_then(|mut f| f.next()),
-        Some(Err(DecodeError::UnknownKind(200)))
-    );
+    assert_eq!(decode_message(&msg).ok().and_then(|mut f| f.next()), Some(Err(DecodeError::UnknownKind(200))));
     msg[1] = 2;
     msg[2] = 1;
-    assert_eq!(
-        decode_message(&msg).ok().and_then(|mut f| f.next()),
-        Some(Err(DecodeError::ReservedFlags(1)))
-    );
+    assert_eq!(decode_message(&msg).ok().and_then(|mut f| f.next()), Some(Err(DecodeError::ReservedFlags(1))));
 }
 
 #[test]
@@ -81,10 +67,7 @@ fn oversized_length_field_is_rejected_before_reading() {
     let mut msg = vec![VERSION, 3, 0, 0, 0, 0, 1];
     msg.extend_from_slice(&u32::MAX.to_be_bytes());
     let first = decode_message(&msg).ok().and_then(|mut f| f.next());
-    assert_eq!(
-        first,
-        Some(Err(DecodeError::PayloadTooLarge(u32::MAX as usize)))
-    );
+    assert_eq!(first, Some(Err(DecodeError::PayloadTooLarge(u32::MAX as usize))));
 }
 
 #[test]
@@ -92,15 +75,8 @@ fn batches_round_trip_10k_cases() {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     for _ in 0..10_000 {
         let n = rng.below(6) as usize;
-        let frames: Vec<(FrameKind, StreamId, Vec<u8>)> = (0..n)
-            .map(|_| {
-                (
-                    KINDS[rng.below(9) as usize],
-                    StreamId(rng.next() as u32),
-                    rng.bytes(64),
-                )
-            })
-            .collect();
+        let frames: Vec<(FrameKind, StreamId, Vec<u8>)> =
+            (0..n).map(|_| (KINDS[rng.below(9) as usize], StreamId(rng.next() as u32), rng.bytes(64))).collect();
         let mut msg = Vec::new();
         begin_message(&mut msg);
         for (k, s, p) in &frames {
@@ -117,9 +93,7 @@ fn batches_round_trip_10k_cases() {
 
 #[test]
 fn payloads_round_trip() {
-    let open = Open {
-        path: "/echo".into(),
-    };
+    let open = Open { path: "/echo".into() };
     assert_eq!(Open::decode(&open.encode()), Ok(open));
     let req = Request {
         method: "POST".into(),
@@ -128,45 +102,20 @@ fn payloads_round_trip() {
         body: b"{\"id\":1}".to_vec(),
     };
     assert_eq!(Request::decode(&req.encode()), Ok(req));
-    let res = Response {
-        status: 201,
-        content_type: "text/plain; charset=utf-8".into(),
-        body: vec![0, 255],
-    };
+    let res = Response { status: 201, content_type: "text/plain; charset=utf-8".into(), body: vec![0, 255] };
     assert_eq!(Response::decode(&res.encode()), Ok(res));
-    let close = Close {
-        code: 1013,
-        reason: "try again ✓".into(),
-    };
+    let close = Close { code: 1013, reason: "try again ✓".into() };
     assert_eq!(Close::decode(&close.encode()), Ok(close));
-    assert_eq!(
-        Close::decode(&[]),
-        Ok(Close {
-            code: 1005,
-            reason: String::new()
-        })
-    );
-    let err = ErrorFrame {
-        code: 404,
-        message: "unknown stream 9".into(),
-    };
+    assert_eq!(Close::decode(&[]), Ok(Close { code: 1005, reason: String::new() }));
+    let err = ErrorFrame { code: 404, message: "unknown stream 9".into() };
     assert_eq!(ErrorFrame::decode(&err.encode()), Ok(err));
 }
 
 #[test]
 fn payload_decoders_reject_bad_utf8_and_truncation() {
-    assert_eq!(
-        Open::decode(&[0, 2, 0xff, 0xfe]),
-        Err(DecodeError::InvalidUtf8("path"))
-    );
-    assert!(matches!(
-        Open::decode(&[0, 9, b'a']),
-        Err(DecodeError::Truncated { .. })
-    ));
-    assert!(matches!(
-        Response::decode(&[1]),
-        Err(DecodeError::Truncated { .. })
-    ));
+    assert_eq!(Open::decode(&[0, 2, 0xff, 0xfe]), Err(DecodeError::InvalidUtf8("path")));
+    assert!(matches!(Open::decode(&[0, 9, b'a']), Err(DecodeError::Truncated { .. })));
+    assert!(matches!(Response::decode(&[1]), Err(DecodeError::Truncated { .. })));
 }
 
 /// Fuzz-style: random bytes must never panic any decoder, and a decoded batch must

@@ -16,33 +16,17 @@ use crate::upstream;
 
 /// Handles `GET /ws` (JSON-RPC service) and `GET /ws/echo` (raw echo) upgrades.
 pub fn upgrade(req: &web_sys::Request, service: &str) -> Result<web_sys::Response, JsValue> {
-    let is_upgrade = req
-        .headers()
-        .get("Upgrade")
-        .ok()
-        .flatten()
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let is_upgrade = req.headers().get("Upgrade").ok().flatten().is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     if !is_upgrade {
-        return js::json(
-            426,
-            r#"{"error":"expected a WebSocket upgrade (Upgrade: websocket)"}"#,
-        );
+        return js::json(426, r#"{"error":"expected a WebSocket upgrade (Upgrade: websocket)"}"#);
     }
     let opened = state::with(|s| s.mux.open_websocket(service));
     let id = match opened {
         Ok(id) => id,
         Err(Refused::TooManyStreams) => {
-            return js::json(
-                503,
-                r#"{"error":"too many clients on this isolate; retry shortly"}"#,
-            );
+            return js::json(503, r#"{"error":"too many clients on this isolate; retry shortly"}"#);
         }
-        Err(e) => {
-            return js::json(
-                500,
-                &format!("{{\"error\":{}}}", mux_core::json_string(&e.to_string())),
-            )
-        }
+        Err(e) => return js::json(500, &format!("{{\"error\":{}}}", mux_core::json_string(&e.to_string()))),
     };
     let (client, server) = match js::websocket_pair() {
         Ok(pair) => pair,
@@ -71,14 +55,9 @@ struct Listeners {
 impl Drop for Listeners {
     fn drop(&mut self) {
         let t: &web_sys::EventTarget = self.ws.as_ref();
-        let _ = t.remove_event_listener_with_callback(
-            "message",
-            self.on_message.as_ref().unchecked_ref(),
-        );
-        let _ =
-            t.remove_event_listener_with_callback("close", self.on_close.as_ref().unchecked_ref());
-        let _ =
-            t.remove_event_listener_with_callback("error", self.on_error.as_ref().unchecked_ref());
+        let _ = t.remove_event_listener_with_callback("message", self.on_message.as_ref().unchecked_ref());
+        let _ = t.remove_event_listener_with_callback("close", self.on_close.as_ref().unchecked_ref());
+        let _ = t.remove_event_listener_with_callback("error", self.on_error.as_ref().unchecked_ref());
     }
 }
 
@@ -104,11 +83,7 @@ fn listen(id: StreamId, ws: &web_sys::WebSocket) -> Listeners {
             Ok(()) => upstream::ensure(OwnerKind::WebSocket),
             Err(Refused::UnknownStream) => {}
             Err(Refused::TooLarge { limit, .. }) => {
-                js::close(
-                    &sock,
-                    1009,
-                    &format!("message too large (limit {limit} bytes)"),
-                );
+                js::close(&sock, 1009, &format!("message too large (limit {limit} bytes)"));
                 detach(id, 1009, "message too large");
             }
             Err(Refused::Backpressure | Refused::TooManyStreams) => {
@@ -128,12 +103,7 @@ fn listen(id: StreamId, ws: &web_sys::WebSocket) -> Listeners {
     let _ = t.add_event_listener_with_callback("message", on_message.as_ref().unchecked_ref());
     let _ = t.add_event_listener_with_callback("close", on_close.as_ref().unchecked_ref());
     let _ = t.add_event_listener_with_callback("error", on_error.as_ref().unchecked_ref());
-    Listeners {
-        ws: ws.clone(),
-        on_message,
-        on_close,
-        on_error,
-    }
+    Listeners { ws: ws.clone(), on_message, on_close, on_error }
 }
 
 /// The stream's delivery task: writes the backend's messages to the client, in order,
@@ -160,12 +130,8 @@ async fn deliver(id: StreamId, ws: web_sys::WebSocket, listeners: Listeners) {
                 break;
             }
             // A response on a WebSocket stream is a backend bug; end the stream clearly.
-            Some(Delivery::Response(_)) => {
-                js::close(
-                    &ws,
-                    1011,
-                    "backend sent an HTTP response on a WebSocket stream",
-                );
+            Some(Delivery::Response(_) | Delivery::Fallback(_)) => {
+                js::close(&ws, 1011, "backend sent an HTTP response on a WebSocket stream");
                 detach(id, 1011, "protocol error");
                 break;
             }

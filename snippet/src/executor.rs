@@ -101,14 +101,7 @@ pub fn spawn(future: impl Future<Output = ()> + 'static) {
     });
     let resolvers = arm();
     TASKS.with(|t| {
-        t.borrow_mut().insert(
-            id,
-            Task {
-                future: Some(Box::pin(future)),
-                state: State::Scheduled,
-                resolvers: None,
-            },
-        )
+        t.borrow_mut().insert(id, Task { future: Some(Box::pin(future)), state: State::Scheduled, resolvers: None })
     });
     resolvers.resolve(id);
 }

@@ -1,9 +1,11 @@
 //! `POST /rpc` and `POST /query`: one HTTP request = one stream on the upstream, answered
-//! with the backend's status and body. The waiting request holds its own timer, which is
-//! both its timeout and the pending I/O that keeps workerd from calling it hung.
+//! with the backend's status and body. The waiting request holds its own timer, which
+//! drives the core's deadline (504) and is the pending I/O that keeps workerd from calling
+//! it hung (DESIGN.md §2.4). When no upstream can carry a request that has not left yet,
+//! it goes to the backend directly over HTTP (a fallback).
 
 use std::future::{poll_fn, Future};
-use std::pin::pin;
+use std::pin::Pin;
 use std::task::Poll;
 
 use mux_core::{json_string, Delivery, Refused, Request};
@@ -14,9 +16,6 @@ use crate::js;
 use crate::state::{self, OwnerKind};
 use crate::upstream;
 
-/// How long an HTTP request waits for its reply before a 504.
-pub const REQUEST_TIMEOUT_MS: f64 = 30_000.0;
-
 fn error(status: u16, msg: &str) -> Result<web_sys::Response, JsValue> {
     js::json(status, &format!("{{\"error\":{}}}", json_string(msg)))
 }
@@ -24,35 +23,26 @@ fn error(status: u16, msg: &str) -> Result<web_sys::Response, JsValue> {
 /// Proxies one HTTP request over the shared upstream.
 pub async fn proxy(req: web_sys::Request, path: &str) -> Result<web_sys::Response, JsValue> {
     let limit = state::with(|s| s.mux.config().max_message_bytes);
-    let declared = req
-        .headers()
-        .get("Content-Length")
-        .ok()
-        .flatten()
-        .and_then(|v| v.parse::<usize>().ok());
+    let declared = req.headers().get("Content-Length").ok().flatten().and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
         return error(413, &format!("body exceeds the limit of {limit} bytes"));
     }
-    let content_type = req
-        .headers()
-        .get("Content-Type")
-        .ok()
-        .flatten()
-        .unwrap_or_default();
+    let content_type = req.headers().get("Content-Type").ok().flatten().unwrap_or_default();
     let body = JsFuture::from(req.array_buffer()?).await?;
     let body = js_sys::Uint8Array::new(&body).to_vec();
-    let request = Request {
-        method: req.method(),
-        path: path.to_owned(),
-        content_type,
-        body,
-    };
-    let opened = state::with(|s| s.mux.open_http(&request));
-    let id = match opened {
-        Ok(id) => id,
-        Err(Refused::TooLarge { limit, .. }) => {
-            return error(413, &format!("body exceeds the limit of {limit} bytes"))
+    let request = Request { method: req.method(), path: path.to_owned(), content_type, body };
+
+    let now = js::now();
+    let opened = state::with(|s| {
+        if s.mux.should_fall_back(now) {
+            return Ok(None);
         }
+        s.mux.open_http(&request, now).map(Some)
+    });
+    let id = match opened {
+        Ok(Some(id)) => id,
+        Ok(None) => return fallback(&request).await,
+        Err(Refused::TooLarge { limit, .. }) => return error(413, &format!("body exceeds the limit of {limit} bytes")),
         Err(e @ (Refused::TooManyStreams | Refused::Backpressure)) => {
             let res = error(503, &format!("{e}; retry shortly"))?;
             res.headers().set("Retry-After", "1")?;
@@ -63,8 +53,9 @@ pub async fn proxy(req: web_sys::Request, path: &str) -> Result<web_sys::Respons
     state::with(|s| s.http_proxied += 1);
     upstream::ensure(OwnerKind::Http);
 
-    let mut timer = pin!(js::sleep(REQUEST_TIMEOUT_MS));
-    let reply = poll_fn(|cx| {
+    // Our own timer, re-armed for whatever the core's next deadline for us is.
+    let mut timer: Option<Pin<Box<dyn Future<Output = ()>>>> = None;
+    let reply = poll_fn(|cx| loop {
         let delivered = state::with(|s| match s.mux.poll_delivery(id) {
             Some(d) => Some(Some(d)),
             None if !s.mux.is_open(id) => Some(None),
@@ -76,36 +67,45 @@ pub async fn proxy(req: web_sys::Request, path: &str) -> Result<web_sys::Respons
         if let Some(d) = delivered {
             return Poll::Ready(d);
         }
-        if timer.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(None);
+        let t = timer.get_or_insert_with(|| {
+            let wait = state::with(|s| s.mux.config().request_timeout_ms);
+            Box::pin(js::sleep(wait as f64 + 1.0))
+        });
+        if t.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
         }
-        Poll::Pending
+        timer = None;
+        state::with(|s| s.mux.handle_timeout(js::now()));
     })
     .await;
     state::with(|s| {
         s.stream_wakers.remove(&id);
     });
+    state::flush();
     match reply {
         Some(Delivery::Response(r)) => js::response(r.status, &r.content_type, &r.body),
+        Some(Delivery::Fallback(r)) => fallback(&r).await,
         Some(other) => {
             state::with(|s| s.mux.count_error());
-            error(
-                502,
-                &format!("backend answered an HTTP request with a WebSocket frame: {other:?}"),
-            )
+            error(502, &format!("backend answered an HTTP request with a WebSocket frame: {other:?}"))
         }
-        None => {
-            state::with(|s| {
-                s.mux.client_closed(id, 1000, "timeout");
-                s.mux.count_error();
-            });
-            error(
-                504,
-                &format!(
-                    "no reply from the backend within {} ms",
-                    REQUEST_TIMEOUT_MS as u64
-                ),
-            )
+        None => error(502, "the request's stream ended without a reply"),
+    }
+}
+
+/// Sends the request to the backend directly over HTTP (counted in `fallbacks`).
+async fn fallback(request: &Request) -> Result<web_sys::Response, JsValue> {
+    let backend = state::with(|s| {
+        s.fallbacks += 1;
+        s.backend.clone()
+    });
+    let url = format!("{}{}", mux_core::http_base(&backend.url), request.path);
+    match js::post(&url, &backend.token, &request.content_type, &request.body).await {
+        Ok(res) => Ok(res),
+        Err(e) => {
+            state::with(|s| s.mux.count_error());
+            js::log_error(&format!("fallback to {url} failed: {e}"));
+            error(502, &format!("backend unreachable (no upstream, and direct HTTP failed: {e})"))
         }
     }
 }

@@ -40,6 +40,16 @@ pub fn now_ms() -> f64 {
     js_sys::Date::now()
 }
 
+/// [`now_ms`] as the core's clock.
+pub fn now() -> u64 {
+    js_sys::Date::now().max(0.0) as u64
+}
+
+/// 64 random bits (seeds the reconnect jitter).
+pub fn random_u64() -> u64 {
+    (js_sys::Math::random() * 2f64.powi(53)) as u64 ^ ((js_sys::Math::random() * 2f64.powi(32)) as u64) << 21
+}
+
 /// Sleeps in the current context. The timer is this context's own pending I/O, which
 /// also keeps workerd from cancelling a waiting request as hung (DESIGN.md §2.4).
 pub async fn sleep(ms: f64) {
@@ -67,42 +77,43 @@ pub async fn connect_websocket(url: &str, token: &str) -> Result<web_sys::WebSoc
         url.to_owned()
     };
     let headers = web_sys::Headers::new().map_err(|e| describe(&e))?;
-    headers
-        .set("Upgrade", "websocket")
-        .map_err(|e| describe(&e))?;
+    headers.set("Upgrade", "websocket").map_err(|e| describe(&e))?;
     if !token.is_empty() {
-        headers
-            .set("Authorization", &format!("Bearer {token}"))
-            .map_err(|e| describe(&e))?;
+        headers.set("Authorization", &format!("Bearer {token}")).map_err(|e| describe(&e))?;
     }
     let init = web_sys::RequestInit::new();
     init.set_headers(&headers);
-    let response = JsFuture::from(global_fetch(&url, &init))
-        .await
-        .map_err(|e| describe(&e))?;
-    let response: web_sys::Response = response
-        .dyn_into()
-        .map_err(|_| "fetch returned no Response".to_owned())?;
+    let response = JsFuture::from(global_fetch(&url, &init)).await.map_err(|e| describe(&e))?;
+    let response: web_sys::Response = response.dyn_into().map_err(|_| "fetch returned no Response".to_owned())?;
     let ws = js_sys::Reflect::get(&response, &"webSocket".into()).unwrap_or(JsValue::NULL);
     if response.status() != 101 || ws.is_null() || ws.is_undefined() {
         let body = match response.text() {
-            Ok(p) => JsFuture::from(p)
-                .await
-                .ok()
-                .and_then(|t| t.as_string())
-                .unwrap_or_default(),
+            Ok(p) => JsFuture::from(p).await.ok().and_then(|t| t.as_string()).unwrap_or_default(),
             Err(_) => String::new(),
         };
-        return Err(format!(
-            "backend refused the upgrade: HTTP {} {}",
-            response.status(),
-            body.trim()
-        ));
+        return Err(format!("backend refused the upgrade: HTTP {} {}", response.status(), body.trim()));
     }
     let ws: web_sys::WebSocket = ws.unchecked_into();
     ws.accept().map_err(|e| describe(&e))?;
     ws.set_binary_type(web_sys::BinaryType::Arraybuffer);
     Ok(ws)
+}
+
+/// POSTs `body` to `url` with a bearer token and returns the backend's response as is.
+pub async fn post(url: &str, token: &str, content_type: &str, body: &[u8]) -> Result<web_sys::Response, String> {
+    let headers = web_sys::Headers::new().map_err(|e| describe(&e))?;
+    if !token.is_empty() {
+        headers.set("Authorization", &format!("Bearer {token}")).map_err(|e| describe(&e))?;
+    }
+    if !content_type.is_empty() {
+        headers.set("Content-Type", content_type).map_err(|e| describe(&e))?;
+    }
+    let init = web_sys::RequestInit::new();
+    init.set_method("POST");
+    init.set_headers(&headers);
+    init.set_body(&js_sys::Uint8Array::from(body));
+    let res = JsFuture::from(global_fetch(url, &init)).await.map_err(|e| describe(&e))?;
+    res.dyn_into().map_err(|_| "fetch returned no Response".to_owned())
 }
 
 /// A `WebSocketPair`: (client end for the response, server end we keep).
@@ -124,11 +135,7 @@ pub fn upgrade_response(client: &web_sys::WebSocket) -> Result<web_sys::Response
 }
 
 /// A response with a body and content type.
-pub fn response(
-    status: u16,
-    content_type: &str,
-    body: &[u8],
-) -> Result<web_sys::Response, JsValue> {
+pub fn response(status: u16, content_type: &str, body: &[u8]) -> Result<web_sys::Response, JsValue> {
     let headers = web_sys::Headers::new()?;
     if !content_type.is_empty() {
         headers.set("Content-Type", content_type)?;

@@ -47,14 +47,12 @@ pub fn fetch(req: web_sys::Request, env: JsValue, _ctx: JsValue) -> js_sys::Prom
 }
 
 fn var(env: &JsValue, name: &str) -> Option<String> {
-    js_sys::Reflect::get(env, &name.into())
-        .ok()
-        .and_then(|v| v.as_string())
+    js_sys::Reflect::get(env, &name.into()).ok().and_then(|v| v.as_string())
 }
 
 async fn route(req: web_sys::Request, env: &JsValue) -> Result<web_sys::Response, JsValue> {
     let test_routes = var(env, "SNIPPET_TEST_ROUTES").as_deref() == Some("1");
-    state::with(|s| {
+    let config_error = state::with(|s| {
         s.requests_handled += 1;
         if let Some(url) = var(env, "BACKEND_URL") {
             s.backend.url = url;
@@ -62,7 +60,23 @@ async fn route(req: web_sys::Request, env: &JsValue) -> Result<web_sys::Response
         if let Some(token) = var(env, "BACKEND_TOKEN") {
             s.backend.token = token;
         }
+        if s.configured {
+            return None;
+        }
+        // Applied once, before the first stream exists.
+        match mux_core::Config::from_vars(|name| var(env, name)) {
+            Ok(cfg) => {
+                s.mux = mux_core::Mux::new(mux_core::Config { seed: js::random_u64(), ..cfg });
+                s.configured = true;
+                None
+            }
+            Err(e) => Some(e),
+        }
     });
+    if let Some(e) = config_error {
+        js::log_error(&format!("bad configuration: {e}"));
+        return js::json(500, &format!("{{\"error\":{}}}", mux_core::json_string(&format!("bad configuration: {e}"))));
+    }
     let url = web_sys::Url::new(&req.url())?;
     let path = url.pathname();
     let method = req.method();

@@ -65,8 +65,12 @@ pub struct Shared {
     pub ws_upgrades: u64,
     /// HTTP requests proxied over the upstream.
     pub http_proxied: u64,
-    /// Upstreams opened after the first.
-    pub backend_reconnects: u64,
+    /// HTTP requests sent straight to the backend because no upstream could carry them.
+    pub fallbacks: u64,
+    /// Whether the vars were applied to the mux config.
+    pub configured: bool,
+    /// A reconnect timer is pending in some context.
+    pub retry_scheduled: bool,
     /// Last connect error, for `/__stats`.
     pub last_error: Option<String>,
 }
@@ -84,7 +88,9 @@ thread_local! {
         requests_handled: 0,
         ws_upgrades: 0,
         http_proxied: 0,
-        backend_reconnects: 0,
+        fallbacks: 0,
+        configured: false,
+        retry_scheduled: false,
         last_error: None,
     });
 }
@@ -99,12 +105,8 @@ pub fn with<R>(f: impl FnOnce(&mut Shared) -> R) -> R {
 /// Wakers are called after the borrow ends; a wake only resolves the sleeper's own promise.
 pub fn flush() {
     let wakers: Vec<Waker> = with(|s| {
-        let mut wakers: Vec<Waker> = s
-            .mux
-            .take_woken()
-            .into_iter()
-            .filter_map(|id| s.stream_wakers.remove(&id))
-            .collect();
+        let mut wakers: Vec<Waker> =
+            s.mux.take_woken().into_iter().filter_map(|id| s.stream_wakers.remove(&id)).collect();
         if s.mux.wants_transmit() {
             wakers.extend(s.pump_waker.take());
         }

@@ -15,16 +15,8 @@ pub fn render() -> String {
         let c = s.mux.counters();
         let (ws, http) = s.mux.open_streams();
         let uptime = (now - s.started_at).max(0.0);
-        let rps = if uptime > 0.0 {
-            s.requests_handled as f64 * 1000.0 / uptime
-        } else {
-            0.0
-        };
-        let frames_per_batch = if c.batches_sent > 0 {
-            c.frames_sent as f64 / c.batches_sent as f64
-        } else {
-            0.0
-        };
+        let rps = if uptime > 0.0 { s.requests_handled as f64 * 1000.0 / uptime } else { 0.0 };
+        let frames_per_batch = if c.batches_sent > 0 { c.frames_sent as f64 / c.batches_sent as f64 } else { 0.0 };
         let mut out = String::with_capacity(1024);
         out.push('{');
         let mut field = |name: &str, value: String| {
@@ -39,18 +31,22 @@ pub fn render() -> String {
         field("requestsHandled", s.requests_handled.to_string());
         field("wsUpgrades", s.ws_upgrades.to_string());
         field("httpProxied", s.http_proxied.to_string());
-        field(
-            "messagesProxied",
-            (c.messages_up + c.messages_down).to_string(),
-        );
+        field("messagesProxied", (c.messages_up + c.messages_down).to_string());
         field("messagesUp", c.messages_up.to_string());
         field("messagesDown", c.messages_down.to_string());
         field("backendConnects", c.backend_connects.to_string());
-        field("backendReconnects", s.backend_reconnects.to_string());
-        field(
-            "backendConnected",
-            (s.mux.upstream() == Upstream::Up).to_string(),
-        );
+        field("backendReconnects", c.backend_reconnects.to_string());
+        field("connectAttempts", c.connect_attempts.to_string());
+        field("fallbacks", s.fallbacks.to_string());
+        field("timeouts", c.timeouts.to_string());
+        let (rtt50, rtt99) = match s.mux.rtt_percentiles() {
+            Some((a, b)) => (a.to_string(), b.to_string()),
+            None => ("null".into(), "null".into()),
+        };
+        field("upstreamRttP50Ms", rtt50);
+        field("upstreamRttP99Ms", rtt99);
+        field("batching", s.mux.config().batching.to_string());
+        field("backendConnected", (s.mux.upstream() == Upstream::Up).to_string());
         field("activeClients", ws.to_string());
         field("pendingRequests", http.to_string());
         field("requestsPerSecond", format!("{rps:.2}"));
@@ -64,18 +60,9 @@ pub fn render() -> String {
         field("bytesIn", c.upstream_bytes_in.to_string());
         field("bytesOut", c.upstream_bytes_out.to_string());
         field("droppedDeliveries", c.dropped_deliveries.to_string());
-        field(
-            "wakePromises",
-            executor::wake_promises_created().to_string(),
-        );
+        field("wakePromises", executor::wake_promises_created().to_string());
         field("liveTasks", executor::live_tasks().to_string());
-        field(
-            "lastError",
-            s.last_error
-                .as_deref()
-                .map(json_string)
-                .unwrap_or_else(|| "null".into()),
-        );
+        field("lastError", s.last_error.as_deref().map(json_string).unwrap_or_else(|| "null".into()));
         out.push('}');
         out
     })

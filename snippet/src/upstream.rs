@@ -18,22 +18,42 @@ use crate::state::{self, OwnerKind};
 /// Makes sure an upstream exists or is being opened. If none is, the *current* context
 /// becomes its owner. Concurrent first requests share one attempt: the mux state is
 /// `Connecting` from the first call on, so later callers only queue and wait.
+///
+/// While a failed upstream backs off, the first caller arms a retry timer in its own
+/// context; when it fires, that context tries again (and becomes the owner).
 pub fn ensure(kind: OwnerKind) {
-    let start = state::with(|s| {
-        if s.mux.upstream() != Upstream::Down {
-            return None;
+    enum Next {
+        Connect(u64, state::Backend),
+        Retry(u64),
+        Nothing,
+    }
+    let now = js::now();
+    let next = state::with(|s| {
+        if s.mux.can_connect(now) {
+            s.mux.upstream_connecting();
+            s.generation += 1;
+            s.owner = kind;
+            return Next::Connect(s.generation, s.backend.clone());
         }
-        s.mux.upstream_connecting();
-        s.generation += 1;
-        if s.generation > 1 {
-            s.backend_reconnects += 1;
+        match s.mux.next_connect_at() {
+            Some(at) if !s.retry_scheduled => {
+                s.retry_scheduled = true;
+                Next::Retry(at.saturating_sub(now))
+            }
+            _ => Next::Nothing,
         }
-        s.owner = kind;
-        Some((s.generation, s.backend.clone()))
     });
-    match start {
-        Some((generation, backend)) => executor::spawn(run_owner(generation, backend)),
-        None => state::flush(),
+    match next {
+        Next::Connect(generation, backend) => executor::spawn(run_owner(generation, backend)),
+        Next::Retry(delay) => executor::spawn(async move {
+            js::sleep(delay as f64).await;
+            state::with(|s| s.retry_scheduled = false);
+            // Only if someone still needs the upstream: a stream is open.
+            if state::with(|s| s.mux.open_streams() != (0, 0)) {
+                ensure(kind);
+            }
+        }),
+        Next::Nothing => state::flush(),
     }
 }
 
@@ -44,7 +64,7 @@ fn down(generation: u64, why: &str) -> bool {
         if s.generation != generation || s.mux.upstream() == Upstream::Down {
             return (false, None);
         }
-        s.mux.upstream_down(why);
+        s.mux.upstream_down(why, js::now());
         s.mux.count_error();
         s.owner = OwnerKind::None;
         s.last_error = Some(why.to_owned());
@@ -71,14 +91,9 @@ struct Listeners {
 impl Drop for Listeners {
     fn drop(&mut self) {
         let t: &web_sys::EventTarget = self.ws.as_ref();
-        let _ = t.remove_event_listener_with_callback(
-            "message",
-            self.on_message.as_ref().unchecked_ref(),
-        );
-        let _ =
-            t.remove_event_listener_with_callback("close", self.on_close.as_ref().unchecked_ref());
-        let _ =
-            t.remove_event_listener_with_callback("error", self.on_error.as_ref().unchecked_ref());
+        let _ = t.remove_event_listener_with_callback("message", self.on_message.as_ref().unchecked_ref());
+        let _ = t.remove_event_listener_with_callback("close", self.on_close.as_ref().unchecked_ref());
+        let _ = t.remove_event_listener_with_callback("error", self.on_error.as_ref().unchecked_ref());
     }
 }
 
@@ -89,7 +104,7 @@ fn listen(ws: &web_sys::WebSocket, generation: u64, closed: Rc<Cell<bool>>) -> L
             if s.generation != generation {
                 return (Ok(()), Vec::new());
             }
-            let result = s.mux.handle_upstream_message(&bytes);
+            let result = s.mux.handle_upstream_message(&bytes, js::now());
             let errors = s.mux.take_session_errors();
             if let Some(last) = errors.last() {
                 s.last_error = Some(last.clone());
@@ -103,23 +118,13 @@ fn listen(ws: &web_sys::WebSocket, generation: u64, closed: Rc<Cell<bool>>) -> L
         if let Err(err) = result {
             // A malformed message poisons the whole session: nothing after it can be
             // trusted to be framed right. The pump closes the socket (1002).
-            down(
-                generation,
-                &format!("malformed message from backend: {err}"),
-            );
+            down(generation, &format!("malformed message from backend: {err}"));
         }
     });
     let closed_c = closed.clone();
     let on_close = Closure::new(move |e: web_sys::CloseEvent| {
         closed_c.set(true);
-        down(
-            generation,
-            &format!(
-                "backend closed the connection ({} {})",
-                e.code(),
-                e.reason()
-            ),
-        );
+        down(generation, &format!("backend closed the connection ({} {})", e.code(), e.reason()));
     });
     let on_error = Closure::new(move |_e: web_sys::Event| {
         closed.set(true);
@@ -129,12 +134,7 @@ fn listen(ws: &web_sys::WebSocket, generation: u64, closed: Rc<Cell<bool>>) -> L
     let _ = t.add_event_listener_with_callback("message", on_message.as_ref().unchecked_ref());
     let _ = t.add_event_listener_with_callback("close", on_close.as_ref().unchecked_ref());
     let _ = t.add_event_listener_with_callback("error", on_error.as_ref().unchecked_ref());
-    Listeners {
-        ws: ws.clone(),
-        on_message,
-        on_close,
-        on_error,
-    }
+    Listeners { ws: ws.clone(), on_message, on_close, on_error }
 }
 
 /// The owner task: connect, then send whatever the mux has queued until the upstream
@@ -167,13 +167,9 @@ async fn run_owner(generation: u64, backend: state::Backend) {
     state::flush();
     loop {
         // Send everything queued, one batch per WebSocket message.
-        while let Some(batch) = state::with(|s| {
-            if s.generation == generation {
-                s.mux.poll_transmit()
-            } else {
-                None
-            }
-        }) {
+        while let Some(batch) =
+            state::with(|s| if s.generation == generation { s.mux.poll_transmit(js::now()) } else { None })
+        {
             if let Err(e) = js::send_binary(&ws, &batch) {
                 // Includes "Cannot perform I/O on behalf of a different request": fatal
                 // for this upstream (DESIGN.md §2.5).
@@ -197,9 +193,7 @@ async fn run_owner(generation: u64, backend: state::Backend) {
             }
             registered = true;
             let ready = state::with(|s| {
-                let ready = s.mux.wants_transmit()
-                    || s.generation != generation
-                    || s.mux.upstream() != Upstream::Up;
+                let ready = s.mux.wants_transmit() || s.generation != generation || s.mux.upstream() != Upstream::Up;
                 if !ready {
                     s.pump_waker = Some(cx.waker().clone());
                 }

@@ -46,11 +46,7 @@ pub async fn run(opts: Opts) -> Result<ExitCode> {
             } else {
                 print!("{}", report.to_text());
             }
-            Ok(if report.passed {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            Ok(if report.passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Cmd::Stats(s) => {
             snippet_stats::run(s, opts.json).await?;

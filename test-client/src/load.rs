@@ -85,6 +85,13 @@ impl LoadOpts {
     }
 }
 
+impl LoadOpts {
+    /// The same options with a message count instead of a duration.
+    pub fn without_duration(self) -> Self {
+        LoadOpts { duration: None, ..self }
+    }
+}
+
 /// What a run found.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -99,7 +106,9 @@ pub struct Report {
     pub sent: u64,
     /// Replies that matched exactly.
     pub ok: u64,
-    /// Failures by kind (`lost`, `mismatch`, `misrouted`, `duplicate`, …).
+    /// Failures by kind: `lost` (no reply and no close), `mismatch`, `misrouted`,
+    /// `duplicate`, `unexpected`, `out-of-order`, `closed-{code}`, `in-flight-at-close`
+    /// (requests outstanding when the server closed the socket), `http-{status}`, …
     pub errors: BTreeMap<String, u64>,
     /// Wall time of the run.
     pub elapsed_s: f64,
@@ -123,18 +132,10 @@ impl Report {
         if self.errors.is_empty() {
             s.push_str("errors      none\n");
         } else {
-            let e: Vec<String> = self
-                .errors
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
+            let e: Vec<String> = self.errors.iter().map(|(k, v)| format!("{k}={v}")).collect();
             s.push_str(&format!("errors      {}\n", e.join(" ")));
         }
-        s.push_str(if self.passed {
-            "verdict     PASS\n"
-        } else {
-            "verdict     FAIL\n"
-        });
+        s.push_str(if self.passed { "verdict     PASS\n" } else { "verdict     FAIL\n" });
         s
     }
 }
@@ -192,17 +193,13 @@ impl Pacer {
 }
 
 fn filler(n: usize) -> String {
-    std::iter::repeat_with(fastrand::alphanumeric)
-        .take(n)
-        .collect()
+    std::iter::repeat_with(fastrand::alphanumeric).take(n).collect()
 }
 
 /// Builds request `seq` of client `client`: the message to send and what must come back.
 fn request(method: Method, client: usize, seq: u64, payload: usize) -> (Message, Expect) {
     let id = format!("c{client}-{seq}");
-    let rpc = |m: &str, params: Value| {
-        json!({ "jsonrpc": "2.0", "method": m, "params": params, "id": id }).to_string()
-    };
+    let rpc = |m: &str, params: Value| json!({ "jsonrpc": "2.0", "method": m, "params": params, "id": id }).to_string();
     match method {
         Method::Raw if fastrand::bool() => {
             let mut b = Vec::with_capacity(13 + payload);
@@ -218,24 +215,14 @@ fn request(method: Method, client: usize, seq: u64, payload: usize) -> (Message,
         }
         Method::Echo => {
             let params = json!({ "c": client, "s": seq, "p": filler(payload) });
-            (
-                Message::Text(rpc("echo", params.clone()).into()),
-                Expect::Result(params),
-            )
+            (Message::Text(rpc("echo", params.clone()).into()), Expect::Result(params))
         }
-        Method::Ping => (
-            Message::Text(rpc("ping", json!([])).into()),
-            Expect::Result(json!("pong")),
-        ),
+        Method::Ping => (Message::Text(rpc("ping", json!([])).into()), Expect::Result(json!("pong"))),
         Method::Sql => {
             let p = filler(payload);
-            let params =
-                json!({ "sql": "select ? as c, ? as s, ? as p", "params": [client, seq, p] });
+            let params = json!({ "sql": "select ? as c, ? as s, ? as p", "params": [client, seq, p] });
             let expect = json!([[client, seq, p]]);
-            (
-                Message::Text(rpc("sql", params).into()),
-                Expect::Result(expect),
-            )
+            (Message::Text(rpc("sql", params).into()), Expect::Result(expect))
         }
     }
 }
@@ -270,12 +257,7 @@ fn parse_id(id: &str) -> Option<(usize, u64)> {
     Some((c.parse().ok()?, s.parse().ok()?))
 }
 
-async fn ws_client(
-    opts: Arc<LoadOpts>,
-    client: usize,
-    pacer: Arc<Pacer>,
-    done: Arc<AtomicU64>,
-) -> ClientResult {
+async fn ws_client(opts: Arc<LoadOpts>, client: usize, pacer: Arc<Pacer>, done: Arc<AtomicU64>) -> ClientResult {
     let mut r = ClientResult::default();
     let mut req = match opts.url.as_str().into_client_request() {
         Ok(req) => req,
@@ -319,6 +301,9 @@ async fn ws_client(
                             eprintln!("client {client}: server closed with {code}: {}", f.reason);
                         }
                         r.error(&format!("closed-{code}"), 1);
+                        // Told, not silently dropped: the close says their fate is unknown.
+                        r.error("in-flight-at-close", pending.len() as u64);
+                        pending.clear();
                         break;
                     }
                     None => { r.error("closed", 1); break; }
@@ -362,10 +347,8 @@ async fn ws_client(
     r.error("lost", pending.len() as u64);
     let _ = sink.send(Message::Close(None)).await;
     // Let the close handshake finish (bounded), so the server sees an orderly close.
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        while let Some(Ok(_)) = stream.next().await {}
-    })
-    .await;
+    let _ =
+        tokio::time::timeout(Duration::from_secs(2), async { while let Some(Ok(_)) = stream.next().await {} }).await;
     r
 }
 
@@ -384,15 +367,8 @@ async fn http_client(
         let due = pacer.due(seq);
         tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
         let (msg, expect) = request(opts.method, client, seq, opts.payload);
-        let since = if pacer.interval.is_some() {
-            due
-        } else {
-            Instant::now()
-        };
-        let mut post = http
-            .post(&opts.url)
-            .header("Content-Type", "application/json")
-            .body(msg.into_data());
+        let since = if pacer.interval.is_some() { due } else { Instant::now() };
+        let mut post = http.post(&opts.url).header("Content-Type", "application/json").body(msg.into_data());
         if let Some(t) = &opts.token {
             post = post.bearer_auth(t);
         }
@@ -447,10 +423,7 @@ pub async fn run(opts: LoadOpts, progress: bool) -> Result<Report> {
         bail!("--clients must be at least 1");
     }
     let opts = Arc::new(opts);
-    let per_client_rate = opts
-        .rate
-        .map(|r| r / opts.clients as f64)
-        .filter(|r| *r > 0.0);
+    let per_client_rate = opts.rate.map(|r| r / opts.clients as f64).filter(|r| *r > 0.0);
     let start = Instant::now();
     let pacer = Arc::new(Pacer {
         start,
@@ -460,38 +433,22 @@ pub async fn run(opts: LoadOpts, progress: bool) -> Result<Report> {
     });
     let done = Arc::new(AtomicU64::new(0));
     let bar = progress.then(|| {
-        let total = if opts.duration.is_some() {
-            0
-        } else {
-            opts.messages * opts.clients as u64
-        };
+        let total = if opts.duration.is_some() { 0 } else { opts.messages * opts.clients as u64 };
         let bar = indicatif::ProgressBar::new(total);
         bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{elapsed_precise} [{bar:40}] {pos}/{len} replies ({per_sec})",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} replies ({per_sec})")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         bar
     });
     let mut tasks = tokio::task::JoinSet::new();
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(1024)
-        .build()
-        .context("HTTP client")?;
+    let http = reqwest::Client::builder().pool_max_idle_per_host(1024).build().context("HTTP client")?;
     for client in 0..opts.clients {
         if websocket {
             tasks.spawn(ws_client(opts.clone(), client, pacer.clone(), done.clone()));
         } else {
             for slot in 0..opts.in_flight.max(1) {
-                tasks.spawn(http_client(
-                    opts.clone(),
-                    http.clone(),
-                    client,
-                    slot,
-                    pacer.clone(),
-                    done.clone(),
-                ));
+                tasks.spawn(http_client(opts.clone(), http.clone(), client, slot, pacer.clone(), done.clone()));
             }
         }
     }
@@ -521,11 +478,7 @@ pub async fn run(opts: LoadOpts, progress: bool) -> Result<Report> {
         bar.finish_and_clear();
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let expected = if opts.duration.is_some() {
-        total.sent
-    } else {
-        opts.messages * opts.clients as u64
-    };
+    let expected = if opts.duration.is_some() { total.sent } else { opts.messages * opts.clients as u64 };
     Ok(Report {
         url: opts.url.clone(),
         method: opts.method,
@@ -560,9 +513,7 @@ mod tests {
     #[test]
     fn rpc_replies_are_identified_and_compared() {
         let (_, expect) = request(Method::Echo, 3, 9, 4);
-        let Expect::Result(params) = &expect else {
-            panic!("rpc")
-        };
+        let Expect::Result(params) = &expect else { panic!("rpc") };
         let reply = json!({ "jsonrpc": "2.0", "result": params, "id": "c3-9" }).to_string();
         assert_eq!(identify(&Message::Text(reply.into())), Some((3, 9, expect)));
         let err = json!({ "jsonrpc": "2.0", "error": {"code": -1}, "id": "c3-9" }).to_string();

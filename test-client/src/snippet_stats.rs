@@ -18,9 +18,7 @@ pub struct StatsOpts {
 
 /// Fetches a stats document.
 pub async fn fetch(url: &str) -> Result<Value> {
-    let res = reqwest::get(url)
-        .await
-        .with_context(|| format!("GET {url}"))?;
+    let res = reqwest::get(url).await.with_context(|| format!("GET {url}"))?;
     let status = res.status();
     let text = res.text().await?;
     anyhow::ensure!(status.is_success(), "GET {url}: HTTP {status}: {text}");
@@ -72,8 +70,7 @@ pub async fn run(opts: StatsOpts, json: bool) -> Result<()> {
 mod tests {
     #[test]
     fn renders_aligned_fields_in_order() {
-        let v: serde_json::Value =
-            serde_json::from_str(r#"{"isolateId":"x","errors":0}"#).expect("json");
+        let v: serde_json::Value = serde_json::from_str(r#"{"isolateId":"x","errors":0}"#).expect("json");
         assert_eq!(super::render(&v), "isolateId  x\nerrors     0\n");
     }
 }

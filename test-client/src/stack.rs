@@ -11,10 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 
 /// Log lines that mean the context rules were broken (DESIGN.md §2).
-pub const FORBIDDEN_LOG_LINES: [&str; 2] = [
-    "Cannot perform I/O on behalf of a different request",
-    "hung",
-];
+pub const FORBIDDEN_LOG_LINES: [&str; 2] = ["Cannot perform I/O on behalf of a different request", "hung"];
 
 /// How long a worker may take to build and answer (a cold wasm build is ~60 s here).
 const READY_TIMEOUT: Duration = Duration::from_secs(300);
@@ -55,13 +52,7 @@ impl Worker {
             args.push("--var".into());
             args.push(format!("{k}:{v}"));
         }
-        let mut w = Worker {
-            child: None,
-            port,
-            log,
-            dir: dir.to_owned(),
-            args,
-        };
+        let mut w = Worker { child: None, port, log, dir: dir.to_owned(), args };
         w.start(root)?;
         Ok(w)
     }
@@ -72,11 +63,7 @@ impl Worker {
         if !wrangler.exists() {
             bail!("{} is missing: run ./x setup", wrangler.display());
         }
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .context("worker log")?;
+        let log = File::options().create(true).append(true).open(&self.log).context("worker log")?;
         let child = Command::new(wrangler)
             .args(&self.args)
             .current_dir(&self.dir)
@@ -170,10 +157,7 @@ pub fn repo_root() -> Result<PathBuf> {
     if let Ok(root) = std::env::var("SNIPPET_PROXY_ROOT") {
         return Ok(PathBuf::from(root));
     }
-    let starts = [
-        std::env::current_dir()?,
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")),
-    ];
+    let starts = [std::env::current_dir()?, PathBuf::from(env!("CARGO_MANIFEST_DIR"))];
     for start in starts {
         for dir in start.ancestors() {
             if dir.join("wrangler.toml").exists() && dir.join("backend-do").is_dir() {
@@ -190,10 +174,7 @@ fn wait_ready(worker: &mut Worker, path: &str) -> Result<()> {
     while Instant::now() < deadline {
         if let Some(child) = worker.child.as_mut() {
             if let Ok(Some(status)) = child.try_wait() {
-                bail!(
-                    "wrangler dev exited early ({status}); log:\n{}",
-                    tail(&worker.log(), 40)
-                );
+                bail!("wrangler dev exited early ({status}); log:\n{}", tail(&worker.log(), 40));
             }
         }
         if http_get_status(&addr, path).is_ok_and(|s| s == 200) {
@@ -201,10 +182,7 @@ fn wait_ready(worker: &mut Worker, path: &str) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(250));
     }
-    bail!(
-        "worker on {addr} not ready after {READY_TIMEOUT:?}; log:\n{}",
-        tail(&worker.log(), 40)
-    )
+    bail!("worker on {addr} not ready after {READY_TIMEOUT:?}; log:\n{}", tail(&worker.log(), 40))
 }
 
 /// A minimal blocking GET (readiness probes run before any runtime exists).
@@ -212,10 +190,7 @@ fn http_get_status(addr: &str, path: &str) -> Result<u16> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;
     let head = String::from_utf8_lossy(&buf);
@@ -233,25 +208,16 @@ impl Stack {
     /// Starts backend-do and the snippet pointed at it, with a fresh random token.
     pub fn start(opts: StackOpts) -> Result<Stack> {
         let root = repo_root()?;
-        let dir = std::env::temp_dir().join(format!(
-            "snippet-proxy-{}-{}",
-            std::process::id(),
-            fastrand::u64(..)
-        ));
+        let dir = std::env::temp_dir().join(format!("snippet-proxy-{}-{}", std::process::id(), fastrand::u64(..)));
         std::fs::create_dir_all(&dir)?;
-        let token: String = std::iter::repeat_with(fastrand::alphanumeric)
-            .take(32)
-            .collect();
+        let token: String = std::iter::repeat_with(fastrand::alphanumeric).take(32).collect();
         let backend_port = free_port()?;
         let snippet_port = free_port()?;
         let tenant = opts.tenant.clone().unwrap_or_else(|| "default".into());
         let backend_vars = vec![("BACKEND_TOKEN".to_owned(), token.clone())];
         let mut snippet_vars = vec![
             ("BACKEND_TOKEN".to_owned(), token.clone()),
-            (
-                "BACKEND_URL".to_owned(),
-                format!("ws://127.0.0.1:{backend_port}/db/{tenant}/mux"),
-            ),
+            ("BACKEND_URL".to_owned(), format!("ws://127.0.0.1:{backend_port}/db/{tenant}/mux")),
         ];
         snippet_vars.extend(opts.snippet_vars);
         let persist = dir.join("state");
@@ -263,23 +229,10 @@ impl Stack {
             dir.join("backend.log"),
             &persist,
         )?;
-        let mut snippet = Worker::spawn(
-            &root,
-            &root,
-            snippet_port,
-            &snippet_vars,
-            dir.join("snippet.log"),
-            &persist,
-        )?;
+        let mut snippet = Worker::spawn(&root, &root, snippet_port, &snippet_vars, dir.join("snippet.log"), &persist)?;
         wait_ready(&mut backend, "/")?;
         wait_ready(&mut snippet, "/")?;
-        Ok(Stack {
-            root,
-            dir,
-            backend,
-            snippet,
-            token,
-        })
+        Ok(Stack { root, dir, backend, snippet, token })
     }
 
     /// Stops the backend (the snippet keeps running).
@@ -296,19 +249,12 @@ impl Stack {
 
     /// Both logs, labelled.
     pub fn logs(&self) -> String {
-        format!(
-            "--- backend log ---\n{}\n--- snippet log ---\n{}",
-            self.backend.log(),
-            self.snippet.log()
-        )
+        format!("--- backend log ---\n{}\n--- snippet log ---\n{}", self.backend.log(), self.snippet.log())
     }
 
     /// Fails with the log tails if either log has a line from [`FORBIDDEN_LOG_LINES`].
     pub fn assert_clean_logs(&self) -> Result<()> {
-        for (name, log) in [
-            ("backend", self.backend.log()),
-            ("snippet", self.snippet.log()),
-        ] {
+        for (name, log) in [("backend", self.backend.log()), ("snippet", self.snippet.log())] {
             for bad in FORBIDDEN_LOG_LINES {
                 if let Some(line) = log.lines().find(|l| l.contains(bad)) {
                     bail!("{name} log has {bad:?}: {line}\n{}", tail(&log, 60));

@@ -12,9 +12,7 @@ const MAX_TRACKED_US: u64 = 60_000_000;
 impl Default for Latencies {
     fn default() -> Self {
         // 3 significant figures over 1 µs..60 s: ~0.1% error, a few hundred KB.
-        Latencies(
-            Histogram::new_with_bounds(1, MAX_TRACKED_US, 3).expect("constant bounds are valid"),
-        )
+        Latencies(Histogram::new_with_bounds(1, MAX_TRACKED_US, 3).expect("constant bounds are valid"))
     }
 }
 

@@ -69,9 +69,7 @@ pub fn parse(path: &str) -> Result<(&str, Endpoint), RouteError> {
     let endpoint = Endpoint::parse(endpoint).ok_or(RouteError::NotFound)?;
     let valid = !tenant.is_empty()
         && tenant.len() <= MAX_TENANT_LEN
-        && tenant
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        && tenant.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
     if !valid {
         return Err(RouteError::BadTenant);
     }
@@ -108,10 +106,7 @@ mod tests {
         assert_eq!(parse("/db/acme"), Err(RouteError::NotFound));
         assert_eq!(parse("/"), Err(RouteError::NotFound));
         assert_eq!(parse("/db/a%20b/ws"), Err(RouteError::BadTenant));
-        assert_eq!(
-            parse(&format!("/db/{}/ws", "x".repeat(65))),
-            Err(RouteError::BadTenant)
-        );
+        assert_eq!(parse(&format!("/db/{}/ws", "x".repeat(65))), Err(RouteError::BadTenant));
     }
 
     #[test]

@@ -60,6 +60,9 @@ pub trait Db {
     fn sql(&mut self, sql: &str, params: &[Value]) -> Result<SqlResult, DbError>;
     /// The `stats` method's result.
     fn stats(&mut self) -> Value;
+    /// Server push: sends `notification` (a JSON-RPC notification) to every JSON-RPC
+    /// stream and socket of this tenant, unprompted. Returns how many got it.
+    fn broadcast(&mut self, notification: &str) -> u64;
 }
 
 struct RpcError {
@@ -69,10 +72,7 @@ struct RpcError {
 
 impl RpcError {
     fn new(code: i64, message: impl Into<String>) -> Self {
-        RpcError {
-            code,
-            message: message.into(),
-        }
+        RpcError { code, message: message.into() }
     }
 }
 
@@ -91,25 +91,15 @@ pub fn handle(input: &[u8], db: &mut dyn Db) -> Option<String> {
         }
     };
     match parsed {
-        Value::Array(items) if items.is_empty() => Some(
-            error_response(
-                Value::Null,
-                RpcError::new(code::INVALID_REQUEST, "empty batch"),
-            )
-            .to_string(),
-        ),
+        Value::Array(items) if items.is_empty() => {
+            Some(error_response(Value::Null, RpcError::new(code::INVALID_REQUEST, "empty batch")).to_string())
+        }
         Value::Array(items) if items.len() > MAX_BATCH => {
-            let msg = format!(
-                "batch of {} requests exceeds the limit of {MAX_BATCH}",
-                items.len()
-            );
+            let msg = format!("batch of {} requests exceeds the limit of {MAX_BATCH}", items.len());
             Some(error_response(Value::Null, RpcError::new(code::INVALID_REQUEST, msg)).to_string())
         }
         Value::Array(items) => {
-            let replies: Vec<Value> = items
-                .into_iter()
-                .filter_map(|item| handle_one(item, db))
-                .collect();
+            let replies: Vec<Value> = items.into_iter().filter_map(|item| handle_one(item, db)).collect();
             (!replies.is_empty()).then(|| Value::Array(replies).to_string())
         }
         single => handle_one(single, db).map(|v| v.to_string()),
@@ -118,10 +108,7 @@ pub fn handle(input: &[u8], db: &mut dyn Db) -> Option<String> {
 
 fn handle_one(req: Value, db: &mut dyn Db) -> Option<Value> {
     let Value::Object(mut obj) = req else {
-        return Some(error_response(
-            Value::Null,
-            RpcError::new(code::INVALID_REQUEST, "request must be an object"),
-        ));
+        return Some(error_response(Value::Null, RpcError::new(code::INVALID_REQUEST, "request must be an object")));
     };
     // A request without an `id` member is a notification: run it, answer nothing.
     let id = obj.remove("id");
@@ -134,23 +121,14 @@ fn handle_one(req: Value, db: &mut dyn Db) -> Option<Value> {
         ));
     }
     if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
-        return Some(error_response(
-            id,
-            RpcError::new(code::INVALID_REQUEST, "jsonrpc must be \"2.0\""),
-        ));
+        return Some(error_response(id, RpcError::new(code::INVALID_REQUEST, "jsonrpc must be \"2.0\"")));
     }
     let Some(Value::String(method)) = obj.remove("method") else {
-        return Some(error_response(
-            id,
-            RpcError::new(code::INVALID_REQUEST, "method must be a string"),
-        ));
+        return Some(error_response(id, RpcError::new(code::INVALID_REQUEST, "method must be a string")));
     };
     let params = obj.remove("params").unwrap_or(Value::Null);
     if !matches!(params, Value::Null | Value::Array(_) | Value::Object(_)) {
-        return Some(error_response(
-            id,
-            RpcError::new(code::INVALID_REQUEST, "params must be an array or object"),
-        ));
+        return Some(error_response(id, RpcError::new(code::INVALID_REQUEST, "params must be an array or object")));
     }
     let outcome = dispatch(&method, params, db);
     if is_notification {
@@ -171,10 +149,19 @@ fn dispatch(method: &str, params: Value, db: &mut dyn Db) -> Result<Value, RpcEr
             run_sql(db, &sql, &args)
         }
         "stats" => Ok(db.stats()),
-        other => Err(RpcError::new(
-            code::METHOD_NOT_FOUND,
-            format!("method not found: {other}"),
-        )),
+        "broadcast" => {
+            let message = match params {
+                Value::Object(mut o) => o.remove("message"),
+                Value::Array(a) => a.into_iter().next(),
+                _ => None,
+            };
+            let Some(message) = message else {
+                return Err(RpcError::new(code::INVALID_PARAMS, "broadcast needs {\"message\": ...}"));
+            };
+            let note = json!({ "jsonrpc": "2.0", "method": "broadcast", "params": { "message": message } });
+            Ok(json!({ "delivered": db.broadcast(&note.to_string()) }))
+        }
+        other => Err(RpcError::new(code::METHOD_NOT_FOUND, format!("method not found: {other}"))),
     }
 }
 
@@ -189,26 +176,14 @@ fn sql_params(params: Value) -> Result<(String, Vec<Value>), RpcError> {
         _ => (None, None),
     };
     let Some(Value::String(sql)) = sql else {
-        return Err(RpcError::new(
-            code::INVALID_PARAMS,
-            "sql must be a string: {\"sql\": \"...\", \"params\": [...]}",
-        ));
+        return Err(RpcError::new(code::INVALID_PARAMS, "sql must be a string: {\"sql\": \"...\", \"params\": [...]}"));
     };
     let args = match args {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(a)) => a,
-        Some(_) => {
-            return Err(RpcError::new(
-                code::INVALID_PARAMS,
-                "params must be an array",
-            ))
-        }
+        Some(_) => return Err(RpcError::new(code::INVALID_PARAMS, "params must be an array")),
     };
-    if let Some((i, _)) = args
-        .iter()
-        .enumerate()
-        .find(|(_, v)| matches!(v, Value::Array(_) | Value::Object(_)))
-    {
+    if let Some((i, _)) = args.iter().enumerate().find(|(_, v)| matches!(v, Value::Array(_) | Value::Object(_))) {
         return Err(RpcError::new(
             code::INVALID_PARAMS,
             format!("param {i} must be null, a boolean, a number or a string"),
@@ -220,13 +195,11 @@ fn sql_params(params: Value) -> Result<(String, Vec<Value>), RpcError> {
 fn run_sql(db: &mut dyn Db, sql: &str, args: &[Value]) -> Result<Value, RpcError> {
     let result = db.sql(sql, args).map_err(|e| match e {
         DbError::Sqlite(m) => RpcError::new(code::SQL_ERROR, m),
-        DbError::TooManyRows => RpcError::new(
-            code::RESULT_TOO_LARGE,
-            format!("result has more than {MAX_ROWS} rows; add LIMIT/OFFSET"),
-        ),
+        DbError::TooManyRows => {
+            RpcError::new(code::RESULT_TOO_LARGE, format!("result has more than {MAX_ROWS} rows; add LIMIT/OFFSET"))
+        }
     })?;
-    let value =
-        serde_json::to_value(&result).map_err(|e| RpcError::new(code::SQL_ERROR, e.to_string()))?;
+    let value = serde_json::to_value(&result).map_err(|e| RpcError::new(code::SQL_ERROR, e.to_string()))?;
     let size = value.to_string().len();
     if size > MAX_RESULT_BYTES {
         return Err(RpcError::new(
@@ -240,34 +213,22 @@ fn run_sql(db: &mut dyn Db, sql: &str, args: &[Value]) -> Result<Value, RpcError
 /// `POST /query` with `{ "sql": …, "params": [...] }`: returns (HTTP status, JSON body).
 /// 200 with the result; 400 for a bad body or SQL error; 413 past the result caps.
 pub fn handle_query(body: &[u8], db: &mut dyn Db) -> (u16, String) {
-    let params: Value =
-        match serde_json::from_slice(body) {
-            Ok(v @ Value::Object(_)) => v,
-            Ok(_) => return (
+    let params: Value = match serde_json::from_slice(body) {
+        Ok(v @ Value::Object(_)) => v,
+        Ok(_) => {
+            return (
                 400,
-                json!({ "error": "body must be a JSON object {\"sql\": ..., \"params\": [...]}" })
-                    .to_string(),
-            ),
-            Err(e) => {
-                return (
-                    400,
-                    json!({ "error": format!("invalid JSON: {e}") }).to_string(),
-                )
-            }
-        };
+                json!({ "error": "body must be a JSON object {\"sql\": ..., \"params\": [...]}" }).to_string(),
+            )
+        }
+        Err(e) => return (400, json!({ "error": format!("invalid JSON: {e}") }).to_string()),
+    };
     let outcome = sql_params(params).and_then(|(sql, args)| run_sql(db, &sql, &args));
     match outcome {
         Ok(v) => (200, v.to_string()),
         Err(e) => {
-            let status = if e.code == code::RESULT_TOO_LARGE {
-                413
-            } else {
-                400
-            };
-            (
-                status,
-                json!({ "error": e.message, "code": e.code }).to_string(),
-            )
+            let status = if e.code == code::RESULT_TOO_LARGE { 413 } else { 400 };
+            (status, json!({ "error": e.message, "code": e.code }).to_string())
         }
     }
 }

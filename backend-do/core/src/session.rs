@@ -73,11 +73,7 @@ impl Reply {
     }
     fn error(&mut self, stream: StreamId, code: u16, message: String) {
         self.errors += 1;
-        self.push(
-            FrameKind::Error,
-            stream,
-            &ErrorFrame { code, message }.encode(),
-        );
+        self.push(FrameKind::Error, stream, &ErrorFrame { code, message }.encode());
     }
 }
 
@@ -88,20 +84,12 @@ impl Session {
     /// later messages are unaffected.
     pub fn handle_message(&mut self, msg: &[u8], db: &mut dyn Db) -> Outcome {
         let mut out = Outcome::default();
-        let mut reply = Reply {
-            buf: Vec::new(),
-            frames: 0,
-            errors: 0,
-        };
+        let mut reply = Reply { buf: Vec::new(), frames: 0, errors: 0 };
         protocol::begin_message(&mut reply.buf);
         match protocol::decode_message(msg) {
             Err(e) => {
                 let head: Vec<String> = msg.iter().take(8).map(|b| format!("{b:02x}")).collect();
-                let what = format!(
-                    "bad message ({} bytes, starting {}): {e}",
-                    msg.len(),
-                    head.join(" ")
-                );
+                let what = format!("bad message ({} bytes, starting {}): {e}", msg.len(), head.join(" "));
                 reply.error(StreamId::SESSION, 400, what)
             }
             Ok(frames) => {
@@ -125,13 +113,7 @@ impl Session {
         out
     }
 
-    fn handle_frame(
-        &mut self,
-        f: protocol::Frame<'_>,
-        db: &mut dyn Db,
-        reply: &mut Reply,
-        changed: &mut bool,
-    ) {
+    fn handle_frame(&mut self, f: protocol::Frame<'_>, db: &mut dyn Db, reply: &mut Reply, changed: &mut bool) {
         let id = f.stream;
         match f.kind {
             FrameKind::Open => {
@@ -140,25 +122,13 @@ impl Session {
                     Err(e) => return reply.error(id, 400, format!("bad open frame: {e}")),
                 };
                 if id == StreamId::SESSION {
-                    return reply.error(
-                        id,
-                        400,
-                        "stream 0 is the session; it cannot be opened".into(),
-                    );
+                    return reply.error(id, 400, "stream 0 is the session; it cannot be opened".into());
                 }
                 let Some(service) = Service::from_path(&path) else {
-                    return reply.error(
-                        id,
-                        404,
-                        format!("no service at {path:?} (try /rpc or /echo)"),
-                    );
+                    return reply.error(id, 404, format!("no service at {path:?} (try /rpc or /echo)"));
                 };
                 if self.streams.len() >= MAX_STREAMS && !self.streams.contains_key(&id.0) {
-                    return reply.error(
-                        id,
-                        503,
-                        format!("too many streams on this session (limit {MAX_STREAMS})"),
-                    );
+                    return reply.error(id, 503, format!("too many streams on this session (limit {MAX_STREAMS})"));
                 }
                 self.streams.insert(id.0, service);
                 *changed = true;
@@ -191,41 +161,39 @@ impl Session {
     }
 }
 
+/// One batch carrying the text `message` to each of `streams` (server push).
+pub fn push_batch(streams: &[u32], message: &str) -> Option<Vec<u8>> {
+    if streams.is_empty() {
+        return None;
+    }
+    let mut out = Vec::new();
+    protocol::begin_message(&mut out);
+    for id in streams {
+        encode_frame(&mut out, FrameKind::Text, StreamId(*id), message.as_bytes()).ok()?;
+    }
+    Some(out)
+}
+
 const JSON: &str = "application/json";
 
 /// Answers one HTTP request, whichever way it arrived (a `Request` frame, or plain HTTP
 /// to the Durable Object): `/rpc` JSON-RPC, `/query` the `{sql, params}` body, `/echo`.
 pub fn http(req: &Request, db: &mut dyn Db) -> Response {
-    let json = |status: u16, body: String| Response {
-        status,
-        content_type: JSON.into(),
-        body: body.into_bytes(),
-    };
+    let json = |status: u16, body: String| Response { status, content_type: JSON.into(), body: body.into_bytes() };
     if req.method != "POST" {
         return json(405, r#"{"error":"use POST"}"#.into());
     }
     match req.path.as_str() {
         "/rpc" => match rpc::handle(&req.body, db) {
             Some(answer) => json(200, answer),
-            None => Response {
-                status: 204,
-                content_type: String::new(),
-                body: Vec::new(),
-            },
+            None => Response { status: 204, content_type: String::new(), body: Vec::new() },
         },
         "/query" => {
             let (status, body) = rpc::handle_query(&req.body, db);
             json(status, body)
         }
-        "/echo" => Response {
-            status: 200,
-            content_type: req.content_type.clone(),
-            body: req.body.clone(),
-        },
-        other => json(
-            404,
-            serde_json::json!({ "error": format!("no service at {other}") }).to_string(),
-        ),
+        "/echo" => Response { status: 200, content_type: req.content_type.clone(), body: req.body.clone() },
+        other => json(404, serde_json::json!({ "error": format!("no service at {other}") }).to_string()),
     }
 }
 

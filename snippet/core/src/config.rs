@@ -1,35 +1,129 @@
-/// Limits and switches of the multiplexer. Every limit has a reason; the glue may
-/// override each from a wrangler var.
+/// Limits and switches of the multiplexer. Every limit has a reason; each can be
+/// overridden by a wrangler var of the name given in [`Config::VARS`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// Largest single client message or HTTP body. 1 MiB: Cloudflare's WebSocket limit is
     /// 32 MiB, but one huge message blocks every other stream's frames behind it on the
     /// shared socket (head-of-line blocking), so the proxy keeps messages small.
     pub max_message_bytes: usize,
-    /// Most open streams per isolate. Each holds queues and a request context; 10,000
-    /// keeps an isolate well inside its 128 MB memory even with full queues.
+    /// Most client WebSockets per isolate. Each holds a request context and queues; 5,000
+    /// keeps an isolate well inside its 128 MB even with full queues.
+    pub max_clients: usize,
+    /// Most open streams of any kind (clients + HTTP requests in flight).
     pub max_streams: usize,
+    /// Frames one stream may have queued for the upstream: bounds per-frame overhead when
+    /// a client floods tiny messages faster than the upstream drains.
+    pub max_queued_frames_per_stream: usize,
     /// Bytes one stream may have queued for the upstream: one chatty client cannot fill
     /// the isolate's memory. Past it the client gets backpressure (1013 / 503).
     pub max_queued_bytes_per_stream: usize,
     /// Bytes all streams together may have queued for the upstream.
     pub max_queued_bytes: usize,
-    /// Put several frames in one upstream message when they are queued together.
+    /// Put several queued frames in one upstream message.
     pub batching: bool,
     /// Upper bound of a batch in bytes: large enough to amortise the per-message cost,
     /// small enough that the backend is never handed a huge message at once.
     pub max_batch_bytes: usize,
+    /// How long an HTTP request waits for its reply before a 504. 30 s: the same as
+    /// production's budget after a response, so nothing outlives its context.
+    pub request_timeout_ms: u64,
+    /// First reconnect delay bound; each failure doubles it (full jitter: the delay is
+    /// uniform in [0, bound]) so a fleet of isolates does not stampede a recovering backend.
+    pub reconnect_base_ms: u64,
+    /// Largest reconnect delay bound: a recovered backend is found within this time.
+    pub reconnect_max_ms: u64,
+    /// Seed of the jitter generator (the glue seeds it randomly; tests fix it).
+    pub seed: u64,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             max_message_bytes: 1024 * 1024,
+            max_clients: 5_000,
             max_streams: 10_000,
+            max_queued_frames_per_stream: 1_024,
             max_queued_bytes_per_stream: 4 * 1024 * 1024,
             max_queued_bytes: 32 * 1024 * 1024,
             batching: true,
             max_batch_bytes: 256 * 1024,
+            request_timeout_ms: 30_000,
+            reconnect_base_ms: 100,
+            reconnect_max_ms: 5_000,
+            seed: 0x5EED,
         }
+    }
+}
+
+impl Config {
+    /// The wrangler vars that override a field, by name.
+    pub const VARS: [&'static str; 11] = [
+        "MAX_MESSAGE_BYTES",
+        "MAX_CLIENTS",
+        "MAX_STREAMS",
+        "MAX_QUEUED_FRAMES_PER_STREAM",
+        "MAX_QUEUED_BYTES_PER_STREAM",
+        "MAX_QUEUED_BYTES",
+        "BATCHING",
+        "MAX_BATCH_BYTES",
+        "REQUEST_TIMEOUT_MS",
+        "RECONNECT_BASE_MS",
+        "RECONNECT_MAX_MS",
+    ];
+
+    /// The defaults with every var that `get` returns applied. A malformed value is an
+    /// error naming the var, not a silent default.
+    pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Config, String> {
+        let mut c = Config::default();
+        for name in Config::VARS {
+            let Some(raw) = get(name) else { continue };
+            let raw = raw.trim();
+            let num = || raw.parse::<u64>().map_err(|_| format!("{name} must be a whole number, got {raw:?}"));
+            match name {
+                "MAX_MESSAGE_BYTES" => c.max_message_bytes = num()? as usize,
+                "MAX_CLIENTS" => c.max_clients = num()? as usize,
+                "MAX_STREAMS" => c.max_streams = num()? as usize,
+                "MAX_QUEUED_FRAMES_PER_STREAM" => c.max_queued_frames_per_stream = num()? as usize,
+                "MAX_QUEUED_BYTES_PER_STREAM" => c.max_queued_bytes_per_stream = num()? as usize,
+                "MAX_QUEUED_BYTES" => c.max_queued_bytes = num()? as usize,
+                "MAX_BATCH_BYTES" => c.max_batch_bytes = num()? as usize,
+                "REQUEST_TIMEOUT_MS" => c.request_timeout_ms = num()?,
+                "RECONNECT_BASE_MS" => c.reconnect_base_ms = num()?,
+                "RECONNECT_MAX_MS" => c.reconnect_max_ms = num()?,
+                "BATCHING" => {
+                    c.batching = match raw {
+                        "1" | "true" | "on" => true,
+                        "0" | "false" | "off" => false,
+                        _ => return Err(format!("BATCHING must be on/off, got {raw:?}")),
+                    }
+                }
+                _ => {}
+            }
+        }
+        if c.max_message_bytes > protocol::MAX_FRAME_PAYLOAD - 1024 {
+            return Err(format!("MAX_MESSAGE_BYTES may be at most {}", protocol::MAX_FRAME_PAYLOAD - 1024));
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vars_override_defaults_and_bad_values_are_named() {
+        let c = Config::from_vars(|n| match n {
+            "BATCHING" => Some("off".into()),
+            "MAX_MESSAGE_BYTES" => Some(" 2048 ".into()),
+            _ => None,
+        })
+        .expect("valid");
+        assert!(!c.batching);
+        assert_eq!(c.max_message_bytes, 2048);
+        assert_eq!(c.request_timeout_ms, Config::default().request_timeout_ms);
+        let e = Config::from_vars(|n| (n == "MAX_CLIENTS").then(|| "lots".into())).expect_err("invalid");
+        assert!(e.contains("MAX_CLIENTS"), "{e}");
+        assert!(Config::from_vars(|n| (n == "BATCHING").then(|| "maybe".into())).is_err());
     }
 }

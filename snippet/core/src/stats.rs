@@ -27,6 +27,12 @@ pub struct Counters {
     pub upstream_bytes_in: u64,
     /// Times the upstream came up.
     pub backend_connects: u64,
+    /// Upstreams opened after the first.
+    pub backend_reconnects: u64,
+    /// Connection attempts started.
+    pub connect_attempts: u64,
+    /// HTTP requests that timed out (504).
+    pub timeouts: u64,
     /// Times an open upstream went down.
     pub backend_disconnects: u64,
     /// Backend frames for streams whose client had left.

@@ -5,6 +5,7 @@ use super::*;
 pub(crate) struct FakeDb {
     pub calls: Vec<(String, Vec<Value>)>,
     pub rows: usize,
+    pub pushed: Vec<String>,
 }
 
 impl Db for FakeDb {
@@ -28,6 +29,10 @@ impl Db for FakeDb {
     fn stats(&mut self) -> Value {
         stats_object(&[("sockets", 2), ("wakes", 1)])
     }
+    fn broadcast(&mut self, notification: &str) -> u64 {
+        self.pushed.push(notification.to_owned());
+        3
+    }
 }
 
 fn call(input: &str) -> Value {
@@ -38,44 +43,23 @@ fn call(input: &str) -> Value {
 
 #[test]
 fn ping_echo_and_stats() {
-    assert_eq!(
-        call(r#"{"jsonrpc":"2.0","method":"ping","id":1}"#),
-        json!({"jsonrpc":"2.0","result":"pong","id":1})
-    );
+    assert_eq!(call(r#"{"jsonrpc":"2.0","method":"ping","id":1}"#), json!({"jsonrpc":"2.0","result":"pong","id":1}));
     assert_eq!(
         call(r#"{"jsonrpc":"2.0","method":"echo","params":{"a":[1,"x"]},"id":"k"}"#),
         json!({"jsonrpc":"2.0","result":{"a":[1,"x"]},"id":"k"})
     );
-    assert_eq!(
-        call(r#"{"jsonrpc":"2.0","method":"stats","id":2}"#)["result"]["sockets"],
-        2
-    );
+    assert_eq!(call(r#"{"jsonrpc":"2.0","method":"stats","id":2}"#)["result"]["sockets"], 2);
 }
 
 #[test]
 fn standard_error_codes() {
     assert_eq!(call("{nope")["error"]["code"], code::PARSE_ERROR);
     assert_eq!(call("{nope")["id"], Value::Null);
-    assert_eq!(
-        call(r#"{"method":"ping","id":1}"#)["error"]["code"],
-        code::INVALID_REQUEST
-    );
-    assert_eq!(
-        call(r#"{"jsonrpc":"2.0","method":7,"id":1}"#)["error"]["code"],
-        code::INVALID_REQUEST
-    );
-    assert_eq!(
-        call(r#"{"jsonrpc":"2.0","method":"x","params":3,"id":1}"#)["error"]["code"],
-        code::INVALID_REQUEST
-    );
-    assert_eq!(
-        call(r#"{"jsonrpc":"2.0","method":"nope","id":1}"#)["error"]["code"],
-        code::METHOD_NOT_FOUND
-    );
-    assert_eq!(
-        call(r#"{"jsonrpc":"2.0","method":"sql","params":{},"id":1}"#)["error"]["code"],
-        code::INVALID_PARAMS
-    );
+    assert_eq!(call(r#"{"method":"ping","id":1}"#)["error"]["code"], code::INVALID_REQUEST);
+    assert_eq!(call(r#"{"jsonrpc":"2.0","method":7,"id":1}"#)["error"]["code"], code::INVALID_REQUEST);
+    assert_eq!(call(r#"{"jsonrpc":"2.0","method":"x","params":3,"id":1}"#)["error"]["code"], code::INVALID_REQUEST);
+    assert_eq!(call(r#"{"jsonrpc":"2.0","method":"nope","id":1}"#)["error"]["code"], code::METHOD_NOT_FOUND);
+    assert_eq!(call(r#"{"jsonrpc":"2.0","method":"sql","params":{},"id":1}"#)["error"]["code"], code::INVALID_PARAMS);
     assert_eq!(call(r#"[]"#)["error"]["code"], code::INVALID_REQUEST);
     assert_eq!(call(r#"5"#)["error"]["code"], code::INVALID_REQUEST);
 }
@@ -91,18 +75,9 @@ fn batches_answer_each_request_and_skip_notifications() {
     assert_eq!(arr[1]["error"]["code"], code::METHOD_NOT_FOUND);
     assert_eq!(arr[2]["error"]["code"], code::INVALID_REQUEST);
     let mut db = FakeDb::default();
-    assert_eq!(
-        handle(br#"[{"jsonrpc":"2.0","method":"ping"}]"#, &mut db),
-        None
-    );
-    assert_eq!(
-        handle(br#"{"jsonrpc":"2.0","method":"ping"}"#, &mut db),
-        None
-    );
-    let big = format!(
-        "[{}]",
-        vec![r#"{"jsonrpc":"2.0","method":"ping","id":1}"#; MAX_BATCH + 1].join(",")
-    );
+    assert_eq!(handle(br#"[{"jsonrpc":"2.0","method":"ping"}]"#, &mut db), None);
+    assert_eq!(handle(br#"{"jsonrpc":"2.0","method":"ping"}"#, &mut db), None);
+    let big = format!("[{}]", vec![r#"{"jsonrpc":"2.0","method":"ping","id":1}"#; MAX_BATCH + 1].join(","));
     assert_eq!(call(&big)["error"]["code"], code::INVALID_REQUEST);
 }
 
@@ -114,25 +89,16 @@ fn sql_binds_params_and_never_splices_them() {
         &mut db,
     )
     .expect("reply");
-    assert_eq!(
-        db.calls,
-        vec![("select ?".to_owned(), vec![json!("x'); drop table t; --")])]
-    );
+    assert_eq!(db.calls, vec![("select ?".to_owned(), vec![json!("x'); drop table t; --")])]);
     let v: Value = serde_json::from_str(&out).expect("json");
     assert_eq!(v["result"]["columns"], json!(["v"]));
     assert_eq!(v["result"]["rows"], json!([["x'); drop table t; --"]]));
     assert!(v["result"].get("rowsRead").is_some() && v["result"].get("rowsWritten").is_some());
     // positional form
-    handle(
-        br#"{"jsonrpc":"2.0","method":"sql","params":["select ?, ?",[1,null]],"id":2}"#,
-        &mut db,
-    )
-    .expect("reply");
+    handle(br#"{"jsonrpc":"2.0","method":"sql","params":["select ?, ?",[1,null]],"id":2}"#, &mut db).expect("reply");
     assert_eq!(db.calls[1].1, vec![json!(1), Value::Null]);
     // nested values are refused before reaching SQLite
-    let bad = call(
-        r#"{"jsonrpc":"2.0","method":"sql","params":{"sql":"select ?","params":[[1]]},"id":3}"#,
-    );
+    let bad = call(r#"{"jsonrpc":"2.0","method":"sql","params":{"sql":"select ?","params":[[1]]},"id":3}"#);
     assert_eq!(bad["error"]["code"], code::INVALID_PARAMS);
 }
 
@@ -140,32 +106,18 @@ fn sql_binds_params_and_never_splices_them() {
 fn sql_errors_and_caps() {
     let e = call(r#"{"jsonrpc":"2.0","method":"sql","params":{"sql":"boom"},"id":1}"#);
     assert_eq!(e["error"]["code"], code::SQL_ERROR);
-    assert!(e["error"]["message"]
-        .as_str()
-        .unwrap_or_default()
-        .contains("syntax error"));
-    let mut db = FakeDb {
-        rows: MAX_ROWS + 1,
-        ..FakeDb::default()
-    };
-    let out = handle(
-        br#"{"jsonrpc":"2.0","method":"sql","params":{"sql":"select 1"},"id":1}"#,
-        &mut db,
-    )
-    .expect("reply");
+    assert!(e["error"]["message"].as_str().unwrap_or_default().contains("syntax error"));
+    let mut db = FakeDb { rows: MAX_ROWS + 1, ..FakeDb::default() };
+    let out =
+        handle(br#"{"jsonrpc":"2.0","method":"sql","params":{"sql":"select 1"},"id":1}"#, &mut db).expect("reply");
     assert!(out.contains(&code::RESULT_TOO_LARGE.to_string()));
     // byte cap: a few thousand rows of long strings
     let long = "y".repeat(1000);
     let params: Vec<Value> = (0..600).map(|_| json!(long)).collect();
-    let req =
-        json!({"jsonrpc":"2.0","method":"sql","params":{"sql":"select ?","params":params},"id":9});
+    let req = json!({"jsonrpc":"2.0","method":"sql","params":{"sql":"select ?","params":params},"id":9});
     let mut db = FakeDb::default();
     let out = handle(req.to_string().as_bytes(), &mut db).expect("reply");
-    assert!(
-        out.contains("over the limit"),
-        "{}",
-        &out[..200.min(out.len())]
-    );
+    assert!(out.contains("over the limit"), "{}", &out[..200.min(out.len())]);
 }
 
 #[test]
@@ -173,11 +125,23 @@ fn query_body_shape() {
     let mut db = FakeDb::default();
     let (status, body) = handle_query(br#"{"sql":"select ?","params":[5]}"#, &mut db);
     assert_eq!(status, 200);
-    assert_eq!(
-        serde_json::from_str::<Value>(&body).expect("json")["rows"],
-        json!([[5]])
-    );
+    assert_eq!(serde_json::from_str::<Value>(&body).expect("json")["rows"], json!([[5]]));
     assert_eq!(handle_query(b"[1]", &mut db).0, 400);
     assert_eq!(handle_query(b"{", &mut db).0, 400);
     assert_eq!(handle_query(br#"{"sql":"boom"}"#, &mut db).0, 400);
+}
+
+#[test]
+fn broadcast_pushes_a_notification_and_counts_receivers() {
+    let mut db = FakeDb::default();
+    let out = handle(br#"{"jsonrpc":"2.0","method":"broadcast","params":{"message":{"hi":1}},"id":1}"#, &mut db)
+        .expect("reply");
+    assert_eq!(serde_json::from_str::<Value>(&out).expect("json")["result"], json!({"delivered": 3}));
+    let pushed: Value = serde_json::from_str(&db.pushed[0]).expect("json");
+    assert_eq!(pushed, json!({"jsonrpc":"2.0","method":"broadcast","params":{"message":{"hi":1}}}));
+    assert!(pushed.get("id").is_none(), "a notification has no id");
+    assert_eq!(
+        call(r#"{"jsonrpc":"2.0","method":"broadcast","params":{},"id":2}"#)["error"]["code"],
+        code::INVALID_PARAMS
+    );
 }

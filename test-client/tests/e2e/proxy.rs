@@ -1,58 +1,10 @@
-//! End-to-end tests: the real backend-do and snippet under `wrangler dev` (workerd),
-//! driven by the test client's own load generator. Each test starts its own stack on
-//! free ports; `./x test` runs them one at a time.
-
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+//! The proxy path: many clients over one upstream, under workerd's context rules.
 
 use serde_json::Value;
-use test_client::load::{self, LoadOpts, Method, Report};
-use test_client::stack::{Stack, StackOpts};
+use test_client::load::{self, LoadOpts, Method};
+use test_client::stack::Stack;
 
-/// Tests share two cores; never run two stacks at once even if asked to.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
-
-fn start(vars: &[(&str, &str)]) -> Stack {
-    let opts = StackOpts {
-        snippet_vars: vars
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect(),
-        tenant: None,
-    };
-    Stack::start(opts).expect("stack starts")
-}
-
-fn n(stats: &Value, field: &str) -> u64 {
-    stats
-        .get(field)
-        .and_then(Value::as_u64)
-        .unwrap_or_else(|| panic!("/__stats has no numeric {field}: {stats}"))
-}
-
-/// Polls `/__stats` until `pred` holds (or 10 s pass) and returns the last document.
-async fn stats_until(stack: &Stack, pred: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let s = stack.snippet_stats().await.expect("stats");
-        if pred(&s) || Instant::now() > deadline {
-            return s;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn assert_passed(r: &Report, expected: u64) {
-    assert!(r.passed, "load failed:\n{}", r.to_text());
-    assert_eq!(r.ok, expected, "{}", r.to_text());
-}
+use crate::common::*;
 
 /// 8 clients × 200 random text and binary messages through one upstream.
 fn eight_echo_clients(stack: &Stack) -> LoadOpts {
@@ -67,12 +19,10 @@ fn eight_echo_clients(stack: &Stack) -> LoadOpts {
 
 #[test]
 fn concurrent_clients_each_get_exactly_their_own_replies_over_one_upstream() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = one_at_a_time();
     let stack = start(&[]);
     runtime().block_on(async {
-        let report = load::run(eight_echo_clients(&stack), false)
-            .await
-            .expect("load runs");
+        let report = load::run(eight_echo_clients(&stack), false).await.expect("load runs");
         assert_passed(&report, 1600);
 
         // JSON-RPC clients that all use the same ids get only their own replies too.
@@ -87,11 +37,7 @@ fn concurrent_clients_each_get_exactly_their_own_replies_over_one_upstream() {
 
         let stats = stats_until(&stack, |s| s["activeClients"] == 0).await;
         assert_eq!(n(&stats, "activeClients"), 0, "{stats}");
-        assert_eq!(
-            n(&stats, "backendConnects"),
-            1,
-            "one upstream for everyone: {stats}"
-        );
+        assert_eq!(n(&stats, "backendConnects"), 1, "one upstream for everyone: {stats}");
         assert_eq!(n(&stats, "wsUpgrades"), 16, "{stats}");
         assert_eq!(n(&stats, "errors"), 0, "{stats}");
         assert_eq!(n(&stats, "messagesUp"), 2400, "{stats}");
@@ -107,15 +53,10 @@ fn concurrent_clients_each_get_exactly_their_own_replies_over_one_upstream() {
 /// path with 200,000 promises, then check cross-request wakes still land right.
 #[test]
 fn cross_request_wakes_still_land_after_200k_wake_promises() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = one_at_a_time();
     let stack = start(&[("SNIPPET_TEST_ROUTES", "1")]);
     runtime().block_on(async {
-        assert_passed(
-            &load::run(eight_echo_clients(&stack), false)
-                .await
-                .expect("load runs"),
-            1600,
-        );
+        assert_passed(&load::run(eight_echo_clients(&stack), false).await.expect("load runs"), 1600);
         let warm: Value = reqwest::get(format!("{}/__test/warm?n=200000", stack.snippet.http()))
             .await
             .expect("warm route")
@@ -126,12 +67,7 @@ fn cross_request_wakes_still_land_after_200k_wake_promises() {
         let before = stack.snippet_stats().await.expect("stats");
         assert!(n(&before, "wakePromises") >= 200_000, "{before}");
 
-        assert_passed(
-            &load::run(eight_echo_clients(&stack), false)
-                .await
-                .expect("load runs"),
-            1600,
-        );
+        assert_passed(&load::run(eight_echo_clients(&stack), false).await.expect("load runs"), 1600);
         // And HTTP requests, each woken from the owner's context, alongside.
         let http = LoadOpts {
             clients: 4,
@@ -152,7 +88,7 @@ fn cross_request_wakes_still_land_after_200k_wake_promises() {
 
 #[test]
 fn websocket_clients_and_200_concurrent_http_requests_share_one_upstream() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = one_at_a_time();
     let stack = start(&[]);
     runtime().block_on(async {
         let ws = LoadOpts {
@@ -173,10 +109,7 @@ fn websocket_clients_and_200_concurrent_http_requests_share_one_upstream() {
         let (a, b) = tokio::join!(load::run(ws, false), load::run(http, false));
         assert_passed(&a.expect("ws load"), 1600);
         assert_passed(&b.expect("http load"), 1000);
-        let stats = stats_until(&stack, |s| {
-            s["activeClients"] == 0 && s["pendingRequests"] == 0
-        })
-        .await;
+        let stats = stats_until(&stack, |s| s["activeClients"] == 0 && s["pendingRequests"] == 0).await;
         assert_eq!(n(&stats, "backendConnects"), 1, "{stats}");
         assert_eq!(n(&stats, "httpProxied"), 1000, "{stats}");
         assert_eq!(n(&stats, "pendingRequests"), 0, "{stats}");

@@ -1,0 +1,163 @@
+//! backend-do on its own and behind the snippet: auth, durability, hibernation,
+//! malformed frames, server push.
+
+use std::time::Duration;
+
+use futures_util::SinkExt;
+use protocol::{decode_message, ErrorFrame, FrameKind, Open, StreamId};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::common::*;
+
+#[test]
+fn every_entry_point_wants_the_bearer_token() {
+    let _one = one_at_a_time();
+    let stack = start(&[]);
+    runtime().block_on(async {
+        let ws = stack.backend.ws();
+        for endpoint in ["mux", "ws", "echo"] {
+            let url = format!("{ws}/db/auth/{endpoint}");
+            assert_eq!(ws_connect(&url, None).await.err(), Some(401), "{url} without a token");
+            assert_eq!(ws_connect(&url, Some("wrong")).await.err(), Some(401), "{url} with a wrong token");
+            assert!(ws_connect(&url, Some(&stack.token)).await.is_ok(), "{url} with the token");
+        }
+        let http = stack.backend.http();
+        let ping = json!({ "jsonrpc": "2.0", "method": "ping", "id": 1 });
+        for endpoint in ["rpc", "query"] {
+            let url = format!("{http}/db/auth/{endpoint}");
+            let (status, body) = post(&url, None, &ping).await;
+            assert_eq!(status, 401, "{url}: {body}");
+            assert!(!body.to_string().contains(&stack.token), "the token is never echoed");
+            assert_eq!(post(&url, Some("nope"), &ping).await.0, 401);
+        }
+        assert_eq!(post(&format!("{http}/db/auth/rpc"), Some(&stack.token), &ping).await.1["result"], "pong");
+    });
+    assert!(!stack.logs().contains(&stack.token), "the token is never logged");
+}
+
+#[test]
+fn sql_rows_survive_a_restart_of_the_runtime() {
+    let _one = one_at_a_time();
+    let mut stack = start(&[]);
+    let rt = runtime();
+    let query = |sql: &str, params: Value| json!({ "sql": sql, "params": params });
+    rt.block_on(async {
+        // Through the snippet's shared upstream (POST /query, the original design's shape)…
+        let url = format!("{}/query", stack.snippet.http());
+        let (s, b) =
+            post(&url, None, &query("create table if not exists notes (id integer primary key, body text)", json!([])))
+                .await;
+        assert_eq!(s, 200, "{b}");
+        let evil = "x'); drop table notes; --";
+        let (s, b) = post(&url, None, &query("insert into notes (body) values (?), (?)", json!(["first", evil]))).await;
+        assert_eq!((s, b["rowsWritten"].as_u64()), (200, Some(2)), "{b}");
+        let (s, b) = post(&url, None, &query("select nope from notes", json!([]))).await;
+        assert_eq!(s, 400, "SQL errors are 400 with SQLite's message: {b}");
+        assert!(b["error"].as_str().unwrap_or_default().contains("nope"), "{b}");
+    });
+    stack.restart_backend().expect("backend restarts");
+    rt.block_on(async {
+        // …and read back directly after the restart.
+        let url = format!("{}/db/default/query", stack.backend.http());
+        let (s, b) = post(&url, Some(&stack.token), &query("select id, body from notes order by id", json!([]))).await;
+        assert_eq!(s, 200, "{b}");
+        assert_eq!(b["columns"], json!(["id", "body"]));
+        assert_eq!(b["rows"], json!([[1, "first"], [2, "x'); drop table notes; --"]]));
+    });
+}
+
+/// The object hibernates while idle even though a client keeps sending heartbeats (the
+/// runtime answers `ping` itself), and after the wake both a direct socket and a stream
+/// multiplexed through the snippet still get correct answers (state from attachments).
+#[test]
+fn a_hibernated_object_answers_and_heartbeats_do_not_wake_it() {
+    let _one = one_at_a_time();
+    let stack = start_with(&[], Some("hib"));
+    runtime().block_on(async {
+        let mut direct =
+            ws_connect(&format!("{}/db/hib/ws", stack.backend.ws()), Some(&stack.token)).await.expect("ws");
+        let mut via_snippet = ws_connect(&format!("{}/ws", stack.snippet.ws()), None).await.expect("ws");
+        assert_eq!(rpc(&mut via_snippet, "echo", json!(["before"]), 1).await["result"], json!(["before"]));
+        let before = rpc(&mut direct, "stats", json!([]), 1).await["result"].clone();
+
+        // ~20 s idle but for heartbeats every 2 s, each answered without the object.
+        for _ in 0..10 {
+            direct.send(Message::Text("ping".into())).await.expect("ping");
+            assert_eq!(next_message(&mut direct).await, Message::Text("pong".into()));
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+
+        let after = rpc(&mut direct, "stats", json!([]), 2).await["result"].clone();
+        assert!(after["wakes"].as_u64() > before["wakes"].as_u64(), "hibernated and woke: {before} → {after}");
+        assert_eq!(after["messages"], 1, "a fresh instance: this is its first message ({after})");
+        assert_eq!(after["muxSockets"], 1, "{after}");
+        assert_eq!(after["streams"], 1, "the snippet's stream table came back from the attachment: {after}");
+        assert_eq!(rpc(&mut via_snippet, "echo", json!(["after"]), 2).await["result"], json!(["after"]));
+        let sql = json!({ "sql": "select ? + 1 as n", "params": [41] });
+        assert_eq!(rpc(&mut direct, "sql", sql, 3).await["result"]["rows"], json!([[42]]));
+    });
+    stack.assert_clean_logs().expect("clean logs");
+}
+
+#[test]
+fn malformed_mux_frames_get_a_session_error_and_spare_other_streams() {
+    let _one = one_at_a_time();
+    let stack = start(&[]);
+    runtime().block_on(async {
+        // A client of the snippet keeps working throughout.
+        let mut bystander = ws_connect(&format!("{}/ws", stack.snippet.ws()), None).await.expect("ws");
+        assert_eq!(rpc(&mut bystander, "ping", json!([]), 1).await["result"], "pong");
+
+        let mut mux =
+            ws_connect(&format!("{}/db/default/mux", stack.backend.ws()), Some(&stack.token)).await.expect("mux");
+        let session_error = |msg: Message| -> ErrorFrame {
+            let Message::Binary(b) = msg else { panic!("expected a binary batch, got {msg:?}") };
+            let f = decode_message(&b).expect("version").next().expect("a frame").expect("valid frame");
+            assert_eq!((f.kind, f.stream), (FrameKind::Error, StreamId::SESSION));
+            ErrorFrame::decode(f.payload).expect("error payload")
+        };
+        for garbage in [vec![], vec![42, 1, 2, 3], vec![protocol::VERSION, 99, 0, 0], b"not a batch".to_vec()] {
+            mux.send(Message::Binary(garbage.into())).await.expect("send");
+            let e = session_error(next_message(&mut mux).await);
+            assert_eq!(e.code, 400, "{}", e.message);
+        }
+        mux.send(Message::Text("text is not a batch either".into())).await.expect("send");
+        assert_eq!(session_error(next_message(&mut mux).await).code, 400);
+
+        // The same session still works.
+        let mut batch = Vec::new();
+        protocol::begin_message(&mut batch);
+        protocol::encode_frame(&mut batch, FrameKind::Open, StreamId(9), &Open { path: "/echo".into() }.encode())
+            .expect("frame");
+        protocol::encode_frame(&mut batch, FrameKind::Binary, StreamId(9), &[1, 2, 3]).expect("frame");
+        mux.send(Message::Binary(batch.into())).await.expect("send");
+        let Message::Binary(b) = next_message(&mut mux).await else { panic!("binary") };
+        let f = decode_message(&b).expect("v").next().expect("frame").expect("ok");
+        assert_eq!((f.kind, f.stream, f.payload), (FrameKind::Binary, StreamId(9), &[1u8, 2, 3][..]));
+
+        assert_eq!(rpc(&mut bystander, "ping", json!([]), 2).await["result"], "pong");
+    });
+    stack.assert_clean_logs().expect("clean logs");
+}
+
+#[test]
+fn the_backend_pushes_to_streams_unprompted() {
+    let _one = one_at_a_time();
+    let stack = start(&[]);
+    runtime().block_on(async {
+        let mut a = ws_connect(&format!("{}/ws", stack.snippet.ws()), None).await.expect("ws");
+        let mut b = ws_connect(&format!("{}/ws", stack.snippet.ws()), None).await.expect("ws");
+        let mut direct =
+            ws_connect(&format!("{}/db/default/ws", stack.backend.ws()), Some(&stack.token)).await.expect("ws");
+        assert_eq!(rpc(&mut b, "ping", json!([]), 1).await["result"], "pong"); // b's stream is open
+        assert_eq!(rpc(&mut direct, "ping", json!([]), 1).await["result"], "pong");
+        let reply = rpc(&mut a, "broadcast", json!({ "message": "hello" }), 7).await;
+        assert_eq!(reply["result"]["delivered"], 3, "a, b and the direct socket: {reply}");
+        let note = json!({ "jsonrpc": "2.0", "method": "broadcast", "params": { "message": "hello" } });
+        for ws in [&mut b, &mut direct] {
+            let Message::Text(t) = next_message(ws).await else { panic!("text") };
+            assert_eq!(serde_json::from_str::<Value>(&t).expect("json"), note);
+        }
+    });
+}

@@ -1,0 +1,8 @@
+//! End-to-end tests: the real backend-do and snippet under `wrangler dev` (workerd),
+//! driven by the test client's own load generator. Each test starts its own stack on
+//! free ports; `./x test` runs them one at a time.
+
+mod backend;
+mod common;
+mod proxy;
+mod resilience;

@@ -1,0 +1,121 @@
+//! The upstream's owner leaving, and the backend going away mid-load.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use test_client::load::{self, LoadOpts, Method, Report};
+
+use crate::common::*;
+
+/// Error kinds that are a clear answer, not a silent loss: a WebSocket closed with 1012
+/// ("upstream lost, reconnect", which also tells the client its in-flight requests may be
+/// lost) and an HTTP 502 with a JSON error.
+const CLEAR_ERRORS: [&str; 3] = ["closed-1012", "in-flight-at-close", "http-502"];
+
+fn assert_only_clear_errors(r: &Report) {
+    for (kind, count) in &r.errors {
+        assert!(CLEAR_ERRORS.contains(&kind.as_str()), "{count} × {kind} is not a clear error:\n{}", r.to_text());
+    }
+    // `closed-*` counts connections; every other kind counts requests.
+    let per_request: u64 = r.errors.iter().filter(|(k, _)| !k.starts_with("closed")).map(|(_, v)| v).sum();
+    assert_eq!(r.ok + per_request, r.sent, "every request got a reply or an error:\n{}", r.to_text());
+}
+
+/// The client whose context owns the upstream leaves while others keep sending.
+#[test]
+fn the_owners_client_leaves_mid_stream_and_nothing_is_lost() {
+    let _one = one_at_a_time();
+    let stack = start(&[]);
+    runtime().block_on(async {
+        let url = format!("{}/ws", stack.snippet.ws());
+        let mut owner = ws_connect(&url, None).await.expect("ws");
+        assert_eq!(rpc(&mut owner, "ping", json!([]), 1).await["result"], "pong");
+        let stats = stack.snippet_stats().await.expect("stats");
+        assert_eq!(stats["ownerKind"], "websocket", "{stats}");
+
+        let others = LoadOpts { clients: 8, messages: 300, in_flight: 4, ..LoadOpts::new(url.clone()) };
+        let run = tokio::spawn(load::run(others, false));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(owner); // mid-stream, without a close handshake
+        let report = run.await.expect("task").expect("load");
+        assert_passed(&report, 2400);
+        // New clients still get through afterwards.
+        let after = LoadOpts { clients: 4, messages: 50, ..LoadOpts::new(url) };
+        assert_passed(&load::run(after, false).await.expect("load"), 200);
+        let stats = stats_until(&stack, |s| s["activeClients"] == 0).await;
+        assert_eq!(n(&stats, "errors"), 0, "{stats}");
+    });
+    stack.assert_clean_logs().expect("clean logs");
+}
+
+/// The backend stops and comes back while WebSocket and HTTP clients are busy: every
+/// request gets its reply or a clear error, the upstream comes back within the backoff
+/// bound, and /__stats adds up afterwards.
+#[test]
+fn backend_restart_mid_load_gives_every_request_a_reply_or_a_clear_error() {
+    let _one = one_at_a_time();
+    let mut stack = start(&[("RECONNECT_MAX_MS", "2000")]);
+    let rt = runtime();
+    let ws = LoadOpts {
+        clients: 8,
+        duration: Some(4.0),
+        in_flight: 2,
+        ..LoadOpts::new(format!("{}/ws", stack.snippet.ws()))
+    };
+    let http = LoadOpts {
+        clients: 8,
+        duration: Some(4.0),
+        in_flight: 2,
+        method: Method::Ping,
+        ..LoadOpts::new(format!("{}/rpc", stack.snippet.http()))
+    };
+    let (ws_run, http_run) = rt.block_on(async {
+        assert_passed(
+            &load::run(LoadOpts { messages: 20, ..ws.clone() }.without_duration(), false).await.expect("load"),
+            160,
+        );
+        (tokio::spawn(load::run(ws.clone(), false)), tokio::spawn(load::run(http.clone(), false)))
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    stack.stop_backend();
+    std::thread::sleep(Duration::from_millis(1500));
+    let restarted = {
+        stack.restart_backend().expect("backend restarts");
+        Instant::now()
+    };
+    rt.block_on(async {
+        let ws_report = ws_run.await.expect("task").expect("ws load");
+        let http_report = http_run.await.expect("task").expect("http load");
+        assert_only_clear_errors(&ws_report);
+        assert_only_clear_errors(&http_report);
+        assert!(!ws_report.errors.is_empty() || !http_report.errors.is_empty(), "the outage was noticed");
+
+        // A new client's first message is answered within the backoff bound (2 s) + slack.
+        let mut c = ws_connect(&format!("{}/ws", stack.snippet.ws()), None).await.expect("ws");
+        let asked = Instant::now();
+        assert_eq!(rpc(&mut c, "ping", json!([]), 1).await["result"], "pong");
+        let waited = asked.elapsed();
+        assert!(
+            waited < Duration::from_millis(3500),
+            "reconnected after {waited:?} (restart done {:?} ago)",
+            restarted.elapsed()
+        );
+        drop(c);
+
+        assert_passed(&load::run(LoadOpts { messages: 50, ..ws }.without_duration(), false).await.expect("load"), 400);
+        assert_passed(
+            &load::run(LoadOpts { messages: 20, ..http }.without_duration(), false).await.expect("load"),
+            160,
+        );
+
+        let s = stats_until(&stack, |s| s["activeClients"] == 0 && s["pendingRequests"] == 0).await;
+        assert_eq!(s["backendConnected"], true, "{s}");
+        assert!(n(&s, "backendReconnects") >= 1, "{s}");
+        assert_eq!(n(&s, "backendConnects"), n(&s, "backendReconnects") + 1, "{s}");
+        assert!(n(&s, "connectAttempts") >= n(&s, "backendConnects"), "{s}");
+        assert_eq!((n(&s, "activeClients"), n(&s, "pendingRequests")), (0, 0), "{s}");
+        assert_eq!(n(&s, "messagesProxied"), n(&s, "messagesUp") + n(&s, "messagesDown"), "{s}");
+        assert!(n(&s, "framesSent") >= n(&s, "batchesSent"), "{s}");
+        assert!(n(&s, "errors") > 0, "the outage is counted: {s}");
+    });
+}
