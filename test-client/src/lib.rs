@@ -3,6 +3,7 @@
 //! in-process; [`stack`] is the end-to-end harness that starts the real workerd.
 #![deny(missing_docs)]
 
+pub mod bench;
 pub mod load;
 pub mod snippet_stats;
 pub mod stack;
@@ -33,6 +34,8 @@ pub enum Cmd {
     Load(load::LoadOpts),
     /// Read a snippet's /__stats.
     Stats(snippet_stats::StatsOpts),
+    /// Start the stack and measure the snippet against direct access (see BENCHMARKS.md).
+    Bench(bench::BenchOpts),
 }
 
 /// Runs the CLI.
@@ -47,6 +50,15 @@ pub async fn run(opts: Opts) -> Result<ExitCode> {
                 print!("{}", report.to_text());
             }
             Ok(if report.passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Cmd::Bench(b) => {
+            let report = bench::run(b).await?;
+            if opts.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", bench::text(&report));
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Stats(s) => {
             snippet_stats::run(s, opts.json).await?;

@@ -235,6 +235,21 @@ impl Stack {
         Ok(Stack { root, dir, backend, snippet, token })
     }
 
+    /// Starts another snippet against the same backend, on `tenant`, with extra vars
+    /// (the benchmark compares configurations side by side).
+    pub fn extra_snippet(&self, tenant: &str, vars: &[(&str, &str)]) -> Result<Worker> {
+        let port = free_port()?;
+        let mut all = vec![
+            ("BACKEND_TOKEN".to_owned(), self.token.clone()),
+            ("BACKEND_URL".to_owned(), format!("ws://127.0.0.1:{}/db/{tenant}/mux", self.backend.port)),
+        ];
+        all.extend(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        let log = self.dir.join(format!("snippet-{tenant}.log"));
+        let mut w = Worker::spawn(&self.root, &self.root, port, &all, log, &self.dir.join("state"))?;
+        wait_ready(&mut w, "/")?;
+        Ok(w)
+    }
+
     /// Stops the backend (the snippet keeps running).
     pub fn stop_backend(&mut self) {
         self.backend.stop();

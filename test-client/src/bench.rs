@@ -1,0 +1,514 @@
+//! `test-client bench`: starts the real stack and measures the snippet against going to
+//! the backend directly, in the same run, on the same machine. Every figure is a ratio
+//! or a count taken here; nothing is assumed. Writes a JSON file and `BENCHMARKS.md`.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use clap::Args;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::load::{self, LoadOpts, Method, Report};
+use crate::stack::{repo_root, Stack, StackOpts, Worker};
+
+/// Options of `test-client bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchOpts {
+    /// Seconds per throughput run.
+    #[arg(long, default_value_t = 6.0)]
+    pub seconds: f64,
+    /// Rounds of each throughput pair (alternating snippet and direct); the median is reported.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// Round trips in the single-client latency runs.
+    #[arg(long, default_value_t = 3000)]
+    pub round_trips: u64,
+    /// Where to write bench.json.
+    #[arg(long, default_value = "bench-results")]
+    pub out: PathBuf,
+    /// Also write BENCHMARKS.md at the repository root.
+    #[arg(long)]
+    pub markdown: bool,
+}
+
+/// One measured comparison.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Row {
+    /// What was measured.
+    pub name: String,
+    /// Through the snippet (or the first of two configurations).
+    pub snippet: String,
+    /// Directly to the backend (or the baseline configuration).
+    pub direct: String,
+    /// snippet ÷ direct, where a ratio makes sense.
+    pub ratio: Option<f64>,
+    /// The target, in words.
+    pub target: String,
+    /// Whether the target was met (None: no target).
+    pub met: Option<bool>,
+}
+
+/// Everything a run measured.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BenchReport {
+    /// The machine it ran on.
+    pub machine: String,
+    /// The table.
+    pub rows: Vec<Row>,
+    /// The raw load reports and counts behind the rows.
+    pub raw: Value,
+}
+
+fn ms(v: f64) -> String {
+    format!("{v:.3} ms")
+}
+
+fn row(name: &str, snippet: String, direct: String, ratio: Option<f64>, target: &str, met: Option<bool>) -> Row {
+    Row { name: name.into(), snippet, direct, ratio, target: target.into(), met }
+}
+
+/// The Durable Object's own counters for a tenant (via its HTTP JSON-RPC `stats`).
+async fn do_stats(stack: &Stack, tenant: &str) -> Result<Value> {
+    let url = format!("{}/db/{tenant}/rpc", stack.backend.http());
+    let res = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(&stack.token)
+        .json(&json!({ "jsonrpc": "2.0", "method": "stats", "id": 1 }))
+        .send()
+        .await?;
+    let v: Value = res.json().await?;
+    v.get("result").cloned().with_context(|| format!("stats from {url}: {v}"))
+}
+
+fn count(v: &Value, field: &str) -> u64 {
+    v.get(field).and_then(Value::as_u64).unwrap_or(0)
+}
+
+/// WebSocket message events the DO handled during `f`, for `tenant`.
+async fn do_messages_during<F: std::future::Future<Output = Result<Report>>>(
+    stack: &Stack,
+    tenant: &str,
+    f: F,
+) -> Result<(Report, u64, u64)> {
+    let before = do_stats(stack, tenant).await?;
+    let report = f.await?;
+    let after = do_stats(stack, tenant).await?;
+    anyhow::ensure!(count(&before, "wakes") == count(&after, "wakes"), "the object hibernated mid-run; rerun");
+    let messages = count(&after, "messages") - count(&before, "messages");
+    // Minus the `stats` call itself.
+    let http = (count(&after, "httpRequests") - count(&before, "httpRequests")).saturating_sub(1);
+    Ok((report, messages, http))
+}
+
+fn checked(r: Report) -> Result<Report> {
+    anyhow::ensure!(r.passed, "a benchmark run had errors, so its figures mean nothing:\n{}", r.to_text());
+    Ok(r)
+}
+
+async fn run_load(opts: LoadOpts) -> Result<Report> {
+    checked(load::run(opts, false).await?)
+}
+
+/// The run with the median throughput.
+fn median_by_throughput(runs: &[Report]) -> Report {
+    let mut v = runs.to_vec();
+    v.sort_by(|a, b| a.throughput.total_cmp(&b.throughput));
+    v.swap_remove(v.len() / 2)
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|kb| kb.parse::<u64>().ok()))
+        .map(|kb| format!("{:.0} GiB", kb as f64 / 1048576.0))
+        .unwrap_or_default();
+    format!(
+        "{cpu}, {cores} cores, {mem}; {} {}; loopback, client and both workerd processes on the same cores",
+        std::env::consts::OS,
+        std::env::consts::ARCH
+    )
+}
+
+fn wasm_size(root: &Path, krate: &str) -> Result<(u64, u64)> {
+    let path = root.join(krate).join("build/index_bg.wasm");
+    let raw = std::fs::metadata(&path).with_context(|| format!("{} (build first: ./x bench)", path.display()))?.len();
+    let gz = std::process::Command::new("gzip").arg("-9c").arg(&path).output().context("gzip")?;
+    Ok((raw, gz.stdout.len() as u64))
+}
+
+/// Time to the first reply right after the runtime reports ready.
+async fn first_reply(url: &str, token: Option<&str>) -> Result<Duration> {
+    let started = Instant::now();
+    let mut req = reqwest::Client::new().post(url).json(&json!({ "jsonrpc": "2.0", "method": "ping", "id": 1 }));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let res = req.send().await?;
+    anyhow::ensure!(res.status().is_success(), "first request to {url}: HTTP {}", res.status());
+    Ok(started.elapsed())
+}
+
+/// Runs the whole benchmark.
+pub async fn run(opts: BenchOpts) -> Result<BenchReport> {
+    let root = repo_root()?;
+    let secs = opts.seconds;
+    let mut rows = Vec::new();
+    let mut raw = serde_json::Map::new();
+    let say = |s: &str| eprintln!("bench: {s}");
+
+    // Cold start: fresh stacks; the first request after "ready" (the readiness probe has
+    // loaded each worker's wasm; the Durable Object and the upstream are still new).
+    say("cold start (two fresh stacks)");
+    let direct_cold = {
+        let stack = tokio::task::block_in_place(|| Stack::start(StackOpts::default()))?;
+        first_reply(&format!("{}/db/cold/rpc", stack.backend.http()), Some(&stack.token)).await?
+    };
+    let snippet_cold = {
+        let stack = tokio::task::block_in_place(|| Stack::start(StackOpts::default()))?;
+        first_reply(&format!("{}/rpc", stack.snippet.http()), None).await?
+    };
+
+    say("starting the stack for the steady-state runs");
+    let stack =
+        tokio::task::block_in_place(|| Stack::start(StackOpts { tenant: Some("bench".into()), ..Default::default() }))?;
+    let unbatched: Worker = tokio::task::block_in_place(|| stack.extra_snippet("unbatched", &[("BATCHING", "off")]))?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let snippet_ws = stack.snippet.ws();
+    let direct_ws = stack.backend.ws();
+    let token = Some(stack.token.clone());
+    let echo = |url: String| LoadOpts { method: Method::Raw, payload: 64, ..LoadOpts::new(url) };
+
+    // 1. One idle client, sequential WebSocket echo round trips.
+    say("1 client, WebSocket echo round trip");
+    let one =
+        |url: String, token: Option<String>| LoadOpts { clients: 1, messages: opts.round_trips, token, ..echo(url) };
+    let _warm = run_load(LoadOpts { messages: 200, ..one(format!("{snippet_ws}/ws/echo"), None) }).await?;
+    let s1 = run_load(one(format!("{snippet_ws}/ws/echo"), None)).await?;
+    let d1 = run_load(one(format!("{direct_ws}/db/direct/echo"), token.clone())).await?;
+    let added = s1.latency.p50_ms - d1.latency.p50_ms;
+    rows.push(row(
+        "WS echo p50, 1 idle client",
+        ms(s1.latency.p50_ms),
+        ms(d1.latency.p50_ms),
+        Some(s1.latency.p50_ms / d1.latency.p50_ms),
+        "snippet adds ≤ 0.3 ms",
+        Some(added <= 0.3),
+    ));
+    rows.push(row(
+        "WS echo p99, 1 idle client",
+        ms(s1.latency.p99_ms),
+        ms(d1.latency.p99_ms),
+        Some(s1.latency.p99_ms / d1.latency.p99_ms),
+        "",
+        None,
+    ));
+    raw.insert("wsEchoOneClient".into(), json!({ "snippet": s1, "direct": d1 }));
+
+    // 2. 32 clients × 20 in flight.
+    say("32 clients × 20 in flight, WebSocket echo");
+    let busy = |url: String, token: Option<String>| LoadOpts {
+        clients: 32,
+        in_flight: 20,
+        duration: Some(secs),
+        token,
+        ..echo(url)
+    };
+    let (mut s_rounds, mut d_rounds) = (Vec::new(), Vec::new());
+    for _ in 0..opts.rounds.max(1) {
+        s_rounds.push(run_load(busy(format!("{snippet_ws}/ws/echo"), None)).await?);
+        d_rounds.push(run_load(busy(format!("{direct_ws}/db/direct/echo"), token.clone())).await?);
+    }
+    let (s32, d32) = (median_by_throughput(&s_rounds), median_by_throughput(&d_rounds));
+    rows.push(row(
+        "WS echo p50, 32 clients × 20 in flight",
+        ms(s32.latency.p50_ms),
+        ms(d32.latency.p50_ms),
+        Some(s32.latency.p50_ms / d32.latency.p50_ms),
+        "snippet ≤ direct",
+        Some(s32.latency.p50_ms <= d32.latency.p50_ms),
+    ));
+    rows.push(row(
+        "WS echo throughput, 32 clients × 20 in flight",
+        format!("{:.0} msg/s", s32.throughput),
+        format!("{:.0} msg/s", d32.throughput),
+        Some(s32.throughput / d32.throughput),
+        "snippet ≥ 1.2× direct",
+        Some(s32.throughput >= 1.2 * d32.throughput),
+    ));
+    raw.insert("wsEcho32x20".into(), json!({ "snippetRounds": s_rounds, "directRounds": d_rounds }));
+
+    // 3. HTTP POST /rpc: over the warm socket vs direct HTTP.
+    say("HTTP POST /rpc, 1 client sequential");
+    let http = |url: String, token: Option<String>| LoadOpts {
+        clients: 1,
+        messages: opts.round_trips / 2,
+        method: Method::Ping,
+        token,
+        ..LoadOpts::new(url)
+    };
+    let _warm = run_load(LoadOpts { messages: 100, ..http(format!("{}/rpc", stack.snippet.http()), None) }).await?;
+    let sh = run_load(http(format!("{}/rpc", stack.snippet.http()), None)).await?;
+    let dh = run_load(http(format!("{}/db/direct/rpc", stack.backend.http()), token.clone())).await?;
+    rows.push(row(
+        "HTTP POST /rpc p50",
+        ms(sh.latency.p50_ms),
+        ms(dh.latency.p50_ms),
+        Some(sh.latency.p50_ms / dh.latency.p50_ms),
+        "snippet ≤ 1.5× direct",
+        Some(sh.latency.p50_ms <= 1.5 * dh.latency.p50_ms),
+    ));
+    rows.push(row(
+        "HTTP POST /rpc p99",
+        ms(sh.latency.p99_ms),
+        ms(dh.latency.p99_ms),
+        Some(sh.latency.p99_ms / dh.latency.p99_ms),
+        "",
+        None,
+    ));
+    raw.insert("httpRpc".into(), json!({ "snippet": sh, "direct": dh }));
+
+    // 4. 64 clients: batching on, off, direct; DO message events per client message.
+    say("64 clients: batching on / off / direct");
+    let wide = |url: String, token: Option<String>| LoadOpts {
+        clients: 64,
+        in_flight: 8,
+        duration: Some(secs),
+        token,
+        ..echo(url)
+    };
+    let mut rounds: [Vec<(Report, u64)>; 3] = Default::default();
+    for _ in 0..opts.rounds.max(1) {
+        let (r, m, _) =
+            do_messages_during(&stack, "bench", run_load(wide(format!("{snippet_ws}/ws/echo"), None))).await?;
+        rounds[0].push((r, m));
+        let (r, m, _) =
+            do_messages_during(&stack, "unbatched", run_load(wide(format!("{}/ws/echo", unbatched.ws()), None)))
+                .await?;
+        rounds[1].push((r, m));
+        let direct = run_load(wide(format!("{direct_ws}/db/direct64/echo"), token.clone()));
+        let (r, m, _) = do_messages_during(&stack, "direct64", direct).await?;
+        rounds[2].push((r, m));
+    }
+    let median = |v: &[(Report, u64)]| {
+        let mut v = v.to_vec();
+        v.sort_by(|a, b| a.0.throughput.total_cmp(&b.0.throughput));
+        v.swap_remove(v.len() / 2)
+    };
+    let ((on, on_msgs), (off, off_msgs), (dir, dir_msgs)) =
+        (median(&rounds[0]), median(&rounds[1]), median(&rounds[2]));
+    let per = |m: u64, r: &Report| m as f64 / r.sent.max(1) as f64;
+    let (p_on, p_off, p_dir) = (per(on_msgs, &on), per(off_msgs, &off), per(dir_msgs, &dir));
+    rows.push(row(
+        "throughput, 64 clients: batching on vs off",
+        format!("{:.0} msg/s", on.throughput),
+        format!("{:.0} msg/s", off.throughput),
+        Some(on.throughput / off.throughput),
+        "batched ≥ unbatched",
+        Some(on.throughput >= off.throughput),
+    ));
+    rows.push(row(
+        "throughput, 64 clients: batching on vs direct",
+        format!("{:.0} msg/s", on.throughput),
+        format!("{:.0} msg/s", dir.throughput),
+        Some(on.throughput / dir.throughput),
+        "",
+        None,
+    ));
+    rows.push(row(
+        "DO WebSocket message events per client message, 64 clients: batching on vs off",
+        format!("{p_on:.3}"),
+        format!("{p_off:.3}"),
+        Some(p_on / p_off),
+        "≥ 3× fewer with batching",
+        Some(p_off >= 3.0 * p_on),
+    ));
+    rows.push(row(
+        "DO WebSocket message events per client message, 64 clients: direct",
+        format!("{p_on:.3}"),
+        format!("{p_dir:.3}"),
+        Some(p_on / p_dir),
+        "",
+        None,
+    ));
+    let as_json = |v: &[(Report, u64)]| -> Vec<Value> {
+        v.iter().map(|(r, m)| json!({ "report": r, "doMessages": m })).collect()
+    };
+    raw.insert(
+        "wide64".into(),
+        json!({ "batchedRounds": as_json(&rounds[0]), "unbatchedRounds": as_json(&rounds[1]), "directRounds": as_json(&rounds[2]) }),
+    );
+
+    // 5. Upstream connections the backend sees.
+    say("connections the backend sees for 1, 16, 256 clients");
+    for clients in [1usize, 16, 256] {
+        let through = connections_seen(&stack, &format!("{snippet_ws}/ws/echo"), None, "bench", clients).await?;
+        let tenant = format!("conn{clients}");
+        let direct =
+            connections_seen(&stack, &format!("{direct_ws}/db/{tenant}/echo"), token.clone(), &tenant, clients).await?;
+        rows.push(row(
+            &format!("connections at the DO, {clients} clients"),
+            through.to_string(),
+            direct.to_string(),
+            Some(through as f64 / direct.max(1) as f64),
+            "",
+            None,
+        ));
+    }
+
+    // 6. Billable units per 10,000 HTTP requests: incoming WebSocket messages bill 20:1.
+    say("billable units per 10,000 HTTP requests");
+    let reqs = 10_000 / 8;
+    let h = |url: String, token: Option<String>| LoadOpts {
+        clients: 8,
+        in_flight: 4,
+        messages: reqs as u64,
+        method: Method::Ping,
+        token,
+        ..LoadOpts::new(url)
+    };
+    let (sb, s_msgs, s_http) =
+        do_messages_during(&stack, "bench", run_load(h(format!("{}/rpc", stack.snippet.http()), None))).await?;
+    let (db_, _, d_http) = do_messages_during(
+        &stack,
+        "billing",
+        run_load(h(format!("{}/db/billing/rpc", stack.backend.http()), token.clone())),
+    )
+    .await?;
+    let units = |msgs: u64, http: u64, sent: u64| (msgs as f64 / 20.0 + http as f64) * 10_000.0 / sent.max(1) as f64;
+    let (u_s, u_d) = (units(s_msgs, s_http, sb.sent), units(0, d_http, db_.sent));
+    rows.push(row(
+        "DO billable units per 10,000 HTTP requests",
+        format!("{u_s:.1}"),
+        format!("{u_d:.1}"),
+        Some(u_s / u_d),
+        "≤ 0.05× direct",
+        Some(u_s <= 0.05 * u_d),
+    ));
+    raw.insert("billing".into(), json!({ "snippet": { "requests": sb.sent, "doMessages": s_msgs, "doHttp": s_http }, "direct": { "requests": db_.sent, "doHttp": d_http } }));
+
+    // 7. Sizes and cold start.
+    let (sr, sg) = wasm_size(&root, "snippet")?;
+    let (br, bg) = wasm_size(&root, "backend-do")?;
+    rows.push(row(
+        "wasm size (snippet vs backend-do), gzip",
+        format!("{:.1} KB", sg as f64 / 1000.0),
+        format!("{:.1} KB", bg as f64 / 1000.0),
+        None,
+        "snippet ≤ 100 KB gzip",
+        Some(sg <= 100_000),
+    ));
+    rows.push(row(
+        "wasm size (snippet vs backend-do), raw",
+        format!("{:.1} KB", sr as f64 / 1000.0),
+        format!("{:.1} KB", br as f64 / 1000.0),
+        None,
+        "",
+        None,
+    ));
+    rows.push(row(
+        "cold start: first reply after the runtime is ready",
+        ms(snippet_cold.as_secs_f64() * 1000.0),
+        ms(direct_cold.as_secs_f64() * 1000.0),
+        Some(snippet_cold.as_secs_f64() / direct_cold.as_secs_f64()),
+        "",
+        None,
+    ));
+    drop(unbatched);
+
+    let report = BenchReport { machine: machine(), rows, raw: Value::Object(raw) };
+    std::fs::create_dir_all(&opts.out)?;
+    let json_path = opts.out.join("bench.json");
+    std::fs::write(&json_path, serde_json::to_string_pretty(&report)?)?;
+    say(&format!("wrote {}", json_path.display()));
+    if opts.markdown {
+        let md = root.join("BENCHMARKS.md");
+        // Hand-written analysis below the marker survives regeneration.
+        let notes = std::fs::read_to_string(&md)
+            .ok()
+            .and_then(|old| old.find(NOTES_MARKER).map(|i| old[i..].to_owned()))
+            .unwrap_or_else(|| format!("{NOTES_MARKER}\n"));
+        std::fs::write(&md, format!("{}\n{notes}", markdown(&report)))?;
+        say(&format!("wrote {}", md.display()));
+    }
+    Ok(report)
+}
+
+/// Opens `clients` WebSockets, has each send one message, and reads how many sockets the
+/// Durable Object of `tenant` holds while they are all open.
+async fn connections_seen(
+    stack: &Stack,
+    url: &str,
+    token: Option<String>,
+    tenant: &str,
+    clients: usize,
+) -> Result<u64> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
+    let mut sockets = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        let mut req = url.into_client_request()?;
+        if let Some(t) = &token {
+            req.headers_mut().insert("Authorization", format!("Bearer {t}").parse()?);
+        }
+        let (mut ws, _) = tokio_tungstenite::connect_async(req).await?;
+        ws.send(Message::Text("hello".into())).await?;
+        let _ = tokio::time::timeout(Duration::from_secs(10), ws.next()).await;
+        sockets.push(ws);
+    }
+    let seen = count(&do_stats(stack, tenant).await?, "sockets");
+    for mut ws in sockets {
+        let _ = ws.close(None).await;
+    }
+    Ok(seen)
+}
+
+/// Everything after this line in BENCHMARKS.md is kept when the table is regenerated.
+pub const NOTES_MARKER: &str = "<!-- notes: kept when ./x bench regenerates the table above -->";
+
+/// The report as the BENCHMARKS.md page.
+pub fn markdown(r: &BenchReport) -> String {
+    let mut s = String::from("# Benchmarks\n\n");
+    let _ = writeln!(s, "Measured by `./x bench` (which runs `test-client bench --markdown`) on: {}.\n", r.machine);
+    s.push_str("Every pair was measured in the same run against the same backend; a run with any error fails the benchmark instead of reporting a figure. Throughput pairs alternate over several rounds and show the median round. \"Direct\" means the client talks to backend-do itself (WebSocket `/db/{name}/echo`, HTTP `/db/{name}/rpc`).\n\n");
+    s.push_str("| measure | snippet | direct / baseline | ratio | target | met |\n|---|---|---|---|---|---|\n");
+    for row in &r.rows {
+        let ratio = row.ratio.map(|x| format!("{x:.2}×")).unwrap_or_default();
+        let met = match row.met {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "",
+        };
+        let _ =
+            writeln!(s, "| {} | {} | {} | {} | {} | {} |", row.name, row.snippet, row.direct, ratio, row.target, met);
+    }
+    s.push_str("\nRaw figures (every load report, DO counters): `bench-results/bench.json`.\n");
+    s
+}
+
+/// Text table for the terminal.
+pub fn text(r: &BenchReport) -> String {
+    let mut s = format!("machine: {}\n\n", r.machine);
+    for row in &r.rows {
+        let ratio = row.ratio.map(|x| format!("{x:.2}x")).unwrap_or_default();
+        let met = match row.met {
+            Some(true) => "met",
+            Some(false) => "MISSED",
+            None => "",
+        };
+        let _ =
+            writeln!(s, "{:<80} {:>14} {:>14} {:>8}  {} {}", row.name, row.snippet, row.direct, ratio, row.target, met);
+    }
+    s
+}
