@@ -11,8 +11,9 @@ use wasm_bindgen::JsCast;
 
 use crate::executor;
 use crate::js;
-use crate::state::{self, OwnerKind};
+use crate::state;
 use crate::upstream;
+use mux_core::OwnerKind;
 
 /// Handles `GET /ws` (JSON-RPC service) and `GET /ws/echo` (raw echo) upgrades.
 pub fn upgrade(req: &web_sys::Request, service: &str) -> Result<web_sys::Response, JsValue> {
@@ -41,7 +42,7 @@ pub fn upgrade(req: &web_sys::Request, service: &str) -> Result<web_sys::Respons
     state::with(|s| s.ws_upgrades += 1);
     let listeners = listen(id, &server);
     executor::spawn(deliver(id, server, listeners));
-    upstream::ensure(OwnerKind::WebSocket);
+    upstream::ensure(OwnerKind::WebSocket, Some(id), None);
     js::upgrade_response(&client)
 }
 
@@ -80,7 +81,7 @@ fn listen(id: StreamId, ws: &web_sys::WebSocket) -> Listeners {
         let (text, bytes) = js::message_data(&e);
         let sent = state::with(|s| s.mux.send(id, text, &bytes));
         match sent {
-            Ok(()) => upstream::ensure(OwnerKind::WebSocket),
+            Ok(()) => upstream::ensure(OwnerKind::WebSocket, Some(id), None),
             Err(Refused::UnknownStream) => {}
             Err(Refused::TooLarge { limit, .. }) => {
                 js::close(&sock, 1009, &format!("message too large (limit {limit} bytes)"));

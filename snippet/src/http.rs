@@ -13,15 +13,16 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
 use crate::js;
-use crate::state::{self, OwnerKind};
+use crate::state;
 use crate::upstream;
+use mux_core::OwnerKind;
 
 fn error(status: u16, msg: &str) -> Result<web_sys::Response, JsValue> {
     js::json(status, &format!("{{\"error\":{}}}", json_string(msg)))
 }
 
 /// Proxies one HTTP request over the shared upstream.
-pub async fn proxy(req: web_sys::Request, path: &str) -> Result<web_sys::Response, JsValue> {
+pub async fn proxy(req: web_sys::Request, path: &str, ctx: &JsValue) -> Result<web_sys::Response, JsValue> {
     let limit = state::with(|s| s.mux.config().max_message_bytes);
     let declared = req.headers().get("Content-Length").ok().flatten().and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
@@ -51,7 +52,7 @@ pub async fn proxy(req: web_sys::Request, path: &str) -> Result<web_sys::Respons
         Err(e) => return error(500, &e.to_string()),
     };
     state::with(|s| s.http_proxied += 1);
-    upstream::ensure(OwnerKind::Http);
+    upstream::ensure(OwnerKind::Http, None, Some(ctx));
 
     // Our own timer, re-armed for whatever the core's next deadline for us is.
     let mut timer: Option<Pin<Box<dyn Future<Output = ()>>>> = None;

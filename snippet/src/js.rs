@@ -58,6 +58,27 @@ pub async fn sleep(ms: f64) {
     let _ = JsFuture::from(r.promise()).await;
 }
 
+/// Keeps an HTTP request's context alive (`ctx.waitUntil`) until dropped: the upstream's
+/// owner task holds one, since it outlives the response it was started by (DESIGN.md §2.5).
+pub struct KeepAlive(JsValue);
+
+impl Drop for KeepAlive {
+    fn drop(&mut self) {
+        if let Some(resolve) = self.0.dyn_ref::<js_sys::Function>() {
+            let _ = resolve.call0(&JsValue::UNDEFINED);
+        }
+    }
+}
+
+/// `ctx.waitUntil(p)` with a promise made here (in this context) that resolves when the
+/// returned guard is dropped. `None` if `ctx` has no `waitUntil`.
+pub fn keep_alive(ctx: &JsValue) -> Option<KeepAlive> {
+    let wait_until = js_sys::Reflect::get(ctx, &"waitUntil".into()).ok()?.dyn_into::<js_sys::Function>().ok()?;
+    let r = timer_resolvers();
+    wait_until.call1(ctx, &r.promise()).ok()?;
+    Some(KeepAlive(r.resolve()))
+}
+
 /// Text of a JS error value.
 pub fn describe(err: &JsValue) -> String {
     if let Some(e) = err.dyn_ref::<js_sys::Error>() {

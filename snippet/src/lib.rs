@@ -28,11 +28,11 @@ extern "C" {
 
 /// The Worker's fetch handler (called by worker-build's shim with `env` and `ctx`).
 #[wasm_bindgen]
-pub fn fetch(req: web_sys::Request, env: JsValue, _ctx: JsValue) -> js_sys::Promise {
+pub fn fetch(req: web_sys::Request, env: JsValue, ctx: JsValue) -> js_sys::Promise {
     let done = fetch_resolvers();
     let promise = done.promise();
     executor::spawn(async move {
-        let response = match route(req, &env).await {
+        let response = match route(req, &env, &ctx).await {
             Ok(r) => JsValue::from(r),
             Err(e) => {
                 state::with(|s| s.mux.count_error());
@@ -50,7 +50,7 @@ fn var(env: &JsValue, name: &str) -> Option<String> {
     js_sys::Reflect::get(env, &name.into()).ok().and_then(|v| v.as_string())
 }
 
-async fn route(req: web_sys::Request, env: &JsValue) -> Result<web_sys::Response, JsValue> {
+async fn route(req: web_sys::Request, env: &JsValue, ctx: &JsValue) -> Result<web_sys::Response, JsValue> {
     let test_routes = var(env, "SNIPPET_TEST_ROUTES").as_deref() == Some("1");
     let config_error = state::with(|s| {
         s.requests_handled += 1;
@@ -84,7 +84,7 @@ async fn route(req: web_sys::Request, env: &JsValue) -> Result<web_sys::Response
         ("GET", "/__stats") => js::json(200, &stats::render()),
         (_, "/ws") => client::upgrade(&req, "/rpc"),
         (_, "/ws/echo") => client::upgrade(&req, "/echo"),
-        ("POST", "/rpc" | "/query") => http::proxy(req, &path).await,
+        ("POST", "/rpc" | "/query") => http::proxy(req, &path, ctx).await,
         (_, "/rpc" | "/query") => js::json(405, r#"{"error":"use POST"}"#),
         ("GET", "/__test/warm") if test_routes => warm(&url).await,
         ("GET", "/") => js::response(200, "text/plain; charset=utf-8", HELP.as_bytes()),

@@ -6,31 +6,9 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::task::Waker;
 
-use mux_core::{Config, Mux, StreamId};
+use mux_core::{Config, Gen, GenState, Mux, StreamId};
 
 use crate::js;
-
-/// What kind of request context owns the upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OwnerKind {
-    /// No upstream.
-    None,
-    /// A client WebSocket's context (long-lived: preferred).
-    WebSocket,
-    /// An HTTP request's context.
-    Http,
-}
-
-impl OwnerKind {
-    /// Name used in `/__stats`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OwnerKind::None => "none",
-            OwnerKind::WebSocket => "websocket",
-            OwnerKind::Http => "http",
-        }
-    }
-}
 
 /// Where the backend is, from the wrangler vars.
 #[derive(Debug, Clone, Default)]
@@ -47,12 +25,8 @@ pub struct Shared {
     pub mux: Mux,
     /// Wakers of the tasks that deliver to each stream's client.
     pub stream_wakers: HashMap<StreamId, Waker>,
-    /// Waker of the owner's pump task.
-    pub pump_waker: Option<Waker>,
-    /// Bumped for every upstream; listeners of an older one ignore themselves.
-    pub generation: u64,
-    /// Who owns the current upstream.
-    pub owner: OwnerKind,
+    /// Wakers of the owners' pump tasks, one per live upstream generation.
+    pub pump_wakers: HashMap<Gen, Waker>,
     /// Backend location (set from the env on every request).
     pub backend: Backend,
     /// Random id of this isolate.
@@ -79,9 +53,7 @@ thread_local! {
     static SHARED: RefCell<Shared> = RefCell::new(Shared {
         mux: Mux::new(Config::default()),
         stream_wakers: HashMap::new(),
-        pump_waker: None,
-        generation: 0,
-        owner: OwnerKind::None,
+        pump_wakers: HashMap::new(),
         backend: Backend::default(),
         isolate_id: js::random_uuid(),
         started_at: js::now_ms(),
@@ -107,8 +79,11 @@ pub fn flush() {
     let wakers: Vec<Waker> = with(|s| {
         let mut wakers: Vec<Waker> =
             s.mux.take_woken().into_iter().filter_map(|id| s.stream_wakers.remove(&id)).collect();
-        if s.mux.wants_transmit() {
-            wakers.extend(s.pump_waker.take());
+        let pumps: Vec<Gen> = s.pump_wakers.keys().copied().collect();
+        for gen in pumps {
+            if s.mux.wants_transmit_on(gen) || s.mux.gen_state(gen) == GenState::Retired {
+                wakers.extend(s.pump_wakers.remove(&gen));
+            }
         }
         wakers
     });

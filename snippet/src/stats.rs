@@ -51,7 +51,9 @@ pub fn render() -> String {
         field("pendingRequests", http.to_string());
         field("requestsPerSecond", format!("{rps:.2}"));
         field("errors", c.errors.to_string());
-        field("ownerKind", json_string(s.owner.as_str()));
+        field("ownerKind", json_string(s.mux.owner().as_str()));
+        field("handovers", c.handovers.to_string());
+        field("watchdogTrips", c.watchdog_trips.to_string());
         field("batchesSent", c.batches_sent.to_string());
         field("framesSent", c.frames_sent.to_string());
         field("framesPerBatch", format!("{frames_per_batch:.2}"));

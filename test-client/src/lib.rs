@@ -66,3 +66,39 @@ pub async fn run(opts: Opts) -> Result<ExitCode> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    #[test]
+    fn the_cli_definition_is_valid_and_parses_the_documented_examples() {
+        Opts::command().debug_assert();
+        let o = Opts::try_parse_from([
+            "test-client",
+            "load",
+            "ws://127.0.0.1:8787/ws/echo",
+            "-c",
+            "8",
+            "-n",
+            "200",
+            "-m",
+            "raw",
+        ])
+        .expect("parses");
+        match o.command {
+            Cmd::Load(l) => {
+                assert_eq!((l.clients, l.messages, l.method), (8, 200, load::Method::Raw));
+                assert_eq!(l.in_flight, 1);
+            }
+            other => panic!("{other:?}"),
+        }
+        let o = Opts::try_parse_from(["test-client", "--json", "stats", "http://127.0.0.1:8787", "--watch", "1"])
+            .expect("parses");
+        assert!(o.json);
+        assert!(matches!(o.command, Cmd::Stats(s) if s.watch == Some(1.0)));
+        assert!(Opts::try_parse_from(["test-client", "load", "ws://x", "-m", "nope"]).is_err());
+    }
+}

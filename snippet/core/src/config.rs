@@ -32,6 +32,13 @@ pub struct Config {
     pub reconnect_base_ms: u64,
     /// Largest reconnect delay bound: a recovered backend is found within this time.
     pub reconnect_max_ms: u64,
+    /// Longest an HTTP request's context owns the upstream before another context takes
+    /// over. Production keeps a context ~30 s after its response (`waitUntil`); 20 s hands
+    /// over well before that. A WebSocket owner keeps it while its client is connected.
+    pub owner_lifetime_ms: u64,
+    /// Queued frames that see no transmit for this long mean the owner's pump is dead:
+    /// the upstream is dropped (clear errors for what was pending) and reopened.
+    pub watchdog_ms: u64,
     /// Seed of the jitter generator (the glue seeds it randomly; tests fix it).
     pub seed: u64,
 }
@@ -50,6 +57,8 @@ impl Default for Config {
             request_timeout_ms: 30_000,
             reconnect_base_ms: 100,
             reconnect_max_ms: 5_000,
+            owner_lifetime_ms: 20_000,
+            watchdog_ms: 5_000,
             seed: 0x5EED,
         }
     }
@@ -57,7 +66,7 @@ impl Default for Config {
 
 impl Config {
     /// The wrangler vars that override a field, by name.
-    pub const VARS: [&'static str; 11] = [
+    pub const VARS: [&'static str; 13] = [
         "MAX_MESSAGE_BYTES",
         "MAX_CLIENTS",
         "MAX_STREAMS",
@@ -69,6 +78,8 @@ impl Config {
         "REQUEST_TIMEOUT_MS",
         "RECONNECT_BASE_MS",
         "RECONNECT_MAX_MS",
+        "OWNER_LIFETIME_MS",
+        "WATCHDOG_MS",
     ];
 
     /// The defaults with every var that `get` returns applied. A malformed value is an
@@ -90,6 +101,8 @@ impl Config {
                 "REQUEST_TIMEOUT_MS" => c.request_timeout_ms = num()?,
                 "RECONNECT_BASE_MS" => c.reconnect_base_ms = num()?,
                 "RECONNECT_MAX_MS" => c.reconnect_max_ms = num()?,
+                "OWNER_LIFETIME_MS" => c.owner_lifetime_ms = num()?,
+                "WATCHDOG_MS" => c.watchdog_ms = num()?,
                 "BATCHING" => {
                     c.batching = match raw {
                         "1" | "true" | "on" => true,

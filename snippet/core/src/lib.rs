@@ -15,6 +15,7 @@
 
 mod config;
 mod stats;
+mod upstream;
 
 use std::collections::{HashMap, VecDeque};
 
@@ -22,6 +23,7 @@ pub use config::Config;
 use protocol::{encode_frame, FrameKind};
 pub use protocol::{Close, ErrorFrame, Open, Request, Response, StreamId};
 pub use stats::Counters;
+pub use upstream::{Gen, GenState, OwnerKind};
 
 /// Kind of a stream, fixed at open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +94,12 @@ pub enum Upstream {
 
 struct Stream {
     kind: StreamKind,
+    /// WebSocket only: the backend service, to re-open the stream on a new upstream.
+    path: String,
+    /// WebSocket only: the upstream generation this stream's frames flow on.
+    on: Gen,
+    /// HTTP only: the upstream generation its request left on.
+    sent_on: Option<Gen>,
     /// HTTP only: when the request times out (ms).
     deadline: Option<u64>,
     /// HTTP only: when its request frame left (ms), for round-trip samples.
@@ -126,6 +134,26 @@ pub struct Mux {
     rng: u64,
     /// Recent request round trips (ms), newest last.
     rtt: VecDeque<u64>,
+    /// Generation of the current upstream (0 before the first).
+    gen: Gen,
+    /// Highest generation handed out.
+    last_gen: Gen,
+    /// A successor upstream being opened to take over from the current one.
+    handover: Option<Gen>,
+    /// The previous upstream, finishing its in-flight replies after a hand-over.
+    drain: Option<upstream::Drain>,
+    /// WebSocket frames wait until the drain barrier returns (keeps per-stream order).
+    held: bool,
+    /// Since when queued frames have waited for a transmit (the watchdog's clock).
+    pending_since: Option<u64>,
+    /// Who owns the current upstream.
+    owner: upstream::Owner,
+    /// Who will own the successor being opened.
+    next_owner: upstream::Owner,
+    /// The latest `now` the mux was given.
+    clock: u64,
+    /// When the pending connect (first or successor) started.
+    connect_started: u64,
 }
 
 /// Round-trip samples kept for the percentiles in `/__stats`.
@@ -148,6 +176,16 @@ impl Mux {
             next_connect_at: None,
             rng: splitmix64(cfg.seed) | 1,
             rtt: VecDeque::new(),
+            gen: 0,
+            last_gen: 0,
+            handover: None,
+            drain: None,
+            held: false,
+            pending_since: None,
+            owner: upstream::Owner::default(),
+            next_owner: upstream::Owner::default(),
+            clock: 0,
+            connect_started: 0,
             cfg,
         }
     }
@@ -203,6 +241,9 @@ impl Mux {
         }
         let payload = Open { path: path.to_owned() }.encode();
         let id = self.open(StreamKind::WebSocket)?;
+        if let Some(s) = self.streams.get_mut(&id) {
+            s.path = path.to_owned();
+        }
         self.enqueue(id, FrameKind::Open, &payload, true)?;
         self.counters.ws_streams_opened += 1;
         Ok(id)
@@ -211,6 +252,7 @@ impl Mux {
     /// Opens a stream for one HTTP request; the request leaves as a single frame and
     /// must be answered by `now + request_timeout_ms`.
     pub fn open_http(&mut self, req: &Request, now: u64) -> Result<StreamId, Refused> {
+        self.clock = now;
         if req.body.len() > self.cfg.max_message_bytes {
             return Err(Refused::TooLarge { size: req.body.len(), limit: self.cfg.max_message_bytes });
         }
@@ -234,6 +276,9 @@ impl Mux {
         let id = self.alloc_id();
         let stream = Stream {
             kind,
+            path: String::new(),
+            on: self.gen,
+            sent_on: None,
             deadline: None,
             sent_at: None,
             outbox: VecDeque::new(),
@@ -272,6 +317,9 @@ impl Mux {
         }
         stream.detached = true;
         stream.inbox.clear();
+        if self.owner.stream == Some(id) {
+            self.owner.orphaned = true;
+        }
         // The backend keeps no state for an HTTP stream: only WebSocket streams are told.
         let told = stream.kind == StreamKind::WebSocket && {
             let payload = Close { code, reason: truncate_reason(reason) }.encode();
@@ -291,6 +339,19 @@ impl Mux {
     /// Appends an encoded frame to a stream's outbox. `force` skips the backpressure
     /// limits (open and close frames must never be refused once a stream exists).
     fn enqueue(&mut self, id: StreamId, kind: FrameKind, payload: &[u8], force: bool) -> Result<(), Refused> {
+        self.enqueue_at(id, kind, payload, force, false)
+    }
+
+    /// [`Mux::enqueue`], optionally at the front of the outbox (a re-open after hand-over
+    /// must precede the frames held behind it).
+    fn enqueue_at(
+        &mut self,
+        id: StreamId,
+        kind: FrameKind,
+        payload: &[u8],
+        force: bool,
+        front: bool,
+    ) -> Result<(), Refused> {
         let size = protocol::frame_len(payload.len());
         let total_ok = self.queued_bytes + size <= self.cfg.max_queued_bytes;
         let Some(stream) = self.streams.get_mut(&id) else {
@@ -308,24 +369,54 @@ impl Mux {
         if stream.outbox.is_empty() {
             self.ready.push_back(id);
         }
-        stream.outbox.push_back(frame);
+        if front {
+            stream.outbox.push_front(frame);
+        } else {
+            stream.outbox.push_back(frame);
+        }
+
         stream.outbox_bytes += size;
         self.queued_bytes += size;
         Ok(())
     }
 
-    /// Whether [`Mux::poll_transmit`] has something to hand out.
-    pub fn wants_transmit(&self) -> bool {
-        self.upstream == Upstream::Up && (!self.ready.is_empty() || !self.control.is_empty())
+    /// Whether a stream's frames must wait for the drain barrier.
+    fn is_held(&self, id: StreamId) -> bool {
+        self.held && self.streams.get(&id).is_some_and(|s| s.kind == StreamKind::WebSocket)
     }
 
-    /// The next upstream message to send, if the upstream is up and anything is queued.
+    /// Whether [`Mux::poll_transmit`] has something for upstream `gen`.
+    pub fn wants_transmit_on(&self, gen: Gen) -> bool {
+        if let Some(d) = self.drain.as_ref().filter(|d| d.gen == gen) {
+            return !d.barrier_sent;
+        }
+        gen == self.gen
+            && self.upstream == Upstream::Up
+            && (!self.control.is_empty() || self.ready.iter().any(|id| !self.is_held(*id)))
+    }
+
+    /// Whether any upstream has something to send (the glue then wakes its pumps).
+    pub fn wants_transmit(&self) -> bool {
+        self.wants_transmit_on(self.gen) || self.drain.as_ref().is_some_and(|d| !d.barrier_sent)
+    }
+
+    /// The next message to send on upstream `gen`, if it is up and anything is queued.
     ///
     /// With batching on, takes one frame per stream in round-robin turns until the
     /// batch would exceed [`Config::max_batch_bytes`] (a lone frame may exceed it).
-    /// With batching off, every message holds exactly one frame.
-    pub fn poll_transmit(&mut self, now: u64) -> Option<Vec<u8>> {
-        if !self.wants_transmit() {
+    /// With batching off, every message holds exactly one frame. A draining upstream
+    /// only ever carries its barrier ping.
+    pub fn poll_transmit(&mut self, gen: Gen, now: u64) -> Option<Vec<u8>> {
+        self.clock = now;
+        if let Some(d) = self.drain.as_mut().filter(|d| d.gen == gen) {
+            if d.barrier_sent {
+                return None;
+            }
+            d.barrier_sent = true;
+            let token = upstream::barrier_token(gen);
+            return Some(protocol::single_frame_message(FrameKind::Ping, StreamId::SESSION, &token));
+        }
+        if !self.wants_transmit_on(gen) {
             return None;
         }
         let mut msg = Vec::new();
@@ -340,7 +431,14 @@ impl Mux {
             self.control.pop_front();
             frames += 1;
         }
+        // Held streams keep their turn: set aside, then put back in front, in order.
+        let mut held = Vec::new();
         while let Some(&id) = self.ready.front() {
+            if self.is_held(id) {
+                held.push(id);
+                self.ready.pop_front();
+                continue;
+            }
             let Some(stream) = self.streams.get_mut(&id) else {
                 self.ready.pop_front();
                 continue;
@@ -356,6 +454,7 @@ impl Mux {
             let size = frame.len();
             if frame.first() == Some(&(FrameKind::Request as u8)) {
                 stream.sent_at = Some(now);
+                stream.sent_on = Some(gen);
             }
             stream.outbox.pop_front();
             stream.outbox_bytes -= size;
@@ -368,6 +467,14 @@ impl Mux {
                 self.ready.push_back(id);
             }
         }
+        for id in held.into_iter().rev() {
+            self.ready.push_front(id);
+        }
+        // The watchdog measures how long queued frames wait for a transmit.
+        self.pending_since = self.wants_transmit_on(gen).then_some(now);
+        if frames == 0 {
+            return None;
+        }
         self.counters.batches_sent += 1;
         self.counters.frames_sent += frames;
         self.counters.upstream_bytes_out += msg.len() as u64;
@@ -377,7 +484,7 @@ impl Mux {
     /// Feeds one message received on the upstream. Frames for unknown or detached
     /// streams are dropped (and counted); a malformed message is an error for the
     /// whole session (the caller closes the upstream with 1002).
-    pub fn handle_upstream_message(&mut self, msg: &[u8], now: u64) -> Result<(), protocol::DecodeError> {
+    pub fn handle_upstream_message(&mut self, gen: Gen, msg: &[u8], now: u64) -> Result<(), protocol::DecodeError> {
         self.counters.upstream_bytes_in += msg.len() as u64;
         self.counters.batches_received += 1;
         for frame in protocol::decode_message(msg)? {
@@ -414,6 +521,10 @@ impl Mux {
                     let mut pong = Vec::new();
                     let _ = encode_frame(&mut pong, FrameKind::Pong, frame.stream, frame.payload);
                     self.control.push_back(pong);
+                    continue;
+                }
+                FrameKind::Pong if frame.stream == StreamId::SESSION => {
+                    self.barrier_returned(gen, frame.payload);
                     continue;
                 }
                 FrameKind::Pong | FrameKind::Open | FrameKind::Request => continue,
@@ -485,61 +596,11 @@ impl Mux {
         Some(d)
     }
 
-    /// Whether a connection attempt may start now: the upstream is down and any backoff
-    /// delay has passed.
-    pub fn can_connect(&self, now: u64) -> bool {
-        self.upstream == Upstream::Down && self.next_connect_at.is_none_or(|t| now >= t)
-    }
-
-    /// Whether an HTTP request should skip the upstream and go to the backend directly:
-    /// the upstream is down and the last attempts failed (we are backing off).
-    pub fn should_fall_back(&self, now: u64) -> bool {
-        self.upstream == Upstream::Down && self.failures > 0 && !self.can_connect(now)
-    }
-
-    /// When the backoff ends, if the upstream is down and backing off.
-    pub fn next_connect_at(&self) -> Option<u64> {
-        self.next_connect_at.filter(|_| self.upstream == Upstream::Down)
-    }
-
-    /// A connection attempt started (the caller became the owner).
-    pub fn upstream_connecting(&mut self) {
-        self.upstream = Upstream::Connecting;
-        self.counters.connect_attempts += 1;
-    }
-
-    /// The upstream is open: queued frames may flow.
-    pub fn upstream_up(&mut self) {
-        self.upstream = Upstream::Up;
-        if self.counters.backend_connects > 0 {
-            self.counters.backend_reconnects += 1;
-        }
-        self.counters.backend_connects += 1;
-        self.failures = 0;
-        self.next_connect_at = None;
-    }
-
-    fn next_random(&mut self) -> u64 {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        self.rng
-    }
-
-    /// Schedules the next attempt: full jitter, uniform in [0, min(max, base·2^(n-1))].
-    fn back_off(&mut self, now: u64) {
-        self.failures = self.failures.saturating_add(1);
-        let shift = self.failures.saturating_sub(1).min(30);
-        let bound = self.cfg.reconnect_base_ms.saturating_mul(1 << shift).min(self.cfg.reconnect_max_ms);
-        let delay = self.next_random() % bound.saturating_add(1);
-        self.next_connect_at = Some(now.saturating_add(delay));
-    }
-
     /// The earliest time [`Mux::handle_timeout`] has work: a request deadline, or the end
     /// of the reconnect backoff.
     pub fn poll_timeout(&self) -> Option<u64> {
         let deadlines = self.streams.values().filter(|s| !s.detached).filter_map(|s| s.deadline);
-        deadlines.chain(self.next_connect_at()).min()
+        deadlines.chain(self.next_connect_at()).chain(self.drain_deadline()).min()
     }
 
     /// Expires HTTP requests whose deadline passed: each gets a 504 with a JSON error.
@@ -574,55 +635,9 @@ impl Mux {
         let at = |q: f64| v.get(((v.len() - 1) as f64 * q).round() as usize).copied().unwrap_or(0);
         Some((at(0.50), at(0.99)))
     }
-
-    /// The upstream closed, failed or could not be opened. Every live stream learns it:
-    /// a WebSocket client gets close 1012 (its in-flight messages may be lost) and an
-    /// HTTP request a 502 whose body says its fate is unknown. Nothing waits forever.
-    pub fn upstream_down(&mut self, why: &str, now: u64) {
-        let was_up = self.upstream == Upstream::Up;
-        self.upstream = Upstream::Down;
-        if was_up {
-            self.counters.backend_disconnects += 1;
-        }
-        self.back_off(now);
-        self.control.clear();
-        self.ready.clear();
-        self.queued_bytes = 0;
-        let ids: Vec<StreamId> = self.streams.keys().copied().collect();
-        for id in ids {
-            let Some(stream) = self.streams.get_mut(&id) else { continue };
-            // An HTTP request still queued never reached the backend: it can go directly.
-            let unsent = stream.kind == StreamKind::Http && stream.sent_at.is_none();
-            let fallback = stream
-                .outbox
-                .front()
-                .filter(|_| unsent)
-                .and_then(|f| f.get(protocol::HEADER_LEN..))
-                .and_then(|p| Request::decode(p).ok());
-            stream.outbox.clear();
-            stream.outbox_bytes = 0;
-            if stream.detached {
-                self.streams.remove(&id);
-                continue;
-            }
-            let d = match (stream.kind, fallback) {
-                (StreamKind::WebSocket, _) => {
-                    Delivery::Close(Close { code: 1012, reason: truncate_reason(&format!("upstream lost: {why}")) })
-                }
-                (StreamKind::Http, Some(req)) => Delivery::Fallback(req),
-                (StreamKind::Http, None) => {
-                    let msg =
-                        format!("upstream lost before the reply arrived ({why}); the request may or may not have run");
-                    let body = format!("{{\"error\":{}}}", json_string(&msg));
-                    Delivery::Response(Response { status: 502, content_type: JSON.into(), body: body.into_bytes() })
-                }
-            };
-            self.deliver(id, d);
-        }
-    }
 }
 
-const JSON: &str = "application/json";
+pub(crate) const JSON: &str = "application/json";
 
 /// The backend's HTTP base URL beside its mux endpoint, for fallbacks:
 /// `ws://host/db/t/mux` → `http://host/db/t` (then `/rpc` or `/query` is appended).
@@ -647,7 +662,7 @@ fn splitmix64(seed: u64) -> u64 {
 }
 
 /// WebSocket close reasons are limited to 123 bytes.
-fn truncate_reason(s: &str) -> String {
+pub(crate) fn truncate_reason(s: &str) -> String {
     let mut end = s.len().min(123);
     while !s.is_char_boundary(end) {
         end -= 1;

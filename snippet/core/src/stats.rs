@@ -25,7 +25,8 @@ pub struct Counters {
     pub upstream_bytes_out: u64,
     /// Bytes read from the upstream, framing included.
     pub upstream_bytes_in: u64,
-    /// Times the upstream came up.
+    /// Times an upstream came up because none was (the first connect and reconnects;
+    /// hand-overs are counted in `handovers`).
     pub backend_connects: u64,
     /// Upstreams opened after the first.
     pub backend_reconnects: u64,
@@ -33,6 +34,10 @@ pub struct Counters {
     pub connect_attempts: u64,
     /// HTTP requests that timed out (504).
     pub timeouts: u64,
+    /// Owner hand-overs completed.
+    pub handovers: u64,
+    /// Times the watchdog declared the upstream dead.
+    pub watchdog_trips: u64,
     /// Times an open upstream went down.
     pub backend_disconnects: u64,
     /// Backend frames for streams whose client had left.

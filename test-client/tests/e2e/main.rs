@@ -4,5 +4,6 @@
 
 mod backend;
 mod common;
+mod limits;
 mod proxy;
 mod resilience;

@@ -44,6 +44,53 @@ fn the_owners_client_leaves_mid_stream_and_nothing_is_lost() {
         assert_passed(&load::run(after, false).await.expect("load"), 200);
         let stats = stats_until(&stack, |s| s["activeClients"] == 0).await;
         assert_eq!(n(&stats, "errors"), 0, "{stats}");
+        assert!(n(&stats, "handovers") >= 1, "a remaining client's context took over: {stats}");
+        assert_eq!(stats["ownerKind"], "websocket", "{stats}");
+        assert_eq!(n(&stats, "backendConnects"), 1, "no reconnect, only hand-overs: {stats}");
+        assert_eq!(n(&stats, "backendReconnects"), 0, "{stats}");
+    });
+    stack.assert_clean_logs().expect("clean logs");
+}
+
+/// HTTP-owned upstreams are handed over when their (here 1 s) lifetime is up, again and
+/// again under load, and a WebSocket context takes over from an HTTP one: every request
+/// and message is answered, in order, on a chain of upstreams.
+#[test]
+fn owners_are_handed_over_under_load_without_losing_anything() {
+    let _one = one_at_a_time();
+    let stack = start(&[("OWNER_LIFETIME_MS", "1000")]);
+    runtime().block_on(async {
+        let http = LoadOpts {
+            clients: 8,
+            in_flight: 2,
+            duration: Some(5.0),
+            method: Method::Ping,
+            ..LoadOpts::new(format!("{}/rpc", stack.snippet.http()))
+        };
+        let report = load::run(http.clone(), false).await.expect("load");
+        assert!(report.passed, "{}", report.to_text());
+        let s = stack.snippet_stats().await.expect("stats");
+        assert!(n(&s, "handovers") >= 2, "HTTP owners rotate: {s}");
+        assert_eq!(s["ownerKind"], "http", "{s}");
+
+        // WebSocket clients (raw echo checks order) alongside HTTP: a WebSocket context
+        // takes over from the HTTP owner while both kinds of traffic flow.
+        let ws = LoadOpts {
+            clients: 8,
+            in_flight: 4,
+            duration: Some(4.0),
+            method: Method::Raw,
+            ..LoadOpts::new(format!("{}/ws/echo", stack.snippet.ws()))
+        };
+        let (a, b) = tokio::join!(load::run(ws, false), load::run(http, false));
+        let (a, b) = (a.expect("ws load"), b.expect("http load"));
+        assert!(a.passed, "{}", a.to_text());
+        assert!(b.passed, "{}", b.to_text());
+        let s = stats_until(&stack, |s| s["activeClients"] == 0).await;
+        assert!(n(&s, "handovers") >= 3, "{s}");
+        assert_eq!(n(&s, "errors"), 0, "{s}");
+        assert_eq!(n(&s, "backendReconnects"), 0, "hand-overs, not reconnects: {s}");
+        assert_eq!(n(&s, "droppedDeliveries"), 0, "{s}");
     });
     stack.assert_clean_logs().expect("clean logs");
 }
@@ -111,11 +158,12 @@ fn backend_restart_mid_load_gives_every_request_a_reply_or_a_clear_error() {
         let s = stats_until(&stack, |s| s["activeClients"] == 0 && s["pendingRequests"] == 0).await;
         assert_eq!(s["backendConnected"], true, "{s}");
         assert!(n(&s, "backendReconnects") >= 1, "{s}");
-        assert_eq!(n(&s, "backendConnects"), n(&s, "backendReconnects") + 1, "{s}");
+        assert_eq!(n(&s, "backendConnects"), 1 + n(&s, "backendReconnects"), "{s}");
         assert!(n(&s, "connectAttempts") >= n(&s, "backendConnects"), "{s}");
         assert_eq!((n(&s, "activeClients"), n(&s, "pendingRequests")), (0, 0), "{s}");
         assert_eq!(n(&s, "messagesProxied"), n(&s, "messagesUp") + n(&s, "messagesDown"), "{s}");
         assert!(n(&s, "framesSent") >= n(&s, "batchesSent"), "{s}");
         assert!(n(&s, "errors") > 0, "the outage is counted: {s}");
+        assert!(n(&s, "fallbacks") > 0, "HTTP requests went direct while the upstream was down: {s}");
     });
 }
