@@ -7,10 +7,9 @@ use std::task::Poll;
 
 use mux_core::{Delivery, Refused, StreamId};
 use wasm_bindgen::prelude::*;
-use wasm_bindgen::JsCast;
 
 use crate::executor;
-use crate::js;
+use crate::js::{self, Listeners};
 use crate::state;
 use crate::upstream;
 use mux_core::OwnerKind;
@@ -44,22 +43,6 @@ pub fn upgrade(req: &web_sys::Request, service: &str) -> Result<web_sys::Respons
     executor::spawn(deliver(id, server, listeners));
     upstream::ensure(OwnerKind::WebSocket, Some(id), None);
     js::upgrade_response(&client)
-}
-
-struct Listeners {
-    ws: web_sys::WebSocket,
-    on_message: Closure<dyn FnMut(web_sys::MessageEvent)>,
-    on_close: Closure<dyn FnMut(web_sys::CloseEvent)>,
-    on_error: Closure<dyn FnMut(web_sys::Event)>,
-}
-
-impl Drop for Listeners {
-    fn drop(&mut self) {
-        let t: &web_sys::EventTarget = self.ws.as_ref();
-        let _ = t.remove_event_listener_with_callback("message", self.on_message.as_ref().unchecked_ref());
-        let _ = t.remove_event_listener_with_callback("close", self.on_close.as_ref().unchecked_ref());
-        let _ = t.remove_event_listener_with_callback("error", self.on_error.as_ref().unchecked_ref());
-    }
 }
 
 /// The client went away (or must be sent away): forget its route, tell the backend, wake
@@ -100,11 +83,7 @@ fn listen(id: StreamId, ws: &web_sys::WebSocket) -> Listeners {
         detach(id, e.code(), &e.reason());
     });
     let on_error = Closure::new(move |_e: web_sys::Event| detach(id, 1006, "client socket error"));
-    let t: &web_sys::EventTarget = ws.as_ref();
-    let _ = t.add_event_listener_with_callback("message", on_message.as_ref().unchecked_ref());
-    let _ = t.add_event_listener_with_callback("close", on_close.as_ref().unchecked_ref());
-    let _ = t.add_event_listener_with_callback("error", on_error.as_ref().unchecked_ref());
-    Listeners { ws: ws.clone(), on_message, on_close, on_error }
+    Listeners::attach(ws, on_message, on_close, on_error)
 }
 
 /// The stream's delivery task: writes the backend's messages to the client, in order,

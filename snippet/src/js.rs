@@ -58,6 +58,40 @@ pub async fn sleep(ms: f64) {
     let _ = JsFuture::from(r.promise()).await;
 }
 
+/// A WebSocket's message/close/error listeners, removed when dropped. The owning task
+/// drops it when it ends — never a listener itself, which must not free its own closure.
+pub struct Listeners {
+    ws: web_sys::WebSocket,
+    on_message: Closure<dyn FnMut(web_sys::MessageEvent)>,
+    on_close: Closure<dyn FnMut(web_sys::CloseEvent)>,
+    on_error: Closure<dyn FnMut(web_sys::Event)>,
+}
+
+impl Listeners {
+    /// Registers the three listeners on `ws`.
+    pub fn attach(
+        ws: &web_sys::WebSocket,
+        on_message: Closure<dyn FnMut(web_sys::MessageEvent)>,
+        on_close: Closure<dyn FnMut(web_sys::CloseEvent)>,
+        on_error: Closure<dyn FnMut(web_sys::Event)>,
+    ) -> Listeners {
+        let t: &web_sys::EventTarget = ws.as_ref();
+        let _ = t.add_event_listener_with_callback("message", on_message.as_ref().unchecked_ref());
+        let _ = t.add_event_listener_with_callback("close", on_close.as_ref().unchecked_ref());
+        let _ = t.add_event_listener_with_callback("error", on_error.as_ref().unchecked_ref());
+        Listeners { ws: ws.clone(), on_message, on_close, on_error }
+    }
+}
+
+impl Drop for Listeners {
+    fn drop(&mut self) {
+        let t: &web_sys::EventTarget = self.ws.as_ref();
+        let _ = t.remove_event_listener_with_callback("message", self.on_message.as_ref().unchecked_ref());
+        let _ = t.remove_event_listener_with_callback("close", self.on_close.as_ref().unchecked_ref());
+        let _ = t.remove_event_listener_with_callback("error", self.on_error.as_ref().unchecked_ref());
+    }
+}
+
 /// Keeps an HTTP request's context alive (`ctx.waitUntil`) until dropped: the upstream's
 /// owner task holds one, since it outlives the response it was started by (DESIGN.md §2.5).
 pub struct KeepAlive(JsValue);
@@ -90,13 +124,7 @@ pub fn describe(err: &JsValue) -> String {
 /// Opens a WebSocket to `url` (http/https/ws/wss) with a bearer token, accepts it and
 /// makes binary messages arrive as ArrayBuffer (DESIGN.md §2.7).
 pub async fn connect_websocket(url: &str, token: &str) -> Result<web_sys::WebSocket, String> {
-    let url = if let Some(rest) = url.strip_prefix("ws://") {
-        format!("http://{rest}")
-    } else if let Some(rest) = url.strip_prefix("wss://") {
-        format!("https://{rest}")
-    } else {
-        url.to_owned()
-    };
+    let url = mux_core::http_url(url);
     let headers = web_sys::Headers::new().map_err(|e| describe(&e))?;
     headers.set("Upgrade", "websocket").map_err(|e| describe(&e))?;
     if !token.is_empty() {

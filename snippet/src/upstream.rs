@@ -10,10 +10,9 @@ use std::task::Poll;
 
 use mux_core::{Gen, GenState, OwnerKind, StreamId};
 use wasm_bindgen::prelude::*;
-use wasm_bindgen::JsCast;
 
 use crate::executor;
-use crate::js;
+use crate::js::{self, Listeners};
 use crate::state::{self, Backend};
 
 /// Called by every submit (client message, upgrade, HTTP request). Checks the watchdog
@@ -99,23 +98,6 @@ fn down(gen: Gen, why: &str) {
     state::flush();
 }
 
-/// Listeners on the upstream socket, removed when the owner task ends.
-struct Listeners {
-    ws: web_sys::WebSocket,
-    on_message: Closure<dyn FnMut(web_sys::MessageEvent)>,
-    on_close: Closure<dyn FnMut(web_sys::CloseEvent)>,
-    on_error: Closure<dyn FnMut(web_sys::Event)>,
-}
-
-impl Drop for Listeners {
-    fn drop(&mut self) {
-        let t: &web_sys::EventTarget = self.ws.as_ref();
-        let _ = t.remove_event_listener_with_callback("message", self.on_message.as_ref().unchecked_ref());
-        let _ = t.remove_event_listener_with_callback("close", self.on_close.as_ref().unchecked_ref());
-        let _ = t.remove_event_listener_with_callback("error", self.on_error.as_ref().unchecked_ref());
-    }
-}
-
 fn listen(ws: &web_sys::WebSocket, gen: Gen, closed: Rc<Cell<bool>>) -> Listeners {
     let on_message = Closure::new(move |e: web_sys::MessageEvent| {
         let (_, bytes) = js::message_data(&e);
@@ -146,11 +128,7 @@ fn listen(ws: &web_sys::WebSocket, gen: Gen, closed: Rc<Cell<bool>>) -> Listener
         closed.set(true);
         down(gen, "upstream WebSocket error");
     });
-    let t: &web_sys::EventTarget = ws.as_ref();
-    let _ = t.add_event_listener_with_callback("message", on_message.as_ref().unchecked_ref());
-    let _ = t.add_event_listener_with_callback("close", on_close.as_ref().unchecked_ref());
-    let _ = t.add_event_listener_with_callback("error", on_error.as_ref().unchecked_ref());
-    Listeners { ws: ws.clone(), on_message, on_close, on_error }
+    Listeners::attach(ws, on_message, on_close, on_error)
 }
 
 /// The owner task of upstream `gen`: connect, then send whatever the mux has for it until

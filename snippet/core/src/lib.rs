@@ -639,16 +639,22 @@ impl Mux {
 
 pub(crate) const JSON: &str = "application/json";
 
+/// `ws://` → `http://`, `wss://` → `https://` (workerd opens WebSockets with an HTTP
+/// request carrying `Upgrade: websocket`); other URLs unchanged.
+pub fn http_url(url: &str) -> String {
+    if let Some(rest) = url.strip_prefix("ws://") {
+        format!("http://{rest}")
+    } else if let Some(rest) = url.strip_prefix("wss://") {
+        format!("https://{rest}")
+    } else {
+        url.to_owned()
+    }
+}
+
 /// The backend's HTTP base URL beside its mux endpoint, for fallbacks:
 /// `ws://host/db/t/mux` → `http://host/db/t` (then `/rpc` or `/query` is appended).
 pub fn http_base(mux_url: &str) -> String {
-    let url = if let Some(rest) = mux_url.strip_prefix("ws://") {
-        format!("http://{rest}")
-    } else if let Some(rest) = mux_url.strip_prefix("wss://") {
-        format!("https://{rest}")
-    } else {
-        mux_url.to_owned()
-    };
+    let url = http_url(mux_url);
     let trimmed = url.trim_end_matches('/');
     trimmed.strip_suffix("/mux").unwrap_or(trimmed).to_owned()
 }
