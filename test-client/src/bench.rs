@@ -467,7 +467,17 @@ async fn connections_seen(
         let _ = tokio::time::timeout(Duration::from_secs(10), ws.next()).await;
         sockets.push(ws);
     }
-    let seen = count(&do_stats(stack, tenant).await?, "sockets");
+    // Let a hand-over the new clients triggered finish (the old upstream drains and
+    // closes): read until two readings 500 ms apart agree.
+    let mut seen = count(&do_stats(stack, tenant).await?, "sockets");
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let again = count(&do_stats(stack, tenant).await?, "sockets");
+        if again == seen {
+            break;
+        }
+        seen = again;
+    }
     for mut ws in sockets {
         let _ = ws.close(None).await;
     }
