@@ -27,12 +27,14 @@
 //! reports a typed [`DecodeError`] for anything malformed.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
+// Compiled into the snippet's wasm, where a panic resets the whole instance (DESIGN.md §2.6).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
 mod error;
 mod payload;
 
 pub use error::DecodeError;
-pub use payload::{Close, ErrorFrame, Open, Request, Response};
+pub use payload::{truncate_utf8, Close, ErrorFrame, Open, Request, Response};
 
 /// The protocol version written as the first byte of every upstream message.
 pub const VERSION: u8 = 1;
@@ -149,15 +151,15 @@ pub fn decode_frame(buf: &[u8]) -> Result<Option<(Frame<'_>, usize)>, DecodeErro
     if buf.is_empty() {
         return Ok(None);
     }
-    let Some(header) = buf.get(..HEADER_LEN) else {
+    let Some(&[kind, flags, s0, s1, s2, s3, l0, l1, l2, l3]) = buf.get(..HEADER_LEN) else {
         return Err(DecodeError::Truncated { needed: HEADER_LEN, available: buf.len() });
     };
-    let kind = FrameKind::try_from(header[0])?;
-    if header[1] != 0 {
-        return Err(DecodeError::ReservedFlags(header[1]));
+    let kind = FrameKind::try_from(kind)?;
+    if flags != 0 {
+        return Err(DecodeError::ReservedFlags(flags));
     }
-    let stream = StreamId(u32::from_be_bytes([header[2], header[3], header[4], header[5]]));
-    let len = u32::from_be_bytes([header[6], header[7], header[8], header[9]]) as usize;
+    let stream = StreamId(u32::from_be_bytes([s0, s1, s2, s3]));
+    let len = u32::from_be_bytes([l0, l1, l2, l3]) as usize;
     if len > MAX_FRAME_PAYLOAD {
         return Err(DecodeError::PayloadTooLarge(len));
     }

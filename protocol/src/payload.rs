@@ -52,14 +52,20 @@ pub struct ErrorFrame {
     pub message: String,
 }
 
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    // Longer strings are cut at a char boundary: these are paths and short labels.
-    let mut end = s.len().min(u16::MAX as usize);
+/// The longest prefix of `s` of at most `max` bytes that ends on a char boundary.
+pub fn truncate_utf8(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
     while !s.is_char_boundary(end) {
         end -= 1;
     }
-    out.extend_from_slice(&(end as u16).to_be_bytes());
-    out.extend_from_slice(&s.as_bytes()[..end]);
+    s.get(..end).unwrap_or_default()
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    // Longer strings are cut at a char boundary: these are paths and short labels.
+    let s = truncate_utf8(s, u16::MAX as usize);
+    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+    out.extend_from_slice(s.as_bytes());
 }
 
 struct Reader<'a> {
@@ -79,8 +85,10 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
     fn u16(&mut self) -> Result<u16, DecodeError> {
-        let b = self.take(2)?;
-        Ok(u16::from_be_bytes([b[0], b[1]]))
+        match *self.take(2)? {
+            [a, b] => Ok(u16::from_be_bytes([a, b])),
+            _ => Err(DecodeError::Truncated { needed: self.pos, available: self.buf.len() }),
+        }
     }
     fn str(&mut self, field: &'static str) -> Result<String, DecodeError> {
         let len = self.u16()? as usize;

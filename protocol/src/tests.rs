@@ -158,3 +158,12 @@ fn random_input_never_panics_and_reencodes_exactly() {
         }
     }
 }
+
+#[test]
+fn truncation_keeps_whole_chars() {
+    assert_eq!(truncate_utf8("abc", 10), "abc");
+    assert_eq!(truncate_utf8("abc", 2), "ab");
+    assert_eq!(truncate_utf8("a✓b", 2), "a", "✓ is 3 bytes: cut before it, never inside");
+    assert_eq!(truncate_utf8("a✓b", 4), "a✓");
+    assert_eq!(truncate_utf8("", 0), "");
+}

@@ -3,6 +3,8 @@
 //! moves bytes.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
+// Compiled into the Durable Object's wasm, where a panic resets the instance (DESIGN.md §2.6).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
 pub mod route;
 pub mod rpc;

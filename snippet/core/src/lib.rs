@@ -12,6 +12,8 @@
 //! The glue around it (WASM, workerd) owns every socket and every clock read.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
+// Compiled into the snippet's wasm, where a panic resets the whole instance (DESIGN.md §2.6).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
 mod config;
 mod stats;
@@ -669,11 +671,7 @@ fn splitmix64(seed: u64) -> u64 {
 
 /// WebSocket close reasons are limited to 123 bytes.
 pub(crate) fn truncate_reason(s: &str) -> String {
-    let mut end = s.len().min(123);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_owned()
+    protocol::truncate_utf8(s, 123).to_owned()
 }
 
 /// Minimal JSON string escaping (the core has no serde dependency).
