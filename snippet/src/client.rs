@@ -3,7 +3,6 @@
 //! (woken through its own wake promise) writes what the backend sent.
 
 use std::future::poll_fn;
-use std::task::Poll;
 
 use mux_core::{Delivery, Refused, StreamId};
 use wasm_bindgen::prelude::*;
@@ -26,7 +25,7 @@ pub fn upgrade(req: &web_sys::Request, service: &str) -> Result<web_sys::Respons
         Err(Refused::TooManyStreams) => {
             return js::json(503, r#"{"error":"too many clients on this isolate; retry shortly"}"#);
         }
-        Err(e) => return js::json(500, &format!("{{\"error\":{}}}", mux_core::json_string(&e.to_string()))),
+        Err(e) => return js::json_error(500, &e.to_string()),
     };
     let (client, server) = match js::websocket_pair() {
         Ok(pair) => pair,
@@ -35,7 +34,7 @@ pub fn upgrade(req: &web_sys::Request, service: &str) -> Result<web_sys::Respons
                 s.mux.client_closed(id, 1011, "accept failed");
                 s.mux.count_error();
             });
-            return js::json(500, &format!("{{\"error\":{}}}", mux_core::json_string(&e)));
+            return js::json_error(500, &e);
         }
     };
     state::with(|s| s.ws_upgrades += 1);
@@ -90,17 +89,7 @@ fn listen(id: StreamId, ws: &web_sys::WebSocket) -> Listeners {
 /// until the stream ends. Always polled in the client's own context.
 async fn deliver(id: StreamId, ws: web_sys::WebSocket, listeners: Listeners) {
     loop {
-        let next = poll_fn(|cx| {
-            state::with(|s| match s.mux.poll_delivery(id) {
-                Some(d) => Poll::Ready(Some(d)),
-                None if !s.mux.is_open(id) => Poll::Ready(None),
-                None => {
-                    s.stream_wakers.insert(id, cx.waker().clone());
-                    Poll::Pending
-                }
-            })
-        })
-        .await;
+        let next = poll_fn(|cx| state::poll_delivery(id, cx)).await;
         let sent = match next {
             None => break,
             Some(Delivery::Text(t)) => ws.send_with_str(&t),

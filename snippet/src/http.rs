@@ -8,7 +8,7 @@ use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::task::Poll;
 
-use mux_core::{json_string, Delivery, Refused, Request};
+use mux_core::{Delivery, Refused, Request};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
@@ -17,16 +17,12 @@ use crate::state;
 use crate::upstream;
 use mux_core::OwnerKind;
 
-fn error(status: u16, msg: &str) -> Result<web_sys::Response, JsValue> {
-    js::json(status, &format!("{{\"error\":{}}}", json_string(msg)))
-}
-
 /// Proxies one HTTP request over the shared upstream.
 pub async fn proxy(req: web_sys::Request, path: &str, ctx: &JsValue) -> Result<web_sys::Response, JsValue> {
     let limit = state::with(|s| s.mux.config().max_message_bytes);
     let declared = req.headers().get("Content-Length").ok().flatten().and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
-        return error(413, &format!("body exceeds the limit of {limit} bytes"));
+        return js::json_error(413, &format!("body exceeds the limit of {limit} bytes"));
     }
     let content_type = req.headers().get("Content-Type").ok().flatten().unwrap_or_default();
     let body = JsFuture::from(req.array_buffer()?).await?;
@@ -43,29 +39,22 @@ pub async fn proxy(req: web_sys::Request, path: &str, ctx: &JsValue) -> Result<w
     let id = match opened {
         Ok(Some(id)) => id,
         Ok(None) => return fallback(&request).await,
-        Err(Refused::TooLarge { limit, .. }) => return error(413, &format!("body exceeds the limit of {limit} bytes")),
+        Err(Refused::TooLarge { limit, .. }) => {
+            return js::json_error(413, &format!("body exceeds the limit of {limit} bytes"))
+        }
         Err(e @ (Refused::TooManyStreams | Refused::Backpressure)) => {
-            let res = error(503, &format!("{e}; retry shortly"))?;
+            let res = js::json_error(503, &format!("{e}; retry shortly"))?;
             res.headers().set("Retry-After", "1")?;
             return Ok(res);
         }
-        Err(e) => return error(500, &e.to_string()),
+        Err(e) => return js::json_error(500, &e.to_string()),
     };
-    state::with(|s| s.http_proxied += 1);
     upstream::ensure(OwnerKind::Http, None, Some(ctx));
 
     // Our own timer, re-armed for whatever the core's next deadline for us is.
     let mut timer: Option<Pin<Box<dyn Future<Output = ()>>>> = None;
     let reply = poll_fn(|cx| loop {
-        let delivered = state::with(|s| match s.mux.poll_delivery(id) {
-            Some(d) => Some(Some(d)),
-            None if !s.mux.is_open(id) => Some(None),
-            None => {
-                s.stream_wakers.insert(id, cx.waker().clone());
-                None
-            }
-        });
-        if let Some(d) = delivered {
+        if let Poll::Ready(d) = state::poll_delivery(id, cx) {
             return Poll::Ready(d);
         }
         let t = timer.get_or_insert_with(|| {
@@ -88,9 +77,9 @@ pub async fn proxy(req: web_sys::Request, path: &str, ctx: &JsValue) -> Result<w
         Some(Delivery::Fallback(r)) => fallback(&r).await,
         Some(other) => {
             state::with(|s| s.mux.count_error());
-            error(502, &format!("backend answered an HTTP request with a WebSocket frame: {other:?}"))
+            js::json_error(502, &format!("backend answered an HTTP request with a WebSocket frame: {other:?}"))
         }
-        None => error(502, "the request's stream ended without a reply"),
+        None => js::json_error(502, "the request's stream ended without a reply"),
     }
 }
 
@@ -106,7 +95,7 @@ async fn fallback(request: &Request) -> Result<web_sys::Response, JsValue> {
         Err(e) => {
             state::with(|s| s.mux.count_error());
             js::log_error(&format!("fallback to {url} failed: {e}"));
-            error(502, &format!("backend unreachable (no upstream, and direct HTTP failed: {e})"))
+            js::json_error(502, &format!("backend unreachable (no upstream, and direct HTTP failed: {e})"))
         }
     }
 }

@@ -197,6 +197,11 @@ pub fn response(status: u16, content_type: &str, body: &[u8]) -> Result<web_sys:
     web_sys::Response::new_with_opt_buffer_source_and_init(Some(&body), &init)
 }
 
+/// A JSON error response: `{"error": "<msg>"}` with `status`.
+pub fn json_error(status: u16, msg: &str) -> Result<web_sys::Response, JsValue> {
+    json(status, &mux_core::error_body(msg))
+}
+
 /// A JSON response.
 pub fn json(status: u16, body: &str) -> Result<web_sys::Response, JsValue> {
     response(status, "application/json", body.as_bytes())

@@ -37,8 +37,7 @@ pub fn fetch(req: web_sys::Request, env: JsValue, ctx: JsValue) -> js_sys::Promi
             Err(e) => {
                 state::with(|s| s.mux.count_error());
                 js::log_error(&format!("request failed: {}", js::describe(&e)));
-                let body = format!("{{\"error\":{}}}", mux_core::json_string(&js::describe(&e)));
-                js::json(500, &body).map(JsValue::from).unwrap_or(e)
+                js::json_error(500, &js::describe(&e)).map(JsValue::from).unwrap_or(e)
             }
         };
         done.resolve(&response);
@@ -75,7 +74,7 @@ async fn route(req: web_sys::Request, env: &JsValue, ctx: &JsValue) -> Result<we
     });
     if let Some(e) = config_error {
         js::log_error(&format!("bad configuration: {e}"));
-        return js::json(500, &format!("{{\"error\":{}}}", mux_core::json_string(&format!("bad configuration: {e}"))));
+        return js::json_error(500, &format!("bad configuration: {e}"));
     }
     let url = web_sys::Url::new(&req.url())?;
     let path = url.pathname();

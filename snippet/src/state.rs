@@ -4,9 +4,9 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::task::Waker;
+use std::task::{Context, Poll, Waker};
 
-use mux_core::{Config, Gen, GenState, Mux, StreamId};
+use mux_core::{Config, Delivery, Gen, GenState, Mux, StreamId};
 
 use crate::js;
 
@@ -37,8 +37,6 @@ pub struct Shared {
     pub requests_handled: u64,
     /// Client WebSocket upgrades accepted.
     pub ws_upgrades: u64,
-    /// HTTP requests proxied over the upstream.
-    pub http_proxied: u64,
     /// HTTP requests sent straight to the backend because no upstream could carry them.
     pub fallbacks: u64,
     /// Whether the vars were applied to the mux config.
@@ -59,7 +57,6 @@ thread_local! {
         started_at: js::now_ms(),
         requests_handled: 0,
         ws_upgrades: 0,
-        http_proxied: 0,
         fallbacks: 0,
         configured: false,
         retry_scheduled: false,
@@ -70,6 +67,19 @@ thread_local! {
 /// Runs `f` with the shared state borrowed. Keep `f` short and free of awaits and wakes.
 pub fn with<R>(f: impl FnOnce(&mut Shared) -> R) -> R {
     SHARED.with(|s| f(&mut s.borrow_mut()))
+}
+
+/// The next delivery for stream `id`, `Ready(None)` once the stream is gone, or `Pending`
+/// with the caller's waker parked until [`flush`] finds something for it.
+pub fn poll_delivery(id: StreamId, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
+    with(|s| match s.mux.poll_delivery(id) {
+        Some(d) => Poll::Ready(Some(d)),
+        None if !s.mux.is_open(id) => Poll::Ready(None),
+        None => {
+            s.stream_wakers.insert(id, cx.waker().clone());
+            Poll::Pending
+        }
+    })
 }
 
 /// Wakes whoever has something to do after the mux changed: the delivery task of every

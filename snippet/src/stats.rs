@@ -30,7 +30,7 @@ pub fn render() -> String {
         field("uptimeMs", format!("{}", uptime as u64));
         field("requestsHandled", s.requests_handled.to_string());
         field("wsUpgrades", s.ws_upgrades.to_string());
-        field("httpProxied", s.http_proxied.to_string());
+        field("httpProxied", c.http_streams_opened.to_string());
         field("messagesProxied", (c.messages_up + c.messages_down).to_string());
         field("messagesUp", c.messages_up.to_string());
         field("messagesDown", c.messages_down.to_string());

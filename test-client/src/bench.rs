@@ -68,6 +68,11 @@ fn ms(v: f64) -> String {
     format!("{v:.3} ms")
 }
 
+/// A row comparing two durations in ms, with their ratio.
+fn ms_row(name: &str, snippet: f64, direct: f64, target: &str, met: Option<bool>) -> Row {
+    row(name, ms(snippet), ms(direct), Some(snippet / direct), target, met)
+}
+
 fn row(name: &str, snippet: String, direct: String, ratio: Option<f64>, target: &str, met: Option<bool>) -> Row {
     Row { name: name.into(), snippet, direct, ratio, target: target.into(), met }
 }
@@ -114,10 +119,10 @@ async fn run_load(opts: LoadOpts) -> Result<Report> {
     checked(load::run(opts, false).await?)
 }
 
-/// The run with the median throughput.
-fn median_by_throughput(runs: &[Report]) -> Report {
+/// The run with the median `key` (for an even count, the upper of the two middle runs).
+fn median_by<T: Clone>(runs: &[T], key: impl Fn(&T) -> f64) -> T {
     let mut v = runs.to_vec();
-    v.sort_by(|a, b| a.throughput.total_cmp(&b.throughput));
+    v.sort_by(|a, b| key(a).total_cmp(&key(b)));
     v.swap_remove(v.len() / 2)
 }
 
@@ -198,22 +203,14 @@ pub async fn run(opts: BenchOpts) -> Result<BenchReport> {
     let s1 = run_load(one(format!("{snippet_ws}/ws/echo"), None)).await?;
     let d1 = run_load(one(format!("{direct_ws}/db/direct/echo"), token.clone())).await?;
     let added = s1.latency.p50_ms - d1.latency.p50_ms;
-    rows.push(row(
+    rows.push(ms_row(
         "WS echo p50, 1 idle client",
-        ms(s1.latency.p50_ms),
-        ms(d1.latency.p50_ms),
-        Some(s1.latency.p50_ms / d1.latency.p50_ms),
+        s1.latency.p50_ms,
+        d1.latency.p50_ms,
         "snippet adds ≤ 0.3 ms",
         Some(added <= 0.3),
     ));
-    rows.push(row(
-        "WS echo p99, 1 idle client",
-        ms(s1.latency.p99_ms),
-        ms(d1.latency.p99_ms),
-        Some(s1.latency.p99_ms / d1.latency.p99_ms),
-        "",
-        None,
-    ));
+    rows.push(ms_row("WS echo p99, 1 idle client", s1.latency.p99_ms, d1.latency.p99_ms, "", None));
     raw.insert("wsEchoOneClient".into(), json!({ "snippet": s1, "direct": d1 }));
 
     // 2. 32 clients × 20 in flight.
@@ -230,12 +227,11 @@ pub async fn run(opts: BenchOpts) -> Result<BenchReport> {
         s_rounds.push(run_load(busy(format!("{snippet_ws}/ws/echo"), None)).await?);
         d_rounds.push(run_load(busy(format!("{direct_ws}/db/direct/echo"), token.clone())).await?);
     }
-    let (s32, d32) = (median_by_throughput(&s_rounds), median_by_throughput(&d_rounds));
-    rows.push(row(
+    let (s32, d32) = (median_by(&s_rounds, |r| r.throughput), median_by(&d_rounds, |r| r.throughput));
+    rows.push(ms_row(
         "WS echo p50, 32 clients × 20 in flight",
-        ms(s32.latency.p50_ms),
-        ms(d32.latency.p50_ms),
-        Some(s32.latency.p50_ms / d32.latency.p50_ms),
+        s32.latency.p50_ms,
+        d32.latency.p50_ms,
         "snippet ≤ direct",
         Some(s32.latency.p50_ms <= d32.latency.p50_ms),
     ));
@@ -261,22 +257,14 @@ pub async fn run(opts: BenchOpts) -> Result<BenchReport> {
     let _warm = run_load(LoadOpts { messages: 100, ..http(format!("{}/rpc", stack.snippet.http()), None) }).await?;
     let sh = run_load(http(format!("{}/rpc", stack.snippet.http()), None)).await?;
     let dh = run_load(http(format!("{}/db/direct/rpc", stack.backend.http()), token.clone())).await?;
-    rows.push(row(
+    rows.push(ms_row(
         "HTTP POST /rpc p50",
-        ms(sh.latency.p50_ms),
-        ms(dh.latency.p50_ms),
-        Some(sh.latency.p50_ms / dh.latency.p50_ms),
+        sh.latency.p50_ms,
+        dh.latency.p50_ms,
         "snippet ≤ 1.5× direct",
         Some(sh.latency.p50_ms <= 1.5 * dh.latency.p50_ms),
     ));
-    rows.push(row(
-        "HTTP POST /rpc p99",
-        ms(sh.latency.p99_ms),
-        ms(dh.latency.p99_ms),
-        Some(sh.latency.p99_ms / dh.latency.p99_ms),
-        "",
-        None,
-    ));
+    rows.push(ms_row("HTTP POST /rpc p99", sh.latency.p99_ms, dh.latency.p99_ms, "", None));
     raw.insert("httpRpc".into(), json!({ "snippet": sh, "direct": dh }));
 
     // 4. 64 clients: batching on, off, direct; DO message events per client message.
@@ -301,11 +289,7 @@ pub async fn run(opts: BenchOpts) -> Result<BenchReport> {
         let (r, m, _) = do_messages_during(&stack, "direct64", direct).await?;
         rounds[2].push((r, m));
     }
-    let median = |v: &[(Report, u64)]| {
-        let mut v = v.to_vec();
-        v.sort_by(|a, b| a.0.throughput.total_cmp(&b.0.throughput));
-        v.swap_remove(v.len() / 2)
-    };
+    let median = |v: &[(Report, u64)]| median_by(v, |(r, _)| r.throughput);
     let ((on, on_msgs), (off, off_msgs), (dir, dir_msgs)) =
         (median(&rounds[0]), median(&rounds[1]), median(&rounds[2]));
     let per = |m: u64, r: &Report| m as f64 / r.sent.max(1) as f64;
@@ -417,14 +401,8 @@ pub async fn run(opts: BenchOpts) -> Result<BenchReport> {
         "",
         None,
     ));
-    rows.push(row(
-        "cold start: first reply after the runtime is ready",
-        ms(snippet_cold.as_secs_f64() * 1000.0),
-        ms(direct_cold.as_secs_f64() * 1000.0),
-        Some(snippet_cold.as_secs_f64() / direct_cold.as_secs_f64()),
-        "",
-        None,
-    ));
+    let (snippet_cold_ms, direct_cold_ms) = (snippet_cold.as_secs_f64() * 1000.0, direct_cold.as_secs_f64() * 1000.0);
+    rows.push(ms_row("cold start: first reply after the runtime is ready", snippet_cold_ms, direct_cold_ms, "", None));
     drop(unbatched);
 
     let report = BenchReport { machine: machine(), rows, raw: Value::Object(raw) };

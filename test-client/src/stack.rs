@@ -199,6 +199,14 @@ fn http_get_status(addr: &str, path: &str) -> Result<u16> {
     Ok(status.parse()?)
 }
 
+/// The vars that point a snippet at the local backend's mux endpoint for `tenant`.
+fn snippet_vars(token: &str, backend_port: u16, tenant: &str) -> Vec<(String, String)> {
+    vec![
+        ("BACKEND_TOKEN".to_owned(), token.to_owned()),
+        ("BACKEND_URL".to_owned(), format!("ws://127.0.0.1:{backend_port}/db/{tenant}/mux")),
+    ]
+}
+
 /// The last `n` lines of a log.
 pub fn tail(log: &str, n: usize) -> String {
     let lines: Vec<&str> = log.lines().collect();
@@ -216,10 +224,7 @@ impl Stack {
         let snippet_port = free_port()?;
         let tenant = opts.tenant.clone().unwrap_or_else(|| "default".into());
         let backend_vars = vec![("BACKEND_TOKEN".to_owned(), token.clone())];
-        let mut snippet_vars = vec![
-            ("BACKEND_TOKEN".to_owned(), token.clone()),
-            ("BACKEND_URL".to_owned(), format!("ws://127.0.0.1:{backend_port}/db/{tenant}/mux")),
-        ];
+        let mut snippet_vars = snippet_vars(&token, backend_port, &tenant);
         snippet_vars.extend(opts.snippet_vars);
         let persist = dir.join("state");
         let mut backend = Worker::spawn(
@@ -240,10 +245,7 @@ impl Stack {
     /// (the benchmark compares configurations side by side).
     pub fn extra_snippet(&self, tenant: &str, vars: &[(&str, &str)]) -> Result<Worker> {
         let port = free_port()?;
-        let mut all = vec![
-            ("BACKEND_TOKEN".to_owned(), self.token.clone()),
-            ("BACKEND_URL".to_owned(), format!("ws://127.0.0.1:{}/db/{tenant}/mux", self.backend.port)),
-        ];
+        let mut all = snippet_vars(&self.token, self.backend.port, tenant);
         all.extend(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         let log = self.dir.join(format!("snippet-{tenant}.log"));
         let mut w = Worker::spawn(&self.root, &self.root, port, &all, log, &self.dir.join("state"))?;

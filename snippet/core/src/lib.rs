@@ -152,8 +152,6 @@ pub struct Mux {
     owner: upstream::Owner,
     /// Who will own the successor being opened.
     next_owner: upstream::Owner,
-    /// The latest `now` the mux was given.
-    clock: u64,
     /// When the pending connect (first or successor) started.
     connect_started: u64,
 }
@@ -186,7 +184,6 @@ impl Mux {
             pending_since: None,
             owner: upstream::Owner::default(),
             next_owner: upstream::Owner::default(),
-            clock: 0,
             connect_started: 0,
             cfg,
         }
@@ -254,7 +251,6 @@ impl Mux {
     /// Opens a stream for one HTTP request; the request leaves as a single frame and
     /// must be answered by `now + request_timeout_ms`.
     pub fn open_http(&mut self, req: &Request, now: u64) -> Result<StreamId, Refused> {
-        self.clock = now;
         if req.body.len() > self.cfg.max_message_bytes {
             return Err(Refused::TooLarge { size: req.body.len(), limit: self.cfg.max_message_bytes });
         }
@@ -409,7 +405,6 @@ impl Mux {
     /// With batching off, every message holds exactly one frame. A draining upstream
     /// only ever carries its barrier ping.
     pub fn poll_transmit(&mut self, gen: Gen, now: u64) -> Option<Vec<u8>> {
-        self.clock = now;
         if let Some(d) = self.drain.as_mut().filter(|d| d.gen == gen) {
             if d.barrier_sent {
                 return None;
@@ -538,10 +533,7 @@ impl Mux {
 
     fn stream_error(&self, id: StreamId, e: ErrorFrame) -> Delivery {
         match self.streams.get(&id).map(|s| s.kind) {
-            Some(StreamKind::Http) => {
-                let body = format!("{{\"error\":{}}}", json_string(&e.message));
-                Delivery::Response(Response { status: e.code, content_type: JSON.into(), body: body.into_bytes() })
-            }
+            Some(StreamKind::Http) => Delivery::Response(error_response(e.code, &e.message)),
             _ => Delivery::Close(Close { code: 1011, reason: truncate_reason(&e.message) }),
         }
     }
@@ -615,8 +607,7 @@ impl Mux {
             .collect();
         for id in expired {
             let waited = self.cfg.request_timeout_ms;
-            let body = format!("{{\"error\":\"no reply from the backend within {waited} ms\"}}");
-            let res = Response { status: 504, content_type: JSON.into(), body: body.into_bytes() };
+            let res = error_response(504, &format!("no reply from the backend within {waited} ms"));
             if let Some(s) = self.streams.get_mut(&id) {
                 s.inbox.clear();
                 s.deadline = None;
@@ -639,7 +630,15 @@ impl Mux {
     }
 }
 
-pub(crate) const JSON: &str = "application/json";
+/// The JSON body every error reply carries: `{"error": "<msg>"}`.
+pub fn error_body(msg: &str) -> String {
+    format!("{{\"error\":{}}}", json_string(msg))
+}
+
+/// An HTTP error reply with [`error_body`].
+pub(crate) fn error_response(status: u16, msg: &str) -> Response {
+    Response { status, content_type: "application/json".into(), body: error_body(msg).into_bytes() }
+}
 
 /// `ws://` → `http://`, `wss://` → `https://` (workerd opens WebSockets with an HTTP
 /// request carrying `Upgrade: websocket`); other URLs unchanged.

@@ -14,9 +14,9 @@
 //!    upstream (an `Open` before their held frames), and the old one is retired: its owner
 //!    closes it with 1000. Nothing in flight is lost.
 
-use protocol::{Close, FrameKind, Response, StreamId};
+use protocol::{Close, FrameKind, StreamId};
 
-use crate::{json_string, truncate_reason, Delivery, Mux, Open, Request, StreamKind, Upstream, JSON};
+use crate::{error_response, truncate_reason, Delivery, Mux, Open, Request, StreamKind, Upstream};
 
 /// Identifies one upstream connection; each connect gets a new one.
 pub type Gen = u64;
@@ -120,7 +120,6 @@ impl Mux {
 
     /// A connection attempt starts; the caller's context will own it. Returns its generation.
     pub fn upstream_connecting(&mut self, kind: OwnerKind, stream: Option<StreamId>, now: u64) -> Gen {
-        self.clock = now;
         self.last_gen += 1;
         self.gen = self.last_gen;
         self.upstream = Upstream::Connecting;
@@ -148,7 +147,6 @@ impl Mux {
         if !self.wants_handover(kind, now) {
             return None;
         }
-        self.clock = now;
         self.last_gen += 1;
         self.handover = Some(self.last_gen);
         self.connect_started = now;
@@ -160,7 +158,6 @@ impl Mux {
     /// Upstream `gen` is open. Returns false if nobody wants it any more (the caller
     /// closes it): a stale attempt.
     pub fn upstream_up(&mut self, gen: Gen, now: u64) -> bool {
-        self.clock = now;
         if self.handover == Some(gen) {
             // The successor takes over; the old upstream drains behind a barrier.
             self.handover = None;
@@ -293,7 +290,6 @@ impl Mux {
     /// a request that never left goes to the backend directly ([`Delivery::Fallback`]).
     /// Nothing waits forever. A failed successor or a stale generation changes nothing.
     pub fn upstream_down(&mut self, gen: Gen, why: &str, now: u64) {
-        self.clock = now;
         if self.handover == Some(gen) {
             self.handover = None;
             return;
@@ -360,8 +356,7 @@ impl Mux {
                 (StreamKind::Http, None) => {
                     let msg =
                         format!("upstream lost before the reply arrived ({why}); the request may or may not have run");
-                    let body = format!("{{\"error\":{}}}", json_string(&msg));
-                    Delivery::Response(Response { status: 502, content_type: JSON.into(), body: body.into_bytes() })
+                    Delivery::Response(error_response(502, &msg))
                 }
             };
             self.deliver(id, d);
