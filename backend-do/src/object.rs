@@ -1,42 +1,85 @@
 //! The `Database` Durable Object: one per tenant. A WebSocket server on the Hibernation
-//! API, answering JSON-RPC from its SQLite storage.
+//! API, answering JSON-RPC from its SQLite storage, authorizing every call from the
+//! caller's identity (see `backend_core::authz`).
 //!
-//! Hibernation rules (DESIGN.md §2.9): `new()` runs again after every wake, so nothing
-//! that must survive lives in fields; each socket's state (its endpoint and, for the
-//! snippet's multiplexed socket, the stream table) is in its attachment.
+//! Hibernation: `new()` runs again after every wake, so nothing that must survive lives
+//! only in fields. A socket's attachment holds what it is (endpoint, tenant, and for a
+//! direct socket its caller); the snippet's multiplexed sockets keep one storage key per
+//! open stream (`mux/{socket}/{stream}` in the sync KV store), loaded back lazily.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 
+use backend_core::authz::{self, Caller};
 use backend_core::route::{self, Endpoint};
-use backend_core::rpc::{self, stats_object, DbError};
-use backend_core::{session, Db, Service, Session, SqlResult};
+use backend_core::rpc::{self, stats_object, DbError, SqlMode};
+use backend_core::{session, Db, Service, Session, SqlResult, StreamEntry};
+use protocol::Identity;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use worker::*;
 
+use crate::kv::Kv;
 use crate::sql;
 
-const META_TABLE: &str = "CREATE TABLE IF NOT EXISTS proxy_meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL)";
+/// The header in which the snippet hands a request's verified identity to the backend
+/// when it goes over plain HTTP (a fallback) or a direct socket. Trusted only because
+/// the request also carried the backend's own bearer token (checked by the Worker).
+pub const IDENTITY_HEADER: &str = "X-Snippet-Identity";
 
 /// What a socket is, kept in its attachment so it survives hibernation.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Attachment {
     /// `mux`, `ws` or `echo`.
     endpoint: String,
-    /// The snippet's stream table (mux sockets only).
+    /// The tenant this object serves.
     #[serde(default)]
-    session: Session,
+    tenant: String,
+    /// Mux sockets: the id under which their streams are stored.
+    #[serde(default)]
+    socket: String,
+    /// Direct sockets: the caller, hex-encoded (`Identity::to_hex`).
+    #[serde(default)]
+    identity: String,
 }
 
 /// One tenant's database.
 #[durable_object]
 pub struct Database {
     state: State,
+    /// The raw `DurableObjectState` (for `storage.kv` and `storage.transactionSync`).
+    raw: wasm_bindgen::JsValue,
+    kv: Option<Kv>,
+    /// Stream tables of the mux sockets, by socket id (reloaded from storage after a wake).
+    sessions: RefCell<HashMap<String, Session>>,
     /// Since this instance was constructed (reset by hibernation; `wakes` counts those).
     messages: Cell<u64>,
     http_requests: Cell<u64>,
     sockets_accepted: Cell<u64>,
     wakes: u64,
+}
+
+fn now_secs() -> u64 {
+    (js_sys::Date::now() / 1000.0).max(0.0) as u64
+}
+
+fn stream_key(socket: &str, id: u32) -> String {
+    format!("mux/{socket}/{id:010}")
+}
+
+/// The caller of a request that passed the Worker's bearer check: the identity the
+/// snippet sent, or the operator when none was sent.
+fn caller_of(req: &Request) -> Result<Caller> {
+    match req.headers().get(IDENTITY_HEADER)? {
+        Some(hex) => Identity::from_hex(hex.trim())
+            .map(|id| Caller::new(id, now_secs()))
+            .map_err(|e| Error::RustError(format!("bad {IDENTITY_HEADER} header: {e}"))),
+        None => Ok(Caller::operator(now_secs())),
+    }
+}
+
+fn json_response(status: u16, body: &Value) -> Result<Response> {
+    Ok(Response::from_json(body)?.with_status(status))
 }
 
 /// The object's storage plus what `stats` reports.
@@ -45,8 +88,8 @@ struct ObjectDb<'a> {
 }
 
 impl Db for ObjectDb<'_> {
-    fn sql(&mut self, q: &str, params: &[Value]) -> std::result::Result<SqlResult, DbError> {
-        sql::run(&self.obj.state.storage().sql(), q, params)
+    fn sql(&mut self, q: &str, params: &[Value], mode: SqlMode) -> std::result::Result<SqlResult, DbError> {
+        sql::run(&self.obj.raw, q, params, mode)
     }
 
     fn broadcast(&mut self, notification: &str) -> u64 {
@@ -57,9 +100,10 @@ impl Db for ObjectDb<'_> {
             }
         }
         for ws in self.obj.state.get_websockets_with_tag("mux") {
-            let Ok(Some(a)) = ws.deserialize_attachment::<Attachment>() else { continue };
-            let rpc: Vec<u32> =
-                a.session.streams.iter().filter(|(_, s)| **s == Service::Rpc).map(|(id, _)| *id).collect();
+            let Some(socket) = self.obj.mux_socket(&ws) else { continue };
+            let rpc: Vec<u32> = self.obj.with_session(&socket, |s| {
+                s.streams.iter().filter(|(_, e)| e.service == Service::Rpc).map(|(id, _)| *id).collect()
+            });
             if let Some(batch) = session::push_batch(&rpc, notification) {
                 if ws.send_with_bytes(batch).is_ok() {
                     delivered += rpc.len() as u64;
@@ -76,8 +120,8 @@ impl Db for ObjectDb<'_> {
             .state
             .get_websockets_with_tag("mux")
             .iter()
-            .filter_map(|ws| ws.deserialize_attachment::<Attachment>().ok().flatten())
-            .map(|a| a.session.streams.len())
+            .filter_map(|ws| self.obj.mux_socket(ws))
+            .map(|socket| self.obj.with_session(&socket, |s| s.streams.len()))
             .sum();
         let count = |tag: &str| self.obj.state.get_websockets_with_tag(tag).len() as u64;
         stats_object(&[
@@ -98,6 +142,104 @@ impl Database {
     fn db(&self) -> ObjectDb<'_> {
         ObjectDb { obj: self }
     }
+
+    fn mux_socket(&self, ws: &WebSocket) -> Option<String> {
+        ws.deserialize_attachment::<Attachment>().ok().flatten().map(|a| a.socket).filter(|s| !s.is_empty())
+    }
+
+    /// Runs `f` on the stream table of mux socket `socket`, loading it from storage first
+    /// if this instance has not seen it since it woke.
+    fn with_session<R>(&self, socket: &str, f: impl FnOnce(&mut Session) -> R) -> R {
+        let mut sessions = self.sessions.borrow_mut();
+        let session = sessions.entry(socket.to_owned()).or_insert_with(|| self.load_session(socket));
+        f(session)
+    }
+
+    fn load_session(&self, socket: &str) -> Session {
+        let tenant = self.kv.as_ref().and_then(|kv| kv.get_bytes(&format!("mux/{socket}")).ok().flatten());
+        let mut session = Session::new(&String::from_utf8(tenant.unwrap_or_default()).unwrap_or_default());
+        let Some(kv) = &self.kv else { return session };
+        let entries = kv.list_bytes(&format!("mux/{socket}/")).unwrap_or_default();
+        for (key, bytes) in entries {
+            let id = key.rsplit('/').next().and_then(|id| id.parse::<u32>().ok());
+            if let (Some(id), Some(entry)) = (id, StreamEntry::decode(&bytes)) {
+                session.streams.insert(id, entry);
+            }
+        }
+        session
+    }
+
+    /// Deletes the stored tables of mux sockets that no longer exist (a socket that died
+    /// without a close event leaves its keys behind).
+    fn sweep_sessions(&self) {
+        let Some(kv) = &self.kv else { return };
+        let live: Vec<String> =
+            self.state.get_websockets_with_tag("mux").iter().filter_map(|ws| self.mux_socket(ws)).collect();
+        for (key, _) in kv.list_bytes("mux/").unwrap_or_default() {
+            let socket = key.split('/').nth(1).unwrap_or_default();
+            if !live.iter().any(|l| l == socket) {
+                let _ = kv.delete(&key);
+            }
+        }
+    }
+
+    fn forget_session(&self, socket: &str) {
+        self.sessions.borrow_mut().remove(socket);
+        let Some(kv) = &self.kv else { return };
+        for (key, _) in kv.list_bytes(&format!("mux/{socket}/")).unwrap_or_default() {
+            let _ = kv.delete(&key);
+        }
+        let _ = kv.delete(&format!("mux/{socket}"));
+    }
+
+    fn accept(&self, req: &Request, tenant: &str, endpoint: Endpoint) -> Result<Response> {
+        let caller = caller_of(req)?;
+        if endpoint != Endpoint::Mux {
+            if let Err(why) = authz::check_open(&caller.identity, tenant, caller.now_secs) {
+                return json_response(403, &serde_json::json!({ "error": why }));
+            }
+        }
+        let pair = WebSocketPair::new()?;
+        self.state.accept_websocket_with_tags(&pair.server, &[endpoint.name()]);
+        let mut attachment =
+            Attachment { endpoint: endpoint.name().to_owned(), tenant: tenant.to_owned(), ..Attachment::default() };
+        if endpoint == Endpoint::Mux {
+            self.sweep_sessions();
+            let socket = format!("{:012x}", (js_sys::Math::random() * 2f64.powi(48)) as u64);
+            if let Some(kv) = &self.kv {
+                kv.put_bytes(&format!("mux/{socket}"), tenant.as_bytes()).map_err(Error::RustError)?;
+            }
+            self.sessions.borrow_mut().insert(socket.clone(), Session::new(tenant));
+            attachment.socket = socket;
+        } else {
+            attachment.identity = caller.identity.to_hex();
+        }
+        pair.server.serialize_attachment(&attachment)?;
+        self.sockets_accepted.set(self.sockets_accepted.get() + 1);
+        Response::from_websocket(pair.client)
+    }
+
+    fn mux_message(&self, ws: &WebSocket, socket: &str, bytes: &[u8]) -> Result<()> {
+        let db = &mut self.db();
+        let (outcome, persisted) = self.with_session(socket, |s| {
+            let outcome = s.handle_message(bytes, db, now_secs());
+            let persisted: Vec<(u32, Vec<u8>)> =
+                outcome.opened.iter().filter_map(|id| s.streams.get(id).map(|e| (*id, e.encode()))).collect();
+            (outcome, persisted)
+        });
+        if let Some(kv) = &self.kv {
+            for (id, entry) in persisted {
+                kv.put_bytes(&stream_key(socket, id), &entry).map_err(Error::RustError)?;
+            }
+            for id in &outcome.closed {
+                kv.delete(&stream_key(socket, *id)).map_err(Error::RustError)?;
+            }
+        }
+        match outcome.reply {
+            Some(reply) => ws.send_with_bytes(reply),
+            None => Ok(()),
+        }
+    }
 }
 
 impl DurableObject for Database {
@@ -106,47 +248,55 @@ impl DurableObject for Database {
         if let Ok(pair) = WebSocketRequestResponsePair::new("ping", "pong") {
             state.set_websocket_auto_response(&pair);
         }
-        let storage = state.storage().sql();
-        let wakes = storage
-            .exec(META_TABLE, None)
-            .and_then(|_| {
-                storage.exec(
-                    "INSERT INTO proxy_meta (k, v) VALUES ('wakes', 1) \
-                     ON CONFLICT(k) DO UPDATE SET v = v + 1 RETURNING v",
-                    None,
-                )
-            })
-            .ok()
-            .and_then(|c| c.raw().next())
-            .and_then(|row| row.ok())
-            .and_then(|row| match row.first() {
-                Some(SqlStorageValue::Integer(v)) => Some(*v as u64),
-                _ => None,
+        let raw = wasm_bindgen::JsValue::from(state._inner());
+        let state = sql::state_of(&raw);
+        let storage = js_sys::Reflect::get(&raw, &"storage".into()).unwrap_or(wasm_bindgen::JsValue::UNDEFINED);
+        let kv = Kv::of(&storage).ok();
+        // Bookkeeping lives in the KV store, which no SQL statement can reach.
+        let wakes = kv
+            .as_ref()
+            .and_then(|kv| {
+                let n = kv.get_f64("wakes").ok().flatten().unwrap_or(0.0) + 1.0;
+                kv.put("wakes", &n.into()).ok().map(|_| n as u64)
             })
             .unwrap_or(0);
-        Database { state, messages: Cell::new(0), http_requests: Cell::new(0), sockets_accepted: Cell::new(0), wakes }
+        Database {
+            state,
+            raw,
+            kv,
+            sessions: RefCell::new(HashMap::new()),
+            messages: Cell::new(0),
+            http_requests: Cell::new(0),
+            sockets_accepted: Cell::new(0),
+            wakes,
+        }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
         let path = req.path();
-        let Ok((_tenant, endpoint)) = route::parse(&path) else {
+        let Ok((tenant, endpoint)) = route::parse(&path) else {
             return Response::error("not found", 404);
         };
         if endpoint.is_websocket() {
-            let pair = WebSocketPair::new()?;
-            self.state.accept_websocket_with_tags(&pair.server, &[endpoint.name()]);
-            let attachment = Attachment { endpoint: endpoint.name().to_owned(), session: Session::default() };
-            pair.server.serialize_attachment(&attachment)?;
-            self.sockets_accepted.set(self.sockets_accepted.get() + 1);
-            return Response::from_websocket(pair.client);
+            return self.accept(&req, tenant, endpoint);
         }
         self.http_requests.set(self.http_requests.get() + 1);
+        let caller = caller_of(&req)?;
+        if let Err(why) = authz::check_open(&caller.identity, tenant, caller.now_secs) {
+            let status = if caller.expired() { 401 } else { 403 };
+            return json_response(status, &serde_json::json!({ "error": why }));
+        }
         let content_type = req.headers().get("Content-Type")?.unwrap_or_default();
         let body = req.bytes().await?;
         let service = if endpoint == Endpoint::Query { "/query" } else { "/rpc" };
-        let request =
-            backend_core::session::HttpRequest { method: "POST".into(), path: service.into(), content_type, body };
-        let res = session::http(&request, &mut self.db());
+        let request = backend_core::session::HttpRequest {
+            method: "POST".into(),
+            path: service.into(),
+            content_type,
+            identity: caller.identity.clone(),
+            body,
+        };
+        let res = session::http(&request, &mut self.db(), &caller);
         let headers = Headers::new();
         if !res.content_type.is_empty() {
             headers.set("Content-Type", &res.content_type)?;
@@ -156,41 +306,34 @@ impl DurableObject for Database {
 
     async fn websocket_message(&self, ws: WebSocket, message: WebSocketIncomingMessage) -> Result<()> {
         self.messages.set(self.messages.get() + 1);
-        let mut attachment: Attachment = ws.deserialize_attachment()?.unwrap_or_default();
-        match attachment.endpoint.as_str() {
-            "echo" => match message {
-                WebSocketIncomingMessage::String(s) => ws.send_with_str(s),
-                WebSocketIncomingMessage::Binary(b) => ws.send_with_bytes(b),
-            },
-            "mux" => {
-                let bytes = match message {
-                    WebSocketIncomingMessage::Binary(b) => b,
-                    // Text is not a batch: the decoder answers it with a session error.
-                    WebSocketIncomingMessage::String(s) => s.into_bytes(),
-                };
-                let outcome = attachment.session.handle_message(&bytes, &mut self.db());
-                if outcome.changed {
-                    ws.serialize_attachment(&attachment)?;
-                }
-                match outcome.reply {
-                    Some(reply) => ws.send_with_bytes(reply),
-                    None => Ok(()),
-                }
-            }
-            _ => {
-                let bytes = match message {
-                    WebSocketIncomingMessage::Binary(b) => b,
-                    WebSocketIncomingMessage::String(s) => s.into_bytes(),
-                };
-                match rpc::handle(&bytes, &mut self.db()) {
-                    Some(reply) => ws.send_with_str(reply),
-                    None => Ok(()),
-                }
-            }
+        let attachment: Attachment = ws.deserialize_attachment()?.unwrap_or_default();
+        let bytes = match message {
+            WebSocketIncomingMessage::Binary(b) => b,
+            // Text is not a batch: the mux decoder answers it with a session error.
+            WebSocketIncomingMessage::String(s) => s.into_bytes(),
+        };
+        if attachment.endpoint == "mux" {
+            return self.mux_message(&ws, &attachment.socket, &bytes);
+        }
+        let identity = Identity::from_hex(&attachment.identity).unwrap_or_default();
+        let caller = Caller::new(identity, now_secs());
+        if caller.expired() {
+            let _ = ws.close(Some(1008), Some("token expired"));
+            return Ok(());
+        }
+        if attachment.endpoint == "echo" {
+            return ws.send_with_bytes(bytes);
+        }
+        match rpc::handle(&bytes, &mut self.db(), &caller) {
+            Some(reply) => ws.send_with_str(reply),
+            None => Ok(()),
         }
     }
 
     async fn websocket_close(&self, ws: WebSocket, code: usize, reason: String, _was_clean: bool) -> Result<()> {
+        if let Some(socket) = self.mux_socket(&ws) {
+            self.forget_session(&socket);
+        }
         // Reciprocate with a code that may be sent (1005/1006/1015 are reserved).
         let code = match code {
             1005 | 1006 | 1015 => 1000,
@@ -201,6 +344,9 @@ impl DurableObject for Database {
     }
 
     async fn websocket_error(&self, ws: WebSocket, _error: Error) -> Result<()> {
+        if let Some(socket) = self.mux_socket(&ws) {
+            self.forget_session(&socket);
+        }
         let _ = ws.close(Some(1011), Some("socket error"));
         Ok(())
     }

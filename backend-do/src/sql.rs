@@ -1,10 +1,21 @@
 //! The Durable Object's SQLite storage as a [`backend_core::Db`].
+//!
+//! Read-only callers: the statement runs inside `storage.transactionSync()`, whose
+//! callback always throws after the rows are read, so the transaction is always rolled
+//! back. Whatever the statement is — DML, DDL, a write inside a CTE or a trigger, several
+//! statements in one string — nothing it did survives; if SQLite reports rows written, the
+//! caller gets [`DbError::ReadOnly`] instead of the result. This is SQLite's own undo, not
+//! a reading of the statement's text.
 
-use backend_core::rpc::{DbError, MAX_ROWS};
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use backend_core::rpc::{DbError, SqlMode, MAX_ROWS};
 use backend_core::SqlResult;
 use serde_json::Value;
-use wasm_bindgen::JsValue;
-use worker::{SqlStorage, SqlStorageValue};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use worker::{SqlStorage, SqlStorageValue, State};
 
 fn to_js(v: &Value) -> JsValue {
     match v {
@@ -35,24 +46,52 @@ fn sqlite_message(e: worker::Error) -> String {
 }
 
 /// Runs one statement with bound parameters, reading at most `MAX_ROWS` rows.
-pub fn run(storage: &SqlStorage, sql: &str, params: &[Value]) -> Result<SqlResult, DbError> {
-    {
-        let bindings: Vec<JsValue> = params.iter().map(to_js).collect();
-        let cursor = storage.exec_raw(sql, bindings).map_err(|e| DbError::Sqlite(sqlite_message(e)))?;
-        let columns = cursor.column_names();
-        let mut rows = Vec::new();
-        for row in cursor.raw() {
-            let row = row.map_err(|e| DbError::Sqlite(sqlite_message(e)))?;
-            if rows.len() == MAX_ROWS {
-                return Err(DbError::TooManyRows);
-            }
-            rows.push(row.into_iter().map(to_json).collect());
+fn run_plain(storage: &SqlStorage, sql: &str, params: &[Value]) -> Result<SqlResult, DbError> {
+    let bindings: Vec<JsValue> = params.iter().map(to_js).collect();
+    let cursor = storage.exec_raw(sql, bindings).map_err(|e| DbError::Sqlite(sqlite_message(e)))?;
+    let columns = cursor.column_names();
+    let mut rows = Vec::new();
+    for row in cursor.raw() {
+        let row = row.map_err(|e| DbError::Sqlite(sqlite_message(e)))?;
+        if rows.len() == MAX_ROWS {
+            return Err(DbError::TooManyRows);
         }
-        Ok(SqlResult {
-            columns,
-            rows,
-            rows_read: cursor.rows_read() as u64,
-            rows_written: cursor.rows_written() as u64,
-        })
+        rows.push(row.into_iter().map(to_json).collect());
+    }
+    Ok(SqlResult { columns, rows, rows_read: cursor.rows_read() as u64, rows_written: cursor.rows_written() as u64 })
+}
+
+/// A `State` wrapper around the object's raw `DurableObjectState` (workers-rs's `State`
+/// is not `Clone`, and the transaction callback must own one).
+pub fn state_of(raw: &JsValue) -> State {
+    State::from(raw.clone().unchecked_into::<worker::worker_sys::DurableObjectState>())
+}
+
+/// Runs one statement for a caller in `mode`. `raw` is the object's `DurableObjectState`.
+pub fn run(raw: &JsValue, sql: &str, params: &[Value], mode: SqlMode) -> Result<SqlResult, DbError> {
+    if mode == SqlMode::ReadWrite {
+        return run_plain(&state_of(raw).storage().sql(), sql, params);
+    }
+    let result: Rc<RefCell<Option<Result<SqlResult, DbError>>>> = Rc::new(RefCell::new(None));
+    let (out, state, sql, params) = (result.clone(), raw.clone(), sql.to_owned(), params.to_vec());
+    let body = Closure::once_into_js(move || -> Result<JsValue, JsValue> {
+        let r = run_plain(&state_of(&state).storage().sql(), &sql, &params);
+        *out.borrow_mut() = Some(r);
+        // Always throw: transactionSync then rolls back everything the statement did.
+        Err(JsValue::from_str("snippet-proxy: read-only rollback"))
+    });
+    let storage = js_sys::Reflect::get(raw, &"storage".into()).unwrap_or(JsValue::UNDEFINED);
+    let Some(tx) = js_sys::Reflect::get(&storage, &"transactionSync".into()).ok().and_then(|f| f.dyn_into::<js_sys::Function>().ok())
+    else {
+        // Fail closed: without a transaction there is no way to undo a write.
+        return Err(DbError::Sqlite("read-only statements need storage.transactionSync".into()));
+    };
+    // The rethrown rollback marker is expected; an error before the callback ran is not.
+    let _ = tx.call1(&storage, &body);
+    let taken = result.borrow_mut().take();
+    match taken {
+        Some(Ok(r)) if r.rows_written > 0 => Err(DbError::ReadOnly),
+        Some(other) => other,
+        None => Err(DbError::Sqlite("the read-only transaction did not run".into())),
     }
 }

@@ -22,6 +22,10 @@ pub enum DecodeError {
     },
     /// A field that must be UTF-8 was not.
     InvalidUtf8(&'static str),
+    /// A payload had bytes left after its last field.
+    TrailingBytes(usize),
+    /// A hex-encoded identity had a character outside `[0-9a-f]` or an odd length.
+    InvalidHex,
 }
 
 impl fmt::Display for DecodeError {
@@ -42,6 +46,8 @@ impl fmt::Display for DecodeError {
                 write!(f, "truncated: needed {needed} bytes, had {available}")
             }
             DecodeError::InvalidUtf8(field) => write!(f, "field `{field}` is not valid UTF-8"),
+            DecodeError::TrailingBytes(n) => write!(f, "{n} bytes after the last field"),
+            DecodeError::InvalidHex => write!(f, "not lowercase hex"),
         }
     }
 }

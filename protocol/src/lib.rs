@@ -13,11 +13,11 @@
 //!
 //! | kind | name | direction | payload |
 //! |------|------|-----------|---------|
-//! | 1 | [`FrameKind::Open`] | snippet → backend | [`Open`]: the service path of a WebSocket stream |
+//! | 1 | [`FrameKind::Open`] | snippet → backend | [`Open`]: the service path of a WebSocket stream and the caller's [`Identity`] |
 //! | 2 | [`FrameKind::Text`] | both | UTF-8 text message |
 //! | 3 | [`FrameKind::Binary`] | both | binary message |
 //! | 4 | [`FrameKind::Close`] | both | [`Close`]: code + reason; the stream is gone afterwards |
-//! | 5 | [`FrameKind::Request`] | snippet → backend | [`Request`]: one whole HTTP request |
+//! | 5 | [`FrameKind::Request`] | snippet → backend | [`Request`]: one whole HTTP request, with the caller's [`Identity`] |
 //! | 6 | [`FrameKind::Response`] | backend → snippet | [`Response`]: the one reply to a `Request` |
 //! | 7 | [`FrameKind::Error`] | both | [`ErrorFrame`]: code + message (stream 0: session-level) |
 //! | 8 | [`FrameKind::Ping`] | both | opaque bytes, answered by a `Pong` with the same bytes |
@@ -31,13 +31,18 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
 mod error;
+mod identity;
 mod payload;
 
 pub use error::DecodeError;
+pub use identity::{Identity, ANONYMOUS, ANY_TENANT};
 pub use payload::{truncate_utf8, Close, ErrorFrame, Open, Request, Response};
 
 /// The protocol version written as the first byte of every upstream message.
-pub const VERSION: u8 = 1;
+///
+/// 2: `Open` and `Request` carry the caller's [`Identity`]. A peer speaking another
+/// version gets a session-level `Error` frame and nothing else.
+pub const VERSION: u8 = 2;
 
 /// Size of a frame header: kind, flags, stream id, payload length.
 pub const HEADER_LEN: usize = 10;

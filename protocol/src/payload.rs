@@ -1,16 +1,20 @@
 //! Payloads of the structured frame kinds. Strings are `len:u16` + UTF-8 bytes; integers
 //! are big-endian; a trailing body takes the rest of the payload.
 
-use crate::DecodeError;
+use crate::{DecodeError, Identity};
 
 /// Payload of an [`crate::FrameKind::Open`] frame: a client WebSocket stream begins.
+/// Layout: `path:str identity`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Open {
     /// The backend service the stream talks to, e.g. `/rpc` or `/echo`.
     pub path: String,
+    /// The caller the snippet authenticated for this stream.
+    pub identity: Identity,
 }
 
 /// Payload of a [`crate::FrameKind::Request`] frame: one whole HTTP request.
+/// Layout: `method:str path:str content_type:str identity body…`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
     /// HTTP method, e.g. `POST`.
@@ -19,6 +23,8 @@ pub struct Request {
     pub path: String,
     /// The request's `Content-Type`, empty when absent.
     pub content_type: String,
+    /// The caller the snippet authenticated for this request.
+    pub identity: Identity,
     /// The request body.
     pub body: Vec<u8>,
 }
@@ -61,20 +67,20 @@ pub fn truncate_utf8(s: &str, max: usize) -> &str {
     s.get(..end).unwrap_or_default()
 }
 
-fn put_str(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn put_str(out: &mut Vec<u8>, s: &str) {
     // Longer strings are cut at a char boundary: these are paths and short labels.
     let s = truncate_utf8(s, u16::MAX as usize);
     out.extend_from_slice(&(s.len() as u16).to_be_bytes());
     out.extend_from_slice(s.as_bytes());
 }
 
-struct Reader<'a> {
+pub(crate) struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn new(buf: &'a [u8]) -> Self {
+    pub(crate) fn new(buf: &'a [u8]) -> Self {
         Reader { buf, pos: 0 }
     }
     fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
@@ -90,7 +96,21 @@ impl<'a> Reader<'a> {
             _ => Err(DecodeError::Truncated { needed: self.pos, available: self.buf.len() }),
         }
     }
-    fn str(&mut self, field: &'static str) -> Result<String, DecodeError> {
+    pub(crate) fn u64(&mut self) -> Result<u64, DecodeError> {
+        match *self.take(8)? {
+            [a, b, c, d, e, f, g, h] => Ok(u64::from_be_bytes([a, b, c, d, e, f, g, h])),
+            _ => Err(DecodeError::Truncated { needed: self.pos, available: self.buf.len() }),
+        }
+    }
+    /// Fails when bytes are left over after the last field.
+    pub(crate) fn finish(&self) -> Result<(), DecodeError> {
+        if self.pos == self.buf.len() {
+            Ok(())
+        } else {
+            Err(DecodeError::TrailingBytes(self.buf.len() - self.pos))
+        }
+    }
+    pub(crate) fn str(&mut self, field: &'static str) -> Result<String, DecodeError> {
         let len = self.u16()? as usize;
         let bytes = self.take(len)?;
         String::from_utf8(bytes.to_vec()).map_err(|_| DecodeError::InvalidUtf8(field))
@@ -108,14 +128,17 @@ impl<'a> Reader<'a> {
 impl Open {
     /// Encodes the payload.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(2 + self.path.len());
+        let mut out = Vec::with_capacity(2 + self.path.len() + 32);
         put_str(&mut out, &self.path);
+        self.identity.put(&mut out);
         out
     }
-    /// Decodes the payload.
+    /// Decodes the payload; trailing bytes are an error.
     pub fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(buf);
-        Ok(Open { path: r.str("path")? })
+        let open = Open { path: r.str("path")?, identity: Identity::read(&mut r)? };
+        r.finish()?;
+        Ok(open)
     }
 }
 
@@ -123,10 +146,11 @@ impl Request {
     /// Encodes the payload.
     pub fn encode(&self) -> Vec<u8> {
         let mut out =
-            Vec::with_capacity(6 + self.method.len() + self.path.len() + self.content_type.len() + self.body.len());
+            Vec::with_capacity(6 + 32 + self.method.len() + self.path.len() + self.content_type.len() + self.body.len());
         put_str(&mut out, &self.method);
         put_str(&mut out, &self.path);
         put_str(&mut out, &self.content_type);
+        self.identity.put(&mut out);
         out.extend_from_slice(&self.body);
         out
     }
@@ -137,6 +161,7 @@ impl Request {
             method: r.str("method")?,
             path: r.str("path")?,
             content_type: r.str("content_type")?,
+            identity: Identity::read(&mut r)?,
             body: r.rest().to_vec(),
         })
     }

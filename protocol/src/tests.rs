@@ -93,12 +93,19 @@ fn batches_round_trip_10k_cases() {
 
 #[test]
 fn payloads_round_trip() {
-    let open = Open { path: "/echo".into() };
+    let identity = Identity {
+        subject: "alice@example.com".into(),
+        tenant: "acme".into(),
+        scopes: "read publish".into(),
+        expires_at: 1_900_000_000,
+    };
+    let open = Open { path: "/echo".into(), identity: identity.clone() };
     assert_eq!(Open::decode(&open.encode()), Ok(open));
     let req = Request {
         method: "POST".into(),
         path: "/rpc".into(),
         content_type: "application/json".into(),
+        identity,
         body: b"{\"id\":1}".to_vec(),
     };
     assert_eq!(Request::decode(&req.encode()), Ok(req));
@@ -116,6 +123,42 @@ fn payload_decoders_reject_bad_utf8_and_truncation() {
     assert_eq!(Open::decode(&[0, 2, 0xff, 0xfe]), Err(DecodeError::InvalidUtf8("path")));
     assert!(matches!(Open::decode(&[0, 9, b'a']), Err(DecodeError::Truncated { .. })));
     assert!(matches!(Response::decode(&[1]), Err(DecodeError::Truncated { .. })));
+    // An Open without its identity (a version-1 peer) is refused, not read as anonymous.
+    assert!(matches!(Open::decode(&[0, 1, b'/']), Err(DecodeError::Truncated { .. })));
+    let mut open = Open { path: "/rpc".into(), identity: Identity::default() }.encode();
+    open.push(0);
+    assert_eq!(Open::decode(&open), Err(DecodeError::TrailingBytes(1)));
+}
+
+#[test]
+fn identity_layout_hex_and_predicates() {
+    let id = Identity { subject: "u".into(), tenant: "t".into(), scopes: "read write".into(), expires_at: 258 };
+    assert_eq!(id.encode(), [0, 1, b'u', 0, 1, b't', 0, 10, b'r', b'e', b'a', b'd', b' ', b'w', b'r', b'i', b't', b'e', 0, 0, 0, 0, 0, 0, 1, 2]);
+    assert_eq!(Identity::from_hex(&id.to_hex()), Ok(id.clone()));
+    assert_eq!(Identity::from_hex("0g"), Err(DecodeError::InvalidHex));
+    assert_eq!(Identity::from_hex("000"), Err(DecodeError::InvalidHex));
+    assert_eq!(Identity::from_hex(&id.to_hex().to_uppercase()), Err(DecodeError::InvalidHex));
+    assert!(id.has_scope("write") && id.has_scope("read") && !id.has_scope("rea") && !id.has_scope("admin"));
+    assert!(id.allows_tenant("t") && !id.allows_tenant("T") && !id.allows_tenant("other"));
+    let any = Identity { tenant: ANY_TENANT.into(), ..id.clone() };
+    assert!(any.allows_tenant("other"));
+    assert!(!id.expired(257) && id.expired(258) && id.expired(259));
+    assert!(!Identity { expires_at: 0, ..id }.expired(u64::MAX), "0 never expires");
+    assert!(Identity::default().is_anonymous());
+}
+
+#[test]
+fn identities_round_trip_10k_cases() {
+    let mut rng = Rng(7);
+    let text = |rng: &mut Rng| -> String {
+        let n = rng.below(40) as usize;
+        (0..n).map(|_| char::from_u32(rng.below(0x3000) as u32 + 0x20).unwrap_or('x')).collect()
+    };
+    for _ in 0..10_000 {
+        let id = Identity { subject: text(&mut rng), tenant: text(&mut rng), scopes: text(&mut rng), expires_at: rng.next() };
+        assert_eq!(Identity::decode(&id.encode()).as_ref(), Ok(&id));
+        assert_eq!(Identity::from_hex(&id.to_hex()), Ok(id));
+    }
 }
 
 /// Fuzz-style: random bytes must never panic any decoder, and a decoded batch must

@@ -8,6 +8,7 @@ pub mod load;
 pub mod snippet_stats;
 pub mod stack;
 pub mod stats;
+pub mod token;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -36,6 +37,8 @@ pub enum Cmd {
     Stats(snippet_stats::StatsOpts),
     /// Start the stack and measure the snippet against direct access (see BENCHMARKS.md).
     Bench(bench::BenchOpts),
+    /// Mint an HS256 JWT for the snippet; prints the token alone on the last line of stdout.
+    Token(token::TokenOpts),
 }
 
 /// Runs the CLI.
@@ -62,6 +65,16 @@ pub async fn run(opts: Opts) -> Result<ExitCode> {
         }
         Cmd::Stats(s) => {
             snippet_stats::run(s, opts.json).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Token(t) => {
+            let minted = token::mint(t)?;
+            if opts.json {
+                println!("{}", serde_json::to_string_pretty(&minted)?);
+            } else {
+                eprintln!("HS256 JWT, claims {}", minted.claims);
+                println!("{}", minted.token);
+            }
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -100,5 +113,30 @@ mod tests {
         assert!(o.json);
         assert!(matches!(o.command, Cmd::Stats(s) if s.watch == Some(1.0)));
         assert!(Opts::try_parse_from(["test-client", "load", "ws://x", "-m", "nope"]).is_err());
+        let o = Opts::try_parse_from([
+            "test-client",
+            "token",
+            "--sub",
+            "alice",
+            "--scope",
+            "read write",
+            "--ttl",
+            "30m",
+            "--aud",
+            "snippet",
+        ])
+        .expect("parses");
+        match o.command {
+            Cmd::Token(t) => {
+                assert_eq!(
+                    (t.sub.as_str(), t.tenant.as_str(), t.scope.as_str(), t.ttl),
+                    ("alice", "default", "read write", 1800)
+                );
+                assert_eq!((t.iss, t.aud.as_deref()), (None, Some("snippet")));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(Opts::try_parse_from(["test-client", "token", "--sub", "a", "--ttl", "1y"]).is_err());
+        assert!(Opts::try_parse_from(["test-client", "token"]).is_err(), "--sub is required");
     }
 }

@@ -6,9 +6,11 @@
 // Compiled into the Durable Object's wasm, where a panic resets the instance (DESIGN.md §2.6).
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
+pub mod authz;
 pub mod route;
 pub mod rpc;
 pub mod session;
 
 pub use rpc::{Db, SqlResult};
-pub use session::{Service, Session};
+pub use authz::{Caller, Grants};
+pub use session::{Service, Session, StreamEntry};

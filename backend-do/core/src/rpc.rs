@@ -1,9 +1,12 @@
-//! JSON-RPC 2.0 (single and batch) with the methods `ping`, `echo`, `sql` and `stats`,
-//! plus the original design's `POST /query` body `{ "sql": …, "params": [...] }`.
-//! One handler serves every entry point.
+//! JSON-RPC 2.0 (single and batch) with the methods `ping`, `echo`, `whoami`, `sql`,
+//! `broadcast` and `stats`, plus the original design's `POST /query` body
+//! `{ "sql": …, "params": [...] }`. One handler serves every entry point, and every call
+//! is authorized from its [`Caller`] (see [`crate::authz`]).
 
 use serde::Serialize;
 use serde_json::{json, Map, Value};
+
+use crate::authz::Caller;
 
 /// Most rows a `sql` result may hold. A Durable Object answers one request at a time;
 /// a huge scan would stall every other client of the tenant, so big reads must page.
@@ -28,6 +31,22 @@ pub mod code {
     pub const SQL_ERROR: i64 = -32000;
     /// The result exceeds [`super::MAX_ROWS`] or [`super::MAX_RESULT_BYTES`].
     pub const RESULT_TOO_LARGE: i64 = -32001;
+    /// The caller's scopes do not allow the method.
+    pub const FORBIDDEN: i64 = -32002;
+    /// The caller's token has expired.
+    pub const EXPIRED: i64 = -32003;
+    /// A caller with only `read` ran a statement that wrote; it was rolled back.
+    pub const READ_ONLY: i64 = -32004;
+}
+
+/// How a statement may touch the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqlMode {
+    /// Any statement; changes are kept.
+    ReadWrite,
+    /// The statement runs in a transaction that is always rolled back, and reports
+    /// [`DbError::ReadOnly`] if it wrote: nothing it does can persist.
+    ReadOnly,
 }
 
 /// A statement's result, shaped for the wire.
@@ -51,13 +70,17 @@ pub enum DbError {
     Sqlite(String),
     /// More than [`MAX_ROWS`] rows.
     TooManyRows,
+    /// A [`SqlMode::ReadOnly`] statement wrote (and was rolled back).
+    ReadOnly,
 }
 
 /// The storage the handler runs statements against.
 pub trait Db {
     /// Runs one statement with `?` parameters bound (never spliced into the text).
-    /// Implementations stop reading after `MAX_ROWS + 1` rows and report `TooManyRows`.
-    fn sql(&mut self, sql: &str, params: &[Value]) -> Result<SqlResult, DbError>;
+    /// Implementations stop reading after `MAX_ROWS + 1` rows and report `TooManyRows`,
+    /// and honour `mode` by a mechanism of the database (a rolled-back transaction), not
+    /// by reading the statement's text.
+    fn sql(&mut self, sql: &str, params: &[Value], mode: SqlMode) -> Result<SqlResult, DbError>;
     /// The `stats` method's result.
     fn stats(&mut self) -> Value;
     /// Server push: sends `notification` (a JSON-RPC notification) to every JSON-RPC
@@ -82,7 +105,7 @@ fn error_response(id: Value, e: RpcError) -> Value {
 
 /// Handles one JSON-RPC message (single or batch). Returns the reply text, or `None`
 /// when nothing must be sent back (only notifications).
-pub fn handle(input: &[u8], db: &mut dyn Db) -> Option<String> {
+pub fn handle(input: &[u8], db: &mut dyn Db, caller: &Caller) -> Option<String> {
     let parsed: Value = match serde_json::from_slice(input) {
         Ok(v) => v,
         Err(e) => {
@@ -99,14 +122,14 @@ pub fn handle(input: &[u8], db: &mut dyn Db) -> Option<String> {
             Some(error_response(Value::Null, RpcError::new(code::INVALID_REQUEST, msg)).to_string())
         }
         Value::Array(items) => {
-            let replies: Vec<Value> = items.into_iter().filter_map(|item| handle_one(item, db)).collect();
+            let replies: Vec<Value> = items.into_iter().filter_map(|item| handle_one(item, db, caller)).collect();
             (!replies.is_empty()).then(|| Value::Array(replies).to_string())
         }
-        single => handle_one(single, db).map(|v| v.to_string()),
+        single => handle_one(single, db, caller).map(|v| v.to_string()),
     }
 }
 
-fn handle_one(req: Value, db: &mut dyn Db) -> Option<Value> {
+fn handle_one(req: Value, db: &mut dyn Db, caller: &Caller) -> Option<Value> {
     let Value::Object(mut obj) = req else {
         return Some(error_response(Value::Null, RpcError::new(code::INVALID_REQUEST, "request must be an object")));
     };
@@ -130,7 +153,7 @@ fn handle_one(req: Value, db: &mut dyn Db) -> Option<Value> {
     if !matches!(params, Value::Null | Value::Array(_) | Value::Object(_)) {
         return Some(error_response(id, RpcError::new(code::INVALID_REQUEST, "params must be an array or object")));
     }
-    let outcome = dispatch(&method, params, db);
+    let outcome = dispatch(&method, params, db, caller);
     if is_notification {
         return None;
     }
@@ -140,15 +163,36 @@ fn handle_one(req: Value, db: &mut dyn Db) -> Option<Value> {
     })
 }
 
-fn dispatch(method: &str, params: Value, db: &mut dyn Db) -> Result<Value, RpcError> {
+fn forbidden(method: &str, scope: &str) -> RpcError {
+    RpcError::new(code::FORBIDDEN, format!("{method} needs the {scope} scope"))
+}
+
+fn dispatch(method: &str, params: Value, db: &mut dyn Db, caller: &Caller) -> Result<Value, RpcError> {
+    if caller.expired() {
+        return Err(RpcError::new(code::EXPIRED, "the caller's token has expired"));
+    }
+    let g = caller.grants;
     match method {
+        "ping" | "echo" | "whoami" | "sql" if !g.read() => Err(forbidden(method, "read")),
         "ping" => Ok(Value::String("pong".into())),
         "echo" => Ok(params),
+        "whoami" => {
+            let id = &caller.identity;
+            Ok(json!({
+                "subject": id.subject,
+                "tenant": id.tenant,
+                "scopes": id.scopes,
+                "expiresAt": id.expires_at,
+                "anonymous": id.is_anonymous(),
+            }))
+        }
         "sql" => {
             let (sql, args) = sql_params(params)?;
-            run_sql(db, &sql, &args)
+            run_sql(db, &sql, &args, caller)
         }
+        "stats" if !g.admin() => Err(forbidden(method, "admin")),
         "stats" => Ok(db.stats()),
+        "broadcast" if !g.publish() => Err(forbidden(method, "publish")),
         "broadcast" => {
             let message = match params {
                 Value::Object(mut o) => o.remove("message"),
@@ -192,9 +236,14 @@ fn sql_params(params: Value) -> Result<(String, Vec<Value>), RpcError> {
     Ok((sql, args))
 }
 
-fn run_sql(db: &mut dyn Db, sql: &str, args: &[Value]) -> Result<Value, RpcError> {
-    let result = db.sql(sql, args).map_err(|e| match e {
+fn run_sql(db: &mut dyn Db, sql: &str, args: &[Value], caller: &Caller) -> Result<Value, RpcError> {
+    let mode = if caller.grants.write() { SqlMode::ReadWrite } else { SqlMode::ReadOnly };
+    let result = db.sql(sql, args, mode).map_err(|e| match e {
         DbError::Sqlite(m) => RpcError::new(code::SQL_ERROR, m),
+        DbError::ReadOnly => RpcError::new(
+            code::READ_ONLY,
+            "the read scope cannot change data; the statement was rolled back (the write scope can)",
+        ),
         DbError::TooManyRows => {
             RpcError::new(code::RESULT_TOO_LARGE, format!("result has more than {MAX_ROWS} rows; add LIMIT/OFFSET"))
         }
@@ -211,8 +260,16 @@ fn run_sql(db: &mut dyn Db, sql: &str, args: &[Value]) -> Result<Value, RpcError
 }
 
 /// `POST /query` with `{ "sql": …, "params": [...] }`: returns (HTTP status, JSON body).
-/// 200 with the result; 400 for a bad body or SQL error; 413 past the result caps.
-pub fn handle_query(body: &[u8], db: &mut dyn Db) -> (u16, String) {
+/// 200 with the result; 400 for a bad body or SQL error; 401 for an expired caller; 403
+/// for a caller without `read`, or a `read` caller whose statement wrote; 413 past the
+/// result caps.
+pub fn handle_query(body: &[u8], db: &mut dyn Db, caller: &Caller) -> (u16, String) {
+    if caller.expired() {
+        return (401, json!({ "error": "the caller's token has expired", "code": code::EXPIRED }).to_string());
+    }
+    if !caller.grants.read() {
+        return (403, json!({ "error": "sql needs the read scope", "code": code::FORBIDDEN }).to_string());
+    }
     let params: Value = match serde_json::from_slice(body) {
         Ok(v @ Value::Object(_)) => v,
         Ok(_) => {
@@ -223,11 +280,15 @@ pub fn handle_query(body: &[u8], db: &mut dyn Db) -> (u16, String) {
         }
         Err(e) => return (400, json!({ "error": format!("invalid JSON: {e}") }).to_string()),
     };
-    let outcome = sql_params(params).and_then(|(sql, args)| run_sql(db, &sql, &args));
+    let outcome = sql_params(params).and_then(|(sql, args)| run_sql(db, &sql, &args, caller));
     match outcome {
         Ok(v) => (200, v.to_string()),
         Err(e) => {
-            let status = if e.code == code::RESULT_TOO_LARGE { 413 } else { 400 };
+            let status = match e.code {
+                code::RESULT_TOO_LARGE => 413,
+                code::READ_ONLY | code::FORBIDDEN => 403,
+                _ => 400,
+            };
             (status, json!({ "error": e.message, "code": e.code }).to_string())
         }
     }

@@ -1,26 +1,28 @@
 //! One multiplexed upstream (the snippet's `/mux` socket) as seen by the backend: a
-//! table of open streams and the handling of each incoming batch. The table is small
-//! plain data so the Durable Object can keep it in the socket's attachment and find it
-//! again after hibernation.
+//! table of open streams, each with the caller the snippet authenticated for it, and the
+//! handling of each incoming batch. [`Outcome`] says which entries were added or removed
+//! so the Durable Object can persist them (one storage key per stream) and rebuild the
+//! table after hibernation.
 
 use std::collections::BTreeMap;
 
-use protocol::{encode_frame, ErrorFrame, FrameKind, Open, Request, Response, StreamId};
+use protocol::{encode_frame, ErrorFrame, FrameKind, Identity, Open, Request, Response, StreamId};
 
 /// An HTTP request as the backend sees it (the same shape as a `Request` frame).
 pub use protocol::Request as HttpRequest;
 /// An HTTP response as the backend builds it.
 pub use protocol::Response as HttpResponse;
-use serde::{Deserialize, Serialize};
-
+use crate::authz::{self, Caller};
 use crate::rpc::{self, Db};
 
-/// Most streams one session may have open. The table lives in the socket attachment,
-/// which workerd caps at 16 KiB; at ≤ 10 bytes a stream, 1,000 leaves ample room.
-pub const MAX_STREAMS: usize = 1_000;
+/// Most streams one session may have open: the snippet's own default `MAX_STREAMS`, so
+/// a snippet within its limits is never refused here, while one session still cannot
+/// grow the object's memory and storage without end. (The table is persisted one
+/// storage key per stream, so the 16 KiB attachment no longer bounds it.)
+pub const MAX_STREAMS: usize = 10_000;
 
 /// What a stream talks to, chosen by the path in its `Open` frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Service {
     /// `/rpc`: each message is a JSON-RPC request (or batch).
     Rpc,
@@ -39,11 +41,46 @@ impl Service {
     }
 }
 
-/// The stream table of one multiplexed socket.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// One open stream: its service and its caller.
+#[derive(Debug, Clone)]
+pub struct StreamEntry {
+    /// What the stream talks to.
+    pub service: Service,
+    /// Who opened it (the time in it is refreshed for each message).
+    pub caller: Caller,
+}
+
+impl StreamEntry {
+    /// Persistent form: `service:u8` (1 = rpc, 2 = echo) then the encoded identity.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![match self.service {
+            Service::Rpc => 1,
+            Service::Echo => 2,
+        }];
+        out.extend_from_slice(&self.caller.identity.encode());
+        out
+    }
+
+    /// Reads [`StreamEntry::encode`]'s output.
+    pub fn decode(buf: &[u8]) -> Option<StreamEntry> {
+        let (service, rest) = buf.split_first()?;
+        let service = match service {
+            1 => Service::Rpc,
+            2 => Service::Echo,
+            _ => return None,
+        };
+        let identity = Identity::decode(rest).ok()?;
+        Some(StreamEntry { service, caller: Caller::new(identity, 0) })
+    }
+}
+
+/// The stream table of one multiplexed socket on one tenant's object.
+#[derive(Debug, Clone, Default)]
 pub struct Session {
-    /// Open streams and their services.
-    pub streams: BTreeMap<u32, Service>,
+    /// The tenant this object serves: every stream's identity must allow it.
+    pub tenant: String,
+    /// Open streams.
+    pub streams: BTreeMap<u32, StreamEntry>,
 }
 
 /// What handling one message produced.
@@ -51,8 +88,10 @@ pub struct Session {
 pub struct Outcome {
     /// The reply batch, if any frame needs an answer.
     pub reply: Option<Vec<u8>>,
-    /// The stream table changed: persist it.
-    pub changed: bool,
+    /// Streams opened by this message: persist their entries.
+    pub opened: Vec<u32>,
+    /// Streams closed by this message: forget their entries.
+    pub closed: Vec<u32>,
     /// Frames in the message.
     pub frames: u64,
     /// Error frames sent back.
@@ -78,11 +117,17 @@ impl Reply {
 }
 
 impl Session {
+    /// An empty table for `tenant`'s object.
+    pub fn new(tenant: &str) -> Session {
+        Session { tenant: tenant.to_owned(), streams: BTreeMap::new() }
+    }
+
     /// Handles one message from the snippet and builds the reply batch. Never panics; a
     /// malformed frame gets a session-level `Error` frame (stream 0) and ends the
     /// processing of that message only — earlier frames are answered, other streams and
-    /// later messages are unaffected.
-    pub fn handle_message(&mut self, msg: &[u8], db: &mut dyn Db) -> Outcome {
+    /// later messages are unaffected. `now_secs` is the time the callers' expiry is
+    /// checked against.
+    pub fn handle_message(&mut self, msg: &[u8], db: &mut dyn Db, now_secs: u64) -> Outcome {
         let mut out = Outcome::default();
         let mut reply = Reply { buf: Vec::new(), frames: 0, errors: 0 };
         protocol::begin_message(&mut reply.buf);
@@ -102,7 +147,7 @@ impl Session {
                         }
                     };
                     out.frames += 1;
-                    self.handle_frame(frame, db, &mut reply, &mut out.changed);
+                    self.handle_frame(frame, db, now_secs, &mut reply, &mut out);
                 }
             }
         }
@@ -113,38 +158,51 @@ impl Session {
         out
     }
 
-    fn handle_frame(&mut self, f: protocol::Frame<'_>, db: &mut dyn Db, reply: &mut Reply, changed: &mut bool) {
+    fn handle_frame(&mut self, f: protocol::Frame<'_>, db: &mut dyn Db, now: u64, reply: &mut Reply, out: &mut Outcome) {
         let id = f.stream;
         match f.kind {
             FrameKind::Open => {
-                let path = match Open::decode(f.payload) {
-                    Ok(o) => o.path,
+                let open = match Open::decode(f.payload) {
+                    Ok(o) => o,
                     Err(e) => return reply.error(id, 400, format!("bad open frame: {e}")),
                 };
                 if id == StreamId::SESSION {
                     return reply.error(id, 400, "stream 0 is the session; it cannot be opened".into());
                 }
-                let Some(service) = Service::from_path(&path) else {
-                    return reply.error(id, 404, format!("no service at {path:?} (try /rpc or /echo)"));
+                let Some(service) = Service::from_path(&open.path) else {
+                    return reply.error(id, 404, format!("no service at {:?} (try /rpc or /echo)", open.path));
                 };
+                if let Err(why) = authz::check_open(&open.identity, &self.tenant, now) {
+                    return reply.error(id, 403, why);
+                }
                 if self.streams.len() >= MAX_STREAMS && !self.streams.contains_key(&id.0) {
                     return reply.error(id, 503, format!("too many streams on this session (limit {MAX_STREAMS})"));
                 }
-                self.streams.insert(id.0, service);
-                *changed = true;
+                self.streams.insert(id.0, StreamEntry { service, caller: Caller::new(open.identity, now) });
+                out.opened.push(id.0);
             }
-            FrameKind::Text | FrameKind::Binary => match self.streams.get(&id.0) {
+            FrameKind::Text | FrameKind::Binary => match self.streams.get_mut(&id.0) {
                 None => reply.error(id, 404, format!("unknown stream {id}")),
-                Some(Service::Echo) => reply.push(f.kind, id, f.payload),
-                Some(Service::Rpc) => {
-                    if let Some(answer) = rpc::handle(f.payload, db) {
-                        reply.push(FrameKind::Text, id, answer.as_bytes());
+                Some(entry) => {
+                    entry.caller.now_secs = now;
+                    let caller = &entry.caller;
+                    match entry.service {
+                        _ if caller.expired() => reply.error(id, 401, "the caller's token has expired".into()),
+                        Service::Echo if !caller.grants.read() => {
+                            reply.error(id, 403, "the echo service needs the read scope".into())
+                        }
+                        Service::Echo => reply.push(f.kind, id, f.payload),
+                        Service::Rpc => {
+                            if let Some(answer) = rpc::handle(f.payload, db, caller) {
+                                reply.push(FrameKind::Text, id, answer.as_bytes());
+                            }
+                        }
                     }
                 }
             },
             FrameKind::Close => {
                 if self.streams.remove(&id.0).is_some() {
-                    *changed = true;
+                    out.closed.push(id.0);
                 }
             }
             FrameKind::Request => {
@@ -152,7 +210,13 @@ impl Session {
                     Ok(r) => r,
                     Err(e) => return reply.error(id, 400, format!("bad request frame: {e}")),
                 };
-                let res = http(&req, db);
+                let res = match authz::check_open(&req.identity, &self.tenant, now) {
+                    Ok(()) => http(&req, db, &Caller::new(req.identity.clone(), now)),
+                    Err(why) => {
+                        let status = if req.identity.expired(now) { 401 } else { 403 };
+                        json_response(status, serde_json::json!({ "error": why }).to_string())
+                    }
+                };
                 reply.push(FrameKind::Response, id, &res.encode());
             }
             FrameKind::Ping => reply.push(FrameKind::Pong, id, f.payload),
@@ -176,22 +240,28 @@ pub fn push_batch(streams: &[u32], message: &str) -> Option<Vec<u8>> {
 
 const JSON: &str = "application/json";
 
-/// Answers one HTTP request, whichever way it arrived (a `Request` frame, or plain HTTP
-/// to the Durable Object): `/rpc` JSON-RPC, `/query` the `{sql, params}` body, `/echo`.
-pub fn http(req: &Request, db: &mut dyn Db) -> Response {
-    let json = |status: u16, body: String| Response { status, content_type: JSON.into(), body: body.into_bytes() };
+fn json_response(status: u16, body: String) -> Response {
+    Response { status, content_type: JSON.into(), body: body.into_bytes() }
+}
+
+/// Answers one HTTP request for `caller`, whichever way it arrived (a `Request` frame, or
+/// plain HTTP to the Durable Object): `/rpc` JSON-RPC, `/query` the `{sql, params}` body,
+/// `/echo` (needs `read`).
+pub fn http(req: &Request, db: &mut dyn Db, caller: &Caller) -> Response {
+    let json = json_response;
     if req.method != "POST" {
         return json(405, r#"{"error":"use POST"}"#.into());
     }
     match req.path.as_str() {
-        "/rpc" => match rpc::handle(&req.body, db) {
+        "/rpc" => match rpc::handle(&req.body, db, caller) {
             Some(answer) => json(200, answer),
             None => Response { status: 204, content_type: String::new(), body: Vec::new() },
         },
         "/query" => {
-            let (status, body) = rpc::handle_query(&req.body, db);
+            let (status, body) = rpc::handle_query(&req.body, db, caller);
             json(status, body)
         }
+        "/echo" if !caller.grants.read() => json(403, r#"{"error":"echo needs the read scope"}"#.into()),
         "/echo" => Response { status: 200, content_type: req.content_type.clone(), body: req.body.clone() },
         other => json(404, serde_json::json!({ "error": format!("no service at {other}") }).to_string()),
     }

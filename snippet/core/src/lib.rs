@@ -15,6 +15,7 @@
 // Compiled into the snippet's wasm, where a panic resets the whole instance (DESIGN.md §2.6).
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
+pub mod auth;
 mod config;
 mod stats;
 mod upstream;
@@ -23,7 +24,7 @@ use std::collections::{HashMap, VecDeque};
 
 pub use config::Config;
 use protocol::{encode_frame, FrameKind};
-pub use protocol::{Close, ErrorFrame, Open, Request, Response, StreamId};
+pub use protocol::{Close, ErrorFrame, Identity, Open, Request, Response, StreamId};
 pub use stats::Counters;
 pub use upstream::{Gen, GenState, OwnerKind};
 
@@ -50,6 +51,16 @@ pub enum Delivery {
     /// The upstream could not carry this HTTP request and it never left: send it to the
     /// backend directly over HTTP instead.
     Fallback(Request),
+    /// The HTTP request failed in the proxy (timeout, upstream lost, refused by the
+    /// backend's session): answer `status` with the short `reason`; `detail` is for the log.
+    Failed {
+        /// HTTP status.
+        status: u16,
+        /// What the client is told.
+        reason: &'static str,
+        /// What the operator's log is told.
+        detail: String,
+    },
 }
 
 /// Why the mux refused a client event.
@@ -98,6 +109,8 @@ struct Stream {
     kind: StreamKind,
     /// WebSocket only: the backend service, to re-open the stream on a new upstream.
     path: String,
+    /// WebSocket only: the caller, sent again when the stream is re-opened.
+    identity: Identity,
     /// WebSocket only: the upstream generation this stream's frames flow on.
     on: Gen,
     /// HTTP only: the upstream generation its request left on.
@@ -233,15 +246,17 @@ impl Mux {
         }
     }
 
-    /// Opens a stream for a client WebSocket speaking to backend service `path`.
-    pub fn open_websocket(&mut self, path: &str) -> Result<StreamId, Refused> {
+    /// Opens a stream for a client WebSocket speaking to backend service `path` on
+    /// behalf of `identity` (the caller the front door verified).
+    pub fn open_websocket(&mut self, path: &str, identity: Identity) -> Result<StreamId, Refused> {
         if self.open_streams().0 >= self.cfg.max_clients {
             return Err(Refused::TooManyStreams);
         }
-        let payload = Open { path: path.to_owned() }.encode();
+        let payload = Open { path: path.to_owned(), identity: identity.clone() }.encode();
         let id = self.open(StreamKind::WebSocket)?;
         if let Some(s) = self.streams.get_mut(&id) {
             s.path = path.to_owned();
+            s.identity = identity;
         }
         self.enqueue(id, FrameKind::Open, &payload, true)?;
         self.counters.ws_streams_opened += 1;
@@ -275,6 +290,7 @@ impl Mux {
         let stream = Stream {
             kind,
             path: String::new(),
+            identity: Identity::default(),
             on: self.gen,
             sent_on: None,
             deadline: None,
@@ -531,10 +547,18 @@ impl Mux {
         Ok(())
     }
 
-    fn stream_error(&self, id: StreamId, e: ErrorFrame) -> Delivery {
+    /// The backend refused a stream. Clients get a close code (or status) that says what
+    /// kind of refusal it was; the backend's own message goes to the log.
+    fn stream_error(&mut self, id: StreamId, e: ErrorFrame) -> Delivery {
+        self.session_errors.push(format!("backend refused stream {id} ({}): {}", e.code, e.message));
+        let (code, reason) = match e.code {
+            401 | 403 => (1008, "refused by the backend: not allowed"),
+            503 => (1013, "refused by the backend: too busy; retry later"),
+            _ => (1011, "refused by the backend"),
+        };
         match self.streams.get(&id).map(|s| s.kind) {
-            Some(StreamKind::Http) => Delivery::Response(error_response(e.code, &e.message)),
-            _ => Delivery::Close(Close { code: 1011, reason: truncate_reason(&e.message) }),
+            Some(StreamKind::Http) => Delivery::Failed { status: e.code.max(400), reason, detail: e.message },
+            _ => Delivery::Close(Close { code, reason: reason.into() }),
         }
     }
 
@@ -556,7 +580,7 @@ impl Mux {
                 self.counters.messages_down += 1;
                 self.counters.bytes_down += b.len() as u64;
             }
-            Delivery::Close(_) | Delivery::Response(_) | Delivery::Fallback(_) => {}
+            Delivery::Close(_) | Delivery::Response(_) | Delivery::Fallback(_) | Delivery::Failed { .. } => {}
         }
         if stream.inbox.is_empty() {
             self.woken.push(id);
@@ -564,7 +588,8 @@ impl Mux {
         stream.inbox.push_back(d);
     }
 
-    /// Session-level errors the backend reported since the last call (for the log).
+    /// Session-level errors and stream refusals the backend reported since the last call
+    /// (for the log: clients see only short reasons).
     pub fn take_session_errors(&mut self) -> Vec<String> {
         std::mem::take(&mut self.session_errors)
     }
@@ -579,7 +604,7 @@ impl Mux {
     pub fn poll_delivery(&mut self, id: StreamId) -> Option<Delivery> {
         let stream = self.streams.get_mut(&id)?;
         let d = stream.inbox.pop_front()?;
-        if matches!(d, Delivery::Close(_) | Delivery::Response(_) | Delivery::Fallback(_)) {
+        if matches!(d, Delivery::Close(_) | Delivery::Response(_) | Delivery::Fallback(_) | Delivery::Failed { .. }) {
             stream.detached = true;
             stream.inbox.clear();
             self.queued_bytes -= stream.outbox_bytes;
@@ -607,14 +632,18 @@ impl Mux {
             .collect();
         for id in expired {
             let waited = self.cfg.request_timeout_ms;
-            let res = error_response(504, &format!("no reply from the backend within {waited} ms"));
+            let res = Delivery::Failed {
+                status: 504,
+                reason: "no reply from the backend in time",
+                detail: format!("stream {id}: no reply within REQUEST_TIMEOUT_MS = {waited} ms"),
+            };
             if let Some(s) = self.streams.get_mut(&id) {
                 s.inbox.clear();
                 s.deadline = None;
             }
             self.counters.errors += 1;
             self.counters.timeouts += 1;
-            self.deliver(id, Delivery::Response(res));
+            self.deliver(id, res);
         }
     }
 
@@ -630,14 +659,11 @@ impl Mux {
     }
 }
 
-/// The JSON body every error reply carries: `{"error": "<msg>"}`.
-pub fn error_body(msg: &str) -> String {
-    format!("{{\"error\":{}}}", json_string(msg))
-}
-
-/// An HTTP error reply with [`error_body`].
-pub(crate) fn error_response(status: u16, msg: &str) -> Response {
-    Response { status, content_type: "application/json".into(), body: error_body(msg).into_bytes() }
+/// The JSON body every error reply of the snippet carries: `{"error": "<reason>",
+/// "requestId": "<id>"}` — a short reason for the client, and the id under which the
+/// details were logged.
+pub fn error_body(reason: &str, request_id: &str) -> String {
+    format!("{{\"error\":{},\"requestId\":{}}}", json_string(reason), json_string(request_id))
 }
 
 /// `ws://` → `http://`, `wss://` → `https://` (workerd opens WebSockets with an HTTP

@@ -51,7 +51,7 @@ fn up(cfg: Config) -> Mux {
 #[test]
 fn nothing_leaves_before_the_upstream_is_up_and_all_of_it_after() {
     let mut mux = Mux::new(Config::default());
-    let a = mux.open_websocket("/echo").expect("open");
+    let a = mux.open_websocket("/echo", Identity::default()).expect("open");
     mux.send(a, true, b"early").expect("send");
     assert!(mux.poll_transmit(mux.current_gen(), 0).is_none());
     let gen = mux.upstream_connecting(OwnerKind::WebSocket, None, 0);
@@ -64,8 +64,8 @@ fn nothing_leaves_before_the_upstream_is_up_and_all_of_it_after() {
 #[test]
 fn replies_route_by_stream_even_with_identical_payloads() {
     let mut mux = up(Config::default());
-    let a = mux.open_websocket("/rpc").expect("open");
-    let b = mux.open_websocket("/rpc").expect("open");
+    let a = mux.open_websocket("/rpc", Identity::default()).expect("open");
+    let b = mux.open_websocket("/rpc", Identity::default()).expect("open");
     mux.send(a, true, br#"{"id":1}"#).expect("send");
     mux.send(b, true, br#"{"id":1}"#).expect("send");
     mux.send(b, false, &[0, 1, 2]).expect("send");
@@ -80,7 +80,7 @@ fn replies_route_by_stream_even_with_identical_payloads() {
 #[test]
 fn order_is_kept_per_stream() {
     let mut mux = up(Config { max_batch_bytes: 64, ..Config::default() });
-    let a = mux.open_websocket("/echo").expect("open");
+    let a = mux.open_websocket("/echo", Identity::default()).expect("open");
     for i in 0..100u32 {
         mux.send(a, false, &i.to_be_bytes()).expect("send");
     }
@@ -95,7 +95,7 @@ fn batching_packs_queued_frames_and_can_be_switched_off() {
     let mut on = up(Config::default());
     let mut off = up(Config { batching: false, ..Config::default() });
     for mux in [&mut on, &mut off] {
-        let ids: Vec<_> = (0..8).map(|_| mux.open_websocket("/echo").expect("open")).collect();
+        let ids: Vec<_> = (0..8).map(|_| mux.open_websocket("/echo", Identity::default()).expect("open")).collect();
         for id in &ids {
             mux.send(*id, true, b"x").expect("send");
         }
@@ -112,8 +112,8 @@ fn batching_packs_queued_frames_and_can_be_switched_off() {
 fn batches_are_round_robin_so_a_chatty_stream_cannot_starve_others() {
     // Room for about 3 small frames per batch.
     let mut mux = up(Config { max_batch_bytes: 1 + 3 * protocol::frame_len(4), ..Config::default() });
-    let chatty = mux.open_websocket("/echo").expect("open");
-    let quiet = mux.open_websocket("/echo").expect("open");
+    let chatty = mux.open_websocket("/echo", Identity::default()).expect("open");
+    let quiet = mux.open_websocket("/echo", Identity::default()).expect("open");
     pump(&mut mux);
     for _ in 0..50 {
         mux.send(chatty, true, b"spam").expect("send");
@@ -129,23 +129,24 @@ fn limits_refuse_with_typed_reasons() {
     let mut mux = Mux::new(Config {
         max_message_bytes: 8,
         max_streams: 2,
-        max_queued_bytes_per_stream: 3 * protocol::frame_len(8),
+        // Room for the Open frame (path "/echo" + an empty identity) and two messages.
+        max_queued_bytes_per_stream: protocol::frame_len(2 + 5 + 14) + 2 * protocol::frame_len(8),
         ..Config::default()
     });
-    let a = mux.open_websocket("/echo").expect("open");
+    let a = mux.open_websocket("/echo", Identity::default()).expect("open");
     assert_eq!(mux.send(a, false, &[0; 9]), Err(Refused::TooLarge { size: 9, limit: 8 }));
     mux.send(a, false, &[0; 8]).expect("fits");
     mux.send(a, false, &[0; 8]).expect("fits");
     assert_eq!(mux.send(a, false, &[0; 8]), Err(Refused::Backpressure));
-    let _b = mux.open_websocket("/echo").expect("second");
-    assert_eq!(mux.open_websocket("/echo"), Err(Refused::TooManyStreams));
+    let _b = mux.open_websocket("/echo", Identity::default()).expect("second");
+    assert_eq!(mux.open_websocket("/echo", Identity::default()), Err(Refused::TooManyStreams));
     assert_eq!(mux.send(StreamId(99), true, b""), Err(Refused::UnknownStream));
 }
 
 #[test]
 fn a_departed_client_gets_nothing_and_the_backend_is_told() {
     let mut mux = up(Config::default());
-    let a = mux.open_websocket("/echo").expect("open");
+    let a = mux.open_websocket("/echo", Identity::default()).expect("open");
     mux.send(a, true, b"bye").expect("send");
     mux.client_closed(a, 1000, "done");
     assert!(!mux.is_open(a));
@@ -166,6 +167,7 @@ fn http_request_gets_its_response_then_the_stream_is_gone() {
         method: "POST".into(),
         path: "/rpc".into(),
         content_type: "application/json".into(),
+        identity: Identity::default(),
         body: b"{}".to_vec(),
     };
     let id = mux.open_http(&req, 0).expect("open");
@@ -186,8 +188,8 @@ fn http_request_gets_its_response_then_the_stream_is_gone() {
 #[test]
 fn upstream_loss_tells_every_stream_its_fate() {
     let mut mux = up(Config::default());
-    let ws = mux.open_websocket("/echo").expect("open");
-    let req = Request { method: "POST".into(), path: "/rpc".into(), content_type: String::new(), body: b"{}".to_vec() };
+    let ws = mux.open_websocket("/echo", Identity::default()).expect("open");
+    let req = Request { method: "POST".into(), path: "/rpc".into(), content_type: String::new(), identity: Identity::default(), body: b"{}".to_vec() };
     let sent = mux.open_http(&req, 0).expect("open");
     assert!(mux.poll_transmit(mux.current_gen(), 5).is_some(), "the first request leaves");
     let unsent = mux.open_http(&req, 6).expect("open");
@@ -199,9 +201,9 @@ fn upstream_loss_tells_every_stream_its_fate() {
         other => panic!("ws stream got {other:?}"),
     }
     match drain(&mut mux, sent).as_slice() {
-        [Delivery::Response(r)] => {
-            assert_eq!(r.status, 502);
-            assert!(String::from_utf8_lossy(&r.body).contains("may or may not have run"));
+        [Delivery::Failed { status: 502, reason, detail }] => {
+            assert!(reason.contains("may or may not have run"));
+            assert_eq!(detail, "socket closed", "the detail is for the log, not the client");
         }
         other => panic!("sent request got {other:?}"),
     }
@@ -226,14 +228,23 @@ fn pings_are_answered_and_malformed_messages_are_session_errors() {
 #[test]
 fn a_backend_error_frame_reaches_the_stream_as_close_or_status() {
     let mut mux = up(Config::default());
-    let ws = mux.open_websocket("/nope").expect("open");
+    let ws = mux.open_websocket("/nope", Identity::default()).expect("open");
     let err = ErrorFrame { code: 404, message: "no service \"/nope\"".into() }.encode();
     mux.handle_upstream_message(mux.current_gen(), &single_frame_message(FrameKind::Error, ws, &err), 0).expect("ok");
     match drain(&mut mux, ws).as_slice() {
-        [Delivery::Close(c)] => assert!(c.reason.contains("no service")),
+        [Delivery::Close(c)] => assert_eq!((c.code, c.reason.as_str()), (1011, "refused by the backend")),
         other => panic!("got {other:?}"),
     }
     assert_eq!(mux.counters().errors, 1);
+    let logged = mux.take_session_errors();
+    assert!(logged.iter().any(|l| l.contains("no service")), "the backend's message is logged: {logged:?}");
+    // An authorization refusal closes with 1008 (policy), a busy backend with 1013.
+    for (code, close) in [(403, 1008), (401, 1008), (503, 1013)] {
+        let ws = mux.open_websocket("/rpc", Identity::default()).expect("open");
+        let err = ErrorFrame { code, message: "m".into() }.encode();
+        mux.handle_upstream_message(mux.current_gen(), &single_frame_message(FrameKind::Error, ws, &err), 0).expect("ok");
+        assert!(matches!(drain(&mut mux, ws).as_slice(), [Delivery::Close(c)] if c.code == close), "{code}");
+    }
     assert_eq!(json_string("a\"b\\\n\u{1}"), r#""a\"b\\\n\u0001""#);
 }
 
@@ -294,7 +305,7 @@ fn jitter_spreads_delays_instead_of_repeating_one() {
 #[test]
 fn requests_time_out_with_504_at_their_deadline() {
     let mut mux = up(Config { request_timeout_ms: 1_000, ..Config::default() });
-    let req = Request { method: "POST".into(), path: "/rpc".into(), content_type: String::new(), body: vec![] };
+    let req = Request { method: "POST".into(), path: "/rpc".into(), content_type: String::new(), identity: Identity::default(), body: vec![] };
     let a = mux.open_http(&req, 0).expect("open");
     let b = mux.open_http(&req, 500).expect("open");
     assert_eq!(mux.poll_timeout(), Some(1_000));
@@ -303,7 +314,7 @@ fn requests_time_out_with_504_at_their_deadline() {
     mux.handle_timeout(1_000);
     assert_eq!(mux.take_woken(), vec![a]);
     match drain(&mut mux, a).as_slice() {
-        [Delivery::Response(r)] => assert_eq!(r.status, 504),
+        [Delivery::Failed { status: 504, .. }] => {}
         other => panic!("got {other:?}"),
     }
     assert_eq!(mux.poll_timeout(), Some(1_500));
@@ -320,7 +331,7 @@ fn round_trips_are_measured_from_transmit_to_response() {
     let mut mux = up(Config::default());
     assert_eq!(mux.rtt_percentiles(), None);
     for i in 0..100u64 {
-        let req = Request { method: "POST".into(), path: "/rpc".into(), content_type: String::new(), body: vec![] };
+        let req = Request { method: "POST".into(), path: "/rpc".into(), content_type: String::new(), identity: Identity::default(), body: vec![] };
         let id = mux.open_http(&req, i * 10).expect("open");
         let msg = mux.poll_transmit(mux.current_gen(), i * 10).expect("batch");
         let (reply, _) = echo_backend(&msg);
@@ -333,10 +344,10 @@ fn round_trips_are_measured_from_transmit_to_response() {
 #[test]
 fn client_and_queued_frame_limits() {
     let mut mux = Mux::new(Config { max_clients: 2, max_queued_frames_per_stream: 3, ..Config::default() });
-    let a = mux.open_websocket("/echo").expect("1");
-    let _b = mux.open_websocket("/echo").expect("2");
-    assert_eq!(mux.open_websocket("/echo"), Err(Refused::TooManyStreams));
-    let req = Request { method: "POST".into(), path: "/rpc".into(), content_type: String::new(), body: vec![] };
+    let a = mux.open_websocket("/echo", Identity::default()).expect("1");
+    let _b = mux.open_websocket("/echo", Identity::default()).expect("2");
+    assert_eq!(mux.open_websocket("/echo", Identity::default()), Err(Refused::TooManyStreams));
+    let req = Request { method: "POST".into(), path: "/rpc".into(), content_type: String::new(), identity: Identity::default(), body: vec![] };
     assert!(mux.open_http(&req, 0).is_ok(), "HTTP requests are not clients");
     // The Open frame is queued already: two more fit, the fourth frame does not.
     mux.send(a, true, b"1").expect("fits");
@@ -377,7 +388,7 @@ fn handover_drains_the_old_upstream_behind_a_barrier_and_loses_nothing() {
     let mut mux = Mux::new(cfg);
     let g1 = mux.upstream_connecting(OwnerKind::Http, None, 0);
     assert!(mux.upstream_up(g1, 0));
-    let a = mux.open_websocket("/echo").expect("open");
+    let a = mux.open_websocket("/echo", Identity::default()).expect("open");
     for i in 0..5 {
         mux.send(a, true, format!("m{i}").as_bytes()).expect("send");
     }
@@ -396,7 +407,7 @@ fn handover_drains_the_old_upstream_behind_a_barrier_and_loses_nothing() {
     assert_eq!((mux.gen_state(g1), mux.gen_state(g2)), (GenState::Draining, GenState::Current));
     assert_eq!(mux.owner(), OwnerKind::WebSocket);
     mux.send(a, true, b"m6").expect("send");
-    let req = Request { method: "POST".into(), path: "/rpc".into(), content_type: String::new(), body: b"r".to_vec() };
+    let req = Request { method: "POST".into(), path: "/rpc".into(), content_type: String::new(), identity: Identity::default(), body: b"r".to_vec() };
     let r = mux.open_http(&req, 1_003).expect("open");
 
     // The old upstream carries only its barrier; the new one HTTP at once, WebSocket held.
@@ -419,7 +430,7 @@ fn handover_drains_the_old_upstream_behind_a_barrier_and_loses_nothing() {
     let reopened = mux.poll_transmit(g2, 1_007).expect("stream moves over");
     let frames: Vec<(FrameKind, Vec<u8>)> =
         decode_message(&reopened).expect("v").map(|f| f.map(|f| (f.kind, f.payload.to_vec())).expect("f")).collect();
-    assert_eq!(frames[0], (FrameKind::Open, Open { path: "/echo".into() }.encode()), "re-opened before its data");
+    assert_eq!(frames[0], (FrameKind::Open, Open { path: "/echo".into(), identity: Identity::default() }.encode()), "re-opened before its data");
     assert_eq!(frames[1], (FrameKind::Text, b"m6".to_vec()));
     mux.handle_upstream_message(g2, &in_order_backend(&reopened), 1_008).expect("ok");
 
@@ -433,11 +444,11 @@ fn handover_drains_the_old_upstream_behind_a_barrier_and_loses_nothing() {
 #[test]
 fn an_old_upstream_lost_before_its_barrier_fails_only_what_it_carried() {
     let mut mux = Mux::new(Config::default());
-    let owner_stream = mux.open_websocket("/echo").expect("open");
+    let owner_stream = mux.open_websocket("/echo", Identity::default()).expect("open");
     let g1 = mux.upstream_connecting(OwnerKind::WebSocket, Some(owner_stream), 0);
     assert!(mux.upstream_up(g1, 0));
-    let a = mux.open_websocket("/echo").expect("open");
-    let req = Request { method: "POST".into(), path: "/rpc".into(), content_type: String::new(), body: vec![] };
+    let a = mux.open_websocket("/echo", Identity::default()).expect("open");
+    let req = Request { method: "POST".into(), path: "/rpc".into(), content_type: String::new(), identity: Identity::default(), body: vec![] };
     let sent_on_old = mux.open_http(&req, 0).expect("open");
     mux.poll_transmit(g1, 1).expect("batch");
     assert!(!mux.wants_handover(OwnerKind::Http, 2), "a connected WebSocket owner keeps it");
@@ -454,12 +465,12 @@ fn an_old_upstream_lost_before_its_barrier_fails_only_what_it_carried() {
         other => panic!("ws stream on the old upstream got {other:?}"),
     }
     match drain(&mut mux, sent_on_old).as_slice() {
-        [Delivery::Response(r)] => assert_eq!(r.status, 502),
+        [Delivery::Failed { status: 502, .. }] => {}
         other => panic!("request sent on the old upstream got {other:?}"),
     }
     // The new upstream carries on.
     assert_eq!(mux.gen_state(g2), GenState::Current);
-    let b = mux.open_websocket("/echo").expect("open");
+    let b = mux.open_websocket("/echo", Identity::default()).expect("open");
     mux.send(b, true, b"still here").expect("send");
     let msg = mux.poll_transmit(g2, 6).expect("batch");
     mux.handle_upstream_message(g2, &in_order_backend(&msg), 7).expect("ok");
@@ -484,7 +495,7 @@ fn a_failed_successor_leaves_the_current_upstream_alone() {
 #[test]
 fn the_watchdog_trips_when_queued_frames_see_no_transmit() {
     let mut mux = up(Config { watchdog_ms: 5_000, ..Config::default() });
-    let req = Request { method: "POST".into(), path: "/rpc".into(), content_type: String::new(), body: vec![] };
+    let req = Request { method: "POST".into(), path: "/rpc".into(), content_type: String::new(), identity: Identity::default(), body: vec![] };
     mux.open_http(&req, 100).expect("open");
     assert!(!mux.watchdog_expired(100), "the first submit after queueing starts the clock");
     assert!(!mux.watchdog_expired(5_099));
@@ -498,7 +509,7 @@ fn a_drain_whose_barrier_never_returns_ends_at_its_deadline() {
     let mut mux = Mux::new(Config { watchdog_ms: 1_000, ..Config::default() });
     let g1 = mux.upstream_connecting(OwnerKind::Http, None, 0);
     assert!(mux.upstream_up(g1, 0));
-    let a = mux.open_websocket("/echo").expect("open");
+    let a = mux.open_websocket("/echo", Identity::default()).expect("open");
     mux.poll_transmit(g1, 0).expect("open frame left on the old upstream");
     let g2 = mux.begin_handover(OwnerKind::WebSocket, None, 10).expect("starts");
     assert!(mux.upstream_up(g2, 10));
@@ -519,7 +530,7 @@ fn a_drain_whose_barrier_never_returns_ends_at_its_deadline() {
 fn connects_whose_context_died_are_abandoned_after_the_watchdog_bound() {
     let mut mux = Mux::new(Config { watchdog_ms: 1_000, ..Config::default() });
     let g1 = mux.upstream_connecting(OwnerKind::Http, None, 0);
-    let req = Request { method: "POST".into(), path: "/rpc".into(), content_type: String::new(), body: vec![] };
+    let req = Request { method: "POST".into(), path: "/rpc".into(), content_type: String::new(), identity: Identity::default(), body: vec![] };
     let waiting = mux.open_http(&req, 0).expect("open");
     assert!(mux.check_stuck(999).is_empty());
     assert_eq!(mux.check_stuck(1_000), vec!["connect attempt did not finish in time"]);
@@ -541,7 +552,7 @@ fn connects_whose_context_died_are_abandoned_after_the_watchdog_bound() {
 #[test]
 fn an_idle_isolate_does_not_trip_the_watchdog_on_its_next_message() {
     let mut mux = up(Config { watchdog_ms: 5_000, ..Config::default() });
-    let a = mux.open_websocket("/echo").expect("open");
+    let a = mux.open_websocket("/echo", Identity::default()).expect("open");
     assert!(!mux.watchdog_expired(0));
     mux.poll_transmit(mux.current_gen(), 0).expect("open frame");
     assert!(!mux.watchdog_expired(1));

@@ -16,7 +16,7 @@
 
 use protocol::{Close, FrameKind, StreamId};
 
-use crate::{error_response, truncate_reason, Delivery, Mux, Open, Request, StreamKind, Upstream};
+use crate::{Delivery, Mux, Open, Request, StreamKind, Upstream};
 
 /// Identifies one upstream connection; each connect gets a new one.
 pub type Gen = u64;
@@ -197,14 +197,13 @@ impl Mux {
         self.drain = None;
         self.held = false;
         let current = self.gen;
-        let ws: Vec<(StreamId, String)> = self
+        let ws: Vec<(StreamId, Vec<u8>)> = self
             .streams
             .iter()
             .filter(|(_, s)| s.kind == StreamKind::WebSocket && s.on != current)
-            .map(|(id, s)| (*id, s.path.clone()))
+            .map(|(id, s)| (*id, Open { path: s.path.clone(), identity: s.identity.clone() }.encode()))
             .collect();
-        for (id, path) in ws {
-            let open = Open { path }.encode();
+        for (id, open) in ws {
             let _ = self.enqueue_at(id, FrameKind::Open, &open, true, true);
             if let Some(s) = self.streams.get_mut(&id) {
                 s.on = current;
@@ -348,16 +347,17 @@ impl Mux {
                 self.streams.remove(&id);
                 continue;
             }
+            // Clients get a short reason; `why` (internal detail) goes to the log only.
             let d = match (stream.kind, fallback) {
                 (StreamKind::WebSocket, _) => {
-                    Delivery::Close(Close { code: 1012, reason: truncate_reason(&format!("upstream lost: {why}")) })
+                    Delivery::Close(Close { code: 1012, reason: "upstream lost; reconnect".into() })
                 }
                 (StreamKind::Http, Some(req)) => Delivery::Fallback(req),
-                (StreamKind::Http, None) => {
-                    let msg =
-                        format!("upstream lost before the reply arrived ({why}); the request may or may not have run");
-                    Delivery::Response(error_response(502, &msg))
-                }
+                (StreamKind::Http, None) => Delivery::Failed {
+                    status: 502,
+                    reason: "upstream lost before the reply arrived; the request may or may not have run",
+                    detail: why.to_owned(),
+                },
             };
             self.deliver(id, d);
         }

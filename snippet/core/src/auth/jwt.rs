@@ -1,0 +1,299 @@
+//! JSON Web Tokens (RFC 7519) in JWS compact form (RFC 7515): split, decode, read the
+//! header and claims, and check the claims. The signature itself is checked by the glue
+//! with WebCrypto, against the keys [`super::AuthConfig::keys_for`] picks.
+
+use super::json::{self, Json};
+use super::AuthError;
+
+/// Longest token accepted, in bytes. Request headers are capped at a few KB by every
+/// proxy in front of us; 8 KiB bounds the decoding and parsing work a request can cause.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// A signature algorithm this proxy accepts. Anything else — `none` first of all — is
+/// refused before any key is looked at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Alg {
+    /// HMAC SHA-256 with the shared secret `AUTH_SECRET`.
+    Hs256,
+    /// ECDSA P-256 SHA-256 with a key from `AUTH_JWKS`.
+    Es256,
+    /// Ed25519 with a key from `AUTH_JWKS`.
+    EdDsa,
+}
+
+impl Alg {
+    /// The `alg` header value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Alg::Hs256 => "HS256",
+            Alg::Es256 => "ES256",
+            Alg::EdDsa => "EdDSA",
+        }
+    }
+    fn parse(s: &str) -> Result<Alg, AuthError> {
+        match s {
+            "HS256" => Ok(Alg::Hs256),
+            "ES256" => Ok(Alg::Es256),
+            "EdDSA" => Ok(Alg::EdDsa),
+            s if s.eq_ignore_ascii_case("none") => Err(AuthError::Invalid("alg none is not accepted")),
+            _ => Err(AuthError::Invalid("unsupported alg (HS256, ES256 and EdDSA are accepted)")),
+        }
+    }
+}
+
+/// The claims this proxy reads.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Claims {
+    /// `sub`: who the caller is.
+    pub sub: String,
+    /// `tenant`: the tenant the token is for (`*` for all), if present.
+    pub tenant: Option<String>,
+    /// `scope` (space-separated) or `scp` (array): the granted scopes, space-separated.
+    pub scope: String,
+    /// `exp` in whole seconds.
+    pub exp: u64,
+    /// `nbf` in whole seconds, if present.
+    pub nbf: Option<u64>,
+    /// `iss`, if present.
+    pub iss: Option<String>,
+    /// `aud` (a string or an array), as a list.
+    pub aud: Vec<String>,
+}
+
+/// A token whose signature has not been checked yet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unverified<'a> {
+    /// The header's algorithm.
+    pub alg: Alg,
+    /// The header's key id, if any.
+    pub kid: Option<String>,
+    /// What the signature covers: `header.payload` as sent.
+    pub signing_input: &'a [u8],
+    /// The decoded signature.
+    pub signature: Vec<u8>,
+    /// The claims, read but not yet checked.
+    pub claims: Claims,
+}
+
+/// Decodes unpadded base64url (RFC 4648 §5), strictly: no padding, no other alphabet,
+/// and no stray bits in the last character, so one token has exactly one encoding.
+pub fn b64url_decode(s: &[u8]) -> Option<Vec<u8>> {
+    let val = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => return None,
+        } as u32)
+    };
+    if s.len() % 4 == 1 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    for chunk in s.chunks(4) {
+        let mut acc = 0u32;
+        for &c in chunk {
+            acc = (acc << 6) | val(c)?;
+        }
+        match chunk.len() {
+            4 => out.extend_from_slice(&[(acc >> 16) as u8, (acc >> 8) as u8, acc as u8]),
+            3 if acc & 0b11 == 0 => out.extend_from_slice(&[(acc >> 10) as u8, (acc >> 2) as u8]),
+            2 if acc & 0b1111 == 0 => out.push((acc >> 4) as u8),
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+fn seconds(v: &Json, what: &'static str) -> Result<u64, AuthError> {
+    match v.as_f64() {
+        Some(n) if n.is_finite() && n >= 0.0 => Ok(n.floor() as u64),
+        _ => Err(AuthError::Invalid(what)),
+    }
+}
+
+fn read_claims(v: &Json) -> Result<Claims, AuthError> {
+    let Json::Obj(_) = v else {
+        return Err(AuthError::Invalid("the claims are not a JSON object"));
+    };
+    let text = |name: &str| v.get(name).and_then(Json::as_str).map(str::to_owned);
+    let sub = match v.get("sub") {
+        Some(Json::Str(s)) if !s.is_empty() => s.clone(),
+        _ => return Err(AuthError::Invalid("the token has no sub claim")),
+    };
+    let exp = match v.get("exp") {
+        Some(e) => seconds(e, "exp is not a NumericDate")?,
+        None => return Err(AuthError::Invalid("the token has no exp claim")),
+    };
+    let nbf = v.get("nbf").map(|n| seconds(n, "nbf is not a NumericDate")).transpose()?;
+    let tenant = match v.get("tenant") {
+        None => None,
+        Some(Json::Str(t)) => Some(t.clone()),
+        Some(_) => return Err(AuthError::Invalid("the tenant claim is not a string")),
+    };
+    let scope = match (v.get("scope"), v.get("scp")) {
+        (Some(Json::Str(s)), _) => s.split_ascii_whitespace().collect::<Vec<_>>().join(" "),
+        (None, Some(Json::Arr(items))) => {
+            let names: Option<Vec<&str>> = items.iter().map(Json::as_str).collect();
+            let names = names.ok_or(AuthError::Invalid("scp must be an array of strings"))?;
+            if names.iter().any(|n| n.is_empty() || n.contains(char::is_whitespace)) {
+                return Err(AuthError::Invalid("scp entries must be single words"));
+            }
+            names.join(" ")
+        }
+        (None, None) => String::new(),
+        _ => return Err(AuthError::Invalid("scope must be a string (or scp an array)")),
+    };
+    let aud = match v.get("aud") {
+        None => Vec::new(),
+        Some(Json::Str(a)) => vec![a.clone()],
+        Some(Json::Arr(items)) => items
+            .iter()
+            .map(|a| a.as_str().map(str::to_owned))
+            .collect::<Option<Vec<_>>>()
+            .ok_or(AuthError::Invalid("aud must be a string or an array of strings"))?,
+        Some(_) => return Err(AuthError::Invalid("aud must be a string or an array of strings")),
+    };
+    Ok(Claims { sub, tenant, scope, exp, nbf, iss: text("iss"), aud })
+}
+
+/// Splits and decodes a compact JWS. Checks the header (a known `alg`, no `crit`, a JWT
+/// `typ` if any) and reads the claims; checks nothing about keys, time or audience.
+pub fn parse(token: &str) -> Result<Unverified<'_>, AuthError> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(AuthError::Invalid("the token is too long"));
+    }
+    let mut parts = token.split('.');
+    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return Err(AuthError::Invalid("a token has three dot-separated parts"));
+    };
+    let decode = |part: &str, what: &'static str| b64url_decode(part.as_bytes()).ok_or(AuthError::Invalid(what));
+    let header = json::parse(&decode(h, "the header is not base64url")?)
+        .map_err(|_| AuthError::Invalid("the header is not JSON"))?;
+    let alg = match header.get("alg") {
+        Some(Json::Str(a)) => Alg::parse(a)?,
+        _ => return Err(AuthError::Invalid("the header has no alg")),
+    };
+    if header.get("crit").is_some() {
+        return Err(AuthError::Invalid("critical header extensions are not supported"));
+    }
+    match header.get("typ") {
+        None => {}
+        Some(Json::Str(t)) if t.eq_ignore_ascii_case("JWT") || t.eq_ignore_ascii_case("at+jwt") => {}
+        Some(_) => return Err(AuthError::Invalid("typ is not JWT")),
+    }
+    let kid = match header.get("kid") {
+        None => None,
+        Some(Json::Str(k)) => Some(k.clone()),
+        Some(_) => return Err(AuthError::Invalid("kid is not a string")),
+    };
+    let claims = json::parse(&decode(p, "the payload is not base64url")?)
+        .map_err(|_| AuthError::Invalid("the payload is not JSON"))?;
+    let claims = read_claims(&claims)?;
+    let signature = decode(s, "the signature is not base64url")?;
+    let signing_input = token.as_bytes().get(..h.len() + 1 + p.len()).unwrap_or_default();
+    Ok(Unverified { alg, kid, signing_input, signature, claims })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b64(s: &str) -> String {
+        // Test-only encoder, the inverse of `b64url_decode`.
+        const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let b = s.as_bytes();
+        let mut out = String::new();
+        for c in b.chunks(3) {
+            let n = c.iter().fold(0u32, |a, &x| (a << 8) | x as u32) << (8 * (3 - c.len()));
+            for i in 0..=c.len() {
+                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            }
+        }
+        out
+    }
+
+    fn token(header: &str, claims: &str) -> String {
+        format!("{}.{}.{}", b64(header), b64(claims), b64("sig"))
+    }
+
+    const CLAIMS: &str = r#"{"sub":"alice","tenant":"acme","scope":"read  write","exp":2000,"nbf":10.9,"aud":"app"}"#;
+
+    #[test]
+    fn base64url_is_strict() {
+        assert_eq!(b64url_decode(b"aGk"), Some(b"hi".to_vec()));
+        assert_eq!(b64url_decode(b""), Some(vec![]));
+        assert_eq!(b64url_decode(b"-_8"), Some(vec![0xfb, 0xff]));
+        assert_eq!(b64url_decode(b"aGk="), None, "no padding");
+        assert_eq!(b64url_decode(b"aGl"), None, "stray bits in the last character");
+        assert_eq!(b64url_decode(b"a+k"), None, "not the url alphabet");
+        assert_eq!(b64url_decode(b"a"), None);
+        for s in ["", "a", "ab", "abc", "abcd", "✓ unicode ✓"] {
+            assert_eq!(b64url_decode(b64(s).as_bytes()), Some(s.as_bytes().to_vec()));
+        }
+    }
+
+    #[test]
+    fn reads_header_and_claims() {
+        let t = token(r#"{"alg":"ES256","typ":"JWT","kid":"k1"}"#, CLAIMS);
+        let u = parse(&t).expect("parses");
+        assert_eq!((u.alg, u.kid.as_deref()), (Alg::Es256, Some("k1")));
+        assert_eq!(u.signature, b"sig");
+        assert_eq!(u.signing_input, t.rsplit_once('.').map(|(a, _)| a.as_bytes()).unwrap_or_default());
+        let c = u.claims;
+        assert_eq!((c.sub.as_str(), c.tenant.as_deref(), c.scope.as_str()), ("alice", Some("acme"), "read write"));
+        assert_eq!((c.exp, c.nbf, c.aud), (2000, Some(10), vec!["app".to_owned()]));
+        let scp = token(r#"{"alg":"HS256"}"#, r#"{"sub":"s","exp":1,"scp":["read","publish"]}"#);
+        assert_eq!(parse(&scp).expect("parses").claims.scope, "read publish");
+    }
+
+    #[test]
+    fn refuses_bad_headers_and_claims() {
+        let cases = [
+            (r#"{"alg":"none"}"#, CLAIMS, "alg none"),
+            (r#"{"alg":"NONE"}"#, CLAIMS, "alg none"),
+            (r#"{"alg":"RS256"}"#, CLAIMS, "unsupported alg"),
+            (r#"{"alg":"HS512"}"#, CLAIMS, "unsupported alg"),
+            (r#"{"typ":"JWT"}"#, CLAIMS, "no alg"),
+            (r#"{"alg":"HS256","crit":["b64"]}"#, CLAIMS, "critical"),
+            (r#"{"alg":"HS256","typ":"JOSE+JSON"}"#, CLAIMS, "typ"),
+            (r#"{"alg":"HS256","alg":"none"}"#, CLAIMS, "header is not JSON"),
+            (r#"{"alg":"HS256"}"#, r#"{"exp":5}"#, "no sub"),
+            (r#"{"alg":"HS256"}"#, r#"{"sub":"a"}"#, "no exp"),
+            (r#"{"alg":"HS256"}"#, r#"{"sub":"a","exp":"5"}"#, "exp is not"),
+            (r#"{"alg":"HS256"}"#, r#"{"sub":"a","exp":-1}"#, "exp is not"),
+            (r#"{"alg":"HS256"}"#, r#"{"sub":"a","exp":5,"tenant":3}"#, "tenant claim"),
+            (r#"{"alg":"HS256"}"#, r#"{"sub":"a","exp":5,"scp":["a b"]}"#, "single words"),
+            (r#"{"alg":"HS256"}"#, r#"{"sub":"a","exp":5,"aud":[1]}"#, "aud"),
+            (r#"{"alg":"HS256"}"#, r#"{"sub":"a","exp":5,"sub":"b"}"#, "payload is not JSON"),
+            (r#"{"alg":"HS256"}"#, r#"[1]"#, "not a JSON object"),
+        ];
+        for (h, c, why) in cases {
+            match parse(&token(h, c)) {
+                Err(AuthError::Invalid(msg)) => assert!(msg.contains(why), "{h} {c}: {msg}"),
+                other => panic!("{h} {c}: {other:?}"),
+            }
+        }
+        for bad in ["", "a.b", "a.b.c.d", "!!.e30.e30", &format!("{}.{}.x=", b64(r#"{"alg":"HS256"}"#), b64(CLAIMS))] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+        assert!(parse(&"a".repeat(MAX_TOKEN_BYTES + 1)).is_err());
+    }
+
+    #[test]
+    fn random_tokens_never_panic() {
+        let mut x: u64 = 99;
+        let good = token(r#"{"alg":"HS256"}"#, CLAIMS);
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let mut t: Vec<u8> = good.clone().into_bytes();
+            let at = (x as usize) % t.len();
+            t[at] = b"A.-_z0=!"[(x >> 32) as usize % 8];
+            let _ = parse(&String::from_utf8_lossy(&t));
+        }
+    }
+}

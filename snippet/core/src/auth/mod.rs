@@ -1,0 +1,377 @@
+//! The front door: who a caller is, decided before any stream is opened or any upstream
+//! is touched. Pure decisions only — the glue reads the request, checks signatures with
+//! WebCrypto against the keys chosen here, and carries out the verdict.
+//!
+//! Order for every request: the `Origin` allow-list (browsers), then the token (one of
+//! `Authorization: Bearer`, the `access_token` query parameter, or a `bearer.<token>`
+//! entry of `Sec-WebSocket-Protocol`), then its signature, then its claims, then the
+//! tenant and scope the route needs.
+
+pub mod json;
+pub mod jwt;
+
+use protocol::{Identity, ANONYMOUS, ANY_TENANT};
+
+pub use jwt::{Alg, Claims, Unverified};
+
+/// Shortest `AUTH_SECRET` accepted, in bytes: RFC 7518 §3.2 asks for a key at least as
+/// long as the hash output (256 bits) for HS256; a shorter one is refused at start-up.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Most keys in `AUTH_JWKS`: a token without `kid` is tried against every key of its
+/// algorithm, so the bound caps the signature checks one request can cause.
+pub const MAX_JWKS_KEYS: usize = 16;
+
+/// Default `AUTH_LEEWAY_SECS`: tolerated clock skew for `nbf` (a token from an identity
+/// provider whose clock runs a little ahead). Expiry gets no leeway: past `exp` is past.
+pub const DEFAULT_LEEWAY_SECS: u64 = 60;
+
+/// A `Sec-WebSocket-Protocol` entry starting with this carries the token (browsers can
+/// set no other header on a WebSocket). The entry is never chosen as the protocol.
+pub const PROTOCOL_TOKEN_PREFIX: &str = "bearer.";
+
+/// Scopes an anonymous caller gets when `ALLOW_ANONYMOUS=true` and `ANONYMOUS_SCOPES` is
+/// unset: read-only (ping, echo, read-only SQL).
+pub const DEFAULT_ANONYMOUS_SCOPES: &str = "read";
+
+/// Why a request was refused at the door.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthError {
+    /// No token, and anonymous access is off: 401.
+    Missing,
+    /// The token is malformed, forged, expired, not yet valid, or for another issuer or
+    /// audience: 401. The text says which, briefly.
+    Invalid(&'static str),
+    /// A valid token without the tenant or scope the route needs: 403.
+    Forbidden(String),
+    /// The request itself is wrong (e.g. a token in two places): 400.
+    BadRequest(&'static str),
+}
+
+impl AuthError {
+    /// The HTTP status of the refusal.
+    pub fn status(&self) -> u16 {
+        match self {
+            AuthError::Missing | AuthError::Invalid(_) => 401,
+            AuthError::Forbidden(_) => 403,
+            AuthError::BadRequest(_) => 400,
+        }
+    }
+
+    /// A short reason for the client (never the token, never internal detail).
+    pub fn reason(&self) -> String {
+        match self {
+            AuthError::Missing => "a bearer token is required".into(),
+            AuthError::Invalid(why) => format!("invalid token: {why}"),
+            AuthError::Forbidden(why) => why.clone(),
+            AuthError::BadRequest(why) => (*why).into(),
+        }
+    }
+
+    /// The `WWW-Authenticate` value (RFC 6750 §3) for 401 and 403 refusals.
+    pub fn www_authenticate(&self) -> Option<String> {
+        let realm = "Bearer realm=\"snippet-proxy\"";
+        match self {
+            AuthError::Missing => Some(realm.into()),
+            AuthError::Invalid(why) => Some(format!("{realm}, error=\"invalid_token\", error_description=\"{why}\"")),
+            AuthError::Forbidden(_) => Some(format!("{realm}, error=\"insufficient_scope\"")),
+            AuthError::BadRequest(_) => None,
+        }
+    }
+}
+
+/// A public key from `AUTH_JWKS`, bound to exactly one algorithm by its key type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Jwk {
+    /// `kid`, if the set names it.
+    pub kid: Option<String>,
+    /// The one algorithm this key verifies: ES256 for `EC`/`P-256`, EdDSA for `OKP`/`Ed25519`.
+    pub alg: Alg,
+    /// `kty`: `EC` or `OKP`.
+    pub kty: String,
+    /// `crv`: `P-256` or `Ed25519`.
+    pub crv: String,
+    /// `x` (base64url).
+    pub x: String,
+    /// `y` (base64url), EC keys only.
+    pub y: Option<String>,
+}
+
+/// A key to check a token's signature with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRef {
+    /// `AUTH_SECRET` (HS256 only).
+    Secret,
+    /// `AUTH_JWKS` entry at this index.
+    Jwk(usize),
+}
+
+/// What a route needs of its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Any granted scope (the backend authorizes each call).
+    Connect,
+    /// The `admin` scope (`/__stats`).
+    Admin,
+}
+
+/// Where the token came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenSource {
+    /// `Authorization: Bearer`.
+    Header,
+    /// `?access_token=` (RFC 6750 §2.3).
+    Query,
+    /// A `bearer.` entry of `Sec-WebSocket-Protocol`.
+    Protocol,
+}
+
+/// The front door's configuration, from wrangler vars and secrets.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AuthConfig {
+    /// `AUTH_SECRET` (a secret): the HS256 key.
+    pub secret: Option<Vec<u8>>,
+    /// `AUTH_JWKS`: public keys (`{"keys": [...]}`) for ES256 and EdDSA.
+    pub keys: Vec<Jwk>,
+    /// `AUTH_ISSUER`: when set, `iss` must equal it.
+    pub issuer: Option<String>,
+    /// `AUTH_AUDIENCE`: when set, `aud` must contain it.
+    pub audience: Option<String>,
+    /// `AUTH_LEEWAY_SECS`: clock skew tolerated for `nbf`.
+    pub leeway_secs: u64,
+    /// `ALLOW_ANONYMOUS=true`: callers without a token are admitted with `anonymous_scopes`.
+    pub allow_anonymous: bool,
+    /// `ANONYMOUS_SCOPES`: what anonymous callers get.
+    pub anonymous_scopes: String,
+    /// `ALLOWED_ORIGINS`: comma-separated origins (or `*`) whose pages may use the proxy,
+    /// besides the snippet's own origin.
+    pub allowed_origins: Vec<String>,
+    /// `STATS_PUBLIC=true`: `/__stats` without an admin token.
+    pub stats_public: bool,
+}
+
+fn flag(name: &str, raw: Option<String>) -> Result<bool, String> {
+    match raw.as_deref().map(str::trim) {
+        None | Some("") | Some("false") | Some("0") | Some("off") => Ok(false),
+        Some("true") | Some("1") | Some("on") => Ok(true),
+        Some(other) => Err(format!("{name} must be true or false, got {other:?}")),
+    }
+}
+
+fn parse_jwks(raw: &str) -> Result<Vec<Jwk>, String> {
+    let doc = json::parse(raw.as_bytes()).map_err(|e| format!("AUTH_JWKS is not JSON: {e}"))?;
+    let keys = doc.get("keys").and_then(json::Json::as_array).ok_or("AUTH_JWKS must be {\"keys\": [...]}")?;
+    if keys.len() > MAX_JWKS_KEYS {
+        return Err(format!("AUTH_JWKS has {} keys; at most {MAX_JWKS_KEYS}", keys.len()));
+    }
+    let mut out = Vec::new();
+    for (i, k) in keys.iter().enumerate() {
+        let s = |name: &str| k.get(name).and_then(json::Json::as_str).map(str::to_owned);
+        let (kty, crv) = (s("kty").unwrap_or_default(), s("crv").unwrap_or_default());
+        let alg = match (kty.as_str(), crv.as_str()) {
+            ("EC", "P-256") => Alg::Es256,
+            ("OKP", "Ed25519") => Alg::EdDsa,
+            _ => return Err(format!("AUTH_JWKS key {i}: only EC P-256 (ES256) and OKP Ed25519 (EdDSA) keys")),
+        };
+        if s("alg").is_some_and(|a| a != alg.name()) {
+            return Err(format!("AUTH_JWKS key {i}: alg does not match its key type ({})", alg.name()));
+        }
+        if s("use").is_some_and(|u| u != "sig") {
+            return Err(format!("AUTH_JWKS key {i}: use must be sig"));
+        }
+        if k.get("d").is_some() {
+            return Err(format!("AUTH_JWKS key {i} is a private key; publish only the public part"));
+        }
+        let x = s("x").ok_or(format!("AUTH_JWKS key {i} has no x"))?;
+        let y = s("y");
+        if alg == Alg::Es256 && y.is_none() {
+            return Err(format!("AUTH_JWKS key {i} has no y"));
+        }
+        out.push(Jwk { kid: s("kid"), alg, kty, crv, x, y });
+    }
+    Ok(out)
+}
+
+impl AuthConfig {
+    /// The vars (and secrets) read by [`AuthConfig::from_vars`].
+    pub const VARS: [&'static str; 9] = [
+        "AUTH_SECRET",
+        "AUTH_JWKS",
+        "AUTH_ISSUER",
+        "AUTH_AUDIENCE",
+        "AUTH_LEEWAY_SECS",
+        "ALLOW_ANONYMOUS",
+        "ANONYMOUS_SCOPES",
+        "ALLOWED_ORIGINS",
+        "STATS_PUBLIC",
+    ];
+
+    /// Reads the configuration. Fails closed: with no key and no explicit
+    /// `ALLOW_ANONYMOUS=true` this is an error naming the missing vars.
+    pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<AuthConfig, String> {
+        let nonempty = |name: &str| get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let secret = nonempty("AUTH_SECRET").map(String::into_bytes);
+        if let Some(s) = &secret {
+            if s.len() < MIN_SECRET_BYTES {
+                return Err(format!("AUTH_SECRET must be at least {MIN_SECRET_BYTES} bytes"));
+            }
+        }
+        let keys = nonempty("AUTH_JWKS").map(|j| parse_jwks(&j)).transpose()?.unwrap_or_default();
+        let allow_anonymous = flag("ALLOW_ANONYMOUS", get("ALLOW_ANONYMOUS"))?;
+        if secret.is_none() && keys.is_empty() && !allow_anonymous {
+            return Err("authentication is not configured: set AUTH_SECRET or AUTH_JWKS \
+                        (or ALLOW_ANONYMOUS=true to admit callers without a token)"
+                .into());
+        }
+        let leeway_secs = match nonempty("AUTH_LEEWAY_SECS") {
+            None => DEFAULT_LEEWAY_SECS,
+            Some(v) => v.parse().map_err(|_| format!("AUTH_LEEWAY_SECS must be a whole number, got {v:?}"))?,
+        };
+        let allowed_origins = nonempty("ALLOWED_ORIGINS")
+            .map(|v| v.split(',').map(|o| o.trim().trim_end_matches('/').to_owned()).filter(|o| !o.is_empty()).collect())
+            .unwrap_or_default();
+        Ok(AuthConfig {
+            secret,
+            keys,
+            issuer: nonempty("AUTH_ISSUER"),
+            audience: nonempty("AUTH_AUDIENCE"),
+            leeway_secs,
+            allow_anonymous,
+            anonymous_scopes: nonempty("ANONYMOUS_SCOPES").unwrap_or_else(|| DEFAULT_ANONYMOUS_SCOPES.into()),
+            allowed_origins,
+            stats_public: flag("STATS_PUBLIC", get("STATS_PUBLIC"))?,
+        })
+    }
+
+    /// Whether a request with this `Origin` may use the proxy: no `Origin` (not a browser),
+    /// the snippet's own origin, or one in `ALLOWED_ORIGINS` (ASCII case-insensitive).
+    pub fn origin_allowed(&self, origin: Option<&str>, own_origin: &str) -> bool {
+        let Some(origin) = origin else { return true };
+        let origin = origin.trim_end_matches('/');
+        origin.eq_ignore_ascii_case(own_origin)
+            || self.allowed_origins.iter().any(|o| o == "*" || o.eq_ignore_ascii_case(origin))
+    }
+
+    /// The keys that may have signed `token`. The algorithm picks the key *kind* —
+    /// HS256 only the shared secret, ES256 and EdDSA only JWKS keys of that type — so a
+    /// token can never make a public key act as an HMAC secret (algorithm confusion).
+    pub fn keys_for(&self, token: &Unverified<'_>) -> Result<Vec<KeyRef>, AuthError> {
+        if token.alg == Alg::Hs256 {
+            return match self.secret {
+                Some(_) => Ok(vec![KeyRef::Secret]),
+                None => Err(AuthError::Invalid("HS256 tokens are not accepted here (no AUTH_SECRET)")),
+            };
+        }
+        let keys: Vec<KeyRef> = self
+            .keys
+            .iter()
+            .enumerate()
+            .filter(|(_, k)| k.alg == token.alg && (token.kid.is_none() || k.kid == token.kid))
+            .map(|(i, _)| KeyRef::Jwk(i))
+            .collect();
+        if keys.is_empty() {
+            return Err(AuthError::Invalid("no key for this token's alg and kid"));
+        }
+        Ok(keys)
+    }
+
+    /// Checks the claims of a token whose signature verified, at `now_secs`, and turns
+    /// them into the identity that travels to the backend.
+    pub fn identity(&self, c: &Claims, now_secs: u64) -> Result<Identity, AuthError> {
+        if now_secs >= c.exp {
+            return Err(AuthError::Invalid("the token has expired"));
+        }
+        if c.nbf.is_some_and(|nbf| now_secs.saturating_add(self.leeway_secs) < nbf) {
+            return Err(AuthError::Invalid("the token is not valid yet"));
+        }
+        if let Some(iss) = &self.issuer {
+            if c.iss.as_ref() != Some(iss) {
+                return Err(AuthError::Invalid("wrong issuer"));
+            }
+        }
+        if let Some(aud) = &self.audience {
+            if !c.aud.contains(aud) {
+                return Err(AuthError::Invalid("wrong audience"));
+            }
+        }
+        Ok(Identity {
+            subject: c.sub.clone(),
+            tenant: c.tenant.clone().unwrap_or_default(),
+            scopes: c.scope.clone(),
+            expires_at: c.exp,
+        })
+    }
+
+    /// The identity of a caller without a token, if anonymous access is on.
+    pub fn anonymous(&self) -> Result<Identity, AuthError> {
+        if !self.allow_anonymous {
+            return Err(AuthError::Missing);
+        }
+        Ok(Identity {
+            subject: ANONYMOUS.into(),
+            tenant: ANY_TENANT.into(),
+            scopes: self.anonymous_scopes.clone(),
+            expires_at: 0,
+        })
+    }
+
+    /// Whether `identity` may use `tenant` for a route that needs `need`.
+    pub fn authorize(&self, identity: &Identity, tenant: &str, need: Need) -> Result<(), AuthError> {
+        if need == Need::Admin {
+            return if identity.has_scope("admin") {
+                Ok(())
+            } else {
+                Err(AuthError::Forbidden("this route needs the admin scope".into()))
+            };
+        }
+        if !identity.allows_tenant(tenant) {
+            return Err(AuthError::Forbidden(format!("the token is not for tenant {tenant:?}")));
+        }
+        if identity.scopes.trim().is_empty() {
+            return Err(AuthError::Forbidden("the token grants no scope".into()));
+        }
+        Ok(())
+    }
+}
+
+/// The one token a request carries, and where it was. Two places at once is refused
+/// (RFC 6750 §2: a client uses one method), so no proxy in between can make the two
+/// disagree.
+pub fn pick_token(
+    authorization: Option<&str>,
+    query_token: Option<&str>,
+    protocols: Option<&str>,
+) -> Result<Option<(String, TokenSource)>, AuthError> {
+    let mut found: Vec<(String, TokenSource)> = Vec::new();
+    if let Some(h) = authorization {
+        let (scheme, rest) = h.trim().split_once(' ').unwrap_or((h.trim(), ""));
+        if !scheme.eq_ignore_ascii_case("bearer") || rest.trim().is_empty() {
+            return Err(AuthError::Invalid("the Authorization header must be `Bearer <token>`"));
+        }
+        found.push((rest.trim().to_owned(), TokenSource::Header));
+    }
+    if let Some(q) = query_token {
+        found.push((q.to_owned(), TokenSource::Query));
+    }
+    let in_protocols: Vec<&str> =
+        protocols.into_iter().flat_map(|p| p.split(',')).filter_map(|p| p.trim().strip_prefix(PROTOCOL_TOKEN_PREFIX)).collect();
+    match in_protocols.as_slice() {
+        [] => {}
+        [t] => found.push(((*t).to_owned(), TokenSource::Protocol)),
+        _ => return Err(AuthError::BadRequest("more than one bearer. entry in Sec-WebSocket-Protocol")),
+    }
+    match found.len() {
+        0 => Ok(None),
+        1 => Ok(found.pop()),
+        _ => Err(AuthError::BadRequest("send the token in one place only (header, access_token or protocol)")),
+    }
+}
+
+/// The `Sec-WebSocket-Protocol` to answer with: the first offered entry that is not a
+/// token. A browser that offers protocols fails the connection unless one is chosen.
+pub fn select_protocol(protocols: &str) -> Option<&str> {
+    protocols.split(',').map(str::trim).find(|p| !p.is_empty() && !p.starts_with(PROTOCOL_TOKEN_PREFIX))
+}
+
+#[cfg(test)]
+mod tests;
