@@ -3,9 +3,11 @@
 //! Read-only callers: the statement runs inside `storage.transactionSync()`, whose
 //! callback always throws after the rows are read, so the transaction is always rolled
 //! back. Whatever the statement is — DML, DDL, a write inside a CTE or a trigger, several
-//! statements in one string — nothing it did survives; if SQLite reports rows written, the
-//! caller gets [`DbError::ReadOnly`] instead of the result. This is SQLite's own undo, not
-//! a reading of the statement's text.
+//! statements in one string — nothing it did survives. The caller is told
+//! [`DbError::ReadOnly`] instead of a result when SQLite counted rows written, or when the
+//! schema read inside the same transaction differs after the statement (DDL reports 0
+//! rows written: measured, `drop table` gave `rowsWritten: 0`). This is SQLite's own undo
+//! and a comparison of state, not a reading of the statement's text.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -61,6 +63,12 @@ fn run_plain(storage: &SqlStorage, sql: &str, params: &[Value]) -> Result<SqlRes
     Ok(SqlResult { columns, rows, rows_read: cursor.rows_read() as u64, rows_written: cursor.rows_written() as u64 })
 }
 
+/// Everything in `sqlite_master`, as one string: changes whenever the schema does.
+fn schema_fingerprint(storage: &SqlStorage) -> Option<Vec<Vec<Value>>> {
+    const Q: &str = "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name";
+    run_plain(storage, Q, &[]).ok().map(|r| r.rows)
+}
+
 /// A `State` wrapper around the object's raw `DurableObjectState` (workers-rs's `State`
 /// is not `Clone`, and the transaction callback must own one).
 pub fn state_of(raw: &JsValue) -> State {
@@ -75,13 +83,24 @@ pub fn run(raw: &JsValue, sql: &str, params: &[Value], mode: SqlMode) -> Result<
     let result: Rc<RefCell<Option<Result<SqlResult, DbError>>>> = Rc::new(RefCell::new(None));
     let (out, state, sql, params) = (result.clone(), raw.clone(), sql.to_owned(), params.to_vec());
     let body = Closure::once_into_js(move || -> Result<JsValue, JsValue> {
-        let r = run_plain(&state_of(&state).storage().sql(), &sql, &params);
+        let storage = state_of(&state).storage().sql();
+        let schema_before = schema_fingerprint(&storage);
+        let r = run_plain(&storage, &sql, &params).and_then(|r| {
+            let wrote = r.rows_written > 0 || schema_fingerprint(&storage) != schema_before;
+            if wrote {
+                Err(DbError::ReadOnly)
+            } else {
+                Ok(r)
+            }
+        });
         *out.borrow_mut() = Some(r);
         // Always throw: transactionSync then rolls back everything the statement did.
         Err(JsValue::from_str("snippet-proxy: read-only rollback"))
     });
     let storage = js_sys::Reflect::get(raw, &"storage".into()).unwrap_or(JsValue::UNDEFINED);
-    let Some(tx) = js_sys::Reflect::get(&storage, &"transactionSync".into()).ok().and_then(|f| f.dyn_into::<js_sys::Function>().ok())
+    let Some(tx) = js_sys::Reflect::get(&storage, &"transactionSync".into())
+        .ok()
+        .and_then(|f| f.dyn_into::<js_sys::Function>().ok())
     else {
         // Fail closed: without a transaction there is no way to undo a write.
         return Err(DbError::Sqlite("read-only statements need storage.transactionSync".into()));
@@ -90,8 +109,7 @@ pub fn run(raw: &JsValue, sql: &str, params: &[Value], mode: SqlMode) -> Result<
     let _ = tx.call1(&storage, &body);
     let taken = result.borrow_mut().take();
     match taken {
-        Some(Ok(r)) if r.rows_written > 0 => Err(DbError::ReadOnly),
-        Some(other) => other,
+        Some(result) => result,
         None => Err(DbError::Sqlite("the read-only transaction did not run".into())),
     }
 }

@@ -145,8 +145,9 @@ impl Open {
 impl Request {
     /// Encodes the payload.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out =
-            Vec::with_capacity(6 + 32 + self.method.len() + self.path.len() + self.content_type.len() + self.body.len());
+        let mut out = Vec::with_capacity(
+            6 + 32 + self.method.len() + self.path.len() + self.content_type.len() + self.body.len(),
+        );
         put_str(&mut out, &self.method);
         put_str(&mut out, &self.path);
         put_str(&mut out, &self.content_type);

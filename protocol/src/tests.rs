@@ -133,7 +133,13 @@ fn payload_decoders_reject_bad_utf8_and_truncation() {
 #[test]
 fn identity_layout_hex_and_predicates() {
     let id = Identity { subject: "u".into(), tenant: "t".into(), scopes: "read write".into(), expires_at: 258 };
-    assert_eq!(id.encode(), [0, 1, b'u', 0, 1, b't', 0, 10, b'r', b'e', b'a', b'd', b' ', b'w', b'r', b'i', b't', b'e', 0, 0, 0, 0, 0, 0, 1, 2]);
+    assert_eq!(
+        id.encode(),
+        [
+            0, 1, b'u', 0, 1, b't', 0, 10, b'r', b'e', b'a', b'd', b' ', b'w', b'r', b'i', b't', b'e', 0, 0, 0, 0, 0,
+            0, 1, 2
+        ]
+    );
     assert_eq!(Identity::from_hex(&id.to_hex()), Ok(id.clone()));
     assert_eq!(Identity::from_hex("0g"), Err(DecodeError::InvalidHex));
     assert_eq!(Identity::from_hex("000"), Err(DecodeError::InvalidHex));
@@ -155,7 +161,12 @@ fn identities_round_trip_10k_cases() {
         (0..n).map(|_| char::from_u32(rng.below(0x3000) as u32 + 0x20).unwrap_or('x')).collect()
     };
     for _ in 0..10_000 {
-        let id = Identity { subject: text(&mut rng), tenant: text(&mut rng), scopes: text(&mut rng), expires_at: rng.next() };
+        let id = Identity {
+            subject: text(&mut rng),
+            tenant: text(&mut rng),
+            scopes: text(&mut rng),
+            expires_at: rng.next(),
+        };
         assert_eq!(Identity::decode(&id.encode()).as_ref(), Ok(&id));
         assert_eq!(Identity::from_hex(&id.to_hex()), Ok(id));
     }

@@ -2,9 +2,11 @@
 //! context owns its socket: its listeners queue frames in the mux, and its delivery task
 //! (woken through its own wake promise) writes what the backend sent.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
+use std::pin::pin;
+use std::task::Poll;
 
-use mux_core::{Delivery, Refused, StreamId};
+use mux_core::{Delivery, Identity, Refused, StreamId};
 use wasm_bindgen::prelude::*;
 
 use crate::executor;
@@ -13,17 +15,27 @@ use crate::state;
 use crate::upstream;
 use mux_core::OwnerKind;
 
-/// Handles `GET /ws` (JSON-RPC service) and `GET /ws/echo` (raw echo) upgrades.
-pub fn upgrade(req: &web_sys::Request, service: &str) -> Result<web_sys::Response, JsValue> {
+/// Handles `GET /ws` (JSON-RPC service) and `GET /ws/echo` (raw echo) upgrades for a
+/// caller the door admitted.
+pub fn upgrade(req: &web_sys::Request, service: &str, identity: Identity) -> Result<web_sys::Response, JsValue> {
     let is_upgrade = req.headers().get("Upgrade").ok().flatten().is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     if !is_upgrade {
-        return js::json(426, r#"{"error":"expected a WebSocket upgrade (Upgrade: websocket)"}"#);
+        return js::json_error(426, "expected a WebSocket upgrade (Upgrade: websocket)");
     }
-    let opened = state::with(|s| s.mux.open_websocket(service));
+    // A browser that offers protocols fails unless one is chosen; the token entry never is.
+    let offered = req.headers().get("Sec-WebSocket-Protocol").ok().flatten();
+    let protocol = offered.as_deref().and_then(mux_core::auth::select_protocol).map(str::to_owned);
+    if offered.is_some() && protocol.is_none() {
+        return js::json_error(400, "offer a subprotocol besides the bearer.<token> entry, e.g. snippet-proxy");
+    }
+    let expires_at = identity.expires_at;
+    let opened = state::with(|s| s.mux.open_websocket(service, identity));
     let id = match opened {
         Ok(id) => id,
         Err(Refused::TooManyStreams) => {
-            return js::json(503, r#"{"error":"too many clients on this isolate; retry shortly"}"#);
+            let res = js::json_error(503, "too many clients on this isolate; retry shortly")?;
+            res.headers().set("Retry-After", "1")?;
+            return Ok(res);
         }
         Err(e) => return js::json_error(500, &e.to_string()),
     };
@@ -34,14 +46,29 @@ pub fn upgrade(req: &web_sys::Request, service: &str) -> Result<web_sys::Respons
                 s.mux.client_closed(id, 1011, "accept failed");
                 s.mux.count_error();
             });
-            return js::json_error(500, &e);
+            return js::fail(500, "cannot accept the WebSocket", &e);
         }
     };
     state::with(|s| s.ws_upgrades += 1);
     let listeners = listen(id, &server);
-    executor::spawn(deliver(id, server, listeners));
+    executor::spawn(deliver(id, server, listeners, expires_at));
     upstream::ensure(OwnerKind::WebSocket, Some(id), None);
-    js::upgrade_response(&client)
+    js::upgrade_response(&client, protocol.as_deref())
+}
+
+/// Resolves when the caller's token expires (`expires_at` in epoch seconds; 0 = never).
+/// Timers are re-armed in steps, as `setTimeout` takes at most 2³¹−1 ms.
+async fn expiry(expires_at: u64) {
+    if expires_at == 0 {
+        std::future::pending::<()>().await;
+    }
+    loop {
+        let left = (expires_at as f64) * 1000.0 - js::now_ms();
+        if left <= 0.0 {
+            return;
+        }
+        js::sleep(left.min(2_147_483_647.0)).await;
+    }
 }
 
 /// The client went away (or must be sent away): forget its route, tell the backend, wake
@@ -86,10 +113,21 @@ fn listen(id: StreamId, ws: &web_sys::WebSocket) -> Listeners {
 }
 
 /// The stream's delivery task: writes the backend's messages to the client, in order,
-/// until the stream ends. Always polled in the client's own context.
-async fn deliver(id: StreamId, ws: web_sys::WebSocket, listeners: Listeners) {
+/// until the stream ends, or closes it with 1008 when the caller's token expires. Always
+/// polled in the client's own context.
+async fn deliver(id: StreamId, ws: web_sys::WebSocket, listeners: Listeners, expires_at: u64) {
+    let mut expired = pin!(expiry(expires_at));
     loop {
-        let next = poll_fn(|cx| state::poll_delivery(id, cx)).await;
+        let next = poll_fn(|cx| match state::poll_delivery(id, cx) {
+            Poll::Ready(d) => Poll::Ready(Some(d)),
+            Poll::Pending => expired.as_mut().poll(cx).map(|()| None),
+        })
+        .await;
+        let Some(next) = next else {
+            js::close(&ws, 1008, "token expired");
+            detach(id, 1008, "token expired");
+            break;
+        };
         let sent = match next {
             None => break,
             Some(Delivery::Text(t)) => ws.send_with_str(&t),
@@ -99,7 +137,7 @@ async fn deliver(id: StreamId, ws: web_sys::WebSocket, listeners: Listeners) {
                 break;
             }
             // A response on a WebSocket stream is a backend bug; end the stream clearly.
-            Some(Delivery::Response(_) | Delivery::Fallback(_)) => {
+            Some(Delivery::Response(_) | Delivery::Fallback(_) | Delivery::Failed { .. }) => {
                 js::close(&ws, 1011, "backend sent an HTTP response on a WebSocket stream");
                 detach(id, 1011, "protocol error");
                 break;

@@ -8,7 +8,7 @@ use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::task::Poll;
 
-use mux_core::{Delivery, Refused, Request};
+use mux_core::{Delivery, Identity, Refused, Request};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
@@ -17,8 +17,17 @@ use crate::state;
 use crate::upstream;
 use mux_core::OwnerKind;
 
-/// Proxies one HTTP request over the shared upstream.
-pub async fn proxy(req: web_sys::Request, path: &str, ctx: &JsValue) -> Result<web_sys::Response, JsValue> {
+/// The header that carries the caller's identity on a fallback (the backend trusts it
+/// only together with its own bearer token).
+const IDENTITY_HEADER: &str = "X-Snippet-Identity";
+
+/// Proxies one HTTP request over the shared upstream on behalf of `identity`.
+pub async fn proxy(
+    req: web_sys::Request,
+    path: &str,
+    ctx: &JsValue,
+    identity: Identity,
+) -> Result<web_sys::Response, JsValue> {
     let limit = state::with(|s| s.mux.config().max_message_bytes);
     let declared = req.headers().get("Content-Length").ok().flatten().and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
@@ -27,7 +36,7 @@ pub async fn proxy(req: web_sys::Request, path: &str, ctx: &JsValue) -> Result<w
     let content_type = req.headers().get("Content-Type").ok().flatten().unwrap_or_default();
     let body = JsFuture::from(req.array_buffer()?).await?;
     let body = js_sys::Uint8Array::new(&body).to_vec();
-    let request = Request { method: req.method(), path: path.to_owned(), content_type, body };
+    let request = Request { method: req.method(), path: path.to_owned(), content_type, identity, body };
 
     let now = js::now();
     let opened = state::with(|s| {
@@ -75,11 +84,12 @@ pub async fn proxy(req: web_sys::Request, path: &str, ctx: &JsValue) -> Result<w
     match reply {
         Some(Delivery::Response(r)) => js::response(r.status, &r.content_type, &r.body),
         Some(Delivery::Fallback(r)) => fallback(&r).await,
-        Some(other) => {
+        Some(Delivery::Failed { status, reason, detail }) => js::fail(status, reason, &detail),
+        Some(_) => {
             state::with(|s| s.mux.count_error());
-            js::json_error(502, &format!("backend answered an HTTP request with a WebSocket frame: {other:?}"))
+            js::fail(502, "backend protocol error", "the backend sent a WebSocket frame for an HTTP request")
         }
-        None => js::json_error(502, "the request's stream ended without a reply"),
+        None => js::fail(502, "no reply", "the request's stream ended without a reply"),
     }
 }
 
@@ -90,12 +100,12 @@ async fn fallback(request: &Request) -> Result<web_sys::Response, JsValue> {
         s.backend.clone()
     });
     let url = format!("{}{}", mux_core::http_base(&backend.url), request.path);
-    match js::post(&url, &backend.token, &request.content_type, &request.body).await {
+    let identity = (IDENTITY_HEADER, request.identity.to_hex());
+    match js::post(&url, &backend.token, (identity.0, &identity.1), &request.content_type, &request.body).await {
         Ok(res) => Ok(res),
         Err(e) => {
             state::with(|s| s.mux.count_error());
-            js::log_error(&format!("fallback to {url} failed: {e}"));
-            js::json_error(502, &format!("backend unreachable (no upstream, and direct HTTP failed: {e})"))
+            js::fail(502, "backend unreachable", &format!("no upstream, and direct HTTP to {url} failed: {e}"))
         }
     }
 }

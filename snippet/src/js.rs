@@ -148,12 +148,21 @@ pub async fn connect_websocket(url: &str, token: &str) -> Result<web_sys::WebSoc
     Ok(ws)
 }
 
-/// POSTs `body` to `url` with a bearer token and returns the backend's response as is.
-pub async fn post(url: &str, token: &str, content_type: &str, body: &[u8]) -> Result<web_sys::Response, String> {
+/// POSTs `body` to `url` with the backend's bearer token and the caller's identity
+/// (`identity_header`: name, value), and returns the backend's status, content type and
+/// body in a new response (a fetched response's headers are immutable).
+pub async fn post(
+    url: &str,
+    token: &str,
+    identity_header: (&str, &str),
+    content_type: &str,
+    body: &[u8],
+) -> Result<web_sys::Response, String> {
     let headers = web_sys::Headers::new().map_err(|e| describe(&e))?;
     if !token.is_empty() {
         headers.set("Authorization", &format!("Bearer {token}")).map_err(|e| describe(&e))?;
     }
+    headers.set(identity_header.0, identity_header.1).map_err(|e| describe(&e))?;
     if !content_type.is_empty() {
         headers.set("Content-Type", content_type).map_err(|e| describe(&e))?;
     }
@@ -162,7 +171,10 @@ pub async fn post(url: &str, token: &str, content_type: &str, body: &[u8]) -> Re
     init.set_headers(&headers);
     init.set_body(&js_sys::Uint8Array::from(body));
     let res = JsFuture::from(global_fetch(url, &init)).await.map_err(|e| describe(&e))?;
-    res.dyn_into().map_err(|_| "fetch returned no Response".to_owned())
+    let res: web_sys::Response = res.dyn_into().map_err(|_| "fetch returned no Response".to_owned())?;
+    let content_type = res.headers().get("Content-Type").ok().flatten().unwrap_or_default();
+    let body = JsFuture::from(res.array_buffer().map_err(|e| describe(&e))?).await.map_err(|e| describe(&e))?;
+    response(res.status(), &content_type, &js_sys::Uint8Array::new(&body).to_vec()).map_err(|e| describe(&e))
 }
 
 /// A `WebSocketPair`: (client end for the response, server end we keep).
@@ -175,10 +187,16 @@ pub fn websocket_pair() -> Result<(web_sys::WebSocket, web_sys::WebSocket), Stri
     Ok((client, server))
 }
 
-/// `new Response(null, { status: 101, webSocket })`.
-pub fn upgrade_response(client: &web_sys::WebSocket) -> Result<web_sys::Response, JsValue> {
+/// `new Response(null, { status: 101, webSocket })`, answering `protocol` as the
+/// `Sec-WebSocket-Protocol` when the client offered one.
+pub fn upgrade_response(client: &web_sys::WebSocket, protocol: Option<&str>) -> Result<web_sys::Response, JsValue> {
     let init = web_sys::ResponseInit::new();
     init.set_status(101);
+    if let Some(p) = protocol {
+        let headers = web_sys::Headers::new()?;
+        headers.set("Sec-WebSocket-Protocol", p)?;
+        init.set_headers(&headers);
+    }
     js_sys::Reflect::set(&init, &"webSocket".into(), client)?;
     web_sys::Response::new_with_opt_str_and_init(None, &init)
 }
@@ -197,9 +215,40 @@ pub fn response(status: u16, content_type: &str, body: &[u8]) -> Result<web_sys:
     web_sys::Response::new_with_opt_buffer_source_and_init(Some(&body), &init)
 }
 
-/// A JSON error response: `{"error": "<msg>"}` with `status`.
-pub fn json_error(status: u16, msg: &str) -> Result<web_sys::Response, JsValue> {
-    json(status, &mux_core::error_body(msg))
+/// A short random id for a request whose failure is logged, so a client's report and
+/// the operator's log can be matched.
+pub fn request_id() -> String {
+    random_uuid().chars().filter(|c| *c != '-').take(16).collect()
+}
+
+/// A JSON error response: `{"error": "<reason>", "requestId": "<id>"}` with `status` and
+/// an `X-Request-Id` header. `reason` is short and never holds internal detail.
+pub fn json_error(status: u16, reason: &str) -> Result<web_sys::Response, JsValue> {
+    json_error_with_id(status, reason, &request_id())
+}
+
+fn json_error_with_id(status: u16, reason: &str, id: &str) -> Result<web_sys::Response, JsValue> {
+    let res = json(status, &mux_core::error_body(reason, id))?;
+    res.headers().set("X-Request-Id", id)?;
+    Ok(res)
+}
+
+/// A failure inside the proxy: the client gets `reason` and a request id; the log gets
+/// the id and `detail`.
+pub fn fail(status: u16, reason: &str, detail: &str) -> Result<web_sys::Response, JsValue> {
+    let id = request_id();
+    log_error(&format!("request {id}: {status} {reason}: {detail}"));
+    json_error_with_id(status, reason, &id)
+}
+
+/// A refusal at the door: 400, 401 (with `WWW-Authenticate`) or 403. Nothing is logged:
+/// refusals are the door working, and the log must never hold a token.
+pub fn refuse(e: &mux_core::auth::AuthError) -> Result<web_sys::Response, JsValue> {
+    let res = json_error(e.status(), &e.reason())?;
+    if let Some(challenge) = e.www_authenticate() {
+        res.headers().set("WWW-Authenticate", &challenge)?;
+    }
+    Ok(res)
 }
 
 /// A JSON response.

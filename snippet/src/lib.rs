@@ -5,7 +5,9 @@
 //! of the pinned [`executor`], so every poll of it runs in its own request context.
 #![deny(missing_docs)]
 
+mod auth;
 mod client;
+mod cors;
 mod executor;
 mod http;
 mod js;
@@ -13,6 +15,7 @@ mod state;
 mod stats;
 mod upstream;
 
+use mux_core::auth::Need;
 use wasm_bindgen::prelude::*;
 
 #[wasm_bindgen]
@@ -36,8 +39,9 @@ pub fn fetch(req: web_sys::Request, env: JsValue, ctx: JsValue) -> js_sys::Promi
             Ok(r) => JsValue::from(r),
             Err(e) => {
                 state::with(|s| s.mux.count_error());
-                js::log_error(&format!("request failed: {}", js::describe(&e)));
-                js::json_error(500, &js::describe(&e)).map(JsValue::from).unwrap_or(e)
+                js::fail(500, "internal error", &format!("request failed: {}", js::describe(&e)))
+                    .map(JsValue::from)
+                    .unwrap_or(e)
             }
         };
         done.resolve(&response);
@@ -49,9 +53,10 @@ fn var(env: &JsValue, name: &str) -> Option<String> {
     js_sys::Reflect::get(env, &name.into()).ok().and_then(|v| v.as_string())
 }
 
-async fn route(req: web_sys::Request, env: &JsValue, ctx: &JsValue) -> Result<web_sys::Response, JsValue> {
-    let test_routes = var(env, "SNIPPET_TEST_ROUTES").as_deref() == Some("1");
-    let config_error = state::with(|s| {
+/// Applies the vars once per isolate (before the first stream exists). Returns the
+/// configuration error, if any: every request then answers 500 naming the var.
+fn configure(env: &JsValue) -> Option<String> {
+    state::with(|s| {
         s.requests_handled += 1;
         if let Some(url) = var(env, "BACKEND_URL") {
             s.backend.url = url;
@@ -62,33 +67,71 @@ async fn route(req: web_sys::Request, env: &JsValue, ctx: &JsValue) -> Result<we
         if s.configured {
             return None;
         }
-        // Applied once, before the first stream exists.
+        let door = match mux_core::auth::AuthConfig::from_vars(|name| var(env, name)) {
+            Ok(d) => d,
+            Err(e) => return Some(e),
+        };
         match mux_core::Config::from_vars(|name| var(env, name)) {
             Ok(cfg) => {
                 s.mux = mux_core::Mux::new(mux_core::Config { seed: js::random_u64(), ..cfg });
+                s.tenant = mux_core::auth::tenant_of(&s.backend.url).to_owned();
+                s.door = std::rc::Rc::new(door);
                 s.configured = true;
                 None
             }
             Err(e) => Some(e),
         }
-    });
-    if let Some(e) = config_error {
+    })
+}
+
+async fn route(req: web_sys::Request, env: &JsValue, ctx: &JsValue) -> Result<web_sys::Response, JsValue> {
+    if let Some(e) = configure(env) {
         js::log_error(&format!("bad configuration: {e}"));
         return js::json_error(500, &format!("bad configuration: {e}"));
     }
     let url = web_sys::Url::new(&req.url())?;
     let path = url.pathname();
     let method = req.method();
+    let test_routes = var(env, "SNIPPET_TEST_ROUTES").as_deref() == Some("1");
     match (method.as_str(), path.as_str()) {
-        ("GET", "/__stats") => js::json(200, &stats::render()),
-        (_, "/ws") => client::upgrade(&req, "/rpc"),
-        (_, "/ws/echo") => client::upgrade(&req, "/echo"),
-        ("POST", "/rpc" | "/query") => http::proxy(req, &path, ctx).await,
-        (_, "/rpc" | "/query") => js::json(405, r#"{"error":"use POST"}"#),
-        ("GET", "/__test/warm") if test_routes => warm(&url).await,
-        ("GET", "/") => js::response(200, "text/plain; charset=utf-8", HELP.as_bytes()),
-        _ => js::json(404, r#"{"error":"not found; see GET / for the routes"}"#),
+        ("GET", "/") => return js::response(200, "text/plain; charset=utf-8", HELP.as_bytes()),
+        ("GET", "/__test/warm") if test_routes => return warm(&url).await,
+        _ => {}
     }
+    let need = match path.as_str() {
+        "/__stats" if state::with(|s| s.door.stats_public) => None,
+        "/__stats" => Some(Need::Admin),
+        "/ws" | "/ws/echo" | "/rpc" | "/query" => Some(Need::Connect),
+        _ => return js::json_error(404, "not found; see GET / for the routes"),
+    };
+    // Cross-site WebSocket hijacking and cross-origin HTTP: a browser's page from an
+    // origin not on the list gets nothing, before any token is looked at.
+    let origin = req.headers().get("Origin").ok().flatten();
+    let door = state::with(|s| s.door.clone());
+    if !door.origin_allowed(origin.as_deref(), &url.origin()) {
+        return js::json_error(403, "this origin is not allowed (ALLOWED_ORIGINS)");
+    }
+    if method == "OPTIONS" {
+        return cors::preflight(origin.as_deref());
+    }
+    let tenant = state::with(|s| s.tenant.clone());
+    let identity = match need {
+        None => mux_core::Identity::default(),
+        Some(need) => match auth::admit(&door, &req, &url, &tenant, need).await {
+            Ok(identity) => identity,
+            Err(auth::Refusal::Auth(e)) => return js::refuse(&e),
+            Err(auth::Refusal::Server(detail)) => return js::fail(500, "authentication is misconfigured", &detail),
+        },
+    };
+    let response = match (method.as_str(), path.as_str()) {
+        ("GET", "/__stats") => js::json(200, &stats::render()),
+        (_, "/ws") => client::upgrade(&req, "/rpc", identity),
+        (_, "/ws/echo") => client::upgrade(&req, "/echo", identity),
+        ("POST", "/rpc" | "/query") => http::proxy(req, &path, ctx, identity).await,
+        _ => js::json_error(405, "method not allowed"),
+    }?;
+    cors::decorate(&response, origin.as_deref());
+    Ok(response)
 }
 
 const HELP: &str = "snippet-proxy\n\
@@ -96,7 +139,9 @@ GET  /ws        WebSocket: JSON-RPC to the backend over the shared upstream\n\
 GET  /ws/echo   WebSocket: raw echo service\n\
 POST /rpc       JSON-RPC over the shared upstream\n\
 POST /query     {\"sql\": ..., \"params\": [...]} over the shared upstream\n\
-GET  /__stats   this isolate's counters (JSON)\n";
+GET  /__stats   this isolate's counters (JSON; an operator token)\n\
+Every route but this one needs a bearer token: Authorization: Bearer <jwt>,\n\
+?access_token=<jwt>, or a Sec-WebSocket-Protocol entry bearer.<jwt>.\n";
 
 /// Test-only (`SNIPPET_TEST_ROUTES=1`): makes `n` wake promises through the executor's
 /// real path, to warm V8's promise code before a context check (DESIGN.md §2.3).

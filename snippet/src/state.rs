@@ -4,8 +4,10 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
+use mux_core::auth::AuthConfig;
 use mux_core::{Config, Delivery, Gen, GenState, Mux, StreamId};
 
 use crate::js;
@@ -29,6 +31,10 @@ pub struct Shared {
     pub pump_wakers: HashMap<Gen, Waker>,
     /// Backend location (set from the env on every request).
     pub backend: Backend,
+    /// The front door's configuration (applied once, with the mux config).
+    pub door: Rc<AuthConfig>,
+    /// The tenant this snippet's upstream serves (from `BACKEND_URL`).
+    pub tenant: String,
     /// Random id of this isolate.
     pub isolate_id: String,
     /// When this isolate's state was created (ms since epoch).
@@ -53,6 +59,8 @@ thread_local! {
         stream_wakers: HashMap::new(),
         pump_wakers: HashMap::new(),
         backend: Backend::default(),
+        door: Rc::new(AuthConfig::default()),
+        tenant: String::new(),
         isolate_id: js::random_uuid(),
         started_at: js::now_ms(),
         requests_handled: 0,

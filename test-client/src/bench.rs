@@ -182,7 +182,7 @@ pub async fn run(opts: BenchOpts) -> Result<BenchReport> {
     };
     let snippet_cold = {
         let stack = tokio::task::block_in_place(|| Stack::start(StackOpts::default()))?;
-        first_reply(&format!("{}/rpc", stack.snippet.http()), None).await?
+        first_reply(&format!("{}/rpc", stack.snippet.http()), Some(&stack.client_token)).await?
     };
 
     say("starting the stack for the steady-state runs");
@@ -193,14 +193,16 @@ pub async fn run(opts: BenchOpts) -> Result<BenchReport> {
     let snippet_ws = stack.snippet.ws();
     let direct_ws = stack.backend.ws();
     let token = Some(stack.token.clone());
+    // The snippet's client JWT (HS256): every snippet row includes verifying it.
+    let ctok = Some(stack.client_token.clone());
     let echo = |url: String| LoadOpts { method: Method::Raw, payload: 64, ..LoadOpts::new(url) };
 
     // 1. One idle client, sequential WebSocket echo round trips.
     say("1 client, WebSocket echo round trip");
     let one =
         |url: String, token: Option<String>| LoadOpts { clients: 1, messages: opts.round_trips, token, ..echo(url) };
-    let _warm = run_load(LoadOpts { messages: 200, ..one(format!("{snippet_ws}/ws/echo"), None) }).await?;
-    let s1 = run_load(one(format!("{snippet_ws}/ws/echo"), None)).await?;
+    let _warm = run_load(LoadOpts { messages: 200, ..one(format!("{snippet_ws}/ws/echo"), ctok.clone()) }).await?;
+    let s1 = run_load(one(format!("{snippet_ws}/ws/echo"), ctok.clone())).await?;
     let d1 = run_load(one(format!("{direct_ws}/db/direct/echo"), token.clone())).await?;
     let added = s1.latency.p50_ms - d1.latency.p50_ms;
     rows.push(ms_row(
@@ -224,7 +226,7 @@ pub async fn run(opts: BenchOpts) -> Result<BenchReport> {
     };
     let (mut s_rounds, mut d_rounds) = (Vec::new(), Vec::new());
     for _ in 0..opts.rounds.max(1) {
-        s_rounds.push(run_load(busy(format!("{snippet_ws}/ws/echo"), None)).await?);
+        s_rounds.push(run_load(busy(format!("{snippet_ws}/ws/echo"), ctok.clone())).await?);
         d_rounds.push(run_load(busy(format!("{direct_ws}/db/direct/echo"), token.clone())).await?);
     }
     let (s32, d32) = (median_by(&s_rounds, |r| r.throughput), median_by(&d_rounds, |r| r.throughput));
@@ -254,8 +256,9 @@ pub async fn run(opts: BenchOpts) -> Result<BenchReport> {
         token,
         ..LoadOpts::new(url)
     };
-    let _warm = run_load(LoadOpts { messages: 100, ..http(format!("{}/rpc", stack.snippet.http()), None) }).await?;
-    let sh = run_load(http(format!("{}/rpc", stack.snippet.http()), None)).await?;
+    let _warm =
+        run_load(LoadOpts { messages: 100, ..http(format!("{}/rpc", stack.snippet.http()), ctok.clone()) }).await?;
+    let sh = run_load(http(format!("{}/rpc", stack.snippet.http()), ctok.clone())).await?;
     let dh = run_load(http(format!("{}/db/direct/rpc", stack.backend.http()), token.clone())).await?;
     rows.push(ms_row(
         "HTTP POST /rpc p50",
@@ -279,11 +282,14 @@ pub async fn run(opts: BenchOpts) -> Result<BenchReport> {
     let mut rounds: [Vec<(Report, u64)>; 3] = Default::default();
     for _ in 0..opts.rounds.max(1) {
         let (r, m, _) =
-            do_messages_during(&stack, "bench", run_load(wide(format!("{snippet_ws}/ws/echo"), None))).await?;
+            do_messages_during(&stack, "bench", run_load(wide(format!("{snippet_ws}/ws/echo"), ctok.clone()))).await?;
         rounds[0].push((r, m));
-        let (r, m, _) =
-            do_messages_during(&stack, "unbatched", run_load(wide(format!("{}/ws/echo", unbatched.ws()), None)))
-                .await?;
+        let (r, m, _) = do_messages_during(
+            &stack,
+            "unbatched",
+            run_load(wide(format!("{}/ws/echo", unbatched.ws()), ctok.clone())),
+        )
+        .await?;
         rounds[1].push((r, m));
         let direct = run_load(wide(format!("{direct_ws}/db/direct64/echo"), token.clone()));
         let (r, m, _) = do_messages_during(&stack, "direct64", direct).await?;
@@ -337,7 +343,8 @@ pub async fn run(opts: BenchOpts) -> Result<BenchReport> {
     // 5. Upstream connections the backend sees.
     say("connections the backend sees for 1, 16, 256 clients");
     for clients in [1usize, 16, 256] {
-        let through = connections_seen(&stack, &format!("{snippet_ws}/ws/echo"), None, "bench", clients).await?;
+        let through =
+            connections_seen(&stack, &format!("{snippet_ws}/ws/echo"), ctok.clone(), "bench", clients).await?;
         let tenant = format!("conn{clients}");
         let direct =
             connections_seen(&stack, &format!("{direct_ws}/db/{tenant}/echo"), token.clone(), &tenant, clients).await?;
@@ -363,7 +370,7 @@ pub async fn run(opts: BenchOpts) -> Result<BenchReport> {
         ..LoadOpts::new(url)
     };
     let (sb, s_msgs, s_http) =
-        do_messages_during(&stack, "bench", run_load(h(format!("{}/rpc", stack.snippet.http()), None))).await?;
+        do_messages_during(&stack, "bench", run_load(h(format!("{}/rpc", stack.snippet.http()), ctok.clone()))).await?;
     let (db_, _, d_http) = do_messages_during(
         &stack,
         "billing",
@@ -382,7 +389,59 @@ pub async fn run(opts: BenchOpts) -> Result<BenchReport> {
     ));
     raw.insert("billing".into(), json!({ "snippet": { "requests": sb.sent, "doMessages": s_msgs, "doHttp": s_http }, "direct": { "requests": db_.sent, "doHttp": d_http } }));
 
-    // 7. Sizes and cold start.
+    // 7. What the front door costs: one snippet with ALLOW_ANONYMOUS=true (and the same
+    // AUTH_SECRET), so the same isolate and upstream serve requests with a token (verified
+    // with WebCrypto) and without one (no verification), in alternating rounds.
+    say("authentication cost: token vs anonymous on one snippet");
+    let anon: Worker = tokio::task::block_in_place(|| stack.extra_snippet("anon", &[("ALLOW_ANONYMOUS", "true")]))?;
+    let anon_rpc = format!("{}/rpc", anon.http());
+    let seq_http = |token: Option<String>| LoadOpts {
+        clients: 1,
+        messages: opts.round_trips,
+        method: Method::Ping,
+        token,
+        ..LoadOpts::new(anon_rpc.clone())
+    };
+    let _warm = run_load(seq_http(ctok.clone())).await?;
+    let (mut with_tok, mut without) = (Vec::new(), Vec::new());
+    let (mut up_tok, mut up_anon) = (Vec::new(), Vec::new());
+    let anon_ws = format!("{}/ws/echo", anon.ws());
+    for _ in 0..opts.rounds.max(1) {
+        with_tok.push(run_load(seq_http(ctok.clone())).await?);
+        without.push(run_load(seq_http(None)).await?);
+        up_tok.push(upgrade_p50(&anon_ws, ctok.as_deref(), opts.round_trips.min(300) as usize).await?);
+        up_anon.push(upgrade_p50(&anon_ws, None, opts.round_trips.min(300) as usize).await?);
+    }
+    let (wt, wo) = (median_by(&with_tok, |r| r.latency.p50_ms), median_by(&without, |r| r.latency.p50_ms));
+    let added_http = wt.latency.p50_ms - wo.latency.p50_ms;
+    rows.push(row(
+        "HTTP /rpc p50, 1 client sequential: with a JWT vs anonymous (same snippet)",
+        format!("{:.3} ms", wt.latency.p50_ms),
+        format!("{:.3} ms", wo.latency.p50_ms),
+        Some(wt.latency.p50_ms / wo.latency.p50_ms.max(1e-9)),
+        "≤ +0.1 ms",
+        Some(added_http <= 0.1),
+    ));
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    };
+    let (ut, ua) = (med(&mut up_tok), med(&mut up_anon));
+    rows.push(row(
+        "WebSocket upgrade p50 (connect to 101), sequential: with a JWT vs anonymous",
+        format!("{ut:.3} ms"),
+        format!("{ua:.3} ms"),
+        Some(ut / ua.max(1e-9)),
+        "≤ +0.1 ms",
+        Some(ut - ua <= 0.1),
+    ));
+    raw.insert(
+        "auth".into(),
+        json!({ "httpWithToken": wt, "httpAnonymous": wo, "upgradeP50WithTokenMs": up_tok, "upgradeP50AnonymousMs": up_anon }),
+    );
+    drop(anon);
+
+    // 8. Sizes and cold start.
     let (sr, sg) = wasm_size(&root, "snippet")?;
     let (br, bg) = wasm_size(&root, "backend-do")?;
     rows.push(row(
@@ -421,6 +480,25 @@ pub async fn run(opts: BenchOpts) -> Result<BenchReport> {
         say(&format!("wrote {}", md.display()));
     }
     Ok(report)
+}
+
+/// Median time of `n` sequential WebSocket upgrades (TCP connect to the 101 response),
+/// each closed again at once.
+async fn upgrade_p50(url: &str, token: Option<&str>, n: usize) -> Result<f64> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n.max(1) {
+        let mut req = url.into_client_request()?;
+        if let Some(t) = token {
+            req.headers_mut().insert("Authorization", format!("Bearer {t}").parse()?);
+        }
+        let started = Instant::now();
+        let (mut ws, _) = tokio_tungstenite::connect_async(req).await?;
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+        let _ = ws.close(None).await;
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times.get(times.len() / 2).copied().unwrap_or(0.0))
 }
 
 /// Opens `clients` WebSockets, has each send one message, and reads how many sockets the

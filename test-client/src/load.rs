@@ -59,8 +59,9 @@ pub struct LoadOpts {
     /// What to ask.
     #[arg(short, long, value_enum, default_value_t = Method::Echo)]
     pub method: Method,
-    /// Bearer token (needed to talk to the backend directly).
-    #[arg(long, env = "BACKEND_TOKEN", hide_env_values = true)]
+    /// Bearer token: a JWT for the snippet (`test-client token`), or the backend's
+    /// BACKEND_TOKEN to talk to the backend directly.
+    #[arg(long, env = "SNIPPET_PROXY_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Seconds without any reply before the outstanding requests count as lost.
     #[arg(long, default_value_t = 10.0)]

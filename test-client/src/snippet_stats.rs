@@ -14,11 +14,18 @@ pub struct StatsOpts {
     /// Refresh every this many seconds until Ctrl-C.
     #[arg(short, long)]
     pub watch: Option<f64>,
+    /// An operator token (scope admin, tenant *), unless the snippet has STATS_PUBLIC=true.
+    #[arg(long, env = "SNIPPET_PROXY_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
-/// Fetches a stats document.
-pub async fn fetch(url: &str) -> Result<Value> {
-    let res = reqwest::get(url).await.with_context(|| format!("GET {url}"))?;
+/// Fetches a stats document, with a bearer token if given.
+pub async fn fetch(url: &str, token: Option<&str>) -> Result<Value> {
+    let mut req = reqwest::Client::new().get(url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let res = req.send().await.with_context(|| format!("GET {url}"))?;
     let status = res.status();
     let text = res.text().await?;
     anyhow::ensure!(status.is_success(), "GET {url}: HTTP {status}: {text}");
@@ -50,7 +57,7 @@ pub async fn run(opts: StatsOpts, json: bool) -> Result<()> {
         format!("{}/__stats", opts.url.trim_end_matches('/'))
     };
     loop {
-        let v = fetch(&url).await?;
+        let v = fetch(&url, opts.token.as_deref()).await?;
         if json {
             println!("{v}");
         } else {

@@ -131,6 +131,9 @@ pub struct StackOpts {
     pub snippet_vars: Vec<(String, String)>,
     /// Tenant the snippet's upstream goes to.
     pub tenant: Option<String>,
+    /// Start the snippet without `AUTH_SECRET` (to see it fail closed, or with
+    /// `ALLOW_ANONYMOUS` in `snippet_vars`).
+    pub no_auth_secret: bool,
 }
 
 /// A running backend + snippet pair.
@@ -142,8 +145,19 @@ pub struct Stack {
     pub backend: Worker,
     /// The snippet worker.
     pub snippet: Worker,
-    /// The bearer token both share.
+    /// The backend's bearer token (the snippet's `BACKEND_TOKEN`).
     pub token: String,
+    /// The snippet's `AUTH_SECRET` (HS256), to mint client tokens with.
+    pub auth_secret: String,
+    /// A client JWT for every tenant with `read write publish`, valid for an hour.
+    pub client_token: String,
+    /// An operator JWT (`admin`, tenant `*`), for `/__stats`.
+    pub admin_token: String,
+}
+
+/// Seconds since the epoch.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// A port that was free a moment ago.
@@ -220,11 +234,15 @@ impl Stack {
         let dir = std::env::temp_dir().join(format!("snippet-proxy-{}-{}", std::process::id(), fastrand::u64(..)));
         std::fs::create_dir_all(&dir)?;
         let token: String = std::iter::repeat_with(fastrand::alphanumeric).take(32).collect();
+        let auth_secret: String = std::iter::repeat_with(fastrand::alphanumeric).take(48).collect();
         let backend_port = free_port()?;
         let snippet_port = free_port()?;
         let tenant = opts.tenant.clone().unwrap_or_else(|| "default".into());
         let backend_vars = vec![("BACKEND_TOKEN".to_owned(), token.clone())];
         let mut snippet_vars = snippet_vars(&token, backend_port, &tenant);
+        // Blank, not absent: `wrangler dev` would otherwise take .dev.vars' AUTH_SECRET.
+        let secret = if opts.no_auth_secret { String::new() } else { auth_secret.clone() };
+        snippet_vars.push(("AUTH_SECRET".to_owned(), secret));
         snippet_vars.extend(opts.snippet_vars);
         let persist = dir.join("state");
         let mut backend = Worker::spawn(
@@ -238,7 +256,19 @@ impl Stack {
         let mut snippet = Worker::spawn(&root, &root, snippet_port, &snippet_vars, dir.join("snippet.log"), &persist)?;
         wait_ready(&mut backend, "/")?;
         wait_ready(&mut snippet, "/")?;
-        Ok(Stack { root, dir, backend, snippet, token })
+        let mint = |scope: &str| {
+            crate::token::hs256(auth_secret.as_bytes(), &crate::token::claims("e2e", "*", scope, 3600, now_secs()))
+        };
+        let (client_token, admin_token) = (mint("read write publish"), mint("admin"));
+        Ok(Stack { root, dir, backend, snippet, token, auth_secret, client_token, admin_token })
+    }
+
+    /// Mints an HS256 token for this stack's snippet.
+    pub fn mint(&self, sub: &str, tenant: &str, scope: &str, ttl_secs: i64) -> String {
+        crate::token::hs256(
+            self.auth_secret.as_bytes(),
+            &crate::token::claims(sub, tenant, scope, ttl_secs, now_secs()),
+        )
     }
 
     /// Starts another snippet against the same backend, on `tenant`, with extra vars
@@ -246,6 +276,7 @@ impl Stack {
     pub fn extra_snippet(&self, tenant: &str, vars: &[(&str, &str)]) -> Result<Worker> {
         let port = free_port()?;
         let mut all = snippet_vars(&self.token, self.backend.port, tenant);
+        all.push(("AUTH_SECRET".to_owned(), self.auth_secret.clone()));
         all.extend(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         let log = self.dir.join(format!("snippet-{tenant}.log"));
         let mut w = Worker::spawn(&self.root, &self.root, port, &all, log, &self.dir.join("state"))?;
@@ -282,9 +313,9 @@ impl Stack {
         Ok(())
     }
 
-    /// The snippet's `/__stats`.
+    /// The snippet's `/__stats` (with the operator token).
     pub async fn snippet_stats(&self) -> Result<serde_json::Value> {
-        crate::snippet_stats::fetch(&format!("{}/__stats", self.snippet.http())).await
+        crate::snippet_stats::fetch(&format!("{}/__stats", self.snippet.http()), Some(&self.admin_token)).await
     }
 }
 

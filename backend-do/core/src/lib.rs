@@ -11,6 +11,6 @@ pub mod route;
 pub mod rpc;
 pub mod session;
 
-pub use rpc::{Db, SqlResult};
 pub use authz::{Caller, Grants};
+pub use rpc::{Db, SqlResult};
 pub use session::{Service, Session, StreamEntry};

@@ -8,12 +8,12 @@ use std::collections::BTreeMap;
 
 use protocol::{encode_frame, ErrorFrame, FrameKind, Identity, Open, Request, Response, StreamId};
 
+use crate::authz::{self, Caller};
+use crate::rpc::{self, Db};
 /// An HTTP request as the backend sees it (the same shape as a `Request` frame).
 pub use protocol::Request as HttpRequest;
 /// An HTTP response as the backend builds it.
 pub use protocol::Response as HttpResponse;
-use crate::authz::{self, Caller};
-use crate::rpc::{self, Db};
 
 /// Most streams one session may have open: the snippet's own default `MAX_STREAMS`, so
 /// a snippet within its limits is never refused here, while one session still cannot
@@ -158,7 +158,14 @@ impl Session {
         out
     }
 
-    fn handle_frame(&mut self, f: protocol::Frame<'_>, db: &mut dyn Db, now: u64, reply: &mut Reply, out: &mut Outcome) {
+    fn handle_frame(
+        &mut self,
+        f: protocol::Frame<'_>,
+        db: &mut dyn Db,
+        now: u64,
+        reply: &mut Reply,
+        out: &mut Outcome,
+    ) {
         let id = f.stream;
         match f.kind {
             FrameKind::Open => {

@@ -189,7 +189,13 @@ fn http_request_gets_its_response_then_the_stream_is_gone() {
 fn upstream_loss_tells_every_stream_its_fate() {
     let mut mux = up(Config::default());
     let ws = mux.open_websocket("/echo", Identity::default()).expect("open");
-    let req = Request { method: "POST".into(), path: "/rpc".into(), content_type: String::new(), identity: Identity::default(), body: b"{}".to_vec() };
+    let req = Request {
+        method: "POST".into(),
+        path: "/rpc".into(),
+        content_type: String::new(),
+        identity: Identity::default(),
+        body: b"{}".to_vec(),
+    };
     let sent = mux.open_http(&req, 0).expect("open");
     assert!(mux.poll_transmit(mux.current_gen(), 5).is_some(), "the first request leaves");
     let unsent = mux.open_http(&req, 6).expect("open");
@@ -242,7 +248,8 @@ fn a_backend_error_frame_reaches_the_stream_as_close_or_status() {
     for (code, close) in [(403, 1008), (401, 1008), (503, 1013)] {
         let ws = mux.open_websocket("/rpc", Identity::default()).expect("open");
         let err = ErrorFrame { code, message: "m".into() }.encode();
-        mux.handle_upstream_message(mux.current_gen(), &single_frame_message(FrameKind::Error, ws, &err), 0).expect("ok");
+        mux.handle_upstream_message(mux.current_gen(), &single_frame_message(FrameKind::Error, ws, &err), 0)
+            .expect("ok");
         assert!(matches!(drain(&mut mux, ws).as_slice(), [Delivery::Close(c)] if c.code == close), "{code}");
     }
     assert_eq!(json_string("a\"b\\\n\u{1}"), r#""a\"b\\\n\u0001""#);
@@ -305,7 +312,13 @@ fn jitter_spreads_delays_instead_of_repeating_one() {
 #[test]
 fn requests_time_out_with_504_at_their_deadline() {
     let mut mux = up(Config { request_timeout_ms: 1_000, ..Config::default() });
-    let req = Request { method: "POST".into(), path: "/rpc".into(), content_type: String::new(), identity: Identity::default(), body: vec![] };
+    let req = Request {
+        method: "POST".into(),
+        path: "/rpc".into(),
+        content_type: String::new(),
+        identity: Identity::default(),
+        body: vec![],
+    };
     let a = mux.open_http(&req, 0).expect("open");
     let b = mux.open_http(&req, 500).expect("open");
     assert_eq!(mux.poll_timeout(), Some(1_000));
@@ -331,7 +344,13 @@ fn round_trips_are_measured_from_transmit_to_response() {
     let mut mux = up(Config::default());
     assert_eq!(mux.rtt_percentiles(), None);
     for i in 0..100u64 {
-        let req = Request { method: "POST".into(), path: "/rpc".into(), content_type: String::new(), identity: Identity::default(), body: vec![] };
+        let req = Request {
+            method: "POST".into(),
+            path: "/rpc".into(),
+            content_type: String::new(),
+            identity: Identity::default(),
+            body: vec![],
+        };
         let id = mux.open_http(&req, i * 10).expect("open");
         let msg = mux.poll_transmit(mux.current_gen(), i * 10).expect("batch");
         let (reply, _) = echo_backend(&msg);
@@ -347,7 +366,13 @@ fn client_and_queued_frame_limits() {
     let a = mux.open_websocket("/echo", Identity::default()).expect("1");
     let _b = mux.open_websocket("/echo", Identity::default()).expect("2");
     assert_eq!(mux.open_websocket("/echo", Identity::default()), Err(Refused::TooManyStreams));
-    let req = Request { method: "POST".into(), path: "/rpc".into(), content_type: String::new(), identity: Identity::default(), body: vec![] };
+    let req = Request {
+        method: "POST".into(),
+        path: "/rpc".into(),
+        content_type: String::new(),
+        identity: Identity::default(),
+        body: vec![],
+    };
     assert!(mux.open_http(&req, 0).is_ok(), "HTTP requests are not clients");
     // The Open frame is queued already: two more fit, the fourth frame does not.
     mux.send(a, true, b"1").expect("fits");
@@ -407,7 +432,13 @@ fn handover_drains_the_old_upstream_behind_a_barrier_and_loses_nothing() {
     assert_eq!((mux.gen_state(g1), mux.gen_state(g2)), (GenState::Draining, GenState::Current));
     assert_eq!(mux.owner(), OwnerKind::WebSocket);
     mux.send(a, true, b"m6").expect("send");
-    let req = Request { method: "POST".into(), path: "/rpc".into(), content_type: String::new(), identity: Identity::default(), body: b"r".to_vec() };
+    let req = Request {
+        method: "POST".into(),
+        path: "/rpc".into(),
+        content_type: String::new(),
+        identity: Identity::default(),
+        body: b"r".to_vec(),
+    };
     let r = mux.open_http(&req, 1_003).expect("open");
 
     // The old upstream carries only its barrier; the new one HTTP at once, WebSocket held.
@@ -430,7 +461,11 @@ fn handover_drains_the_old_upstream_behind_a_barrier_and_loses_nothing() {
     let reopened = mux.poll_transmit(g2, 1_007).expect("stream moves over");
     let frames: Vec<(FrameKind, Vec<u8>)> =
         decode_message(&reopened).expect("v").map(|f| f.map(|f| (f.kind, f.payload.to_vec())).expect("f")).collect();
-    assert_eq!(frames[0], (FrameKind::Open, Open { path: "/echo".into(), identity: Identity::default() }.encode()), "re-opened before its data");
+    assert_eq!(
+        frames[0],
+        (FrameKind::Open, Open { path: "/echo".into(), identity: Identity::default() }.encode()),
+        "re-opened before its data"
+    );
     assert_eq!(frames[1], (FrameKind::Text, b"m6".to_vec()));
     mux.handle_upstream_message(g2, &in_order_backend(&reopened), 1_008).expect("ok");
 
@@ -448,7 +483,13 @@ fn an_old_upstream_lost_before_its_barrier_fails_only_what_it_carried() {
     let g1 = mux.upstream_connecting(OwnerKind::WebSocket, Some(owner_stream), 0);
     assert!(mux.upstream_up(g1, 0));
     let a = mux.open_websocket("/echo", Identity::default()).expect("open");
-    let req = Request { method: "POST".into(), path: "/rpc".into(), content_type: String::new(), identity: Identity::default(), body: vec![] };
+    let req = Request {
+        method: "POST".into(),
+        path: "/rpc".into(),
+        content_type: String::new(),
+        identity: Identity::default(),
+        body: vec![],
+    };
     let sent_on_old = mux.open_http(&req, 0).expect("open");
     mux.poll_transmit(g1, 1).expect("batch");
     assert!(!mux.wants_handover(OwnerKind::Http, 2), "a connected WebSocket owner keeps it");
@@ -495,7 +536,13 @@ fn a_failed_successor_leaves_the_current_upstream_alone() {
 #[test]
 fn the_watchdog_trips_when_queued_frames_see_no_transmit() {
     let mut mux = up(Config { watchdog_ms: 5_000, ..Config::default() });
-    let req = Request { method: "POST".into(), path: "/rpc".into(), content_type: String::new(), identity: Identity::default(), body: vec![] };
+    let req = Request {
+        method: "POST".into(),
+        path: "/rpc".into(),
+        content_type: String::new(),
+        identity: Identity::default(),
+        body: vec![],
+    };
     mux.open_http(&req, 100).expect("open");
     assert!(!mux.watchdog_expired(100), "the first submit after queueing starts the clock");
     assert!(!mux.watchdog_expired(5_099));
@@ -530,7 +577,13 @@ fn a_drain_whose_barrier_never_returns_ends_at_its_deadline() {
 fn connects_whose_context_died_are_abandoned_after_the_watchdog_bound() {
     let mut mux = Mux::new(Config { watchdog_ms: 1_000, ..Config::default() });
     let g1 = mux.upstream_connecting(OwnerKind::Http, None, 0);
-    let req = Request { method: "POST".into(), path: "/rpc".into(), content_type: String::new(), identity: Identity::default(), body: vec![] };
+    let req = Request {
+        method: "POST".into(),
+        path: "/rpc".into(),
+        content_type: String::new(),
+        identity: Identity::default(),
+        body: vec![],
+    };
     let waiting = mux.open_http(&req, 0).expect("open");
     assert!(mux.check_stuck(999).is_empty());
     assert_eq!(mux.check_stuck(1_000), vec!["connect attempt did not finish in time"]);

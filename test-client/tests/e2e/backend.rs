@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use futures_util::SinkExt;
-use protocol::{decode_message, ErrorFrame, FrameKind, Open, StreamId};
+use protocol::{decode_message, ErrorFrame, FrameKind, Identity, Open, StreamId};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -45,14 +45,22 @@ fn sql_rows_survive_a_restart_of_the_runtime() {
     rt.block_on(async {
         // Through the snippet's shared upstream (POST /query, the original design's shape)…
         let url = format!("{}/query", stack.snippet.http());
-        let (s, b) =
-            post(&url, None, &query("create table if not exists notes (id integer primary key, body text)", json!([])))
-                .await;
+        let (s, b) = post(
+            &url,
+            Some(&stack.client_token),
+            &query("create table if not exists notes (id integer primary key, body text)", json!([])),
+        )
+        .await;
         assert_eq!(s, 200, "{b}");
         let evil = "x'); drop table notes; --";
-        let (s, b) = post(&url, None, &query("insert into notes (body) values (?), (?)", json!(["first", evil]))).await;
+        let (s, b) = post(
+            &url,
+            Some(&stack.client_token),
+            &query("insert into notes (body) values (?), (?)", json!(["first", evil])),
+        )
+        .await;
         assert_eq!((s, b["rowsWritten"].as_u64()), (200, Some(2)), "{b}");
-        let (s, b) = post(&url, None, &query("select nope from notes", json!([]))).await;
+        let (s, b) = post(&url, Some(&stack.client_token), &query("select nope from notes", json!([]))).await;
         assert_eq!(s, 400, "SQL errors are 400 with SQLite's message: {b}");
         assert!(b["error"].as_str().unwrap_or_default().contains("nope"), "{b}");
     });
@@ -77,7 +85,8 @@ fn a_hibernated_object_answers_and_heartbeats_do_not_wake_it() {
     runtime().block_on(async {
         let mut direct =
             ws_connect(&format!("{}/db/hib/ws", stack.backend.ws()), Some(&stack.token)).await.expect("ws");
-        let mut via_snippet = ws_connect(&format!("{}/ws", stack.snippet.ws()), None).await.expect("ws");
+        let mut via_snippet =
+            ws_connect(&format!("{}/ws", stack.snippet.ws()), Some(&stack.client_token)).await.expect("ws");
         assert_eq!(rpc(&mut via_snippet, "echo", json!(["before"]), 1).await["result"], json!(["before"]));
         let before = rpc(&mut direct, "stats", json!([]), 1).await["result"].clone();
 
@@ -106,7 +115,8 @@ fn malformed_mux_frames_get_a_session_error_and_spare_other_streams() {
     let stack = start(&[]);
     runtime().block_on(async {
         // A client of the snippet keeps working throughout.
-        let mut bystander = ws_connect(&format!("{}/ws", stack.snippet.ws()), None).await.expect("ws");
+        let mut bystander =
+            ws_connect(&format!("{}/ws", stack.snippet.ws()), Some(&stack.client_token)).await.expect("ws");
         assert_eq!(rpc(&mut bystander, "ping", json!([]), 1).await["result"], "pong");
 
         let mut mux =
@@ -128,8 +138,14 @@ fn malformed_mux_frames_get_a_session_error_and_spare_other_streams() {
         // The same session still works.
         let mut batch = Vec::new();
         protocol::begin_message(&mut batch);
-        protocol::encode_frame(&mut batch, FrameKind::Open, StreamId(9), &Open { path: "/echo".into() }.encode())
-            .expect("frame");
+        let identity = Identity { subject: "t".into(), tenant: "default".into(), scopes: "read".into(), expires_at: 0 };
+        protocol::encode_frame(
+            &mut batch,
+            FrameKind::Open,
+            StreamId(9),
+            &Open { path: "/echo".into(), identity }.encode(),
+        )
+        .expect("frame");
         protocol::encode_frame(&mut batch, FrameKind::Binary, StreamId(9), &[1, 2, 3]).expect("frame");
         mux.send(Message::Binary(batch.into())).await.expect("send");
         let Message::Binary(b) = next_message(&mut mux).await else { panic!("binary") };
@@ -146,8 +162,8 @@ fn the_backend_pushes_to_streams_unprompted() {
     let _one = one_at_a_time();
     let stack = start(&[]);
     runtime().block_on(async {
-        let mut a = ws_connect(&format!("{}/ws", stack.snippet.ws()), None).await.expect("ws");
-        let mut b = ws_connect(&format!("{}/ws", stack.snippet.ws()), None).await.expect("ws");
+        let mut a = ws_connect(&format!("{}/ws", stack.snippet.ws()), Some(&stack.client_token)).await.expect("ws");
+        let mut b = ws_connect(&format!("{}/ws", stack.snippet.ws()), Some(&stack.client_token)).await.expect("ws");
         let mut direct =
             ws_connect(&format!("{}/db/default/ws", stack.backend.ws()), Some(&stack.token)).await.expect("ws");
         assert_eq!(rpc(&mut b, "ping", json!([]), 1).await["result"], "pong"); // b's stream is open

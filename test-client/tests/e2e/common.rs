@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use test_client::load::Report;
+use test_client::load::{LoadOpts, Report};
 use test_client::stack::{Stack, StackOpts};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
@@ -25,12 +25,18 @@ pub fn start_with(vars: &[(&str, &str)], tenant: Option<&str>) -> Stack {
     let opts = StackOpts {
         snippet_vars: vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
         tenant: tenant.map(str::to_owned),
+        no_auth_secret: false,
     };
     Stack::start(opts).expect("stack starts")
 }
 
 pub fn start(vars: &[(&str, &str)]) -> Stack {
     start_with(vars, None)
+}
+
+/// Load options for the snippet at `url`, with the stack's client token.
+pub fn client_load(stack: &Stack, url: impl Into<String>) -> LoadOpts {
+    LoadOpts { token: Some(stack.client_token.clone()), ..LoadOpts::new(url) }
 }
 
 pub fn n(stats: &Value, field: &str) -> u64 {

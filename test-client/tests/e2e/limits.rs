@@ -12,10 +12,10 @@ fn oversized_input_is_refused_clearly_and_bystanders_keep_working() {
     let stack = start(&[("MAX_MESSAGE_BYTES", "1024")]);
     runtime().block_on(async {
         let url = format!("{}/ws", stack.snippet.ws());
-        let mut bystander = ws_connect(&url, None).await.expect("ws");
+        let mut bystander = ws_connect(&url, Some(&stack.client_token)).await.expect("ws");
         assert_eq!(rpc(&mut bystander, "ping", json!([]), 1).await["result"], "pong");
 
-        let mut big = ws_connect(&url, None).await.expect("ws");
+        let mut big = ws_connect(&url, Some(&stack.client_token)).await.expect("ws");
         big.send(Message::Text("x".repeat(2000).into())).await.expect("send");
         match next_message(&mut big).await {
             Message::Close(Some(f)) => {
@@ -26,7 +26,7 @@ fn oversized_input_is_refused_clearly_and_bystanders_keep_working() {
         }
 
         let body = json!({ "jsonrpc": "2.0", "method": "echo", "params": ["y".repeat(2000)], "id": 1 });
-        let (status, reply) = post(&format!("{}/rpc", stack.snippet.http()), None, &body).await;
+        let (status, reply) = post(&format!("{}/rpc", stack.snippet.http()), Some(&stack.client_token), &body).await;
         assert_eq!(status, 413, "{reply}");
         assert!(reply["error"].as_str().unwrap_or_default().contains("1024"), "{reply}");
 
@@ -42,7 +42,8 @@ fn a_malformed_var_is_reported_not_defaulted() {
     let _one = one_at_a_time();
     let stack = start(&[("BATCHING", "sometimes")]);
     runtime().block_on(async {
-        let (status, body) = post(&format!("{}/rpc", stack.snippet.http()), None, &json!({})).await;
+        let (status, body) =
+            post(&format!("{}/rpc", stack.snippet.http()), Some(&stack.client_token), &json!({})).await;
         assert_eq!(status, 500, "{body}");
         assert!(body["error"].as_str().unwrap_or_default().contains("BATCHING"), "{body}");
     });

@@ -13,7 +13,7 @@ fn eight_echo_clients(stack: &Stack) -> LoadOpts {
         messages: 200,
         method: Method::Raw,
         payload: 256,
-        ..LoadOpts::new(format!("{}/ws/echo", stack.snippet.ws()))
+        ..client_load(stack, format!("{}/ws/echo", stack.snippet.ws()))
     }
 }
 
@@ -31,7 +31,7 @@ fn concurrent_clients_each_get_exactly_their_own_replies_over_one_upstream() {
             messages: 100,
             in_flight: 4,
             method: Method::Echo,
-            ..LoadOpts::new(format!("{}/ws", stack.snippet.ws()))
+            ..client_load(&stack, format!("{}/ws", stack.snippet.ws()))
         };
         assert_passed(&load::run(rpc, false).await.expect("load runs"), 800);
 
@@ -74,7 +74,7 @@ fn cross_request_wakes_still_land_after_200k_wake_promises() {
             messages: 50,
             in_flight: 4,
             method: Method::Ping,
-            ..LoadOpts::new(format!("{}/rpc", stack.snippet.http()))
+            ..client_load(&stack, format!("{}/rpc", stack.snippet.http()))
         };
         assert_passed(&load::run(http, false).await.expect("load runs"), 200);
 
@@ -96,7 +96,7 @@ fn websocket_clients_and_200_concurrent_http_requests_share_one_upstream() {
             messages: 100,
             in_flight: 2,
             method: Method::Echo,
-            ..LoadOpts::new(format!("{}/ws", stack.snippet.ws()))
+            ..client_load(&stack, format!("{}/ws", stack.snippet.ws()))
         };
         // 50 clients × 4 in flight = 200 HTTP requests at once, 5 rounds.
         let http = LoadOpts {
@@ -104,7 +104,7 @@ fn websocket_clients_and_200_concurrent_http_requests_share_one_upstream() {
             messages: 20,
             in_flight: 4,
             method: Method::Sql,
-            ..LoadOpts::new(format!("{}/rpc", stack.snippet.http()))
+            ..client_load(&stack, format!("{}/rpc", stack.snippet.http()))
         };
         let (a, b) = tokio::join!(load::run(ws, false), load::run(http, false));
         assert_passed(&a.expect("ws load"), 1600);

@@ -28,19 +28,19 @@ fn the_owners_client_leaves_mid_stream_and_nothing_is_lost() {
     let stack = start(&[]);
     runtime().block_on(async {
         let url = format!("{}/ws", stack.snippet.ws());
-        let mut owner = ws_connect(&url, None).await.expect("ws");
+        let mut owner = ws_connect(&url, Some(&stack.client_token)).await.expect("ws");
         assert_eq!(rpc(&mut owner, "ping", json!([]), 1).await["result"], "pong");
         let stats = stack.snippet_stats().await.expect("stats");
         assert_eq!(stats["ownerKind"], "websocket", "{stats}");
 
-        let others = LoadOpts { clients: 8, messages: 300, in_flight: 4, ..LoadOpts::new(url.clone()) };
+        let others = LoadOpts { clients: 8, messages: 300, in_flight: 4, ..client_load(&stack, url.clone()) };
         let run = tokio::spawn(load::run(others, false));
         tokio::time::sleep(Duration::from_millis(300)).await;
         drop(owner); // mid-stream, without a close handshake
         let report = run.await.expect("task").expect("load");
         assert_passed(&report, 2400);
         // New clients still get through afterwards.
-        let after = LoadOpts { clients: 4, messages: 50, ..LoadOpts::new(url) };
+        let after = LoadOpts { clients: 4, messages: 50, ..client_load(&stack, url) };
         assert_passed(&load::run(after, false).await.expect("load"), 200);
         let stats = stats_until(&stack, |s| s["activeClients"] == 0).await;
         assert_eq!(n(&stats, "errors"), 0, "{stats}");
@@ -65,7 +65,7 @@ fn owners_are_handed_over_under_load_without_losing_anything() {
             in_flight: 2,
             duration: Some(5.0),
             method: Method::Ping,
-            ..LoadOpts::new(format!("{}/rpc", stack.snippet.http()))
+            ..client_load(&stack, format!("{}/rpc", stack.snippet.http()))
         };
         let report = load::run(http.clone(), false).await.expect("load");
         assert!(report.passed, "{}", report.to_text());
@@ -80,7 +80,7 @@ fn owners_are_handed_over_under_load_without_losing_anything() {
             in_flight: 4,
             duration: Some(4.0),
             method: Method::Raw,
-            ..LoadOpts::new(format!("{}/ws/echo", stack.snippet.ws()))
+            ..client_load(&stack, format!("{}/ws/echo", stack.snippet.ws()))
         };
         let (a, b) = tokio::join!(load::run(ws, false), load::run(http, false));
         let (a, b) = (a.expect("ws load"), b.expect("http load"));
@@ -107,14 +107,14 @@ fn backend_restart_mid_load_gives_every_request_a_reply_or_a_clear_error() {
         clients: 8,
         duration: Some(4.0),
         in_flight: 2,
-        ..LoadOpts::new(format!("{}/ws", stack.snippet.ws()))
+        ..client_load(&stack, format!("{}/ws", stack.snippet.ws()))
     };
     let http = LoadOpts {
         clients: 8,
         duration: Some(4.0),
         in_flight: 2,
         method: Method::Ping,
-        ..LoadOpts::new(format!("{}/rpc", stack.snippet.http()))
+        ..client_load(&stack, format!("{}/rpc", stack.snippet.http()))
     };
     let (ws_run, http_run) = rt.block_on(async {
         assert_passed(
@@ -138,7 +138,7 @@ fn backend_restart_mid_load_gives_every_request_a_reply_or_a_clear_error() {
         assert!(!ws_report.errors.is_empty() || !http_report.errors.is_empty(), "the outage was noticed");
 
         // A new client's first message is answered within the backoff bound (2 s) + slack.
-        let mut c = ws_connect(&format!("{}/ws", stack.snippet.ws()), None).await.expect("ws");
+        let mut c = ws_connect(&format!("{}/ws", stack.snippet.ws()), Some(&stack.client_token)).await.expect("ws");
         let asked = Instant::now();
         assert_eq!(rpc(&mut c, "ping", json!([]), 1).await["result"], "pong");
         let waited = asked.elapsed();

@@ -115,7 +115,8 @@ fn sql_binds_params_and_never_splices_them() {
     assert_eq!(v["result"]["rows"], json!([["x'); drop table t; --"]]));
     assert!(v["result"].get("rowsRead").is_some() && v["result"].get("rowsWritten").is_some());
     // positional form
-    handle(br#"{"jsonrpc":"2.0","method":"sql","params":["select ?, ?",[1,null]],"id":2}"#, &mut db, &admin()).expect("reply");
+    handle(br#"{"jsonrpc":"2.0","method":"sql","params":["select ?, ?",[1,null]],"id":2}"#, &mut db, &admin())
+        .expect("reply");
     assert_eq!(db.calls[1].1, vec![json!(1), Value::Null]);
     // nested values are refused before reaching SQLite
     let bad = call(r#"{"jsonrpc":"2.0","method":"sql","params":{"sql":"select ?","params":[[1]]},"id":3}"#);
@@ -128,8 +129,8 @@ fn sql_errors_and_caps() {
     assert_eq!(e["error"]["code"], code::SQL_ERROR);
     assert!(e["error"]["message"].as_str().unwrap_or_default().contains("syntax error"));
     let mut db = FakeDb { rows: MAX_ROWS + 1, ..FakeDb::default() };
-    let out =
-        handle(br#"{"jsonrpc":"2.0","method":"sql","params":{"sql":"select 1"},"id":1}"#, &mut db, &admin()).expect("reply");
+    let out = handle(br#"{"jsonrpc":"2.0","method":"sql","params":{"sql":"select 1"},"id":1}"#, &mut db, &admin())
+        .expect("reply");
     assert!(out.contains(&code::RESULT_TOO_LARGE.to_string()));
     // byte cap: a few thousand rows of long strings
     let long = "y".repeat(1000);
@@ -154,8 +155,9 @@ fn query_body_shape() {
 #[test]
 fn broadcast_pushes_a_notification_and_counts_receivers() {
     let mut db = FakeDb::default();
-    let out = handle(br#"{"jsonrpc":"2.0","method":"broadcast","params":{"message":{"hi":1}},"id":1}"#, &mut db, &admin())
-        .expect("reply");
+    let out =
+        handle(br#"{"jsonrpc":"2.0","method":"broadcast","params":{"message":{"hi":1}},"id":1}"#, &mut db, &admin())
+            .expect("reply");
     assert_eq!(serde_json::from_str::<Value>(&out).expect("json")["result"], json!({"delivered": 3}));
     let pushed: Value = serde_json::from_str(&db.pushed[0]).expect("json");
     assert_eq!(pushed, json!({"jsonrpc":"2.0","method":"broadcast","params":{"message":{"hi":1}}}));
@@ -173,7 +175,8 @@ fn call_as(who: &Caller, input: &str) -> Value {
 
 #[test]
 fn each_method_needs_its_scope() {
-    let rpc = |m: &str| format!(r#"{{"jsonrpc":"2.0","method":"{m}","params":{{"message":1,"sql":"select 1"}},"id":1}}"#);
+    let rpc =
+        |m: &str| format!(r#"{{"jsonrpc":"2.0","method":"{m}","params":{{"message":1,"sql":"select 1"}},"id":1}}"#);
     let allowed = |scopes: &str, m: &str| call_as(&caller(scopes), &rpc(m)).get("error").is_none();
     for m in ["ping", "echo", "whoami", "sql"] {
         assert!(allowed("read", m) && allowed("write", m) && allowed("admin", m), "{m}");

@@ -64,8 +64,11 @@ fn echo_and_rpc_streams_in_one_batch_answer_in_one_batch() {
 fn unknown_service_and_stream_get_stream_errors() {
     let mut s = session();
     let mut db = FakeDb::default();
-    let out =
-        s.handle_message(&batch(&[(FrameKind::Open, 3, open("/nope")), (FrameKind::Text, 4, b"x".to_vec())]), &mut db, NOW);
+    let out = s.handle_message(
+        &batch(&[(FrameKind::Open, 3, open("/nope")), (FrameKind::Text, 4, b"x".to_vec())]),
+        &mut db,
+        NOW,
+    );
     let got = frames(&out.reply.expect("reply"));
     assert_eq!(got.len(), 2);
     assert_eq!(got[0].0, FrameKind::Error);

@@ -111,7 +111,8 @@ pub enum KeyRef {
 pub enum Need {
     /// Any granted scope (the backend authorizes each call).
     Connect,
-    /// The `admin` scope (`/__stats`).
+    /// An operator: the `admin` scope for every tenant (`tenant: "*"`), as `/__stats`
+    /// shows the whole isolate.
     Admin,
 }
 
@@ -154,7 +155,7 @@ fn flag(name: &str, raw: Option<String>) -> Result<bool, String> {
     match raw.as_deref().map(str::trim) {
         None | Some("") | Some("false") | Some("0") | Some("off") => Ok(false),
         Some("true") | Some("1") | Some("on") => Ok(true),
-        Some(other) => Err(format!("{name} must be true or false, got {other:?}")),
+        Some(other) => Err(format!("{name} must be true or false, got \"{other}\"")),
     }
 }
 
@@ -225,10 +226,12 @@ impl AuthConfig {
         }
         let leeway_secs = match nonempty("AUTH_LEEWAY_SECS") {
             None => DEFAULT_LEEWAY_SECS,
-            Some(v) => v.parse().map_err(|_| format!("AUTH_LEEWAY_SECS must be a whole number, got {v:?}"))?,
+            Some(v) => v.parse().map_err(|_| format!("AUTH_LEEWAY_SECS must be a whole number, got \"{v}\""))?,
         };
         let allowed_origins = nonempty("ALLOWED_ORIGINS")
-            .map(|v| v.split(',').map(|o| o.trim().trim_end_matches('/').to_owned()).filter(|o| !o.is_empty()).collect())
+            .map(|v| {
+                v.split(',').map(|o| o.trim().trim_end_matches('/').to_owned()).filter(|o| !o.is_empty()).collect()
+            })
             .unwrap_or_default();
         Ok(AuthConfig {
             secret,
@@ -318,14 +321,14 @@ impl AuthConfig {
     /// Whether `identity` may use `tenant` for a route that needs `need`.
     pub fn authorize(&self, identity: &Identity, tenant: &str, need: Need) -> Result<(), AuthError> {
         if need == Need::Admin {
-            return if identity.has_scope("admin") {
+            return if identity.has_scope("admin") && identity.tenant == ANY_TENANT {
                 Ok(())
             } else {
-                Err(AuthError::Forbidden("this route needs the admin scope".into()))
+                Err(AuthError::Forbidden("this route needs an operator token (scope admin, tenant *)".into()))
             };
         }
         if !identity.allows_tenant(tenant) {
-            return Err(AuthError::Forbidden(format!("the token is not for tenant {tenant:?}")));
+            return Err(AuthError::Forbidden(format!("the token is not for tenant \"{tenant}\"")));
         }
         if identity.scopes.trim().is_empty() {
             return Err(AuthError::Forbidden("the token grants no scope".into()));
@@ -353,8 +356,11 @@ pub fn pick_token(
     if let Some(q) = query_token {
         found.push((q.to_owned(), TokenSource::Query));
     }
-    let in_protocols: Vec<&str> =
-        protocols.into_iter().flat_map(|p| p.split(',')).filter_map(|p| p.trim().strip_prefix(PROTOCOL_TOKEN_PREFIX)).collect();
+    let in_protocols: Vec<&str> = protocols
+        .into_iter()
+        .flat_map(|p| p.split(','))
+        .filter_map(|p| p.trim().strip_prefix(PROTOCOL_TOKEN_PREFIX))
+        .collect();
     match in_protocols.as_slice() {
         [] => {}
         [t] => found.push(((*t).to_owned(), TokenSource::Protocol)),
@@ -364,6 +370,16 @@ pub fn pick_token(
         0 => Ok(None),
         1 => Ok(found.pop()),
         _ => Err(AuthError::BadRequest("send the token in one place only (header, access_token or protocol)")),
+    }
+}
+
+/// The tenant a backend mux URL points at: `…/db/{tenant}/mux`, else `default`.
+pub fn tenant_of(backend_url: &str) -> &str {
+    let path = backend_url.split('?').next().unwrap_or_default();
+    let tenant = path.strip_suffix("/mux").and_then(|p| p.rsplit_once("/db/")).map(|(_, t)| t);
+    match tenant {
+        Some(t) if !t.is_empty() && !t.contains('/') => t,
+        _ => "default",
     }
 }
 

@@ -72,12 +72,16 @@ fn the_algorithm_picks_the_key_kind_so_keys_cannot_be_confused() {
 fn claims_are_checked_against_time_issuer_and_audience() {
     let c = cfg(&[("AUTH_SECRET", SECRET)]).expect("cfg");
     let id = c.identity(&claims(100), 99).expect("valid");
-    assert_eq!((id.subject.as_str(), id.tenant.as_str(), id.scopes.as_str(), id.expires_at), ("alice", "acme", "read", 100));
+    assert_eq!(
+        (id.subject.as_str(), id.tenant.as_str(), id.scopes.as_str(), id.expires_at),
+        ("alice", "acme", "read", 100)
+    );
     assert_eq!(c.identity(&claims(100), 100), Err(AuthError::Invalid("the token has expired")));
     let nbf = |n| Claims { nbf: Some(n), ..claims(1_000) };
     assert!(c.identity(&nbf(500 + DEFAULT_LEEWAY_SECS), 500).is_ok(), "within the leeway");
     assert_eq!(c.identity(&nbf(501 + DEFAULT_LEEWAY_SECS), 500), Err(AuthError::Invalid("the token is not valid yet")));
-    let strict = cfg(&[("AUTH_SECRET", SECRET), ("AUTH_ISSUER", "https://idp"), ("AUTH_AUDIENCE", "proxy")]).expect("cfg");
+    let strict =
+        cfg(&[("AUTH_SECRET", SECRET), ("AUTH_ISSUER", "https://idp"), ("AUTH_AUDIENCE", "proxy")]).expect("cfg");
     let good = Claims { iss: Some("https://idp".into()), aud: vec!["other".into(), "proxy".into()], ..claims(100) };
     assert!(strict.identity(&good, 1).is_ok());
     assert_eq!(strict.identity(&Claims { iss: None, ..good.clone() }, 1), Err(AuthError::Invalid("wrong issuer")));
@@ -94,7 +98,9 @@ fn routes_need_the_tenant_and_a_scope_and_stats_needs_admin() {
     assert_eq!(c.authorize(&id, "other", Need::Connect).map_err(|e| e.status()), Err(403));
     assert_eq!(c.authorize(&id, "acme", Need::Admin).map_err(|e| e.status()), Err(403));
     let admin = Identity { scopes: "admin".into(), ..id.clone() };
-    assert_eq!(c.authorize(&admin, "anything", Need::Admin), Ok(()));
+    assert_eq!(c.authorize(&admin, "acme", Need::Admin).map_err(|e| e.status()), Err(403), "a tenant's admin");
+    let operator = Identity { scopes: "read admin".into(), tenant: "*".into(), ..id.clone() };
+    assert_eq!(c.authorize(&operator, "anything", Need::Admin), Ok(()));
     let none = Identity { scopes: " ".into(), ..id };
     assert_eq!(c.authorize(&none, "acme", Need::Connect).map_err(|e| e.status()), Err(403));
     let anon = cfg(&[("ALLOW_ANONYMOUS", "true")]).expect("cfg").anonymous().expect("anonymous");
@@ -123,10 +129,7 @@ fn the_token_comes_from_exactly_one_place() {
     assert_eq!(pick_token(Some("Bearer abc"), None, None), Ok(Some(("abc".into(), TokenSource::Header))));
     assert_eq!(pick_token(Some("bearer  abc "), None, None), Ok(Some(("abc".into(), TokenSource::Header))));
     assert_eq!(pick_token(None, Some("q"), None), Ok(Some(("q".into(), TokenSource::Query))));
-    assert_eq!(
-        pick_token(None, None, Some("snippet-proxy, bearer.p")),
-        Ok(Some(("p".into(), TokenSource::Protocol)))
-    );
+    assert_eq!(pick_token(None, None, Some("snippet-proxy, bearer.p")), Ok(Some(("p".into(), TokenSource::Protocol))));
     assert_eq!(pick_token(None, None, Some("snippet-proxy")), Ok(None));
     assert_eq!(pick_token(Some("Basic xyz"), None, None).map_err(|e| e.status()), Err(401));
     assert_eq!(pick_token(Some("Bearer"), None, None).map_err(|e| e.status()), Err(401));
@@ -145,4 +148,13 @@ fn refusals_say_what_rfc_6750_says() {
     assert!(invalid.www_authenticate().unwrap_or_default().contains("error=\"invalid_token\""));
     assert!(AuthError::Forbidden("x".into()).www_authenticate().unwrap_or_default().contains("insufficient_scope"));
     assert_eq!(AuthError::BadRequest("x").www_authenticate(), None);
+}
+
+#[test]
+fn the_tenant_comes_from_the_backend_url() {
+    assert_eq!(tenant_of("ws://127.0.0.1:8788/db/acme/mux"), "acme");
+    assert_eq!(tenant_of("wss://b.example.com/db/t-1/mux?x=1"), "t-1");
+    assert_eq!(tenant_of("wss://db.example.com/mux"), "default");
+    assert_eq!(tenant_of("wss://b.example.com/db//mux"), "default");
+    assert_eq!(tenant_of(""), "default");
 }

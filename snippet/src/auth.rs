@@ -1,0 +1,173 @@
+//! The front door's glue: reads the token from the request, checks its signature with
+//! WebCrypto (`crypto.subtle`), and asks the core (`mux_core::auth`) for every decision.
+//!
+//! Imported keys are cached per isolate. A `CryptoKey` is plain data, not an I/O object,
+//! so keys imported by one request are used by others (measured: the e2e suite verifies
+//! thousands of tokens across requests against one cached key).
+
+use std::cell::RefCell;
+
+use js_sys::{Array, Object, Promise, Reflect, Uint8Array};
+use mux_core::auth::{self, Alg, AuthConfig, AuthError, KeyRef, Need};
+use mux_core::Identity;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
+
+use crate::js;
+
+#[wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_namespace = ["crypto", "subtle"], js_name = importKey, catch)]
+    fn import_key(
+        format: &str,
+        data: &JsValue,
+        alg: &JsValue,
+        extractable: bool,
+        usages: &Array,
+    ) -> Result<Promise, JsValue>;
+    #[wasm_bindgen(js_namespace = ["crypto", "subtle"], js_name = verify, catch)]
+    fn subtle_verify(
+        alg: &JsValue,
+        key: &JsValue,
+        signature: &Uint8Array,
+        data: &Uint8Array,
+    ) -> Result<Promise, JsValue>;
+}
+
+thread_local! {
+    /// Imported keys: index 0 is `AUTH_SECRET`, index i + 1 is `AUTH_JWKS` entry i.
+    static KEYS: RefCell<Vec<Option<JsValue>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Why the door refused, or could not decide (a server-side problem: 500).
+pub enum Refusal {
+    /// A refusal the client caused: 400/401/403.
+    Auth(AuthError),
+    /// The configuration is unusable (a key that does not import): 500.
+    Server(String),
+}
+
+impl From<AuthError> for Refusal {
+    fn from(e: AuthError) -> Self {
+        Refusal::Auth(e)
+    }
+}
+
+fn obj(fields: &[(&str, &JsValue)]) -> JsValue {
+    let o = Object::new();
+    for (k, v) in fields {
+        let _ = Reflect::set(&o, &(*k).into(), v);
+    }
+    o.into()
+}
+
+/// The WebCrypto algorithm object for importing and verifying with a key of `alg`.
+fn algorithm(alg: Alg) -> (JsValue, JsValue) {
+    match alg {
+        Alg::Hs256 => {
+            let a = obj(&[("name", &"HMAC".into()), ("hash", &"SHA-256".into())]);
+            (a.clone(), a)
+        }
+        Alg::Es256 => (
+            obj(&[("name", &"ECDSA".into()), ("namedCurve", &"P-256".into())]),
+            obj(&[("name", &"ECDSA".into()), ("hash", &"SHA-256".into())]),
+        ),
+        Alg::EdDsa => {
+            let a = obj(&[("name", &"Ed25519".into())]);
+            (a.clone(), a)
+        }
+    }
+}
+
+async fn imported(cfg: &AuthConfig, key: KeyRef) -> Result<JsValue, String> {
+    let slot = match key {
+        KeyRef::Secret => 0,
+        KeyRef::Jwk(i) => i + 1,
+    };
+    if let Some(k) = KEYS.with(|keys| keys.borrow().get(slot).cloned().flatten()) {
+        return Ok(k);
+    }
+    let usages = Array::of1(&"verify".into());
+    let promise = match key {
+        KeyRef::Secret => {
+            let secret = cfg.secret.as_deref().unwrap_or_default();
+            import_key("raw", &Uint8Array::from(secret).into(), &algorithm(Alg::Hs256).0, false, &usages)
+        }
+        KeyRef::Jwk(i) => {
+            let Some(k) = cfg.keys.get(i) else { return Err(format!("AUTH_JWKS has no key {i}")) };
+            let mut fields: Vec<(&str, JsValue)> =
+                vec![("kty", k.kty.as_str().into()), ("crv", k.crv.as_str().into()), ("x", k.x.as_str().into())];
+            if let Some(y) = &k.y {
+                fields.push(("y", y.as_str().into()));
+            }
+            let refs: Vec<(&str, &JsValue)> = fields.iter().map(|(n, v)| (*n, v)).collect();
+            import_key("jwk", &obj(&refs), &algorithm(k.alg).0, false, &usages)
+        }
+    };
+    let what = match key {
+        KeyRef::Secret => "AUTH_SECRET".to_owned(),
+        KeyRef::Jwk(i) => format!("AUTH_JWKS key {i}"),
+    };
+    let promise = promise.map_err(|e| format!("{what} cannot be imported: {}", js::describe(&e)))?;
+    let k = JsFuture::from(promise).await.map_err(|e| format!("{what} cannot be imported: {}", js::describe(&e)))?;
+    KEYS.with(|keys| {
+        let mut keys = keys.borrow_mut();
+        if keys.len() <= slot {
+            keys.resize(slot + 1, None);
+        }
+        if let Some(s) = keys.get_mut(slot) {
+            *s = Some(k.clone());
+        }
+    });
+    Ok(k)
+}
+
+async fn signature_verifies(cfg: &AuthConfig, token: &auth::Unverified<'_>) -> Result<bool, Refusal> {
+    let sig = Uint8Array::from(token.signature.as_slice());
+    let data = Uint8Array::from(token.signing_input);
+    for key in cfg.keys_for(token)? {
+        let k = imported(cfg, key).await.map_err(Refusal::Server)?;
+        let promise = subtle_verify(&algorithm(token.alg).1, &k, &sig, &data)
+            .map_err(|e| Refusal::Server(format!("crypto.subtle.verify: {}", js::describe(&e))))?;
+        // A rejection here means the inputs were unusable (e.g. a wrong-length
+        // signature for the curve): that is a bad token, not a server fault.
+        if JsFuture::from(promise).await.ok().and_then(|v| v.as_bool()) == Some(true) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+fn query_param(url: &web_sys::Url, name: &str) -> Option<String> {
+    url.search_params().get(name)
+}
+
+/// Decides who the caller of `req` is and whether it may use `tenant` for a route that
+/// needs `need`. Never logs the token.
+pub async fn admit(
+    cfg: &AuthConfig,
+    req: &web_sys::Request,
+    url: &web_sys::Url,
+    tenant: &str,
+    need: Need,
+) -> Result<Identity, Refusal> {
+    let headers = req.headers();
+    let header = |name: &str| headers.get(name).ok().flatten();
+    let picked = auth::pick_token(
+        header("Authorization").as_deref(),
+        query_param(url, "access_token").as_deref(),
+        header("Sec-WebSocket-Protocol").as_deref(),
+    )?;
+    let identity = match picked {
+        None => cfg.anonymous()?,
+        Some((token, _source)) => {
+            let unverified = auth::jwt::parse(&token)?;
+            if !signature_verifies(cfg, &unverified).await? {
+                return Err(AuthError::Invalid("the signature does not verify").into());
+            }
+            cfg.identity(&unverified.claims, js::now() / 1000)?
+        }
+    };
+    cfg.authorize(&identity, tenant, need)?;
+    Ok(identity)
+}

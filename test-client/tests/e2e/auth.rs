@@ -1,0 +1,423 @@
+//! The front door (SECURITY.md): one test per threat. Each asserts the refusal AND that
+//! a bystander client on the same upstream kept working.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use test_client::stack::{now_secs, Stack, StackOpts};
+use test_client::token::{self, EdDsaKey, Es256Key};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::Response;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::common::*;
+
+/// A connected client that must keep working through every refusal of its test.
+async fn bystander(stack: &Stack) -> Ws {
+    let mut ws = ws_connect(&format!("{}/ws", stack.snippet.ws()), Some(&stack.client_token)).await.expect("ws");
+    assert_eq!(rpc(&mut ws, "ping", json!([]), 1).await["result"], "pong");
+    ws
+}
+
+/// The bystander still gets answers, and nobody caused a second upstream.
+async fn still_fine(stack: &Stack, ws: &mut Ws) {
+    assert_eq!(rpc(ws, "echo", json!(["still here"]), 99).await["result"], json!(["still here"]));
+    let stats = stack.snippet_stats().await.expect("stats");
+    assert_eq!(n(&stats, "backendConnects"), 1, "{stats}");
+}
+
+/// An upgrade with extra headers: Ok(response headers) or Err((status, body)).
+async fn upgrade(url: &str, headers: &[(&str, &str)]) -> Result<(Ws, Response<Option<Vec<u8>>>), (u16, String)> {
+    let mut req = url.into_client_request().expect("url");
+    for (k, v) in headers {
+        let name: tokio_tungstenite::tungstenite::http::HeaderName = k.parse().expect("header name");
+        req.headers_mut().insert(name, v.parse().expect("header value"));
+    }
+    match tokio_tungstenite::connect_async(req).await {
+        Ok(ok) => Ok(ok),
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => {
+            let body = res.body().as_deref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
+            Err((res.status().as_u16(), body))
+        }
+        Err(e) => panic!("upgrade {url}: {e}"),
+    }
+}
+
+/// POST with extra headers: (status, WWW-Authenticate, JSON body).
+async fn post_with(url: &str, headers: &[(&str, &str)], body: &Value) -> (u16, Option<String>, Value) {
+    let mut req = reqwest::Client::new().post(url).json(body);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let res = req.send().await.expect("POST");
+    let status = res.status().as_u16();
+    let challenge = res.headers().get("WWW-Authenticate").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let text = res.text().await.expect("body");
+    (status, challenge, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+fn bearer(t: &str) -> String {
+    format!("Bearer {t}")
+}
+
+#[test]
+fn anonymous_sql_and_anonymous_upgrades_are_refused() {
+    let _one = one_at_a_time();
+    let stack = start(&[]);
+    runtime().block_on(async {
+        let mut by = bystander(&stack).await;
+        let http = stack.snippet.http();
+        let evil = json!({ "sql": "create table t(v); insert into t values (1)" });
+        for path in ["/query", "/rpc"] {
+            let (status, challenge, body) = post_with(&format!("{http}{path}"), &[], &evil).await;
+            assert_eq!(status, 401, "{path}: {body}");
+            assert_eq!(challenge.as_deref(), Some("Bearer realm=\"snippet-proxy\""), "{path}");
+            assert!(body["requestId"].as_str().is_some_and(|id| id.len() == 16), "{body}");
+        }
+        for path in ["/ws", "/ws/echo"] {
+            let err = upgrade(&format!("{}{path}", stack.snippet.ws()), &[]).await.err();
+            assert_eq!(err.map(|e| e.0), Some(401), "{path}: refused before the upgrade, not accepted then closed");
+        }
+        // Nothing reached the backend: the table does not exist.
+        let (s, b) =
+            post(&format!("{http}/query"), Some(&stack.client_token), &json!({ "sql": "select * from t" })).await;
+        assert_eq!(s, 400, "{b}");
+        assert!(b.to_string().contains("no such table"), "{b}");
+        still_fine(&stack, &mut by).await;
+    });
+    stack.assert_clean_logs().expect("clean logs");
+}
+
+#[test]
+fn forged_expired_early_none_wrong_key_and_confused_tokens_are_refused() {
+    let _one = one_at_a_time();
+    let (ec, ed, stranger) = (Es256Key::generate(), EdDsaKey::generate(), Es256Key::generate());
+    let jwks = json!({ "keys": [ec.public_jwk("ec1"), ed.public_jwk("ed1")] }).to_string();
+    let stack = start(&[("AUTH_JWKS", &jwks)]);
+    runtime().block_on(async {
+        let mut by = bystander(&stack).await;
+        let now = now_secs();
+        let good = token::claims("eve", "*", "read", 600, now);
+        let secret = stack.auth_secret.as_bytes();
+        let with = |extra: Value| {
+            let mut c = good.clone();
+            c.as_object_mut().expect("object").extend(extra.as_object().cloned().unwrap_or_default());
+            c
+        };
+        let accepted = [
+            ("HS256 with AUTH_SECRET", token::hs256(secret, &good)),
+            ("ES256 with a JWKS key", ec.token(Some("ec1"), &good)),
+            ("ES256 without kid", ec.token(None, &good)),
+            ("EdDSA with a JWKS key", ed.token(Some("ed1"), &good)),
+        ];
+        let none = token::encode(&json!({ "alg": "none", "typ": "JWT" }), &good, |_| Vec::new());
+        // The classic confusion: HS256 "signed" with the server's public key as the secret.
+        let public = ec.public_jwk("ec1").to_string();
+        let confused =
+            token::encode(&json!({ "alg": "HS256", "kid": "ec1" }), &good, |d| token::hs256_sign(public.as_bytes(), d));
+        let mut tampered = token::hs256(secret, &good);
+        let payload = token::b64url(with(json!({ "scope": "admin" })).to_string().as_bytes());
+        let parts: Vec<&str> = tampered.split('.').collect();
+        tampered = format!("{}.{payload}.{}", parts[0], parts[2]);
+        let refused = [
+            ("forged (another secret)", token::hs256(b"not-the-secret-not-the-secret-not-the", &good)),
+            ("tampered claims", tampered),
+            ("expired", token::hs256(secret, &with(json!({ "exp": now - 1 })))),
+            ("no exp", token::hs256(secret, &json!({ "sub": "eve", "tenant": "*", "scope": "read" }))),
+            ("not yet valid (nbf beyond the 60 s leeway)", token::hs256(secret, &with(json!({ "nbf": now + 300 })))),
+            ("alg none", none),
+            ("wrong key (ES256, key not in AUTH_JWKS)", stranger.token(Some("ec1"), &good)),
+            ("confused algorithm (HS256 keyed with the public JWK)", confused),
+            ("garbage", "not.a.token".to_owned()),
+        ];
+        let rpc_url = format!("{}/rpc", stack.snippet.http());
+        let ping = json!({ "jsonrpc": "2.0", "method": "ping", "id": 1 });
+        for (what, t) in &accepted {
+            let (status, _, body) = post_with(&rpc_url, &[("Authorization", &bearer(t))], &ping).await;
+            assert_eq!((status, &body["result"]), (200, &json!("pong")), "{what}: {body}");
+        }
+        for (what, t) in &refused {
+            let (status, challenge, body) = post_with(&rpc_url, &[("Authorization", &bearer(t))], &ping).await;
+            assert_eq!(status, 401, "{what}: {body}");
+            assert!(challenge.unwrap_or_default().contains("invalid_token"), "{what}");
+            assert!(!body.to_string().contains(t.as_str()), "{what}: the token is never echoed");
+            let ws = format!("{}/ws?access_token={t}", stack.snippet.ws());
+            assert_eq!(upgrade(&ws, &[]).await.err().map(|e| e.0), Some(401), "{what} (upgrade)");
+        }
+        still_fine(&stack, &mut by).await;
+    });
+    stack.assert_clean_logs().expect("clean logs");
+    let logs = stack.logs();
+    assert!(!logs.contains(&stack.client_token), "tokens are never logged");
+}
+
+/// Each kind of write a read-scope caller might try, and a query that shows whether it
+/// changed anything.
+const WRITES: [&str; 16] = [
+    "insert into notes (body) values ('x')",
+    "update notes set body = 'changed'",
+    "delete from notes",
+    "replace into notes (id, body) values (1, 'replaced')",
+    "insert or replace into notes (id, body) values (1, 'replaced')",
+    "drop table notes",
+    "alter table notes add column extra text",
+    "create table sneaky (v)",
+    "create trigger trg after insert on notes begin delete from notes; end",
+    "create view v as select * from notes",
+    "create index idx on notes (body)",
+    "with w as (select 1) insert into notes (body) select 'cte' from w",
+    "select 1; insert into notes (body) values ('second statement')",
+    "attach database 'file:other' as other",
+    "pragma user_version = 7",
+    "insert into notes (body) values ('x') returning id",
+];
+
+#[test]
+fn a_read_scope_token_cannot_write_by_any_statement() {
+    let _one = one_at_a_time();
+    let stack = start(&[]);
+    runtime().block_on(async {
+        let mut by = bystander(&stack).await;
+        let url = format!("{}/query", stack.snippet.http());
+        let q = |sql: &str| json!({ "sql": sql });
+        let writer = stack.mint("w", "default", "write", 600);
+        let reader = stack.mint("r", "default", "read", 600);
+        let admin_sql = |sql: &'static str| {
+            let (url, writer) = (url.clone(), writer.clone());
+            async move { post(&url, Some(&writer), &json!({ "sql": sql })).await }
+        };
+        assert_eq!(admin_sql("create table notes (id integer primary key, body text)").await.0, 200);
+        assert_eq!(admin_sql("insert into notes (body) values ('original')").await.0, 200);
+        let snapshot = || async {
+            let rows = admin_sql("select id, body from notes order by id").await.1;
+            let schema = admin_sql("select type, name, sql from sqlite_master order by name").await.1;
+            let version = admin_sql("pragma user_version").await.1;
+            (rows["rows"].clone(), schema["rows"].clone(), version["rows"].clone())
+        };
+        let before = snapshot().await;
+        assert_eq!(before.0, json!([[1, "original"]]));
+        // Reads work.
+        let (s, b) = post(&url, Some(&reader), &q("select body from notes")).await;
+        assert_eq!((s, &b["rows"]), (200, &json!([["original"]])), "{b}");
+        let mut outcomes = Vec::new();
+        for sql in WRITES {
+            let (status, body) = post(&url, Some(&reader), &q(sql)).await;
+            assert_ne!(status, 200, "a read token got a result for {sql:?}: {body}");
+            assert_eq!(snapshot().await, before, "{sql:?} changed the database");
+            outcomes.push(format!("{status} {sql}"));
+        }
+        eprintln!("read-scope write attempts:\n  {}", outcomes.join("\n  "));
+        // The same over a WebSocket stream, JSON-RPC style.
+        let mut ws = ws_connect(&format!("{}/ws", stack.snippet.ws()), Some(&reader)).await.expect("ws");
+        let r = rpc(&mut ws, "sql", json!({ "sql": "delete from notes" }), 5).await;
+        assert_eq!(r["error"]["code"], -32004, "{r}");
+        assert_eq!(snapshot().await, before);
+        // Other scopes: broadcast needs publish, stats needs admin.
+        assert_eq!(rpc(&mut ws, "broadcast", json!({ "message": "spam" }), 6).await["error"]["code"], -32002);
+        assert_eq!(rpc(&mut ws, "stats", json!([]), 7).await["error"]["code"], -32002);
+        // The object's bookkeeping is out of reach of SQL, whatever the scope.
+        for t in [&reader, &writer] {
+            for sql in ["select * from __cf_kv", "delete from __cf_kv", "select * from _cf_KV"] {
+                let (s, b) = post(&url, Some(t), &q(sql)).await;
+                assert_ne!(s, 200, "{sql}: {b}");
+            }
+        }
+        still_fine(&stack, &mut by).await;
+    });
+    stack.assert_clean_logs().expect("clean logs");
+}
+
+#[test]
+fn a_token_in_the_query_or_protocol_works_for_browser_style_upgrades_and_is_not_forwarded() {
+    let _one = one_at_a_time();
+    let stack = start(&[]);
+    runtime().block_on(async {
+        let mut by = bystander(&stack).await;
+        let t = stack.mint("browser-user", "default", "read", 600);
+        let (mut ws, res) =
+            upgrade(&format!("{}/ws?access_token={t}", stack.snippet.ws()), &[]).await.expect("upgrade");
+        assert!(res.headers().get("Sec-WebSocket-Protocol").is_none());
+        let who = rpc(&mut ws, "whoami", json!([]), 1).await["result"].clone();
+        assert_eq!(who["subject"], "browser-user", "{who}");
+        assert_eq!((who["tenant"].as_str(), who["scopes"].as_str()), (Some("default"), Some("read")), "{who}");
+        assert!(!who.to_string().contains(&t), "the backend never sees the token: {who}");
+        // A browser offers the token as a subprotocol entry and gets its real protocol back.
+        let offer = format!("snippet-proxy, bearer.{t}");
+        let (mut ws2, res) = upgrade(&format!("{}/ws", stack.snippet.ws()), &[("Sec-WebSocket-Protocol", &offer)])
+            .await
+            .expect("upgrade");
+        let chosen = res.headers().get("Sec-WebSocket-Protocol").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        assert_eq!(chosen.as_deref(), Some("snippet-proxy"));
+        assert_eq!(rpc(&mut ws2, "whoami", json!([]), 2).await["result"]["subject"], "browser-user");
+        // One place only.
+        let twice =
+            upgrade(&format!("{}/ws?access_token={t}", stack.snippet.ws()), &[("Authorization", &bearer(&t))]).await;
+        assert_eq!(twice.err().map(|e| e.0), Some(400));
+        let only_token =
+            upgrade(&format!("{}/ws", stack.snippet.ws()), &[("Sec-WebSocket-Protocol", &format!("bearer.{t}"))]).await;
+        assert_eq!(only_token.err().map(|e| e.0), Some(400), "a lone token entry cannot be chosen as the protocol");
+        still_fine(&stack, &mut by).await;
+    });
+    stack.assert_clean_logs().expect("clean logs");
+    let logs = stack.logs();
+    assert!(!logs.contains("access_token="), "no URL with a token is logged");
+}
+
+#[test]
+fn cross_origin_upgrades_are_refused_and_cors_answers_the_allowed_list() {
+    let _one = one_at_a_time();
+    let stack = start(&[("ALLOWED_ORIGINS", "https://app.example")]);
+    runtime().block_on(async {
+        let mut by = bystander(&stack).await;
+        let t = stack.client_token.clone();
+        let ws = format!("{}/ws?access_token={t}", stack.snippet.ws());
+        let evil = upgrade(&ws, &[("Origin", "https://evil.example")]).await;
+        assert_eq!(evil.err().map(|e| e.0), Some(403), "cross-site WebSocket hijacking");
+        assert!(upgrade(&ws, &[("Origin", "https://app.example")]).await.is_ok());
+        let own = stack.snippet.http();
+        assert!(upgrade(&ws, &[("Origin", &own)]).await.is_ok(), "the snippet's own pages");
+
+        let rpc_url = format!("{own}/rpc");
+        let client = reqwest::Client::new();
+        let preflight = |origin: &'static str| {
+            client
+                .request(reqwest::Method::OPTIONS, &rpc_url)
+                .header("Origin", origin)
+                .header("Access-Control-Request-Method", "POST")
+                .header("Access-Control-Request-Headers", "authorization, content-type")
+                .send()
+        };
+        let ok = preflight("https://app.example").await.expect("preflight");
+        assert_eq!(ok.status().as_u16(), 204);
+        let allow = |h: &str| ok.headers().get(h).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        assert_eq!(allow("Access-Control-Allow-Origin"), "https://app.example");
+        assert!(allow("Access-Control-Allow-Headers").contains("Authorization"));
+        assert_eq!(preflight("https://evil.example").await.expect("preflight").status().as_u16(), 403);
+        let ping = json!({ "jsonrpc": "2.0", "method": "ping", "id": 1 });
+        let res = client
+            .post(&rpc_url)
+            .bearer_auth(&t)
+            .header("Origin", "https://app.example")
+            .json(&ping)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(
+            res.headers().get("Access-Control-Allow-Origin").and_then(|v| v.to_str().ok()),
+            Some("https://app.example")
+        );
+        let (status, _, _) =
+            post_with(&rpc_url, &[("Origin", "https://evil.example"), ("Authorization", &bearer(&t))], &ping).await;
+        assert_eq!(status, 403);
+        still_fine(&stack, &mut by).await;
+    });
+    stack.assert_clean_logs().expect("clean logs");
+}
+
+#[test]
+fn a_token_for_tenant_a_is_refused_on_tenant_b() {
+    let _one = one_at_a_time();
+    let stack = start_with(&[], Some("tenant-b"));
+    runtime().block_on(async {
+        let mut by = bystander(&stack).await;
+        let for_a = stack.mint("a-user", "tenant-a", "read write", 600);
+        let for_b = stack.mint("b-user", "tenant-b", "read write", 600);
+        let ws = format!("{}/ws", stack.snippet.ws());
+        let (status, challenge, body) = post_with(
+            &format!("{}/query", stack.snippet.http()),
+            &[("Authorization", &bearer(&for_a))],
+            &json!({ "sql": "select 1" }),
+        )
+        .await;
+        assert_eq!(status, 403, "{body}");
+        assert!(challenge.unwrap_or_default().contains("insufficient_scope"));
+        assert!(body["error"].as_str().unwrap_or_default().contains("tenant-b"), "{body}");
+        assert_eq!(ws_connect(&ws, Some(&for_a)).await.err(), Some(403));
+        let mut b = ws_connect(&ws, Some(&for_b)).await.expect("tenant b's own token");
+        assert_eq!(rpc(&mut b, "whoami", json!([]), 1).await["result"]["tenant"], "tenant-b");
+        still_fine(&stack, &mut by).await;
+    });
+    stack.assert_clean_logs().expect("clean logs");
+}
+
+#[test]
+fn stats_need_an_operator_token() {
+    let _one = one_at_a_time();
+    let stack = start(&[]);
+    runtime().block_on(async {
+        let mut by = bystander(&stack).await;
+        let url = format!("{}/__stats", stack.snippet.http());
+        let get = |t: Option<String>| {
+            let mut req = reqwest::Client::new().get(&url);
+            if let Some(t) = t {
+                req = req.bearer_auth(t);
+            }
+            req.send()
+        };
+        assert_eq!(get(None).await.expect("get").status().as_u16(), 401);
+        assert_eq!(get(Some(stack.client_token.clone())).await.expect("get").status().as_u16(), 403);
+        let tenant_admin = stack.mint("x", "default", "admin", 600);
+        assert_eq!(
+            get(Some(tenant_admin)).await.expect("get").status().as_u16(),
+            403,
+            "a tenant's admin is no operator"
+        );
+        assert_eq!(get(Some(stack.admin_token.clone())).await.expect("get").status().as_u16(), 200);
+        still_fine(&stack, &mut by).await;
+    });
+}
+
+#[test]
+fn a_session_is_closed_with_1008_when_its_token_expires() {
+    let _one = one_at_a_time();
+    let stack = start(&[]);
+    runtime().block_on(async {
+        let mut by = bystander(&stack).await;
+        let short = stack.mint("brief", "default", "read", 3);
+        let mut ws = ws_connect(&format!("{}/ws", stack.snippet.ws()), Some(&short)).await.expect("ws");
+        assert_eq!(rpc(&mut ws, "ping", json!([]), 1).await["result"], "pong");
+        let closed = tokio::time::timeout(Duration::from_secs(8), async {
+            loop {
+                match next_message(&mut ws).await {
+                    Message::Close(f) => return f,
+                    _ => continue,
+                }
+            }
+        })
+        .await
+        .expect("closed at expiry");
+        let f = closed.expect("a close frame");
+        assert_eq!((u16::from(f.code), f.reason.as_str()), (1008, "token expired"));
+        still_fine(&stack, &mut by).await;
+    });
+    stack.assert_clean_logs().expect("clean logs");
+}
+
+#[test]
+fn without_a_key_everything_fails_closed_and_anonymous_access_is_opt_in() {
+    let _one = one_at_a_time();
+    let closed = Stack::start(StackOpts { no_auth_secret: true, ..StackOpts::default() }).expect("stack");
+    runtime().block_on(async {
+        let (status, body) = post(&format!("{}/rpc", closed.snippet.http()), None, &json!({})).await;
+        assert_eq!(status, 500, "{body}");
+        assert!(body["error"].as_str().unwrap_or_default().contains("AUTH_SECRET"), "{body}");
+        assert_eq!(ws_connect(&format!("{}/ws", closed.snippet.ws()), None).await.err(), Some(500));
+    });
+    drop(closed);
+    let open = Stack::start(StackOpts {
+        no_auth_secret: true,
+        snippet_vars: vec![("ALLOW_ANONYMOUS".into(), "true".into())],
+        ..StackOpts::default()
+    })
+    .expect("stack");
+    runtime().block_on(async {
+        let url = format!("{}/query", open.snippet.http());
+        let (s, b) = post(&url, None, &json!({ "sql": "select 41 + 1 as x" })).await;
+        assert_eq!((s, &b["rows"]), (200, &json!([[42]])), "anonymous read: {b}");
+        let (s, b) = post(&url, None, &json!({ "sql": "create table t (v)" })).await;
+        assert_eq!(s, 403, "anonymous callers get read only: {b}");
+        let mut ws = ws_connect(&format!("{}/ws", open.snippet.ws()), None).await.expect("anonymous ws");
+        let who = rpc(&mut ws, "whoami", json!([]), 1).await;
+        assert_eq!(who["result"]["anonymous"], true, "{who}");
+    });
+}
