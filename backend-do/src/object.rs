@@ -92,17 +92,25 @@ impl Db for ObjectDb<'_> {
         sql::run(&self.obj.raw, q, params, mode)
     }
 
+    /// Pushes to every JSON-RPC stream and socket whose caller may read and whose token
+    /// has not expired.
     fn broadcast(&mut self, notification: &str) -> u64 {
+        let now = now_secs();
         let mut delivered = 0;
         for ws in self.obj.state.get_websockets_with_tag("ws") {
-            if ws.send_with_str(notification).is_ok() {
+            let attachment = ws.deserialize_attachment::<Attachment>().ok().flatten().unwrap_or_default();
+            let caller = Caller::new(Identity::from_hex(&attachment.identity).unwrap_or_default(), now);
+            if caller.grants.read() && !caller.expired() && ws.send_with_str(notification).is_ok() {
                 delivered += 1;
             }
         }
         for ws in self.obj.state.get_websockets_with_tag("mux") {
             let Some(socket) = self.obj.mux_socket(&ws) else { continue };
             let rpc: Vec<u32> = self.obj.with_session(&socket, |s| {
-                s.streams.iter().filter(|(_, e)| e.service == Service::Rpc).map(|(id, _)| *id).collect()
+                let listening = |e: &StreamEntry| {
+                    e.service == Service::Rpc && e.caller.grants.read() && !e.caller.identity.expired(now)
+                };
+                s.streams.iter().filter(|(_, e)| listening(e)).map(|(id, _)| *id).collect()
             });
             if let Some(batch) = session::push_batch(&rpc, notification) {
                 if ws.send_with_bytes(batch).is_ok() {
@@ -148,11 +156,16 @@ impl Database {
     }
 
     /// Runs `f` on the stream table of mux socket `socket`, loading it from storage first
-    /// if this instance has not seen it since it woke.
+    /// if this instance has not seen it since it woke. The table is taken out of the map
+    /// while `f` runs: `f` may reach the `Db`, whose `broadcast` and `stats` visit every
+    /// table again, and a `RefCell` borrow held across that would panic (resetting the
+    /// object).
     fn with_session<R>(&self, socket: &str, f: impl FnOnce(&mut Session) -> R) -> R {
-        let mut sessions = self.sessions.borrow_mut();
-        let session = sessions.entry(socket.to_owned()).or_insert_with(|| self.load_session(socket));
-        f(session)
+        let taken = self.sessions.borrow_mut().remove(socket);
+        let mut session = taken.unwrap_or_else(|| self.load_session(socket));
+        let result = f(&mut session);
+        self.sessions.borrow_mut().insert(socket.to_owned(), session);
+        result
     }
 
     fn load_session(&self, socket: &str) -> Session {

@@ -12,7 +12,12 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use backend_core::rpc::{DbError, SqlMode, MAX_ROWS};
+use backend_core::rpc::{DbError, SqlMode, MAX_RESULT_BYTES, MAX_ROWS};
+
+/// The size bound while reading is an overestimate (every string character counted as a
+/// six-byte escape); the exact size is checked on the serialised result. Reading stops at
+/// this multiple of `MAX_RESULT_BYTES`, so the memory a statement can take stays bounded.
+const RESULT_BOUND_SLACK: usize = 6;
 use backend_core::SqlResult;
 use serde_json::Value;
 use wasm_bindgen::prelude::*;
@@ -47,26 +52,49 @@ fn sqlite_message(e: worker::Error) -> String {
     text.strip_prefix("Error: ").unwrap_or(&text).to_owned()
 }
 
-/// Runs one statement with bound parameters, reading at most `MAX_ROWS` rows.
+/// An upper bound of a value's size in the JSON reply (a blob byte is at most `255,`).
+fn json_size(v: &SqlStorageValue) -> usize {
+    match v {
+        SqlStorageValue::Null | SqlStorageValue::Boolean(_) => 5,
+        SqlStorageValue::Integer(_) | SqlStorageValue::Float(_) => 24,
+        SqlStorageValue::String(s) => 2 + s.len() * 6,
+        SqlStorageValue::Blob(b) => 2 + b.len() * 4,
+    }
+}
+
+/// Runs one statement with bound parameters, reading at most `MAX_ROWS` rows and stopping
+/// as soon as the rows read could exceed `MAX_RESULT_BYTES` (so a huge result is never
+/// built in memory first).
 fn run_plain(storage: &SqlStorage, sql: &str, params: &[Value]) -> Result<SqlResult, DbError> {
     let bindings: Vec<JsValue> = params.iter().map(to_js).collect();
     let cursor = storage.exec_raw(sql, bindings).map_err(|e| DbError::Sqlite(sqlite_message(e)))?;
     let columns = cursor.column_names();
     let mut rows = Vec::new();
+    let mut size = 0usize;
     for row in cursor.raw() {
         let row = row.map_err(|e| DbError::Sqlite(sqlite_message(e)))?;
         if rows.len() == MAX_ROWS {
             return Err(DbError::TooManyRows);
+        }
+        size = row.iter().fold(size.saturating_add(2), |n, v| n.saturating_add(json_size(v)));
+        if size > MAX_RESULT_BYTES.saturating_mul(RESULT_BOUND_SLACK) {
+            return Err(DbError::TooLarge);
         }
         rows.push(row.into_iter().map(to_json).collect());
     }
     Ok(SqlResult { columns, rows, rows_read: cursor.rows_read() as u64, rows_written: cursor.rows_written() as u64 })
 }
 
-/// Everything in `sqlite_master`, as one string: changes whenever the schema does.
+/// Everything in `sqlite_master` (and `sqlite_temp_master`, where the runtime lets it be
+/// read): changes whenever the schema does.
 fn schema_fingerprint(storage: &SqlStorage) -> Option<Vec<Vec<Value>>> {
-    const Q: &str = "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name";
-    run_plain(storage, Q, &[]).ok().map(|r| r.rows)
+    const MAIN: &str = "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name";
+    const TEMP: &str = "SELECT type, name, tbl_name, sql FROM sqlite_temp_master ORDER BY type, name";
+    let mut rows = run_plain(storage, MAIN, &[]).ok()?.rows;
+    if let Ok(temp) = run_plain(storage, TEMP, &[]) {
+        rows.extend(temp.rows);
+    }
+    Some(rows)
 }
 
 /// A `State` wrapper around the object's raw `DurableObjectState` (workers-rs's `State`
@@ -86,7 +114,9 @@ pub fn run(raw: &JsValue, sql: &str, params: &[Value], mode: SqlMode) -> Result<
         let storage = state_of(&state).storage().sql();
         let schema_before = schema_fingerprint(&storage);
         let r = run_plain(&storage, &sql, &params).and_then(|r| {
-            let wrote = r.rows_written > 0 || schema_fingerprint(&storage) != schema_before;
+            // A fingerprint that cannot be read proves nothing: count it as a write.
+            let after = schema_fingerprint(&storage);
+            let wrote = r.rows_written > 0 || schema_before.is_none() || after != schema_before;
             if wrote {
                 Err(DbError::ReadOnly)
             } else {

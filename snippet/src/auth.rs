@@ -143,20 +143,27 @@ fn query_param(url: &web_sys::Url, name: &str) -> Option<String> {
 }
 
 /// Decides who the caller of `req` is and whether it may use `tenant` for a route that
-/// needs `need`. Never logs the token.
+/// needs `need`. `upgrade`: a WebSocket upgrade, the only kind of request that may carry
+/// the token in the URL or the subprotocol (browsers can set no header there; anywhere
+/// else a token in the URL would only end up in request logs). Never logs the token.
 pub async fn admit(
     cfg: &AuthConfig,
     req: &web_sys::Request,
     url: &web_sys::Url,
     tenant: &str,
     need: Need,
+    upgrade: bool,
 ) -> Result<Identity, Refusal> {
     let headers = req.headers();
     let header = |name: &str| headers.get(name).ok().flatten();
+    let (query, protocols) = (query_param(url, "access_token"), header("Sec-WebSocket-Protocol"));
+    if !upgrade && query.is_some() {
+        return Err(AuthError::BadRequest("on HTTP routes send the token in the Authorization header").into());
+    }
     let picked = auth::pick_token(
         header("Authorization").as_deref(),
-        query_param(url, "access_token").as_deref(),
-        header("Sec-WebSocket-Protocol").as_deref(),
+        query.as_deref(),
+        protocols.as_deref().filter(|_| upgrade),
     )?;
     let identity = match picked {
         None => cfg.anonymous()?,

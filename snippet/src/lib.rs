@@ -53,6 +53,15 @@ fn var(env: &JsValue, name: &str) -> Option<String> {
     js_sys::Reflect::get(env, &name.into()).ok().and_then(|v| v.as_string())
 }
 
+/// The first configuration var that is set to something other than a string (wrangler
+/// allows JSON values): reading it as "unset" could silently switch a check off.
+fn non_string_var(env: &JsValue) -> Option<&'static str> {
+    let names = mux_core::auth::AuthConfig::VARS.iter().chain(mux_core::Config::VARS.iter());
+    names.copied().find(|name| {
+        js_sys::Reflect::get(env, &(*name).into()).is_ok_and(|v| !v.is_undefined() && v.as_string().is_none())
+    })
+}
+
 /// Applies the vars once per isolate (before the first stream exists). Returns the
 /// configuration error, if any: every request then answers 500 naming the var.
 fn configure(env: &JsValue) -> Option<String> {
@@ -66,6 +75,9 @@ fn configure(env: &JsValue) -> Option<String> {
         }
         if s.configured {
             return None;
+        }
+        if let Some(name) = non_string_var(env) {
+            return Some(format!("{name} must be a string"));
         }
         let door = match mux_core::auth::AuthConfig::from_vars(|name| var(env, name)) {
             Ok(d) => d,
@@ -93,14 +105,13 @@ async fn route(req: web_sys::Request, env: &JsValue, ctx: &JsValue) -> Result<we
     let path = url.pathname();
     let method = req.method();
     let test_routes = var(env, "SNIPPET_TEST_ROUTES").as_deref() == Some("1");
-    match (method.as_str(), path.as_str()) {
-        ("GET", "/") => return js::response(200, "text/plain; charset=utf-8", HELP.as_bytes()),
-        ("GET", "/__test/warm") if test_routes => return warm(&url).await,
-        _ => {}
+    if (method.as_str(), path.as_str()) == ("GET", "/") {
+        return js::response(200, "text/plain; charset=utf-8", HELP.as_bytes());
     }
     let need = match path.as_str() {
         "/__stats" if state::with(|s| s.door.stats_public) => None,
         "/__stats" => Some(Need::Admin),
+        "/__test/warm" if test_routes => Some(Need::Admin),
         "/ws" | "/ws/echo" | "/rpc" | "/query" => Some(Need::Connect),
         _ => return js::json_error(404, "not found; see GET / for the routes"),
     };
@@ -117,7 +128,7 @@ async fn route(req: web_sys::Request, env: &JsValue, ctx: &JsValue) -> Result<we
     let tenant = state::with(|s| s.tenant.clone());
     let identity = match need {
         None => mux_core::Identity::default(),
-        Some(need) => match auth::admit(&door, &req, &url, &tenant, need).await {
+        Some(need) => match auth::admit(&door, &req, &url, &tenant, need, path.starts_with("/ws")).await {
             Ok(identity) => identity,
             Err(auth::Refusal::Auth(e)) => return js::refuse(&e),
             Err(auth::Refusal::Server(detail)) => return js::fail(500, "authentication is misconfigured", &detail),
@@ -125,6 +136,7 @@ async fn route(req: web_sys::Request, env: &JsValue, ctx: &JsValue) -> Result<we
     };
     let response = match (method.as_str(), path.as_str()) {
         ("GET", "/__stats") => js::json(200, &stats::render()),
+        ("GET", "/__test/warm") => warm(&url).await,
         (_, "/ws") => client::upgrade(&req, "/rpc", identity),
         (_, "/ws/echo") => client::upgrade(&req, "/echo", identity),
         ("POST", "/rpc" | "/query") => http::proxy(req, &path, ctx, identity).await,

@@ -72,6 +72,8 @@ pub enum DbError {
     TooManyRows,
     /// A [`SqlMode::ReadOnly`] statement wrote (and was rolled back).
     ReadOnly,
+    /// The rows read so far already exceed what a result may hold.
+    TooLarge,
 }
 
 /// The storage the handler runs statements against.
@@ -247,6 +249,10 @@ fn run_sql(db: &mut dyn Db, sql: &str, args: &[Value], caller: &Caller) -> Resul
         DbError::TooManyRows => {
             RpcError::new(code::RESULT_TOO_LARGE, format!("result has more than {MAX_ROWS} rows; add LIMIT/OFFSET"))
         }
+        DbError::TooLarge => RpcError::new(
+            code::RESULT_TOO_LARGE,
+            format!("result is over the limit of {MAX_RESULT_BYTES} bytes; select fewer rows or columns"),
+        ),
     })?;
     let value = serde_json::to_value(&result).map_err(|e| RpcError::new(code::SQL_ERROR, e.to_string()))?;
     let size = value.to_string().len();

@@ -89,7 +89,7 @@ impl Config {
         for name in Config::VARS {
             let Some(raw) = get(name) else { continue };
             let raw = raw.trim();
-            let num = || raw.parse::<u64>().map_err(|_| format!("{name} must be a whole number, got \"{raw}\""));
+            let num = || raw.parse::<u64>().map_err(|_| format!("{name} must be a whole number"));
             match name {
                 "MAX_MESSAGE_BYTES" => c.max_message_bytes = num()? as usize,
                 "MAX_CLIENTS" => c.max_clients = num()? as usize,
@@ -107,7 +107,7 @@ impl Config {
                     c.batching = match raw {
                         "1" | "true" | "on" => true,
                         "0" | "false" | "off" => false,
-                        _ => return Err(format!("BATCHING must be on/off, got \"{raw}\"")),
+                        _ => return Err("BATCHING must be on/off".to_owned()),
                     }
                 }
                 _ => {}

@@ -170,6 +170,16 @@ fn the_backend_pushes_to_streams_unprompted() {
         assert_eq!(rpc(&mut direct, "ping", json!([]), 1).await["result"], "pong");
         let reply = rpc(&mut a, "broadcast", json!({ "message": "hello" }), 7).await;
         assert_eq!(reply["result"]["delivered"], 3, "a, b and the direct socket: {reply}");
+        // An admin's stats over a multiplexed stream (reads the same stream tables).
+        let admin = stack.mint("ops", "default", "admin", 600);
+        let mut c = ws_connect(&format!("{}/ws", stack.snippet.ws()), Some(&admin)).await.expect("ws");
+        let stats = rpc(&mut c, "stats", json!([]), 8).await;
+        assert!(stats["result"]["streams"].as_u64().is_some_and(|n| n >= 3), "{stats}");
+        // A caller without read gets no broadcasts.
+        let publisher = stack.mint("pub", "default", "publish", 600);
+        let mut p = ws_connect(&format!("{}/ws", stack.snippet.ws()), Some(&publisher)).await.expect("ws");
+        let reply = rpc(&mut p, "broadcast", json!({ "message": "second" }), 9).await;
+        assert_eq!(reply["result"]["delivered"], 4, "a, b, c and direct; not the publisher: {reply}");
         let note = json!({ "jsonrpc": "2.0", "method": "broadcast", "params": { "message": "hello" } });
         for ws in [&mut b, &mut direct] {
             let Message::Text(t) = next_message(ws).await else { panic!("text") };

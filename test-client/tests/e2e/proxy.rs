@@ -57,7 +57,10 @@ fn cross_request_wakes_still_land_after_200k_wake_promises() {
     let stack = start(&[("SNIPPET_TEST_ROUTES", "1")]);
     runtime().block_on(async {
         assert_passed(&load::run(eight_echo_clients(&stack), false).await.expect("load runs"), 1600);
-        let warm: Value = reqwest::get(format!("{}/__test/warm?n=200000", stack.snippet.http()))
+        let warm: Value = reqwest::Client::new()
+            .get(format!("{}/__test/warm?n=200000", stack.snippet.http()))
+            .bearer_auth(&stack.admin_token)
+            .send()
             .await
             .expect("warm route")
             .json()

@@ -155,7 +155,7 @@ fn flag(name: &str, raw: Option<String>) -> Result<bool, String> {
     match raw.as_deref().map(str::trim) {
         None | Some("") | Some("false") | Some("0") | Some("off") => Ok(false),
         Some("true") | Some("1") | Some("on") => Ok(true),
-        Some(other) => Err(format!("{name} must be true or false, got \"{other}\"")),
+        Some(_) => Err(format!("{name} must be true or false")),
     }
 }
 
@@ -211,6 +211,12 @@ impl AuthConfig {
     /// `ALLOW_ANONYMOUS=true` this is an error naming the missing vars.
     pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<AuthConfig, String> {
         let nonempty = |name: &str| get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        // A check that is configured but blank must not silently switch itself off.
+        for name in ["AUTH_ISSUER", "AUTH_AUDIENCE", "AUTH_JWKS"] {
+            if get(name).is_some() && nonempty(name).is_none() {
+                return Err(format!("{name} is set but empty; remove it or give it a value"));
+            }
+        }
         let secret = nonempty("AUTH_SECRET").map(String::into_bytes);
         if let Some(s) = &secret {
             if s.len() < MIN_SECRET_BYTES {
@@ -226,7 +232,7 @@ impl AuthConfig {
         }
         let leeway_secs = match nonempty("AUTH_LEEWAY_SECS") {
             None => DEFAULT_LEEWAY_SECS,
-            Some(v) => v.parse().map_err(|_| format!("AUTH_LEEWAY_SECS must be a whole number, got \"{v}\""))?,
+            Some(v) => v.parse().map_err(|_| "AUTH_LEEWAY_SECS must be a whole number".to_owned())?,
         };
         let allowed_origins = nonempty("ALLOWED_ORIGINS")
             .map(|v| {

@@ -27,6 +27,10 @@ fn fails_closed_without_a_key() {
     let keyed = cfg(&[("AUTH_SECRET", SECRET)]).expect("secret");
     assert_eq!(keyed.anonymous(), Err(AuthError::Missing));
     assert!(cfg(&[("ALLOW_ANONYMOUS", "yes please")]).expect_err("bad flag").contains("ALLOW_ANONYMOUS"));
+    for name in ["AUTH_ISSUER", "AUTH_AUDIENCE", "AUTH_JWKS"] {
+        let e = cfg(&[("AUTH_SECRET", SECRET), (name, " ")]).expect_err("blank");
+        assert!(e.contains(name), "{e}");
+    }
 }
 
 #[test]
