@@ -320,12 +320,12 @@ impl DurableObject for Database {
     async fn websocket_message(&self, ws: WebSocket, message: WebSocketIncomingMessage) -> Result<()> {
         self.messages.set(self.messages.get() + 1);
         let attachment: Attachment = ws.deserialize_attachment()?.unwrap_or_default();
-        let bytes = match message {
-            WebSocketIncomingMessage::Binary(b) => b,
-            // Text is not a batch: the mux decoder answers it with a session error.
-            WebSocketIncomingMessage::String(s) => s.into_bytes(),
-        };
         if attachment.endpoint == "mux" {
+            let bytes = match message {
+                WebSocketIncomingMessage::Binary(b) => b,
+                // Text is not a batch: the mux decoder answers it with a session error.
+                WebSocketIncomingMessage::String(s) => s.into_bytes(),
+            };
             return self.mux_message(&ws, &attachment.socket, &bytes);
         }
         let identity = Identity::from_hex(&attachment.identity).unwrap_or_default();
@@ -334,9 +334,13 @@ impl DurableObject for Database {
             let _ = ws.close(Some(1008), Some("token expired"));
             return Ok(());
         }
-        if attachment.endpoint == "echo" {
-            return ws.send_with_bytes(bytes);
-        }
+        let bytes = match message {
+            // The echo service answers each message in its own kind.
+            WebSocketIncomingMessage::String(s) if attachment.endpoint == "echo" => return ws.send_with_str(s),
+            WebSocketIncomingMessage::Binary(b) if attachment.endpoint == "echo" => return ws.send_with_bytes(b),
+            WebSocketIncomingMessage::Binary(b) => b,
+            WebSocketIncomingMessage::String(s) => s.into_bytes(),
+        };
         match rpc::handle(&bytes, &mut self.db(), &caller) {
             Some(reply) => ws.send_with_str(reply),
             None => Ok(()),

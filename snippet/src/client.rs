@@ -136,6 +136,14 @@ async fn deliver(id: StreamId, ws: web_sys::WebSocket, listeners: Listeners, exp
                 js::close(&ws, c.code, &c.reason);
                 break;
             }
+            // The proxy ends the stream: the client gets a short reason and a reference to
+            // the log line that holds the detail (as HTTP errors carry a request id).
+            Some(Delivery::Aborted { code, reason, detail }) => {
+                let rid = js::request_id();
+                js::log_error(&format!("request {rid}: stream {id} closed {code} {reason}: {detail}"));
+                js::close(&ws, code, &format!("{reason} (ref {rid})"));
+                break;
+            }
             // A response on a WebSocket stream is a backend bug; end the stream clearly.
             Some(Delivery::Response(_) | Delivery::Fallback(_) | Delivery::Failed { .. }) => {
                 js::close(&ws, 1011, "backend sent an HTTP response on a WebSocket stream");

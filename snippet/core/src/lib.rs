@@ -51,6 +51,16 @@ pub enum Delivery {
     /// The upstream could not carry this HTTP request and it never left: send it to the
     /// backend directly over HTTP instead.
     Fallback(Request),
+    /// The WebSocket stream failed in the proxy (upstream lost, refused by the backend):
+    /// close the client with `code` and the short `reason`; `detail` is for the log.
+    Aborted {
+        /// WebSocket close code.
+        code: u16,
+        /// What the client is told.
+        reason: &'static str,
+        /// What the operator's log is told.
+        detail: String,
+    },
     /// The HTTP request failed in the proxy (timeout, upstream lost, refused by the
     /// backend's session): answer `status` with the short `reason`; `detail` is for the log.
     Failed {
@@ -550,15 +560,15 @@ impl Mux {
     /// The backend refused a stream. Clients get a close code (or status) that says what
     /// kind of refusal it was; the backend's own message goes to the log.
     fn stream_error(&mut self, id: StreamId, e: ErrorFrame) -> Delivery {
-        self.session_errors.push(format!("backend refused stream {id} ({}): {}", e.code, e.message));
         let (code, reason) = match e.code {
             401 | 403 => (1008, "refused by the backend: not allowed"),
             503 => (1013, "refused by the backend: too busy; retry later"),
             _ => (1011, "refused by the backend"),
         };
+        let detail = format!("backend refused stream {id} ({}): {}", e.code, e.message);
         match self.streams.get(&id).map(|s| s.kind) {
-            Some(StreamKind::Http) => Delivery::Failed { status: e.code.max(400), reason, detail: e.message },
-            _ => Delivery::Close(Close { code, reason: reason.into() }),
+            Some(StreamKind::Http) => Delivery::Failed { status: e.code.max(400), reason, detail },
+            _ => Delivery::Aborted { code, reason, detail },
         }
     }
 
@@ -580,7 +590,11 @@ impl Mux {
                 self.counters.messages_down += 1;
                 self.counters.bytes_down += b.len() as u64;
             }
-            Delivery::Close(_) | Delivery::Response(_) | Delivery::Fallback(_) | Delivery::Failed { .. } => {}
+            Delivery::Close(_)
+            | Delivery::Response(_)
+            | Delivery::Fallback(_)
+            | Delivery::Failed { .. }
+            | Delivery::Aborted { .. } => {}
         }
         if stream.inbox.is_empty() {
             self.woken.push(id);
@@ -588,8 +602,7 @@ impl Mux {
         stream.inbox.push_back(d);
     }
 
-    /// Session-level errors and stream refusals the backend reported since the last call
-    /// (for the log: clients see only short reasons).
+    /// Session-level errors the backend reported since the last call (for the log).
     pub fn take_session_errors(&mut self) -> Vec<String> {
         std::mem::take(&mut self.session_errors)
     }
@@ -604,7 +617,15 @@ impl Mux {
     pub fn poll_delivery(&mut self, id: StreamId) -> Option<Delivery> {
         let stream = self.streams.get_mut(&id)?;
         let d = stream.inbox.pop_front()?;
-        if matches!(d, Delivery::Close(_) | Delivery::Response(_) | Delivery::Fallback(_) | Delivery::Failed { .. }) {
+        let ends = matches!(
+            d,
+            Delivery::Close(_)
+                | Delivery::Response(_)
+                | Delivery::Fallback(_)
+                | Delivery::Failed { .. }
+                | Delivery::Aborted { .. }
+        );
+        if ends {
             stream.detached = true;
             stream.inbox.clear();
             self.queued_bytes -= stream.outbox_bytes;

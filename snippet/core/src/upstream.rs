@@ -14,7 +14,7 @@
 //!    upstream (an `Open` before their held frames), and the old one is retired: its owner
 //!    closes it with 1000. Nothing in flight is lost.
 
-use protocol::{Close, FrameKind, StreamId};
+use protocol::{FrameKind, StreamId};
 
 use crate::{Delivery, Mux, Open, Request, StreamKind, Upstream};
 
@@ -350,7 +350,7 @@ impl Mux {
             // Clients get a short reason; `why` (internal detail) goes to the log only.
             let d = match (stream.kind, fallback) {
                 (StreamKind::WebSocket, _) => {
-                    Delivery::Close(Close { code: 1012, reason: "upstream lost; reconnect".into() })
+                    Delivery::Aborted { code: 1012, reason: "upstream lost; reconnect", detail: why.to_owned() }
                 }
                 (StreamKind::Http, Some(req)) => Delivery::Fallback(req),
                 (StreamKind::Http, None) => Delivery::Failed {
