@@ -6,6 +6,7 @@
 //! thousands of tokens across requests against one cached key).
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 
 use js_sys::{Array, Object, Promise, Reflect, Uint8Array};
 use mux_core::auth::{self, Alg, AuthConfig, AuthError, KeyRef, Need};
@@ -34,9 +35,35 @@ extern "C" {
     ) -> Result<Promise, JsValue>;
 }
 
+/// Bytes of token text the cache of verified tokens may hold (~800 typical tokens). A
+/// client that sends the same token with every request then pays for one signature check,
+/// not one per request; the bound keeps the cache a fixed, small share of the isolate's
+/// 128 MB whatever tokens arrive. When full, it is emptied (a miss only costs a check).
+const VERIFIED_CACHE_BYTES: usize = 256 * 1024;
+
 thread_local! {
     /// Imported keys: index 0 is `AUTH_SECRET`, index i + 1 is `AUTH_JWKS` entry i.
     static KEYS: RefCell<Vec<Option<JsValue>>> = const { RefCell::new(Vec::new()) };
+    /// Tokens whose signature and claims were verified, by their whole text (never by a
+    /// part of it: a cached signature must not vouch for another header or payload), with
+    /// the identity they gave. Expiry is checked again on every use.
+    static VERIFIED: RefCell<(HashMap<String, Identity>, usize)> = RefCell::new((HashMap::new(), 0));
+}
+
+fn cached(token: &str) -> Option<Identity> {
+    VERIFIED.with(|v| v.borrow().0.get(token).cloned())
+}
+
+fn remember(token: String, identity: &Identity) {
+    VERIFIED.with(|v| {
+        let (map, bytes) = &mut *v.borrow_mut();
+        if *bytes + token.len() > VERIFIED_CACHE_BYTES {
+            map.clear();
+            *bytes = 0;
+        }
+        *bytes += token.len();
+        map.insert(token, identity.clone());
+    })
 }
 
 /// Why the door refused, or could not decide (a server-side problem: 500).
@@ -165,15 +192,22 @@ pub async fn admit(
         query.as_deref(),
         protocols.as_deref().filter(|_| upgrade),
     )?;
+    let now_secs = js::now() / 1000;
     let identity = match picked {
         None => cfg.anonymous()?,
-        Some((token, _source)) => {
-            let unverified = auth::jwt::parse(&token)?;
-            if !signature_verifies(cfg, &unverified).await? {
-                return Err(AuthError::Invalid("the signature does not verify").into());
+        Some((token, _source)) => match cached(&token) {
+            Some(id) if id.expired(now_secs) => return Err(AuthError::Invalid("the token has expired").into()),
+            Some(id) => id,
+            None => {
+                let unverified = auth::jwt::parse(&token)?;
+                if !signature_verifies(cfg, &unverified).await? {
+                    return Err(AuthError::Invalid("the signature does not verify").into());
+                }
+                let id = cfg.identity(&unverified.claims, now_secs)?;
+                remember(token, &id);
+                id
             }
-            cfg.identity(&unverified.claims, js::now() / 1000)?
-        }
+        },
     };
     cfg.authorize(&identity, tenant, need)?;
     Ok(identity)

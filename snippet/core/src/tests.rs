@@ -41,6 +41,17 @@ fn drain(mux: &mut Mux, id: StreamId) -> Vec<Delivery> {
     std::iter::from_fn(|| mux.poll_delivery(id)).collect()
 }
 
+/// A `POST /rpc` request with `body` from an anonymous caller.
+fn rpc_request(body: impl Into<Vec<u8>>) -> Request {
+    Request {
+        method: "POST".into(),
+        path: "/rpc".into(),
+        content_type: String::new(),
+        identity: Identity::default(),
+        body: body.into(),
+    }
+}
+
 fn up(cfg: Config) -> Mux {
     let mut mux = Mux::new(cfg);
     let gen = mux.upstream_connecting(OwnerKind::WebSocket, None, 0);
@@ -189,13 +200,7 @@ fn http_request_gets_its_response_then_the_stream_is_gone() {
 fn upstream_loss_tells_every_stream_its_fate() {
     let mut mux = up(Config::default());
     let ws = mux.open_websocket("/echo", Identity::default()).expect("open");
-    let req = Request {
-        method: "POST".into(),
-        path: "/rpc".into(),
-        content_type: String::new(),
-        identity: Identity::default(),
-        body: b"{}".to_vec(),
-    };
+    let req = rpc_request(b"{}".to_vec());
     let sent = mux.open_http(&req, 0).expect("open");
     assert!(mux.poll_transmit(mux.current_gen(), 5).is_some(), "the first request leaves");
     let unsent = mux.open_http(&req, 6).expect("open");
@@ -312,13 +317,7 @@ fn jitter_spreads_delays_instead_of_repeating_one() {
 #[test]
 fn requests_time_out_with_504_at_their_deadline() {
     let mut mux = up(Config { request_timeout_ms: 1_000, ..Config::default() });
-    let req = Request {
-        method: "POST".into(),
-        path: "/rpc".into(),
-        content_type: String::new(),
-        identity: Identity::default(),
-        body: vec![],
-    };
+    let req = rpc_request(vec![]);
     let a = mux.open_http(&req, 0).expect("open");
     let b = mux.open_http(&req, 500).expect("open");
     assert_eq!(mux.poll_timeout(), Some(1_000));
@@ -344,13 +343,7 @@ fn round_trips_are_measured_from_transmit_to_response() {
     let mut mux = up(Config::default());
     assert_eq!(mux.rtt_percentiles(), None);
     for i in 0..100u64 {
-        let req = Request {
-            method: "POST".into(),
-            path: "/rpc".into(),
-            content_type: String::new(),
-            identity: Identity::default(),
-            body: vec![],
-        };
+        let req = rpc_request(vec![]);
         let id = mux.open_http(&req, i * 10).expect("open");
         let msg = mux.poll_transmit(mux.current_gen(), i * 10).expect("batch");
         let (reply, _) = echo_backend(&msg);
@@ -366,13 +359,7 @@ fn client_and_queued_frame_limits() {
     let a = mux.open_websocket("/echo", Identity::default()).expect("1");
     let _b = mux.open_websocket("/echo", Identity::default()).expect("2");
     assert_eq!(mux.open_websocket("/echo", Identity::default()), Err(Refused::TooManyStreams));
-    let req = Request {
-        method: "POST".into(),
-        path: "/rpc".into(),
-        content_type: String::new(),
-        identity: Identity::default(),
-        body: vec![],
-    };
+    let req = rpc_request(vec![]);
     assert!(mux.open_http(&req, 0).is_ok(), "HTTP requests are not clients");
     // The Open frame is queued already: two more fit, the fourth frame does not.
     mux.send(a, true, b"1").expect("fits");
@@ -432,13 +419,7 @@ fn handover_drains_the_old_upstream_behind_a_barrier_and_loses_nothing() {
     assert_eq!((mux.gen_state(g1), mux.gen_state(g2)), (GenState::Draining, GenState::Current));
     assert_eq!(mux.owner(), OwnerKind::WebSocket);
     mux.send(a, true, b"m6").expect("send");
-    let req = Request {
-        method: "POST".into(),
-        path: "/rpc".into(),
-        content_type: String::new(),
-        identity: Identity::default(),
-        body: b"r".to_vec(),
-    };
+    let req = rpc_request(b"r".to_vec());
     let r = mux.open_http(&req, 1_003).expect("open");
 
     // The old upstream carries only its barrier; the new one HTTP at once, WebSocket held.
@@ -483,13 +464,7 @@ fn an_old_upstream_lost_before_its_barrier_fails_only_what_it_carried() {
     let g1 = mux.upstream_connecting(OwnerKind::WebSocket, Some(owner_stream), 0);
     assert!(mux.upstream_up(g1, 0));
     let a = mux.open_websocket("/echo", Identity::default()).expect("open");
-    let req = Request {
-        method: "POST".into(),
-        path: "/rpc".into(),
-        content_type: String::new(),
-        identity: Identity::default(),
-        body: vec![],
-    };
+    let req = rpc_request(vec![]);
     let sent_on_old = mux.open_http(&req, 0).expect("open");
     mux.poll_transmit(g1, 1).expect("batch");
     assert!(!mux.wants_handover(OwnerKind::Http, 2), "a connected WebSocket owner keeps it");
@@ -536,13 +511,7 @@ fn a_failed_successor_leaves_the_current_upstream_alone() {
 #[test]
 fn the_watchdog_trips_when_queued_frames_see_no_transmit() {
     let mut mux = up(Config { watchdog_ms: 5_000, ..Config::default() });
-    let req = Request {
-        method: "POST".into(),
-        path: "/rpc".into(),
-        content_type: String::new(),
-        identity: Identity::default(),
-        body: vec![],
-    };
+    let req = rpc_request(vec![]);
     mux.open_http(&req, 100).expect("open");
     assert!(!mux.watchdog_expired(100), "the first submit after queueing starts the clock");
     assert!(!mux.watchdog_expired(5_099));
@@ -577,13 +546,7 @@ fn a_drain_whose_barrier_never_returns_ends_at_its_deadline() {
 fn connects_whose_context_died_are_abandoned_after_the_watchdog_bound() {
     let mut mux = Mux::new(Config { watchdog_ms: 1_000, ..Config::default() });
     let g1 = mux.upstream_connecting(OwnerKind::Http, None, 0);
-    let req = Request {
-        method: "POST".into(),
-        path: "/rpc".into(),
-        content_type: String::new(),
-        identity: Identity::default(),
-        body: vec![],
-    };
+    let req = rpc_request(vec![]);
     let waiting = mux.open_http(&req, 0).expect("open");
     assert!(mux.check_stuck(999).is_empty());
     assert_eq!(mux.check_stuck(1_000), vec!["connect attempt did not finish in time"]);
