@@ -421,6 +421,10 @@ fn a_session_is_closed_with_1008_when_its_token_expires() {
         let short = stack.mint("brief", "default", "read", 3);
         let mut ws = ws_connect(&format!("{}/ws", stack.snippet.ws()), Some(&short)).await.expect("ws");
         assert_eq!(rpc(&mut ws, "ping", json!([]), 1).await["result"], "pong");
+        // Used over HTTP too, so the snippet has it in its cache of verified tokens.
+        let rpc_url = format!("{}/rpc", stack.snippet.http());
+        let ping = json!({ "jsonrpc": "2.0", "method": "ping", "id": 1 });
+        assert_eq!(post(&rpc_url, Some(&short), &ping).await.0, 200);
         let closed = tokio::time::timeout(Duration::from_secs(8), async {
             loop {
                 match next_message(&mut ws).await {
@@ -433,6 +437,10 @@ fn a_session_is_closed_with_1008_when_its_token_expires() {
         .expect("closed at expiry");
         let f = closed.expect("a close frame");
         assert_eq!((u16::from(f.code), f.reason.as_str()), (1008, "token expired"));
+        // A cached token is refused once it expires, like any other.
+        let (status, challenge, body) = post_with(&rpc_url, &[("Authorization", &bearer(&short))], &ping).await;
+        assert_eq!(status, 401, "{body}");
+        assert!(challenge.unwrap_or_default().contains("expired"), "{body}");
         still_fine(&stack, &mut by).await;
     });
     stack.assert_clean_logs().expect("clean logs");
