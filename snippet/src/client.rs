@@ -104,9 +104,11 @@ fn listen(id: StreamId, ws: &web_sys::WebSocket) -> Listeners {
     });
     let sock = ws.clone();
     let on_close = Closure::new(move |e: web_sys::CloseEvent| {
-        // Reciprocate so the client sees an orderly close (DESIGN.md §2.8).
-        js::close(&sock, e.code(), "");
-        detach(id, e.code(), &e.reason());
+        // Reciprocate so the client sees an orderly close (the runtime's close handshake
+        // expects the receiving side to answer); a code a client may not send gets 1002.
+        let (reply, forward) = mux_core::client_close(e.code());
+        js::close(&sock, reply, if reply == 1002 { "invalid close code" } else { "" });
+        detach(id, forward, &e.reason());
     });
     let on_error = Closure::new(move |_e: web_sys::Event| detach(id, 1006, "client socket error"));
     Listeners::attach(ws, on_message, on_close, on_error)

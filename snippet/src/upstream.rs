@@ -166,8 +166,9 @@ async fn run_owner(gen: Gen, backend: Backend) {
         state::flush();
         match state::with(|s| s.mux.gen_state(gen)) {
             _ if closed.get() => return,
+            // Handed over, or ended by the mux (a session-level error): close it cleanly.
             GenState::Retired => {
-                js::close(&ws, 1000, "handed over");
+                js::close(&ws, 1000, "retired");
                 return;
             }
             GenState::Current | GenState::Draining | GenState::Connecting => {}

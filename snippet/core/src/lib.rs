@@ -530,10 +530,16 @@ impl Mux {
                     Delivery::Response(Response::decode(frame.payload)?)
                 }
                 FrameKind::Error if frame.stream == StreamId::SESSION => {
+                    // The backend could not read (part of) what was sent — e.g. the other
+                    // protocol version during a deploy. Which frames it dropped is unknown,
+                    // so this upstream cannot be trusted to answer what it owes: end it now,
+                    // so every stream on it hears its fate, and let a fresh one be opened.
                     self.counters.errors += 1;
                     let e = ErrorFrame::decode(frame.payload)?;
-                    self.session_errors.push(format!("backend session error {}: {}", e.code, e.message));
-                    continue;
+                    let why = format!("backend session error {}: {}", e.code, e.message);
+                    self.session_errors.push(why.clone());
+                    self.upstream_down(gen, &why, now);
+                    return Ok(());
                 }
                 FrameKind::Error => {
                     let e = ErrorFrame::decode(frame.payload)?;
@@ -713,6 +719,21 @@ fn splitmix64(seed: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
+}
+
+/// How to answer a client's close frame with `code`: (the code to close the client with,
+/// the code to tell the backend). A valid code is reciprocated and passed on; 1005 (the
+/// client sent no code) and 1006 (the connection dropped) are reported by the runtime, not
+/// sent, and become 1000 and 1001; any other code a client may not send (RFC 6455 §7.4:
+/// 0–999, 1004, 1015, 1016–2999, 5000+) is a protocol error, answered with 1002 and never
+/// forwarded — the backend never sees an invalid code.
+pub fn client_close(code: u16) -> (u16, u16) {
+    match code {
+        1000..=1003 | 1007..=1014 | 3000..=4999 => (code, code),
+        1005 => (1000, 1000),
+        1006 => (1001, 1001),
+        _ => (1002, 1002),
+    }
 }
 
 /// WebSocket close reasons are limited to 123 bytes.

@@ -261,14 +261,42 @@ fn a_backend_error_frame_reaches_the_stream_as_close_or_status() {
 }
 
 #[test]
-fn session_errors_are_kept_for_the_log() {
+fn a_session_error_ends_the_upstream_and_every_stream_on_it_hears_its_fate() {
     let mut mux = up(Config::default());
-    let err = ErrorFrame { code: 400, message: "bad message: empty message".into() }.encode();
+    let ws = mux.open_websocket("/echo", Identity::default()).expect("open");
+    let sent = mux.open_http(&rpc_request(b"{}".to_vec()), 0).expect("open");
+    assert!(mux.poll_transmit(mux.current_gen(), 0).is_some());
+    // What a backend of another protocol version answers: one session-level error.
+    let err = ErrorFrame { code: 400, message: "unsupported protocol version 1 (this side speaks 2)".into() }.encode();
     mux.handle_upstream_message(mux.current_gen(), &single_frame_message(FrameKind::Error, StreamId::SESSION, &err), 0)
         .expect("ok");
-    assert_eq!(mux.take_session_errors(), vec!["backend session error 400: bad message: empty message".to_owned()]);
+    let logged = mux.take_session_errors();
+    assert_eq!(
+        logged,
+        vec!["backend session error 400: unsupported protocol version 1 (this side speaks 2)".to_owned()]
+    );
     assert!(mux.take_session_errors().is_empty());
     assert_eq!(mux.counters().errors, 1);
+    assert_eq!(mux.upstream(), Upstream::Down, "not left up, with streams waiting on it");
+    assert_eq!(mux.gen_state(mux.current_gen()), GenState::Retired);
+    match drain(&mut mux, ws).as_slice() {
+        [Delivery::Aborted { code: 1012, detail, .. }] => assert!(detail.contains("protocol version")),
+        other => panic!("ws stream got {other:?}"),
+    }
+    assert!(matches!(drain(&mut mux, sent).as_slice(), [Delivery::Failed { status: 502, .. }]));
+    assert!(mux.next_connect_at().is_some(), "a fresh upstream is tried after the backoff");
+}
+
+#[test]
+fn client_close_codes_are_reciprocated_or_answered_with_1002() {
+    for valid in [1000, 1001, 1002, 1003, 1007, 1008, 1011, 1014, 3000, 4000, 4999] {
+        assert_eq!(client_close(valid), (valid, valid), "{valid}");
+    }
+    assert_eq!(client_close(1005), (1000, 1000), "no code sent");
+    assert_eq!(client_close(1006), (1001, 1001), "connection dropped");
+    for invalid in [0, 1, 999, 1004, 1015, 1016, 2000, 2999, 5000, u16::MAX] {
+        assert_eq!(client_close(invalid), (1002, 1002), "{invalid}");
+    }
 }
 
 #[test]

@@ -48,3 +48,52 @@ fn a_malformed_var_is_reported_not_defaulted() {
         assert!(body["error"].as_str().unwrap_or_default().contains("BATCHING"), "{body}");
     });
 }
+
+/// RFC 6455 §7.4: a close code a client may not send is answered with 1002 and never
+/// reaches the backend; a valid one is reciprocated. (Client sockets are accepted
+/// half-open: otherwise the runtime echoes every code itself before the snippet sees it.)
+#[test]
+fn invalid_client_close_codes_get_1002_and_valid_ones_are_reciprocated() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFrame};
+    let _one = one_at_a_time();
+    let stack = start(&[]);
+    runtime().block_on(async {
+        let url = format!("{}/ws", stack.snippet.ws());
+        let mut bystander = ws_connect(&url, Some(&stack.client_token)).await.expect("ws");
+        assert_eq!(rpc(&mut bystander, "ping", json!([]), 1).await["result"], "pong");
+        let mut seen = Vec::new();
+        for code in [0u16, 999, 1004, 1016, 2999, 5000, 1000, 1001, 3000, 4000] {
+            let mut ws = ws_connect(&url, Some(&stack.client_token)).await.expect("ws");
+            assert_eq!(rpc(&mut ws, "ping", json!([]), 1).await["result"], "pong");
+            let frame = CloseFrame { code: CloseCode::from(code), reason: "".into() };
+            ws.send(Message::Close(Some(frame))).await.expect("send close");
+            let reply = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+                while let Some(m) = ws.next().await {
+                    match m {
+                        Ok(Message::Close(f)) => return Some(f.map(|f| u16::from(f.code))),
+                        Ok(_) => continue,
+                        Err(_) => return None,
+                    }
+                }
+                None
+            })
+            .await
+            .ok()
+            .flatten();
+            seen.push((code, reply));
+        }
+        eprintln!("close code sent → close code answered: {seen:?}");
+        for (sent, got) in &seen {
+            let expected = match sent {
+                1000 | 1001 | 3000 | 4000 => *sent,
+                _ => 1002,
+            };
+            assert_eq!(*got, Some(Some(expected)), "sent {sent}: {seen:?}");
+        }
+        assert_eq!(rpc(&mut bystander, "echo", json!(["fine"]), 2).await["result"], json!(["fine"]));
+        let stats = stack.snippet_stats().await.expect("stats");
+        assert_eq!(n(&stats, "backendConnects"), 1, "the upstream never saw an invalid code: {stats}");
+    });
+    stack.assert_clean_logs().expect("clean logs");
+}
