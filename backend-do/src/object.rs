@@ -22,11 +22,6 @@ use worker::*;
 use crate::kv::Kv;
 use crate::sql;
 
-/// The header in which the snippet hands a request's verified identity to the backend
-/// when it goes over plain HTTP (a fallback) or a direct socket. Trusted only because
-/// the request also carried the backend's own bearer token (checked by the Worker).
-pub const IDENTITY_HEADER: &str = "X-Snippet-Identity";
-
 /// What a socket is, kept in its attachment so it survives hibernation.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Attachment {
@@ -67,14 +62,14 @@ fn stream_key(socket: &str, id: u32) -> String {
     format!("mux/{socket}/{id:010}")
 }
 
-/// The caller of a request that passed the Worker's bearer check: the identity the
-/// snippet sent, or the operator when none was sent.
-fn caller_of(req: &Request) -> Result<Caller> {
-    match req.headers().get(IDENTITY_HEADER)? {
+/// Who sent a request that passed the Worker's bearer check: the identity the snippet
+/// put in [`protocol::IDENTITY_HEADER`] (trusted only because the request also carried
+/// the backend's own token), or the operator when none was sent.
+fn identity_of(req: &Request) -> Result<Identity> {
+    match req.headers().get(protocol::IDENTITY_HEADER)? {
         Some(hex) => Identity::from_hex(hex.trim())
-            .map(|id| Caller::new(id, now_secs()))
-            .map_err(|e| Error::RustError(format!("bad {IDENTITY_HEADER} header: {e}"))),
-        None => Ok(Caller::operator(now_secs())),
+            .map_err(|e| Error::RustError(format!("bad {} header: {e}", protocol::IDENTITY_HEADER))),
+        None => Ok(authz::operator()),
     }
 }
 
@@ -206,9 +201,9 @@ impl Database {
     }
 
     fn accept(&self, req: &Request, tenant: &str, endpoint: Endpoint) -> Result<Response> {
-        let caller = caller_of(req)?;
+        let identity = identity_of(req)?;
         if endpoint != Endpoint::Mux {
-            if let Err(why) = authz::check_open(&caller.identity, tenant, caller.now_secs) {
+            if let Err(why) = authz::check_open(&identity, tenant, now_secs()) {
                 return json_response(403, &serde_json::json!({ "error": why }));
             }
         }
@@ -225,7 +220,7 @@ impl Database {
             self.sessions.borrow_mut().insert(socket.clone(), Session::new(tenant));
             attachment.socket = socket;
         } else {
-            attachment.identity = caller.identity.to_hex();
+            attachment.identity = identity.to_hex();
         }
         pair.server.serialize_attachment(&attachment)?;
         self.sockets_accepted.set(self.sockets_accepted.get() + 1);
@@ -294,11 +289,7 @@ impl DurableObject for Database {
             return self.accept(&req, tenant, endpoint);
         }
         self.http_requests.set(self.http_requests.get() + 1);
-        let caller = caller_of(&req)?;
-        if let Err(why) = authz::check_open(&caller.identity, tenant, caller.now_secs) {
-            let status = if caller.expired() { 401 } else { 403 };
-            return json_response(status, &serde_json::json!({ "error": why }));
-        }
+        let identity = identity_of(&req)?;
         let content_type = req.headers().get("Content-Type")?.unwrap_or_default();
         let body = req.bytes().await?;
         let service = if endpoint == Endpoint::Query { "/query" } else { "/rpc" };
@@ -306,10 +297,10 @@ impl DurableObject for Database {
             method: "POST".into(),
             path: service.into(),
             content_type,
-            identity: caller.identity.clone(),
+            identity,
             body,
         };
-        let res = session::http(&request, &mut self.db(), &caller);
+        let res = session::answer(&request, tenant, &mut self.db(), now_secs());
         let headers = Headers::new();
         if !res.content_type.is_empty() {
             headers.set("Content-Type", &res.content_type)?;

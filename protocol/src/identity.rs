@@ -12,6 +12,11 @@ pub const ANONYMOUS: &str = "";
 /// The tenant value that matches every tenant (an operator's token).
 pub const ANY_TENANT: &str = "*";
 
+/// The HTTP header that carries [`Identity::to_hex`] when the snippet reaches the backend
+/// over plain HTTP (a fallback). The backend trusts it only together with its own bearer
+/// token.
+pub const IDENTITY_HEADER: &str = "X-Snippet-Identity";
+
 /// A verified caller.
 ///
 /// Encoded as `subject:str tenant:str scopes:str expires_at:u64` (strings are `len:u16`

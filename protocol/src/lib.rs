@@ -35,7 +35,7 @@ mod identity;
 mod payload;
 
 pub use error::DecodeError;
-pub use identity::{Identity, ANONYMOUS, ANY_TENANT};
+pub use identity::{Identity, ANONYMOUS, ANY_TENANT, IDENTITY_HEADER};
 pub use payload::{truncate_utf8, Close, ErrorFrame, Open, Request, Response};
 
 /// The protocol version written as the first byte of every upstream message.

@@ -183,14 +183,11 @@ pub async fn admit(
 ) -> Result<Identity, Refusal> {
     let headers = req.headers();
     let header = |name: &str| headers.get(name).ok().flatten();
-    let (query, protocols) = (query_param(url, "access_token"), header("Sec-WebSocket-Protocol"));
-    if !upgrade && query.is_some() {
-        return Err(AuthError::BadRequest("on HTTP routes send the token in the Authorization header").into());
-    }
     let picked = auth::pick_token(
         header("Authorization").as_deref(),
-        query.as_deref(),
-        protocols.as_deref().filter(|_| upgrade),
+        query_param(url, "access_token").as_deref(),
+        header("Sec-WebSocket-Protocol").as_deref(),
+        upgrade,
     )?;
     let now_secs = js::now() / 1000;
     let identity = match picked {

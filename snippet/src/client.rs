@@ -32,11 +32,7 @@ pub fn upgrade(req: &web_sys::Request, service: &str, identity: Identity) -> Res
     let opened = state::with(|s| s.mux.open_websocket(service, identity));
     let id = match opened {
         Ok(id) => id,
-        Err(Refused::TooManyStreams) => {
-            let res = js::json_error(503, "too many clients on this isolate; retry shortly")?;
-            res.headers().set("Retry-After", "1")?;
-            return Ok(res);
-        }
+        Err(Refused::TooManyStreams) => return js::retry_later("too many clients on this isolate; retry shortly"),
         Err(e) => return js::json_error(500, &e.to_string()),
     };
     let (client, server) = match js::websocket_pair() {

@@ -17,10 +17,6 @@ use crate::state;
 use crate::upstream;
 use mux_core::OwnerKind;
 
-/// The header that carries the caller's identity on a fallback (the backend trusts it
-/// only together with its own bearer token).
-const IDENTITY_HEADER: &str = "X-Snippet-Identity";
-
 /// Proxies one HTTP request over the shared upstream on behalf of `identity`.
 pub async fn proxy(
     req: web_sys::Request,
@@ -52,9 +48,7 @@ pub async fn proxy(
             return js::json_error(413, &format!("body exceeds the limit of {limit} bytes"))
         }
         Err(e @ (Refused::TooManyStreams | Refused::Backpressure)) => {
-            let res = js::json_error(503, &format!("{e}; retry shortly"))?;
-            res.headers().set("Retry-After", "1")?;
-            return Ok(res);
+            return js::retry_later(&format!("{e}; retry shortly"))
         }
         Err(e) => return js::json_error(500, &e.to_string()),
     };
@@ -100,8 +94,7 @@ async fn fallback(request: &Request) -> Result<web_sys::Response, JsValue> {
         s.backend.clone()
     });
     let url = format!("{}{}", mux_core::http_base(&backend.url), request.path);
-    let identity = (IDENTITY_HEADER, request.identity.to_hex());
-    match js::post(&url, &backend.token, (identity.0, &identity.1), &request.content_type, &request.body).await {
+    match js::post(&url, &backend.token, &request.identity, &request.content_type, &request.body).await {
         Ok(res) => Ok(res),
         Err(e) => {
             state::with(|s| s.mux.count_error());

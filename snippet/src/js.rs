@@ -148,13 +148,13 @@ pub async fn connect_websocket(url: &str, token: &str) -> Result<web_sys::WebSoc
     Ok(ws)
 }
 
-/// POSTs `body` to `url` with the backend's bearer token and the caller's identity
-/// (`identity_header`: name, value), and returns the backend's status, content type and
-/// body in a new response (a fetched response's headers are immutable).
+/// POSTs `body` to `url` with the backend's bearer token and the caller's identity (in
+/// `protocol::IDENTITY_HEADER`), and returns the backend's status, content type and body
+/// in a new response (a fetched response's headers are immutable).
 pub async fn post(
     url: &str,
     token: &str,
-    identity_header: (&str, &str),
+    identity: &mux_core::Identity,
     content_type: &str,
     body: &[u8],
 ) -> Result<web_sys::Response, String> {
@@ -162,7 +162,7 @@ pub async fn post(
     if !token.is_empty() {
         headers.set("Authorization", &format!("Bearer {token}")).map_err(|e| describe(&e))?;
     }
-    headers.set(identity_header.0, identity_header.1).map_err(|e| describe(&e))?;
+    headers.set(protocol::IDENTITY_HEADER, &identity.to_hex()).map_err(|e| describe(&e))?;
     if !content_type.is_empty() {
         headers.set("Content-Type", content_type).map_err(|e| describe(&e))?;
     }
@@ -240,6 +240,13 @@ pub fn json_error(status: u16, reason: &str) -> Result<web_sys::Response, JsValu
 fn json_error_with_id(status: u16, reason: &str, id: &str) -> Result<web_sys::Response, JsValue> {
     let res = json(status, &mux_core::error_body(reason, id))?;
     res.headers().set("X-Request-Id", id)?;
+    Ok(res)
+}
+
+/// 503 with `Retry-After: 1`: the isolate is full for now (clients, streams or queues).
+pub fn retry_later(reason: &str) -> Result<web_sys::Response, JsValue> {
+    let res = json_error(503, reason)?;
+    res.headers().set("Retry-After", "1")?;
     Ok(res)
 }
 

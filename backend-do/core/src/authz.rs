@@ -38,11 +38,6 @@ impl Grants {
         Grants(bits)
     }
 
-    /// Everything (the operator, who holds the backend's own token).
-    pub fn all() -> Grants {
-        Grants(Self::READ | Self::WRITE | Self::PUBLISH | Self::ADMIN)
-    }
-
     /// May read (ping, echo, read-only SQL).
     pub fn read(self) -> bool {
         self.0 & Self::READ != 0
@@ -79,21 +74,16 @@ impl Caller {
         Caller { identity, grants, now_secs }
     }
 
-    /// The operator: a client that presented the backend's own bearer token directly.
-    pub fn operator(now_secs: u64) -> Caller {
-        let identity = Identity {
-            subject: "operator".into(),
-            tenant: protocol::ANY_TENANT.into(),
-            scopes: "admin".into(),
-            expires_at: 0,
-        };
-        Caller { identity, grants: Grants::all(), now_secs }
-    }
-
     /// Whether the caller's grant has ended.
     pub fn expired(&self) -> bool {
         self.identity.expired(self.now_secs)
     }
+}
+
+/// The identity of the operator: a client that presented the backend's own bearer token
+/// directly (every tenant, `admin`, no expiry).
+pub fn operator() -> Identity {
+    Identity { subject: "operator".into(), tenant: protocol::ANY_TENANT.into(), scopes: "admin".into(), expires_at: 0 }
 }
 
 /// Why an identity may not open a stream on this tenant's object.
@@ -125,6 +115,8 @@ mod tests {
         assert!(!g.read() && g.publish());
         let g = Grants::of(&id("admin"));
         assert!(g.read() && g.write() && g.publish() && g.admin());
+        let op = Grants::of(&operator());
+        assert!(op.read() && op.write() && op.publish() && op.admin(), "the operator may do everything");
         assert_eq!(Grants::of(&id("  custom  READ Admin ")), Grants::default(), "exact, case-sensitive");
         assert_eq!(Grants::of(&id("")), Grants::default());
     }

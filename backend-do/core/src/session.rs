@@ -217,14 +217,7 @@ impl Session {
                     Ok(r) => r,
                     Err(e) => return reply.error(id, 400, format!("bad request frame: {e}")),
                 };
-                let res = match authz::check_open(&req.identity, &self.tenant, now) {
-                    Ok(()) => http(&req, db, &Caller::new(req.identity.clone(), now)),
-                    Err(why) => {
-                        let status = if req.identity.expired(now) { 401 } else { 403 };
-                        json_response(status, serde_json::json!({ "error": why }).to_string())
-                    }
-                };
-                reply.push(FrameKind::Response, id, &res.encode());
+                reply.push(FrameKind::Response, id, &answer(&req, &self.tenant, db, now).encode());
             }
             FrameKind::Ping => reply.push(FrameKind::Pong, id, f.payload),
             FrameKind::Pong | FrameKind::Response | FrameKind::Error => {}
@@ -249,6 +242,19 @@ const JSON: &str = "application/json";
 
 fn json_response(status: u16, body: String) -> Response {
     Response { status, content_type: JSON.into(), body: body.into_bytes() }
+}
+
+/// Answers one HTTP request on `tenant`'s object for the caller in `req.identity`,
+/// whichever way it arrived (a `Request` frame, or plain HTTP to the Durable Object):
+/// 401 once its token has expired, 403 for another tenant, else [`http`].
+pub fn answer(req: &Request, tenant: &str, db: &mut dyn Db, now_secs: u64) -> Response {
+    match authz::check_open(&req.identity, tenant, now_secs) {
+        Ok(()) => http(req, db, &Caller::new(req.identity.clone(), now_secs)),
+        Err(why) => {
+            let status = if req.identity.expired(now_secs) { 401 } else { 403 };
+            json_response(status, serde_json::json!({ "error": why }).to_string())
+        }
+    }
 }
 
 /// Answers one HTTP request for `caller`, whichever way it arrived (a `Request` frame, or

@@ -587,20 +587,14 @@ impl Mux {
             self.counters.dropped_deliveries += 1;
             return;
         }
-        match &d {
-            Delivery::Text(s) => {
-                self.counters.messages_down += 1;
-                self.counters.bytes_down += s.len() as u64;
-            }
-            Delivery::Binary(b) => {
-                self.counters.messages_down += 1;
-                self.counters.bytes_down += b.len() as u64;
-            }
-            Delivery::Close(_)
-            | Delivery::Response(_)
-            | Delivery::Fallback(_)
-            | Delivery::Failed { .. }
-            | Delivery::Aborted { .. } => {}
+        let message_len = match &d {
+            Delivery::Text(s) => Some(s.len()),
+            Delivery::Binary(b) => Some(b.len()),
+            _ => None,
+        };
+        if let Some(len) = message_len {
+            self.counters.messages_down += 1;
+            self.counters.bytes_down += len as u64;
         }
         if stream.inbox.is_empty() {
             self.woken.push(id);
@@ -623,15 +617,7 @@ impl Mux {
     pub fn poll_delivery(&mut self, id: StreamId) -> Option<Delivery> {
         let stream = self.streams.get_mut(&id)?;
         let d = stream.inbox.pop_front()?;
-        let ends = matches!(
-            d,
-            Delivery::Close(_)
-                | Delivery::Response(_)
-                | Delivery::Fallback(_)
-                | Delivery::Failed { .. }
-                | Delivery::Aborted { .. }
-        );
-        if ends {
+        if !matches!(d, Delivery::Text(_) | Delivery::Binary(_)) {
             stream.detached = true;
             stream.inbox.clear();
             self.queued_bytes -= stream.outbox_bytes;

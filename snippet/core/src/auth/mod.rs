@@ -345,12 +345,19 @@ impl AuthConfig {
 
 /// The one token a request carries, and where it was. Two places at once is refused
 /// (RFC 6750 §2: a client uses one method), so no proxy in between can make the two
-/// disagree.
+/// disagree. Only a WebSocket `upgrade` may carry it in the URL or the subprotocol
+/// (browsers can set no header there); on HTTP routes a URL token is refused, as a URL
+/// ends up in request logs, and the subprotocol header means nothing.
 pub fn pick_token(
     authorization: Option<&str>,
     query_token: Option<&str>,
     protocols: Option<&str>,
+    upgrade: bool,
 ) -> Result<Option<(String, TokenSource)>, AuthError> {
+    if !upgrade && query_token.is_some() {
+        return Err(AuthError::BadRequest("on HTTP routes send the token in the Authorization header"));
+    }
+    let protocols = protocols.filter(|_| upgrade);
     let mut found: Vec<(String, TokenSource)> = Vec::new();
     if let Some(h) = authorization {
         let (scheme, rest) = h.trim().split_once(' ').unwrap_or((h.trim(), ""));

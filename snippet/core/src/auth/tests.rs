@@ -129,17 +129,27 @@ fn origins() {
 
 #[test]
 fn the_token_comes_from_exactly_one_place() {
-    assert_eq!(pick_token(None, None, None), Ok(None));
-    assert_eq!(pick_token(Some("Bearer abc"), None, None), Ok(Some(("abc".into(), TokenSource::Header))));
-    assert_eq!(pick_token(Some("bearer  abc "), None, None), Ok(Some(("abc".into(), TokenSource::Header))));
-    assert_eq!(pick_token(None, Some("q"), None), Ok(Some(("q".into(), TokenSource::Query))));
-    assert_eq!(pick_token(None, None, Some("snippet-proxy, bearer.p")), Ok(Some(("p".into(), TokenSource::Protocol))));
-    assert_eq!(pick_token(None, None, Some("snippet-proxy")), Ok(None));
-    assert_eq!(pick_token(Some("Basic xyz"), None, None).map_err(|e| e.status()), Err(401));
-    assert_eq!(pick_token(Some("Bearer"), None, None).map_err(|e| e.status()), Err(401));
-    assert_eq!(pick_token(Some("Bearer a"), Some("b"), None).map_err(|e| e.status()), Err(400));
-    assert_eq!(pick_token(None, Some("a"), Some("bearer.b")).map_err(|e| e.status()), Err(400));
-    assert_eq!(pick_token(None, None, Some("bearer.a, bearer.b")).map_err(|e| e.status()), Err(400));
+    assert_eq!(pick_token(None, None, None, true), Ok(None));
+    assert_eq!(pick_token(Some("Bearer abc"), None, None, true), Ok(Some(("abc".into(), TokenSource::Header))));
+    assert_eq!(pick_token(Some("bearer  abc "), None, None, true), Ok(Some(("abc".into(), TokenSource::Header))));
+    assert_eq!(pick_token(None, Some("q"), None, true), Ok(Some(("q".into(), TokenSource::Query))));
+    assert_eq!(
+        pick_token(None, None, Some("snippet-proxy, bearer.p"), true),
+        Ok(Some(("p".into(), TokenSource::Protocol)))
+    );
+    assert_eq!(pick_token(None, None, Some("snippet-proxy"), true), Ok(None));
+    assert_eq!(pick_token(Some("Basic xyz"), None, None, true).map_err(|e| e.status()), Err(401));
+    assert_eq!(pick_token(Some("Bearer"), None, None, true).map_err(|e| e.status()), Err(401));
+    assert_eq!(pick_token(Some("Bearer a"), Some("b"), None, true).map_err(|e| e.status()), Err(400));
+    assert_eq!(pick_token(None, Some("a"), Some("bearer.b"), true).map_err(|e| e.status()), Err(400));
+    assert_eq!(pick_token(None, None, Some("bearer.a, bearer.b"), true).map_err(|e| e.status()), Err(400));
+    // Off an upgrade: the header only; a URL token is refused, a protocol entry ignored.
+    assert_eq!(
+        pick_token(Some("Bearer h"), None, Some("bearer.p"), false),
+        Ok(Some(("h".into(), TokenSource::Header)))
+    );
+    assert_eq!(pick_token(None, None, Some("bearer.p"), false), Ok(None));
+    assert_eq!(pick_token(None, Some("q"), None, false).map_err(|e| e.status()), Err(400));
     assert_eq!(select_protocol("bearer.abc, snippet-proxy, x"), Some("snippet-proxy"));
     assert_eq!(select_protocol("bearer.abc"), None);
 }
