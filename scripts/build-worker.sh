@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds one worker crate with worker-build, offline: every tool comes from crates.io or
 # npm and is handed over explicitly, because worker-build downloads any tool it is not
-# given (DESIGN.md §4). Called by wrangler's [build] command: build-worker.sh <crate-dir>
+# given (RUNTIME.md §11). Called by wrangler's [build] command: build-worker.sh <crate-dir>
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 crate="${1:?usage: build-worker.sh <crate-dir>}"

@@ -1,5 +1,5 @@
 //! A pinned executor: every task is polled only from a promise reaction of the request
-//! context that spawned it (DESIGN.md §2.3).
+//! context that spawned it (RUNTIME.md §2).
 //!
 //! * Each task owns a wake promise made with `Promise.withResolvers()` *while its own
 //!   context is current* (inside its own poll). Its `.then` reaction polls the task.

@@ -1,7 +1,7 @@
 //! `POST /rpc` and `POST /query`: one HTTP request = one stream on the upstream, answered
 //! with the backend's status and body. The waiting request holds its own timer, which
 //! drives the core's deadline (504) and is the pending I/O that keeps workerd from calling
-//! it hung (DESIGN.md §2.4). When no upstream can carry a request that has not left yet,
+//! it hung (RUNTIME.md §3). When no upstream can carry a request that has not left yet,
 //! it goes to the backend directly over HTTP (a fallback).
 
 use std::future::{poll_fn, Future};

@@ -51,7 +51,7 @@ pub fn random_u64() -> u64 {
 }
 
 /// Sleeps in the current context. The timer is this context's own pending I/O, which
-/// also keeps workerd from cancelling a waiting request as hung (DESIGN.md §2.4).
+/// also keeps workerd from cancelling a waiting request as hung (RUNTIME.md §3).
 pub async fn sleep(ms: f64) {
     let r = timer_resolvers();
     set_timeout(&r.resolve(), ms);
@@ -93,7 +93,7 @@ impl Drop for Listeners {
 }
 
 /// Keeps an HTTP request's context alive (`ctx.waitUntil`) until dropped: the upstream's
-/// owner task holds one, since it outlives the response it was started by (DESIGN.md §2.5).
+/// owner task holds one, since it outlives the response it was started by (RUNTIME.md §4).
 pub struct KeepAlive(JsValue);
 
 impl Drop for KeepAlive {
@@ -122,7 +122,7 @@ pub fn describe(err: &JsValue) -> String {
 }
 
 /// Opens a WebSocket to `url` (http/https/ws/wss) with a bearer token, accepts it and
-/// makes binary messages arrive as ArrayBuffer (DESIGN.md §2.7).
+/// makes binary messages arrive as ArrayBuffer (RUNTIME.md §6).
 pub async fn connect_websocket(url: &str, token: &str) -> Result<web_sys::WebSocket, String> {
     let url = mux_core::http_url(url);
     let headers = web_sys::Headers::new().map_err(|e| describe(&e))?;

@@ -1,4 +1,4 @@
-//! snippet-proxy's edge function. See the README for what it does and DESIGN.md §2 for
+//! snippet-proxy's edge function. See the README for what it does and RUNTIME.md for
 //! the workerd rules that shape it.
 //!
 //! The fetch handler is exported by hand (not `#[event(fetch)]`): each request is a task
@@ -156,7 +156,7 @@ Every route but this one needs a bearer token: Authorization: Bearer <jwt>,\n\
 ?access_token=<jwt>, or a Sec-WebSocket-Protocol entry bearer.<jwt>.\n";
 
 /// Test-only (`SNIPPET_TEST_ROUTES=1`): makes `n` wake promises through the executor's
-/// real path, to warm V8's promise code before a context check (DESIGN.md §2.3).
+/// real path, to warm V8's promise code before a context check (RUNTIME.md §2).
 async fn warm(url: &web_sys::Url) -> Result<web_sys::Response, JsValue> {
     let search = url.search();
     let n: u64 = search

@@ -1,4 +1,4 @@
-//! The isolate's shared state: plain data only, no I/O objects (DESIGN.md §2.3).
+//! The isolate's shared state: plain data only, no I/O objects (RUNTIME.md §2).
 //! Every access goes through [`with`], a short `RefCell` borrow that never spans an
 //! `.await` and never calls back into Rust code that could borrow again.
 

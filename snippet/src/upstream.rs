@@ -1,6 +1,6 @@
 //! The upstream WebSocket, owned by the request context that opened it. Only the owner's
 //! tasks and listeners touch the socket; everyone else queues frames in the mux and wakes
-//! the owner's pump (DESIGN.md §2.3, §2.5). The mux decides who should own it; during a
+//! the owner's pump (RUNTIME.md §2, §4). The mux decides who should own it; during a
 //! hand-over two upstreams live side by side, each pumped by its own owner.
 
 use std::cell::Cell;
@@ -157,7 +157,7 @@ async fn run_owner(gen: Gen, backend: Backend) {
         while let Some(batch) = state::with(|s| s.mux.poll_transmit(gen, js::now())) {
             if let Err(e) = js::send_binary(&ws, &batch) {
                 // Includes "Cannot perform I/O on behalf of a different request": fatal
-                // for this upstream (DESIGN.md §2.5).
+                // for this upstream (RUNTIME.md §4).
                 down(gen, &format!("send failed: {}", js::describe(&e)));
                 js::close(&ws, 1011, "send failed");
                 return;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 
-/// Log lines that mean the context rules were broken (DESIGN.md §2).
+/// Log lines that mean the context rules were broken (RUNTIME.md).
 pub const FORBIDDEN_LOG_LINES: [&str; 2] = ["Cannot perform I/O on behalf of a different request", "hung"];
 
 /// How long a worker may take to build and answer (a cold wasm build is ~60 s here).

@@ -3,7 +3,7 @@
 //! moves bytes.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
-// Compiled into the Durable Object's wasm, where a panic resets the instance (DESIGN.md §2.6).
+// Compiled into the Durable Object's wasm, where a panic resets the instance (RUNTIME.md §5).
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
 pub mod authz;

@@ -12,7 +12,7 @@
 //! The glue around it (WASM, workerd) owns every socket and every clock read.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
-// Compiled into the snippet's wasm, where a panic resets the whole instance (DESIGN.md §2.6).
+// Compiled into the snippet's wasm, where a panic resets the whole instance (RUNTIME.md §5).
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
 pub mod auth;

@@ -2,7 +2,7 @@
 //! owner with a drain barrier, the watchdog, and what every stream learns when an
 //! upstream is lost.
 //!
-//! Hand-over, step by step (DESIGN.md §2.5):
+//! Hand-over, step by step (RUNTIME.md §4):
 //! 1. [`Mux::wants_handover`] says the owner should change (its lifetime is up, its client
 //!    left, or a long-lived WebSocket context can replace an HTTP one). The caller's
 //!    context calls [`Mux::begin_handover`] and opens a fresh upstream.

@@ -48,7 +48,7 @@ fn concurrent_clients_each_get_exactly_their_own_replies_over_one_upstream() {
     stack.assert_clean_logs().expect("clean workerd logs");
 }
 
-/// DESIGN.md §2.3: once V8 has optimised the promise path, promises made with
+/// RUNTIME.md §2: once V8 has optimised the promise path, promises made with
 /// `new Promise(executor)` lose their request context. Warm the executor's real wake
 /// path with 200,000 promises, then check cross-request wakes still land right.
 #[test]
