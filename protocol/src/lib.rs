@@ -47,9 +47,19 @@ pub const VERSION: u8 = 2;
 /// Size of a frame header: kind, flags, stream id, payload length.
 pub const HEADER_LEN: usize = 10;
 
-/// Largest payload a single frame may carry. Cloudflare caps a WebSocket message at
-/// 32 MiB; a frame can never be larger than the message that holds it.
-pub const MAX_FRAME_PAYLOAD: usize = 32 * 1024 * 1024;
+/// Largest upstream message: the runtime closes a WebSocket (1009) that receives a
+/// larger one (workerd's default receive limit is 32 MiB), which would end every stream
+/// on it. Senders split batches well below this (see each side's batch bound).
+pub const MAX_MESSAGE_BYTES: usize = 32 * 1024 * 1024;
+
+/// Largest payload a single frame may carry: a message holding only this frame is
+/// exactly [`MAX_MESSAGE_BYTES`] (version byte + header + payload).
+pub const MAX_FRAME_PAYLOAD: usize = MAX_MESSAGE_BYTES - 1 - HEADER_LEN;
+
+/// Most streams one session may have open at once. The backend refuses an `Open` past
+/// it; the snippet never admits more client WebSockets than this (`MAX_CLIENTS`), so a
+/// client it upgraded is never refused by the backend afterwards.
+pub const MAX_SESSION_STREAMS: usize = 10_000;
 
 /// A stream on the multiplexed connection. `StreamId::SESSION` (0) is the connection itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

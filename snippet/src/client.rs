@@ -29,10 +29,12 @@ pub fn upgrade(req: &web_sys::Request, service: &str, identity: Identity) -> Res
         return js::json_error(400, "offer a subprotocol besides the bearer.<token> entry, e.g. snippet-proxy");
     }
     let expires_at = identity.expires_at;
-    let opened = state::with(|s| s.mux.open_websocket(service, identity));
+    let caller = caller_key(req, &identity);
+    let opened = state::with(|s| s.mux.open_websocket(service, identity, &caller, js::now()));
     let id = match opened {
         Ok(id) => id,
         Err(Refused::TooManyStreams) => return js::retry_later("too many clients on this isolate; retry shortly"),
+        Err(e @ Refused::TooManyConnections { .. }) => return js::too_many(&e.to_string(), 1_000),
         Err(e) => return js::json_error(500, &e.to_string()),
     };
     let (client, server) = match js::websocket_pair() {
@@ -50,6 +52,12 @@ pub fn upgrade(req: &web_sys::Request, service: &str, identity: Identity) -> Res
     executor::spawn(deliver(id, server, listeners, expires_at));
     upstream::ensure(OwnerKind::WebSocket, Some(id), None);
     js::upgrade_response(&client, protocol.as_deref())
+}
+
+/// Whose allowance a request uses: the token's subject, else the client's address.
+pub fn caller_key(req: &web_sys::Request, identity: &Identity) -> String {
+    let addr = req.headers().get("CF-Connecting-IP").ok().flatten();
+    mux_core::quota::caller_key(identity, addr.as_deref())
 }
 
 /// Resolves when the caller's token expires (`expires_at` in epoch seconds; 0 = never).
@@ -83,8 +91,11 @@ fn detach(id: StreamId, code: u16, reason: &str) {
 fn listen(id: StreamId, ws: &web_sys::WebSocket) -> Listeners {
     let sock = ws.clone();
     let on_message = Closure::new(move |e: web_sys::MessageEvent| {
-        let (text, bytes) = js::message_data(&e);
-        let sent = state::with(|s| s.mux.send(id, text, &bytes));
+        let limit = state::with(|s| s.mux.config().max_message_bytes);
+        let sent = match js::message_data(&e, limit) {
+            Ok((text, bytes)) => state::with(|s| s.mux.send(id, text, &bytes, js::now())),
+            Err(size) => Err(Refused::TooLarge { size, limit }),
+        };
         match sent {
             Ok(()) => upstream::ensure(OwnerKind::WebSocket, Some(id), None),
             Err(Refused::UnknownStream) => {}
@@ -92,7 +103,11 @@ fn listen(id: StreamId, ws: &web_sys::WebSocket) -> Listeners {
                 js::close(&sock, 1009, &format!("message too large (limit {limit} bytes)"));
                 detach(id, 1009, "message too large");
             }
-            Err(Refused::Backpressure | Refused::TooManyStreams) => {
+            Err(e @ Refused::RateLimited { .. }) => {
+                js::close(&sock, 1008, &e.to_string());
+                detach(id, 1008, "rate limit exceeded");
+            }
+            Err(Refused::Backpressure | Refused::TooManyStreams | Refused::TooManyConnections { .. }) => {
                 js::close(&sock, 1013, "upstream queue full; try again later");
                 detach(id, 1013, "backpressure");
             }

@@ -10,7 +10,6 @@ use std::task::Poll;
 
 use mux_core::{Delivery, Identity, Refused, Request};
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::JsFuture;
 
 use crate::js;
 use crate::state;
@@ -24,14 +23,22 @@ pub async fn proxy(
     ctx: &JsValue,
     identity: Identity,
 ) -> Result<web_sys::Response, JsValue> {
-    let limit = state::with(|s| s.mux.config().max_message_bytes);
+    // The cheap refusals first: the caller's rate, then the declared size, before any
+    // byte of the body is read.
+    let caller = crate::client::caller_key(&req, &identity);
+    let (limit, allowed) = state::with(|s| (s.mux.config().max_message_bytes, s.mux.take_request(&caller, js::now())));
+    if let Err(e @ Refused::RateLimited { retry_after_ms, .. }) = allowed {
+        return js::too_many(&e.to_string(), retry_after_ms);
+    }
+    let too_large = || js::json_error(413, &format!("body exceeds the limit of {limit} bytes"));
     let declared = req.headers().get("Content-Length").ok().flatten().and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
-        return js::json_error(413, &format!("body exceeds the limit of {limit} bytes"));
+        return too_large();
     }
     let content_type = req.headers().get("Content-Type").ok().flatten().unwrap_or_default();
-    let body = JsFuture::from(req.array_buffer()?).await?;
-    let body = js_sys::Uint8Array::new(&body).to_vec();
+    let Some(body) = js::read_body(&req, limit).await? else {
+        return too_large();
+    };
     let request = Request { method: req.method(), path: path.to_owned(), content_type, identity, body };
 
     let now = js::now();
@@ -44,9 +51,7 @@ pub async fn proxy(
     let id = match opened {
         Ok(Some(id)) => id,
         Ok(None) => return fallback(&request).await,
-        Err(Refused::TooLarge { limit, .. }) => {
-            return js::json_error(413, &format!("body exceeds the limit of {limit} bytes"))
-        }
+        Err(Refused::TooLarge { .. }) => return too_large(),
         Err(e @ (Refused::TooManyStreams | Refused::Backpressure)) => {
             return js::retry_later(&format!("{e}; retry shortly"))
         }

@@ -27,6 +27,43 @@ extern "C" {
     fn promise(this: &TimerResolvers) -> Promise;
     #[wasm_bindgen(method, getter)]
     fn resolve(this: &TimerResolvers) -> JsValue;
+
+    /// `Request.body`'s default reader (bound by hand: web-sys's stream types would add
+    /// more code than the three calls used here).
+    type BodyReader;
+    #[wasm_bindgen(method)]
+    fn read(this: &BodyReader) -> Promise;
+    #[wasm_bindgen(method)]
+    fn cancel(this: &BodyReader) -> Promise;
+}
+
+/// The request body, read chunk by chunk. `Ok(None)` as soon as more than `limit` bytes
+/// arrived: the stream is cancelled there, so a chunked upload (no `Content-Length`)
+/// costs at most `limit` bytes of memory and is refused while the client still sends.
+pub async fn read_body(req: &web_sys::Request, limit: usize) -> Result<Option<Vec<u8>>, JsValue> {
+    let stream = js_sys::Reflect::get(req, &"body".into())?;
+    if stream.is_null() || stream.is_undefined() {
+        return Ok(Some(Vec::new()));
+    }
+    let get_reader: js_sys::Function = js_sys::Reflect::get(&stream, &"getReader".into())?.dyn_into()?;
+    let reader: BodyReader = get_reader.call0(&stream)?.unchecked_into();
+    let mut body = Vec::new();
+    loop {
+        let chunk = JsFuture::from(reader.read()).await?;
+        if js_sys::Reflect::get(&chunk, &"done".into())?.is_truthy() {
+            return Ok(Some(body));
+        }
+        let value: js_sys::Uint8Array = js_sys::Reflect::get(&chunk, &"value".into())?.dyn_into()?;
+        let start = body.len();
+        if start + value.length() as usize > limit {
+            let _ = reader.cancel();
+            return Ok(None);
+        }
+        body.resize(start + value.length() as usize, 0);
+        if let Some(dst) = body.get_mut(start..) {
+            value.copy_to(dst);
+        }
+    }
 }
 
 /// Writes to the workerd log. Every error the snippet handles is logged, so the
@@ -273,19 +310,37 @@ pub fn json(status: u16, body: &str) -> Result<web_sys::Response, JsValue> {
     response(status, "application/json", body.as_bytes())
 }
 
-/// Message data as (is_text, bytes).
-pub fn message_data(e: &web_sys::MessageEvent) -> (bool, Vec<u8>) {
+/// Message data as (is_text, bytes), or `Err(size)` when it is known to exceed `limit`
+/// bytes before it is copied into WASM: a binary message's length is exact; a string of
+/// more than `limit` UTF-16 units is more than `limit` UTF-8 bytes (each unit is one to
+/// three bytes), so only strings near the limit are copied before the exact check.
+pub fn message_data(e: &web_sys::MessageEvent, limit: usize) -> Result<(bool, Vec<u8>), usize> {
     let data = e.data();
-    if let Some(s) = data.as_string() {
-        return (true, s.into_bytes());
+    if let Some(s) = data.dyn_ref::<js_sys::JsString>() {
+        let units = s.length() as usize;
+        if units > limit {
+            return Err(units);
+        }
+        return Ok((true, String::from(s).into_bytes()));
     }
-    if let Some(buf) = data.dyn_ref::<js_sys::ArrayBuffer>() {
-        return (false, js_sys::Uint8Array::new(buf).to_vec());
+    let bytes = if let Some(buf) = data.dyn_ref::<js_sys::ArrayBuffer>() {
+        js_sys::Uint8Array::new(buf)
+    } else if let Some(arr) = data.dyn_ref::<js_sys::Uint8Array>() {
+        arr.clone()
+    } else {
+        return Ok((false, Vec::new()));
+    };
+    match bytes.length() as usize {
+        n if n > limit => Err(n),
+        _ => Ok((false, bytes.to_vec())),
     }
-    if let Some(arr) = data.dyn_ref::<js_sys::Uint8Array>() {
-        return (false, arr.to_vec());
-    }
-    (false, Vec::new())
+}
+
+/// 429 with `Retry-After` (whole seconds, at least 1): a caller over one of its limits.
+pub fn too_many(reason: &str, retry_after_ms: u64) -> Result<web_sys::Response, JsValue> {
+    let res = json_error(429, reason)?;
+    res.headers().set("Retry-After", &retry_after_ms.div_ceil(1000).max(1).to_string())?;
+    Ok(res)
 }
 
 /// Sends binary data as a JS-owned copy. `send_with_u8_array` would pass a view into

@@ -62,6 +62,9 @@ pub fn render() -> String {
         field("bytesIn", c.upstream_bytes_in.to_string());
         field("bytesOut", c.upstream_bytes_out.to_string());
         field("droppedDeliveries", c.dropped_deliveries.to_string());
+        field("refused", c.refused.to_string());
+        field("rateLimited", c.rate_limited.to_string());
+        field("callersTracked", s.mux.callers_tracked().to_string());
         field("wakePromises", executor::wake_promises_created().to_string());
         field("liveTasks", executor::live_tasks().to_string());
         field("lastError", s.last_error.as_deref().map(json_string).unwrap_or_else(|| "null".into()));

@@ -100,7 +100,10 @@ fn down(gen: Gen, why: &str) {
 
 fn listen(ws: &web_sys::WebSocket, gen: Gen, closed: Rc<Cell<bool>>) -> Listeners {
     let on_message = Closure::new(move |e: web_sys::MessageEvent| {
-        let (_, bytes) = js::message_data(&e);
+        let bytes = match js::message_data(&e, protocol::MAX_MESSAGE_BYTES) {
+            Ok((_, bytes)) => bytes,
+            Err(n) => return down(gen, &format!("backend sent {n} bytes, over the protocol's message limit")),
+        };
         let (result, session_errors) = state::with(|s| {
             let result = s.mux.handle_upstream_message(gen, &bytes, js::now());
             let errors = s.mux.take_session_errors();

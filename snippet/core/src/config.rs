@@ -39,6 +39,25 @@ pub struct Config {
     /// Queued frames that see no transmit for this long mean the owner's pump is dead:
     /// the upstream is dropped (clear errors for what was pending) and reopened.
     pub watchdog_ms: u64,
+    /// Client WebSockets one caller may hold on this isolate (a caller is a token's
+    /// subject, or an anonymous client's address). 1,000: a fifth of `max_clients`, so no
+    /// single caller can fill an isolate, yet far above what one user or service needs.
+    /// 0 = no limit.
+    pub max_connections_per_caller: usize,
+    /// Messages per second one client WebSocket may send, with one second's worth of
+    /// burst. 1,000/s: a Durable Object runs one thread, and one client at this rate
+    /// already takes a large share of it. Exceeding the burst closes the client 1008.
+    /// 0 = no limit.
+    pub client_messages_per_sec: u64,
+    /// Payload bytes per second one client WebSocket may send; the burst is one second's
+    /// worth or one largest message, whichever is more. 4 MiB/s: a client cannot take the
+    /// shared upstream's bandwidth from the others. Exceeding it closes the client 1008.
+    /// 0 = no limit.
+    pub client_bytes_per_sec: u64,
+    /// HTTP requests per second one caller may make on this isolate, with one second's
+    /// worth of burst; past it, 429 with `Retry-After`. 1,000/s, for the same reason as
+    /// `client_messages_per_sec`. 0 = no limit.
+    pub caller_requests_per_sec: u64,
     /// Seed of the jitter generator (the glue seeds it randomly; tests fix it).
     pub seed: u64,
 }
@@ -59,6 +78,10 @@ impl Default for Config {
             reconnect_max_ms: 5_000,
             owner_lifetime_ms: 20_000,
             watchdog_ms: 5_000,
+            max_connections_per_caller: 1_000,
+            client_messages_per_sec: 1_000,
+            client_bytes_per_sec: 4 * 1024 * 1024,
+            caller_requests_per_sec: 1_000,
             seed: 0x5EED,
         }
     }
@@ -66,7 +89,7 @@ impl Default for Config {
 
 impl Config {
     /// The wrangler vars that override a field, by name.
-    pub const VARS: [&'static str; 13] = [
+    pub const VARS: [&'static str; 17] = [
         "MAX_MESSAGE_BYTES",
         "MAX_CLIENTS",
         "MAX_STREAMS",
@@ -80,6 +103,10 @@ impl Config {
         "RECONNECT_MAX_MS",
         "OWNER_LIFETIME_MS",
         "WATCHDOG_MS",
+        "MAX_CONNECTIONS_PER_CALLER",
+        "CLIENT_MESSAGES_PER_SEC",
+        "CLIENT_BYTES_PER_SEC",
+        "CALLER_REQUESTS_PER_SEC",
     ];
 
     /// The defaults with every var that `get` returns applied. A malformed value is an
@@ -103,6 +130,10 @@ impl Config {
                 "RECONNECT_MAX_MS" => c.reconnect_max_ms = num()?,
                 "OWNER_LIFETIME_MS" => c.owner_lifetime_ms = num()?,
                 "WATCHDOG_MS" => c.watchdog_ms = num()?,
+                "MAX_CONNECTIONS_PER_CALLER" => c.max_connections_per_caller = num()? as usize,
+                "CLIENT_MESSAGES_PER_SEC" => c.client_messages_per_sec = num()?,
+                "CLIENT_BYTES_PER_SEC" => c.client_bytes_per_sec = num()?,
+                "CALLER_REQUESTS_PER_SEC" => c.caller_requests_per_sec = num()?,
                 "BATCHING" => {
                     c.batching = match raw {
                         "1" | "true" | "on" => true,
@@ -115,6 +146,11 @@ impl Config {
         }
         if c.max_message_bytes > protocol::MAX_FRAME_PAYLOAD - 1024 {
             return Err(format!("MAX_MESSAGE_BYTES may be at most {}", protocol::MAX_FRAME_PAYLOAD - 1024));
+        }
+        // Every client stream is also an entry in the backend session's stream table: a
+        // client the snippet admits must never be refused there (upgraded, then closed).
+        if c.max_clients > protocol::MAX_SESSION_STREAMS {
+            return Err(format!("MAX_CLIENTS may be at most {} (the backend's limit)", protocol::MAX_SESSION_STREAMS));
         }
         Ok(c)
     }

@@ -17,6 +17,7 @@
 
 pub mod auth;
 mod config;
+pub mod quota;
 mod stats;
 mod upstream;
 
@@ -89,6 +90,21 @@ pub enum Refused {
     TooManyStreams,
     /// The queues are full ([`Config::max_queued_bytes_per_stream`], [`Config::max_queued_bytes`]).
     Backpressure,
+    /// The caller holds [`Config::max_connections_per_caller`] client WebSockets already.
+    TooManyConnections {
+        /// The limit.
+        limit: usize,
+    },
+    /// The client or caller is over its rate ([`Config::client_messages_per_sec`],
+    /// [`Config::client_bytes_per_sec`], [`Config::caller_requests_per_sec`]).
+    RateLimited {
+        /// Which rate: `"messages"`, `"bytes"` or `"requests"`.
+        what: &'static str,
+        /// The rate per second.
+        limit: u64,
+        /// How long until the same would be allowed (ms).
+        retry_after_ms: u64,
+    },
 }
 
 impl std::fmt::Display for Refused {
@@ -100,6 +116,10 @@ impl std::fmt::Display for Refused {
             }
             Refused::TooManyStreams => write!(f, "too many open streams on this isolate"),
             Refused::Backpressure => write!(f, "upstream queue is full"),
+            Refused::TooManyConnections { limit } => {
+                write!(f, "too many connections for this caller (limit {limit} per isolate)")
+            }
+            Refused::RateLimited { what, limit, .. } => write!(f, "rate limit exceeded ({limit} {what} per second)"),
         }
     }
 }
@@ -121,6 +141,11 @@ struct Stream {
     path: String,
     /// WebSocket only: the caller, sent again when the stream is re-opened.
     identity: Identity,
+    /// WebSocket only: whose connection allowance it holds ([`quota::caller_key`]).
+    caller: String,
+    /// WebSocket only: the client's message and byte allowances.
+    messages: quota::Bucket,
+    bytes: quota::Bucket,
     /// WebSocket only: the upstream generation this stream's frames flow on.
     on: Gen,
     /// HTTP only: the upstream generation its request left on.
@@ -177,6 +202,8 @@ pub struct Mux {
     next_owner: upstream::Owner,
     /// When the pending connect (first or successor) started.
     connect_started: u64,
+    /// What each caller uses of this isolate (connections, request rate).
+    callers: quota::Callers,
 }
 
 /// Round-trip samples kept for the percentiles in `/__stats`.
@@ -208,6 +235,7 @@ impl Mux {
             owner: upstream::Owner::default(),
             next_owner: upstream::Owner::default(),
             connect_started: 0,
+            callers: quota::Callers::default(),
             cfg,
         }
     }
@@ -220,6 +248,11 @@ impl Mux {
     /// Counters for `/__stats`.
     pub fn counters(&self) -> &Counters {
         &self.counters
+    }
+
+    /// Callers whose usage is tracked now (connections or a recent request).
+    pub fn callers_tracked(&self) -> usize {
+        self.callers.len()
     }
 
     /// Counts an error seen by the glue (for `/__stats`).
@@ -257,24 +290,46 @@ impl Mux {
     }
 
     /// Opens a stream for a client WebSocket speaking to backend service `path` on
-    /// behalf of `identity` (the caller the front door verified).
-    pub fn open_websocket(&mut self, path: &str, identity: Identity) -> Result<StreamId, Refused> {
-        if self.open_streams().0 >= self.cfg.max_clients {
+    /// behalf of `identity` (the caller the front door verified), counted against the
+    /// allowance of `caller` ([`quota::caller_key`]).
+    pub fn open_websocket(&mut self, path: &str, identity: Identity, caller: &str, now: u64) -> Result<StreamId, Refused> {
+        // Detached streams count too: until their Close has left, the backend still holds
+        // their entry, and it must never see more than MAX_CLIENTS (≤ MAX_SESSION_STREAMS).
+        let ws_streams = self.streams.values().filter(|s| s.kind == StreamKind::WebSocket).count();
+        if ws_streams >= self.cfg.max_clients || self.streams.len() >= self.cfg.max_streams {
+            self.counters.refused += 1;
             return Err(Refused::TooManyStreams);
+        }
+        let limit = self.cfg.max_connections_per_caller;
+        if !self.callers.connect(caller, limit, self.cfg.caller_requests_per_sec, now) {
+            self.counters.refused += 1;
+            return Err(Refused::TooManyConnections { limit });
         }
         let payload = Open { path: path.to_owned(), identity: identity.clone() }.encode();
         let id = self.open(StreamKind::WebSocket)?;
+        let (messages, bytes) = self.client_burst();
         if let Some(s) = self.streams.get_mut(&id) {
             s.path = path.to_owned();
             s.identity = identity;
+            s.caller = caller.to_owned();
+            s.messages = quota::Bucket::full(messages, now);
+            s.bytes = quota::Bucket::full(bytes, now);
         }
         self.enqueue(id, FrameKind::Open, &payload, true)?;
         self.counters.ws_streams_opened += 1;
         Ok(id)
     }
 
-    /// Opens a stream for one HTTP request; the request leaves as a single frame and
-    /// must be answered by `now + request_timeout_ms`.
+    /// A client's message and byte bursts: one second's worth, and at least one largest
+    /// message of bytes.
+    fn client_burst(&self) -> (u64, u64) {
+        let c = &self.cfg;
+        (c.client_messages_per_sec, c.client_bytes_per_sec.max(c.max_message_bytes as u64))
+    }
+
+    /// Opens a stream for one HTTP request (its caller's allowance was taken first, with
+    /// [`Mux::take_request`]); the request leaves as a single frame and must be answered
+    /// by `now + request_timeout_ms`.
     pub fn open_http(&mut self, req: &Request, now: u64) -> Result<StreamId, Refused> {
         if req.body.len() > self.cfg.max_message_bytes {
             return Err(Refused::TooLarge { size: req.body.len(), limit: self.cfg.max_message_bytes });
@@ -292,8 +347,19 @@ impl Mux {
         Ok(id)
     }
 
+    /// Takes one HTTP request from `caller`'s allowance ([`quota::caller_key`]): asked
+    /// before anything else is done for the request, whichever way it then travels.
+    pub fn take_request(&mut self, caller: &str, now: u64) -> Result<(), Refused> {
+        let limit = self.cfg.caller_requests_per_sec;
+        self.callers.request(caller, limit, now).map_err(|retry_after_ms| {
+            self.counters.rate_limited += 1;
+            Refused::RateLimited { what: "requests", limit, retry_after_ms }
+        })
+    }
+
     fn open(&mut self, kind: StreamKind) -> Result<StreamId, Refused> {
         if self.streams.len() >= self.cfg.max_streams {
+            self.counters.refused += 1;
             return Err(Refused::TooManyStreams);
         }
         let id = self.alloc_id();
@@ -301,6 +367,9 @@ impl Mux {
             kind,
             path: String::new(),
             identity: Identity::default(),
+            caller: String::new(),
+            messages: quota::Bucket::full(0, 0),
+            bytes: quota::Bucket::full(0, 0),
             on: self.gen,
             sent_on: None,
             deadline: None,
@@ -314,13 +383,24 @@ impl Mux {
         Ok(id)
     }
 
-    /// Queues one client WebSocket message (text or binary) for the backend.
-    pub fn send(&mut self, id: StreamId, text: bool, payload: &[u8]) -> Result<(), Refused> {
+    /// Queues one client WebSocket message (text or binary) for the backend, if the
+    /// client is within its rates (a burst of a second's worth, then the rate).
+    pub fn send(&mut self, id: StreamId, text: bool, payload: &[u8], now: u64) -> Result<(), Refused> {
         if payload.len() > self.cfg.max_message_bytes {
             return Err(Refused::TooLarge { size: payload.len(), limit: self.cfg.max_message_bytes });
         }
-        if !self.is_open(id) {
+        let (burst_messages, burst_bytes) = self.client_burst();
+        let (message_rate, byte_rate) = (self.cfg.client_messages_per_sec, self.cfg.client_bytes_per_sec);
+        let Some(stream) = self.streams.get_mut(&id).filter(|s| !s.detached) else {
             return Err(Refused::UnknownStream);
+        };
+        let over = match stream.messages.take(1, message_rate, burst_messages, now) {
+            Err(ms) => Some(("messages", message_rate, ms)),
+            Ok(()) => stream.bytes.take(payload.len() as u64, byte_rate, burst_bytes, now).err().map(|ms| ("bytes", byte_rate, ms)),
+        };
+        if let Some((what, limit, retry_after_ms)) = over {
+            self.counters.rate_limited += 1;
+            return Err(Refused::RateLimited { what, limit, retry_after_ms });
         }
         let kind = if text { FrameKind::Text } else { FrameKind::Binary };
         self.enqueue(id, kind, payload, false)?;
@@ -341,6 +421,9 @@ impl Mux {
         }
         stream.detached = true;
         stream.inbox.clear();
+        if stream.kind == StreamKind::WebSocket {
+            self.callers.disconnect(&stream.caller);
+        }
         if self.owner.stream == Some(id) {
             self.owner.orphaned = true;
         }
@@ -383,8 +466,9 @@ impl Mux {
         };
         let stream_ok = stream.outbox_bytes + size <= self.cfg.max_queued_bytes_per_stream
             && stream.outbox.len() < self.cfg.max_queued_frames_per_stream;
-        // An empty queue always takes one frame, so a single large message can pass.
-        if !(force || stream.outbox.is_empty() || total_ok && stream_ok) {
+        // An empty queue takes one frame whatever its own bound, so a single large message
+        // can pass; the isolate-wide bound holds for every queue, empty or not.
+        if !(force || total_ok && (stream_ok || stream.outbox.is_empty())) {
             return Err(Refused::Backpressure);
         }
         let mut frame = Vec::with_capacity(size);
@@ -618,6 +702,9 @@ impl Mux {
         let stream = self.streams.get_mut(&id)?;
         let d = stream.inbox.pop_front()?;
         if !matches!(d, Delivery::Text(_) | Delivery::Binary(_)) {
+            if stream.kind == StreamKind::WebSocket && !stream.detached {
+                self.callers.disconnect(&stream.caller);
+            }
             stream.detached = true;
             stream.inbox.clear();
             self.queued_bytes -= stream.outbox_bytes;
@@ -748,3 +835,5 @@ pub fn json_string(s: &str) -> String {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod limit_tests;

@@ -44,4 +44,8 @@ pub struct Counters {
     pub dropped_deliveries: u64,
     /// Errors: backend error frames, and whatever the glue counts.
     pub errors: u64,
+    /// Clients and requests refused for a full isolate or a caller's connection limit.
+    pub refused: u64,
+    /// Messages and requests refused for a rate limit.
+    pub rate_limited: u64,
 }

@@ -62,8 +62,8 @@ fn up(cfg: Config) -> Mux {
 #[test]
 fn nothing_leaves_before_the_upstream_is_up_and_all_of_it_after() {
     let mut mux = Mux::new(Config::default());
-    let a = mux.open_websocket("/echo", Identity::default()).expect("open");
-    mux.send(a, true, b"early").expect("send");
+    let a = mux.open_websocket("/echo", Identity::default(), "sub:t", 0).expect("open");
+    mux.send(a, true, b"early", 0).expect("send");
     assert!(mux.poll_transmit(mux.current_gen(), 0).is_none());
     let gen = mux.upstream_connecting(OwnerKind::WebSocket, None, 0);
     assert!(mux.poll_transmit(mux.current_gen(), 0).is_none());
@@ -75,11 +75,11 @@ fn nothing_leaves_before_the_upstream_is_up_and_all_of_it_after() {
 #[test]
 fn replies_route_by_stream_even_with_identical_payloads() {
     let mut mux = up(Config::default());
-    let a = mux.open_websocket("/rpc", Identity::default()).expect("open");
-    let b = mux.open_websocket("/rpc", Identity::default()).expect("open");
-    mux.send(a, true, br#"{"id":1}"#).expect("send");
-    mux.send(b, true, br#"{"id":1}"#).expect("send");
-    mux.send(b, false, &[0, 1, 2]).expect("send");
+    let a = mux.open_websocket("/rpc", Identity::default(), "sub:t", 0).expect("open");
+    let b = mux.open_websocket("/rpc", Identity::default(), "sub:t", 0).expect("open");
+    mux.send(a, true, br#"{"id":1}"#, 0).expect("send");
+    mux.send(b, true, br#"{"id":1}"#, 0).expect("send");
+    mux.send(b, false, &[0, 1, 2], 0).expect("send");
     pump(&mut mux);
     let mut woken = mux.take_woken();
     woken.sort();
@@ -91,9 +91,9 @@ fn replies_route_by_stream_even_with_identical_payloads() {
 #[test]
 fn order_is_kept_per_stream() {
     let mut mux = up(Config { max_batch_bytes: 64, ..Config::default() });
-    let a = mux.open_websocket("/echo", Identity::default()).expect("open");
+    let a = mux.open_websocket("/echo", Identity::default(), "sub:t", 0).expect("open");
     for i in 0..100u32 {
-        mux.send(a, false, &i.to_be_bytes()).expect("send");
+        mux.send(a, false, &i.to_be_bytes(), 0).expect("send");
     }
     pump(&mut mux);
     let got: Vec<Delivery> = drain(&mut mux, a);
@@ -106,9 +106,9 @@ fn batching_packs_queued_frames_and_can_be_switched_off() {
     let mut on = up(Config::default());
     let mut off = up(Config { batching: false, ..Config::default() });
     for mux in [&mut on, &mut off] {
-        let ids: Vec<_> = (0..8).map(|_| mux.open_websocket("/echo", Identity::default()).expect("open")).collect();
+        let ids: Vec<_> = (0..8).map(|_| mux.open_websocket("/echo", Identity::default(), "sub:t", 0).expect("open")).collect();
         for id in &ids {
-            mux.send(*id, true, b"x").expect("send");
+            mux.send(*id, true, b"x", 0).expect("send");
         }
     }
     // 8 opens + 8 messages
@@ -123,13 +123,13 @@ fn batching_packs_queued_frames_and_can_be_switched_off() {
 fn batches_are_round_robin_so_a_chatty_stream_cannot_starve_others() {
     // Room for about 3 small frames per batch.
     let mut mux = up(Config { max_batch_bytes: 1 + 3 * protocol::frame_len(4), ..Config::default() });
-    let chatty = mux.open_websocket("/echo", Identity::default()).expect("open");
-    let quiet = mux.open_websocket("/echo", Identity::default()).expect("open");
+    let chatty = mux.open_websocket("/echo", Identity::default(), "sub:t", 0).expect("open");
+    let quiet = mux.open_websocket("/echo", Identity::default(), "sub:t", 0).expect("open");
     pump(&mut mux);
     for _ in 0..50 {
-        mux.send(chatty, true, b"spam").expect("send");
+        mux.send(chatty, true, b"spam", 0).expect("send");
     }
-    mux.send(quiet, true, b"hi!!").expect("send");
+    mux.send(quiet, true, b"hi!!", 0).expect("send");
     let first = mux.poll_transmit(mux.current_gen(), 0).expect("batch");
     let streams: Vec<StreamId> = decode_message(&first).expect("v").map(|f| f.expect("frame").stream).collect();
     assert!(streams.contains(&quiet), "the quiet stream rides in the first batch: {streams:?}");
@@ -144,21 +144,21 @@ fn limits_refuse_with_typed_reasons() {
         max_queued_bytes_per_stream: protocol::frame_len(2 + 5 + 14) + 2 * protocol::frame_len(8),
         ..Config::default()
     });
-    let a = mux.open_websocket("/echo", Identity::default()).expect("open");
-    assert_eq!(mux.send(a, false, &[0; 9]), Err(Refused::TooLarge { size: 9, limit: 8 }));
-    mux.send(a, false, &[0; 8]).expect("fits");
-    mux.send(a, false, &[0; 8]).expect("fits");
-    assert_eq!(mux.send(a, false, &[0; 8]), Err(Refused::Backpressure));
-    let _b = mux.open_websocket("/echo", Identity::default()).expect("second");
-    assert_eq!(mux.open_websocket("/echo", Identity::default()), Err(Refused::TooManyStreams));
-    assert_eq!(mux.send(StreamId(99), true, b""), Err(Refused::UnknownStream));
+    let a = mux.open_websocket("/echo", Identity::default(), "sub:t", 0).expect("open");
+    assert_eq!(mux.send(a, false, &[0; 9], 0), Err(Refused::TooLarge { size: 9, limit: 8 }));
+    mux.send(a, false, &[0; 8], 0).expect("fits");
+    mux.send(a, false, &[0; 8], 0).expect("fits");
+    assert_eq!(mux.send(a, false, &[0; 8], 0), Err(Refused::Backpressure));
+    let _b = mux.open_websocket("/echo", Identity::default(), "sub:t", 0).expect("second");
+    assert_eq!(mux.open_websocket("/echo", Identity::default(), "sub:t", 0), Err(Refused::TooManyStreams));
+    assert_eq!(mux.send(StreamId(99), true, b"", 0), Err(Refused::UnknownStream));
 }
 
 #[test]
 fn a_departed_client_gets_nothing_and_the_backend_is_told() {
     let mut mux = up(Config::default());
-    let a = mux.open_websocket("/echo", Identity::default()).expect("open");
-    mux.send(a, true, b"bye").expect("send");
+    let a = mux.open_websocket("/echo", Identity::default(), "sub:t", 0).expect("open");
+    mux.send(a, true, b"bye", 0).expect("send");
     mux.client_closed(a, 1000, "done");
     assert!(!mux.is_open(a));
     let msg = mux.poll_transmit(mux.current_gen(), 0).expect("batch");
@@ -199,7 +199,7 @@ fn http_request_gets_its_response_then_the_stream_is_gone() {
 #[test]
 fn upstream_loss_tells_every_stream_its_fate() {
     let mut mux = up(Config::default());
-    let ws = mux.open_websocket("/echo", Identity::default()).expect("open");
+    let ws = mux.open_websocket("/echo", Identity::default(), "sub:t", 0).expect("open");
     let req = rpc_request(b"{}".to_vec());
     let sent = mux.open_http(&req, 0).expect("open");
     assert!(mux.poll_transmit(mux.current_gen(), 5).is_some(), "the first request leaves");
@@ -239,7 +239,7 @@ fn pings_are_answered_and_malformed_messages_are_session_errors() {
 #[test]
 fn a_backend_error_frame_reaches_the_stream_as_close_or_status() {
     let mut mux = up(Config::default());
-    let ws = mux.open_websocket("/nope", Identity::default()).expect("open");
+    let ws = mux.open_websocket("/nope", Identity::default(), "sub:t", 0).expect("open");
     let err = ErrorFrame { code: 404, message: "no service \"/nope\"".into() }.encode();
     mux.handle_upstream_message(mux.current_gen(), &single_frame_message(FrameKind::Error, ws, &err), 0).expect("ok");
     match drain(&mut mux, ws).as_slice() {
@@ -251,7 +251,7 @@ fn a_backend_error_frame_reaches_the_stream_as_close_or_status() {
     assert_eq!(mux.counters().errors, 1);
     // An authorization refusal closes with 1008 (policy), a busy backend with 1013.
     for (code, close) in [(403, 1008), (401, 1008), (503, 1013)] {
-        let ws = mux.open_websocket("/rpc", Identity::default()).expect("open");
+        let ws = mux.open_websocket("/rpc", Identity::default(), "sub:t", 0).expect("open");
         let err = ErrorFrame { code, message: "m".into() }.encode();
         mux.handle_upstream_message(mux.current_gen(), &single_frame_message(FrameKind::Error, ws, &err), 0)
             .expect("ok");
@@ -263,7 +263,7 @@ fn a_backend_error_frame_reaches_the_stream_as_close_or_status() {
 #[test]
 fn a_session_error_ends_the_upstream_and_every_stream_on_it_hears_its_fate() {
     let mut mux = up(Config::default());
-    let ws = mux.open_websocket("/echo", Identity::default()).expect("open");
+    let ws = mux.open_websocket("/echo", Identity::default(), "sub:t", 0).expect("open");
     let sent = mux.open_http(&rpc_request(b"{}".to_vec()), 0).expect("open");
     assert!(mux.poll_transmit(mux.current_gen(), 0).is_some());
     // What a backend of another protocol version answers: one session-level error.
@@ -384,15 +384,15 @@ fn round_trips_are_measured_from_transmit_to_response() {
 #[test]
 fn client_and_queued_frame_limits() {
     let mut mux = Mux::new(Config { max_clients: 2, max_queued_frames_per_stream: 3, ..Config::default() });
-    let a = mux.open_websocket("/echo", Identity::default()).expect("1");
-    let _b = mux.open_websocket("/echo", Identity::default()).expect("2");
-    assert_eq!(mux.open_websocket("/echo", Identity::default()), Err(Refused::TooManyStreams));
+    let a = mux.open_websocket("/echo", Identity::default(), "sub:t", 0).expect("1");
+    let _b = mux.open_websocket("/echo", Identity::default(), "sub:t", 0).expect("2");
+    assert_eq!(mux.open_websocket("/echo", Identity::default(), "sub:t", 0), Err(Refused::TooManyStreams));
     let req = rpc_request(vec![]);
     assert!(mux.open_http(&req, 0).is_ok(), "HTTP requests are not clients");
     // The Open frame is queued already: two more fit, the fourth frame does not.
-    mux.send(a, true, b"1").expect("fits");
-    mux.send(a, true, b"2").expect("fits");
-    assert_eq!(mux.send(a, true, b"3"), Err(Refused::Backpressure));
+    mux.send(a, true, b"1", 0).expect("fits");
+    mux.send(a, true, b"2", 0).expect("fits");
+    assert_eq!(mux.send(a, true, b"3", 0), Err(Refused::Backpressure));
 }
 
 #[test]
@@ -428,9 +428,9 @@ fn handover_drains_the_old_upstream_behind_a_barrier_and_loses_nothing() {
     let mut mux = Mux::new(cfg);
     let g1 = mux.upstream_connecting(OwnerKind::Http, None, 0);
     assert!(mux.upstream_up(g1, 0));
-    let a = mux.open_websocket("/echo", Identity::default()).expect("open");
+    let a = mux.open_websocket("/echo", Identity::default(), "sub:t", 0).expect("open");
     for i in 0..5 {
-        mux.send(a, true, format!("m{i}").as_bytes()).expect("send");
+        mux.send(a, true, format!("m{i}").as_bytes(), 0).expect("send");
     }
     // Sent on the old upstream; its replies are still in flight.
     let in_flight_1 = mux.poll_transmit(g1, 10).expect("batch");
@@ -439,14 +439,14 @@ fn handover_drains_the_old_upstream_behind_a_barrier_and_loses_nothing() {
     assert!(mux.wants_handover(OwnerKind::Http, 1_000));
     let g2 = mux.begin_handover(OwnerKind::WebSocket, Some(a), 1_000).expect("hand-over starts");
     assert_eq!(mux.begin_handover(OwnerKind::Http, None, 1_000), None, "one at a time");
-    mux.send(a, true, b"m5").expect("send");
+    mux.send(a, true, b"m5", 0).expect("send");
     let in_flight_2 = mux.poll_transmit(g1, 1_001).expect("still the current upstream until the successor is up");
     assert_eq!(mux.gen_state(g2), GenState::Connecting);
 
     assert!(mux.upstream_up(g2, 1_002));
     assert_eq!((mux.gen_state(g1), mux.gen_state(g2)), (GenState::Draining, GenState::Current));
     assert_eq!(mux.owner(), OwnerKind::WebSocket);
-    mux.send(a, true, b"m6").expect("send");
+    mux.send(a, true, b"m6", 0).expect("send");
     let req = rpc_request(b"r".to_vec());
     let r = mux.open_http(&req, 1_003).expect("open");
 
@@ -488,10 +488,10 @@ fn handover_drains_the_old_upstream_behind_a_barrier_and_loses_nothing() {
 #[test]
 fn an_old_upstream_lost_before_its_barrier_fails_only_what_it_carried() {
     let mut mux = Mux::new(Config::default());
-    let owner_stream = mux.open_websocket("/echo", Identity::default()).expect("open");
+    let owner_stream = mux.open_websocket("/echo", Identity::default(), "sub:t", 0).expect("open");
     let g1 = mux.upstream_connecting(OwnerKind::WebSocket, Some(owner_stream), 0);
     assert!(mux.upstream_up(g1, 0));
-    let a = mux.open_websocket("/echo", Identity::default()).expect("open");
+    let a = mux.open_websocket("/echo", Identity::default(), "sub:t", 0).expect("open");
     let req = rpc_request(vec![]);
     let sent_on_old = mux.open_http(&req, 0).expect("open");
     mux.poll_transmit(g1, 1).expect("batch");
@@ -514,8 +514,8 @@ fn an_old_upstream_lost_before_its_barrier_fails_only_what_it_carried() {
     }
     // The new upstream carries on.
     assert_eq!(mux.gen_state(g2), GenState::Current);
-    let b = mux.open_websocket("/echo", Identity::default()).expect("open");
-    mux.send(b, true, b"still here").expect("send");
+    let b = mux.open_websocket("/echo", Identity::default(), "sub:t", 0).expect("open");
+    mux.send(b, true, b"still here", 0).expect("send");
     let msg = mux.poll_transmit(g2, 6).expect("batch");
     mux.handle_upstream_message(g2, &in_order_backend(&msg), 7).expect("ok");
     assert_eq!(texts(&drain(&mut mux, b)), vec!["still here".to_owned()]);
@@ -553,11 +553,11 @@ fn a_drain_whose_barrier_never_returns_ends_at_its_deadline() {
     let mut mux = Mux::new(Config { watchdog_ms: 1_000, ..Config::default() });
     let g1 = mux.upstream_connecting(OwnerKind::Http, None, 0);
     assert!(mux.upstream_up(g1, 0));
-    let a = mux.open_websocket("/echo", Identity::default()).expect("open");
+    let a = mux.open_websocket("/echo", Identity::default(), "sub:t", 0).expect("open");
     mux.poll_transmit(g1, 0).expect("open frame left on the old upstream");
     let g2 = mux.begin_handover(OwnerKind::WebSocket, None, 10).expect("starts");
     assert!(mux.upstream_up(g2, 10));
-    mux.send(a, true, b"held").expect("send");
+    mux.send(a, true, b"held", 0).expect("send");
     assert_eq!(mux.poll_timeout(), Some(1_010));
     assert!(mux.check_stuck(1_009).is_empty());
     assert_eq!(mux.check_stuck(1_010).len(), 1, "the old owner never sent its barrier");
@@ -596,12 +596,12 @@ fn connects_whose_context_died_are_abandoned_after_the_watchdog_bound() {
 #[test]
 fn an_idle_isolate_does_not_trip_the_watchdog_on_its_next_message() {
     let mut mux = up(Config { watchdog_ms: 5_000, ..Config::default() });
-    let a = mux.open_websocket("/echo", Identity::default()).expect("open");
+    let a = mux.open_websocket("/echo", Identity::default(), "sub:t", 0).expect("open");
     assert!(!mux.watchdog_expired(0));
     mux.poll_transmit(mux.current_gen(), 0).expect("open frame");
     assert!(!mux.watchdog_expired(1));
     // 20 s of silence, then a message: its wait starts now, not at the last clock reading.
-    mux.send(a, true, b"after a nap").expect("send");
+    mux.send(a, true, b"after a nap", 0).expect("send");
     assert!(!mux.watchdog_expired(20_000));
     assert!(!mux.watchdog_expired(24_999));
     assert!(mux.watchdog_expired(25_000));
