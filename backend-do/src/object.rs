@@ -107,10 +107,9 @@ impl Db for ObjectDb<'_> {
                 };
                 s.streams.iter().filter(|(_, e)| listening(e)).map(|(id, _)| *id).collect()
             });
-            if let Some(batch) = session::push_batch(&rpc, notification) {
-                if ws.send_with_bytes(batch).is_ok() {
-                    delivered += rpc.len() as u64;
-                }
+            let batches = session::push_batches(&rpc, notification);
+            if !batches.is_empty() && batches.into_iter().all(|b| ws.send_with_bytes(b).is_ok()) {
+                delivered += rpc.len() as u64;
             }
         }
         delivered
@@ -243,10 +242,10 @@ impl Database {
                 kv.delete(&stream_key(socket, *id)).map_err(Error::RustError)?;
             }
         }
-        match outcome.reply {
-            Some(reply) => ws.send_with_bytes(reply),
-            None => Ok(()),
+        for reply in outcome.replies {
+            ws.send_with_bytes(reply)?;
         }
+        Ok(())
     }
 }
 

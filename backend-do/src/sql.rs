@@ -43,7 +43,7 @@ fn to_json(v: SqlStorageValue) -> Value {
         SqlStorageValue::Integer(i) => Value::from(i),
         SqlStorageValue::Float(f) => serde_json::Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null),
         SqlStorageValue::String(s) => Value::String(s),
-        SqlStorageValue::Blob(b) => Value::Array(b.into_iter().map(Value::from).collect()),
+        SqlStorageValue::Blob(b) => backend_core::blob::to_json(&b),
     }
 }
 
@@ -52,13 +52,13 @@ fn sqlite_message(e: worker::Error) -> String {
     text.strip_prefix("Error: ").unwrap_or(&text).to_owned()
 }
 
-/// An upper bound of a value's size in the JSON reply (a blob byte is at most `255,`).
+/// An upper bound of a value's size in the JSON reply.
 fn json_size(v: &SqlStorageValue) -> usize {
     match v {
         SqlStorageValue::Null | SqlStorageValue::Boolean(_) => 5,
         SqlStorageValue::Integer(_) | SqlStorageValue::Float(_) => 24,
         SqlStorageValue::String(s) => 2 + s.len() * 6,
-        SqlStorageValue::Blob(b) => 2 + b.len() * 4,
+        SqlStorageValue::Blob(b) => backend_core::blob::json_len(b.len()),
     }
 }
 

@@ -7,6 +7,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
 pub mod authz;
+pub mod blob;
 pub mod route;
 pub mod rpc;
 pub mod session;

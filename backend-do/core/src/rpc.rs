@@ -16,6 +16,16 @@ pub const MAX_ROWS: usize = 10_000;
 pub const MAX_RESULT_BYTES: usize = 512 * 1024;
 /// Most requests in one JSON-RPC batch, so one message cannot monopolise the object.
 pub const MAX_BATCH: usize = 100;
+/// Largest reply text (one call, or one batch together). A reply travels as one frame on
+/// the shared upstream, and every other stream's replies wait behind it: 4 MiB is eight
+/// full SQL results, and a few tens of ms on the wire. A larger reply becomes a
+/// `REPLY_TOO_LARGE` error for the call (in a batch: for its largest calls) — never
+/// silence.
+pub const MAX_REPLY_BYTES: usize = 4 * 1024 * 1024;
+/// Largest `broadcast` notification (its JSON text). A broadcast is copied to every
+/// listening stream, so its size is multiplied by their number on the upstream: 64 KiB
+/// to 1,000 listeners is already 64 MiB of frames.
+pub const MAX_BROADCAST_BYTES: usize = 64 * 1024;
 
 /// JSON-RPC error codes used here.
 pub mod code {
@@ -37,6 +47,8 @@ pub mod code {
     pub const EXPIRED: i64 = -32003;
     /// A caller with only `read` ran a statement that wrote; it was rolled back.
     pub const READ_ONLY: i64 = -32004;
+    /// The call ran, but its reply exceeds [`super::MAX_REPLY_BYTES`].
+    pub const REPLY_TOO_LARGE: i64 = -32005;
 }
 
 /// How a statement may touch the database.
@@ -125,10 +137,44 @@ pub fn handle(input: &[u8], db: &mut dyn Db, caller: &Caller) -> Option<String> 
         }
         Value::Array(items) => {
             let replies: Vec<Value> = items.into_iter().filter_map(|item| handle_one(item, db, caller)).collect();
-            (!replies.is_empty()).then(|| Value::Array(replies).to_string())
+            (!replies.is_empty()).then(|| bounded_batch(replies))
         }
-        single => handle_one(single, db, caller).map(|v| v.to_string()),
+        single => handle_one(single, db, caller).map(|v| {
+            let text = v.to_string();
+            if text.len() <= MAX_REPLY_BYTES {
+                return text;
+            }
+            too_large(&v, text.len()).to_string()
+        }),
     }
+}
+
+/// The error that replaces a reply of `size` bytes (the call itself did run).
+fn too_large(reply: &Value, size: usize) -> Value {
+    let id = reply.get("id").cloned().unwrap_or(Value::Null);
+    let msg =
+        format!("the call ran, but its reply of {size} bytes exceeds the limit of {MAX_REPLY_BYTES}; ask for less");
+    error_response(id, RpcError::new(code::REPLY_TOO_LARGE, msg))
+}
+
+/// A batch reply within [`MAX_REPLY_BYTES`]: the largest replies are replaced by
+/// `REPLY_TOO_LARGE` errors until the rest fits, so small answers still arrive.
+fn bounded_batch(replies: Vec<Value>) -> String {
+    let mut texts: Vec<String> = replies.iter().map(Value::to_string).collect();
+    // Each text plus its comma, and the brackets.
+    let mut total = texts.iter().map(|t| t.len() + 1).sum::<usize>() + 1;
+    let mut order: Vec<usize> = (0..texts.len()).collect();
+    order.sort_by_key(|i| std::cmp::Reverse(texts.get(*i).map_or(0, String::len)));
+    for i in order {
+        if total <= MAX_REPLY_BYTES {
+            break;
+        }
+        let (Some(text), Some(reply)) = (texts.get_mut(i), replies.get(i)) else { continue };
+        let error = too_large(reply, text.len()).to_string();
+        total = total - text.len() + error.len();
+        *text = error;
+    }
+    format!("[{}]", texts.join(","))
 }
 
 fn handle_one(req: Value, db: &mut dyn Db, caller: &Caller) -> Option<Value> {
@@ -204,8 +250,12 @@ fn dispatch(method: &str, params: Value, db: &mut dyn Db, caller: &Caller) -> Re
             let Some(message) = message else {
                 return Err(RpcError::new(code::INVALID_PARAMS, "broadcast needs {\"message\": ...}"));
             };
-            let note = json!({ "jsonrpc": "2.0", "method": "broadcast", "params": { "message": message } });
-            Ok(json!({ "delivered": db.broadcast(&note.to_string()) }))
+            let note = json!({ "jsonrpc": "2.0", "method": "broadcast", "params": { "message": message } }).to_string();
+            if note.len() > MAX_BROADCAST_BYTES {
+                let msg = format!("broadcast of {} bytes exceeds the limit of {MAX_BROADCAST_BYTES}", note.len());
+                return Err(RpcError::new(code::INVALID_PARAMS, msg));
+            }
+            Ok(json!({ "delivered": db.broadcast(&note) }))
         }
         other => Err(RpcError::new(code::METHOD_NOT_FOUND, format!("method not found: {other}"))),
     }

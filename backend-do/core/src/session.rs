@@ -15,11 +15,15 @@ pub use protocol::Request as HttpRequest;
 /// An HTTP response as the backend builds it.
 pub use protocol::Response as HttpResponse;
 
-/// Most streams one session may have open: the snippet's own default `MAX_STREAMS`, so
-/// a snippet within its limits is never refused here, while one session still cannot
-/// grow the object's memory and storage without end. (The table is persisted one
-/// storage key per stream, so the 16 KiB attachment no longer bounds it.)
-pub const MAX_STREAMS: usize = 10_000;
+/// Most streams one session may have open: the protocol's limit, which the snippet's
+/// `MAX_CLIENTS` may not exceed, so a snippet within its limits is never refused here,
+/// while one session still cannot grow the object's memory and storage without end.
+pub const MAX_STREAMS: usize = protocol::MAX_SESSION_STREAMS;
+
+/// Reply batches are closed before they would pass this many bytes (a lone larger frame
+/// travels alone). The snippet's own default batch bound: big enough to amortise the
+/// per-message cost, small enough that no stream's replies wait long behind another's.
+pub const MAX_BATCH_BYTES: usize = 256 * 1024;
 
 /// What a stream talks to, chosen by the path in its `Open` frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,8 +90,9 @@ pub struct Session {
 /// What handling one message produced.
 #[derive(Debug, Default)]
 pub struct Outcome {
-    /// The reply batch, if any frame needs an answer.
-    pub reply: Option<Vec<u8>>,
+    /// The reply messages, in order (none when nothing needs an answer), each within
+    /// [`MAX_BATCH_BYTES`] unless it holds a single larger frame.
+    pub replies: Vec<Vec<u8>>,
     /// Streams opened by this message: persist their entries.
     pub opened: Vec<u32>,
     /// Streams closed by this message: forget their entries.
@@ -98,16 +103,46 @@ pub struct Outcome {
     pub errors: u64,
 }
 
+/// Frames packed into messages of at most [`MAX_BATCH_BYTES`] (a lone larger frame gets
+/// a message of its own).
+#[derive(Default)]
+struct Batches {
+    done: Vec<Vec<u8>>,
+    open: Vec<u8>,
+}
+
+impl Batches {
+    fn push(&mut self, kind: FrameKind, stream: StreamId, payload: &[u8]) -> Result<(), protocol::DecodeError> {
+        let empty = self.open.len() <= 1;
+        if !empty && self.open.len() + protocol::frame_len(payload.len()) > MAX_BATCH_BYTES {
+            self.done.push(std::mem::take(&mut self.open));
+        }
+        if self.open.is_empty() {
+            protocol::begin_message(&mut self.open);
+        }
+        encode_frame(&mut self.open, kind, stream, payload)
+    }
+
+    fn finish(mut self) -> Vec<Vec<u8>> {
+        if self.open.len() > 1 {
+            self.done.push(self.open);
+        }
+        self.done
+    }
+}
+
 struct Reply {
-    buf: Vec<u8>,
-    frames: usize,
+    batches: Batches,
     errors: u64,
 }
 
 impl Reply {
+    /// Queues a frame; one too large for any message becomes an error for its stream,
+    /// so the client hears why instead of waiting.
     fn push(&mut self, kind: FrameKind, stream: StreamId, payload: &[u8]) {
-        if encode_frame(&mut self.buf, kind, stream, payload).is_ok() {
-            self.frames += 1;
+        if self.batches.push(kind, stream, payload).is_err() {
+            let why = format!("the reply of {} bytes is larger than a message may carry", payload.len());
+            self.error(stream, 500, why);
         }
     }
     fn error(&mut self, stream: StreamId, code: u16, message: String) {
@@ -129,8 +164,7 @@ impl Session {
     /// checked against.
     pub fn handle_message(&mut self, msg: &[u8], db: &mut dyn Db, now_secs: u64) -> Outcome {
         let mut out = Outcome::default();
-        let mut reply = Reply { buf: Vec::new(), frames: 0, errors: 0 };
-        protocol::begin_message(&mut reply.buf);
+        let mut reply = Reply { batches: Batches::default(), errors: 0 };
         match protocol::decode_message(msg) {
             Err(e) => {
                 let head: Vec<String> = msg.iter().take(8).map(|b| format!("{b:02x}")).collect();
@@ -152,9 +186,7 @@ impl Session {
             }
         }
         out.errors = reply.errors;
-        if reply.frames > 0 {
-            out.reply = Some(reply.buf);
-        }
+        out.replies = reply.batches.finish();
         out
     }
 
@@ -225,17 +257,16 @@ impl Session {
     }
 }
 
-/// One batch carrying the text `message` to each of `streams` (server push).
-pub fn push_batch(streams: &[u32], message: &str) -> Option<Vec<u8>> {
-    if streams.is_empty() {
-        return None;
-    }
-    let mut out = Vec::new();
-    protocol::begin_message(&mut out);
+/// The messages carrying the text `message` to each of `streams` (server push), split so
+/// that none passes [`MAX_BATCH_BYTES`] however many streams listen.
+pub fn push_batches(streams: &[u32], message: &str) -> Vec<Vec<u8>> {
+    let mut out = Batches::default();
     for id in streams {
-        encode_frame(&mut out, FrameKind::Text, StreamId(*id), message.as_bytes()).ok()?;
+        if out.push(FrameKind::Text, StreamId(*id), message.as_bytes()).is_err() {
+            return Vec::new();
+        }
     }
-    Some(out)
+    out.finish()
 }
 
 const JSON: &str = "application/json";

@@ -292,7 +292,13 @@ impl Mux {
     /// Opens a stream for a client WebSocket speaking to backend service `path` on
     /// behalf of `identity` (the caller the front door verified), counted against the
     /// allowance of `caller` ([`quota::caller_key`]).
-    pub fn open_websocket(&mut self, path: &str, identity: Identity, caller: &str, now: u64) -> Result<StreamId, Refused> {
+    pub fn open_websocket(
+        &mut self,
+        path: &str,
+        identity: Identity,
+        caller: &str,
+        now: u64,
+    ) -> Result<StreamId, Refused> {
         // Detached streams count too: until their Close has left, the backend still holds
         // their entry, and it must never see more than MAX_CLIENTS (≤ MAX_SESSION_STREAMS).
         let ws_streams = self.streams.values().filter(|s| s.kind == StreamKind::WebSocket).count();
@@ -396,7 +402,11 @@ impl Mux {
         };
         let over = match stream.messages.take(1, message_rate, burst_messages, now) {
             Err(ms) => Some(("messages", message_rate, ms)),
-            Ok(()) => stream.bytes.take(payload.len() as u64, byte_rate, burst_bytes, now).err().map(|ms| ("bytes", byte_rate, ms)),
+            Ok(()) => stream
+                .bytes
+                .take(payload.len() as u64, byte_rate, burst_bytes, now)
+                .err()
+                .map(|ms| ("bytes", byte_rate, ms)),
         };
         if let Some((what, limit, retry_after_ms)) = over {
             self.counters.rate_limited += 1;
@@ -834,6 +844,6 @@ pub fn json_string(s: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod limit_tests;
+#[cfg(test)]
+mod tests;

@@ -37,7 +37,8 @@ fn a_caller_holds_at_most_its_connections_and_gets_them_back_when_clients_leave(
     while mux.poll_transmit(mux.current_gen(), 0).is_some() {}
     let mut close = Vec::new();
     protocol::begin_message(&mut close);
-    encode_frame(&mut close, FrameKind::Close, c, &Close { code: 1000, reason: String::new() }.encode()).expect("small");
+    encode_frame(&mut close, FrameKind::Close, c, &Close { code: 1000, reason: String::new() }.encode())
+        .expect("small");
     mux.handle_upstream_message(mux.current_gen(), &close, 0).expect("valid");
     assert!(matches!(mux.poll_delivery(c), Some(Delivery::Close(_))));
     assert_eq!(mux.callers.connections("sub:carol"), 0);
@@ -94,7 +95,11 @@ fn the_isolate_wide_queue_bound_holds_for_an_empty_stream_queue_too() {
     while mux.poll_transmit(mux.current_gen(), 0).is_some() {}
     // Nothing leaves now (the upstream is held up): a's message fills most of the bound.
     mux.send(a, false, &[0; 1_500], 0).expect("fits the isolate bound");
-    assert_eq!(mux.send(b, false, &[0; 1_500], 0), Err(Refused::Backpressure), "b's queue is empty, the isolate's is not");
+    assert_eq!(
+        mux.send(b, false, &[0; 1_500], 0),
+        Err(Refused::Backpressure),
+        "b's queue is empty, the isolate's is not"
+    );
     assert!(mux.queued_bytes <= 2_000);
 }
 

@@ -128,9 +128,7 @@ impl Callers {
             self.usage.retain(|_, u| u.connections > 0 || !u.requests.is_full(rate, rate, now));
             self.prune_at = self.usage.len().saturating_mul(2);
         }
-        self.usage
-            .entry(key.to_owned())
-            .or_insert_with(|| Usage { connections: 0, requests: Bucket::full(rate, now) })
+        self.usage.entry(key.to_owned()).or_insert_with(|| Usage { connections: 0, requests: Bucket::full(rate, now) })
     }
 }
 

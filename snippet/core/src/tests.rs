@@ -106,7 +106,8 @@ fn batching_packs_queued_frames_and_can_be_switched_off() {
     let mut on = up(Config::default());
     let mut off = up(Config { batching: false, ..Config::default() });
     for mux in [&mut on, &mut off] {
-        let ids: Vec<_> = (0..8).map(|_| mux.open_websocket("/echo", Identity::default(), "sub:t", 0).expect("open")).collect();
+        let ids: Vec<_> =
+            (0..8).map(|_| mux.open_websocket("/echo", Identity::default(), "sub:t", 0).expect("open")).collect();
         for id in &ids {
             mux.send(*id, true, b"x", 0).expect("send");
         }

@@ -224,3 +224,38 @@ fn whoami_reports_the_identity_from_the_frame_not_from_params() {
         json!({"subject":"alice","tenant":"t","scopes":"read","expiresAt":2000,"anonymous":false})
     );
 }
+
+#[test]
+fn a_reply_over_the_limit_becomes_an_error_for_that_call_and_small_ones_still_arrive() {
+    let big = "x".repeat(MAX_REPLY_BYTES / 3);
+    let call = |id: u64, s: &str| json!({ "jsonrpc": "2.0", "method": "echo", "params": [s], "id": id });
+    // One call whose reply alone is too large.
+    let huge = "y".repeat(MAX_REPLY_BYTES);
+    let reply = call_as(&caller("read"), &call(7, &huge).to_string());
+    assert_eq!(reply["error"]["code"], code::REPLY_TOO_LARGE, "{}", &reply.to_string()[..200]);
+    assert_eq!(reply["id"], 7);
+    // Four replies of a third each: the largest become errors, the small one arrives.
+    let batch = json!([call(1, &big), call(2, &big), call(3, "small"), call(4, &big), call(5, &big)]);
+    let mut db = FakeDb::default();
+    let text = handle(batch.to_string().as_bytes(), &mut db, &caller("read")).expect("a reply");
+    assert!(text.len() <= MAX_REPLY_BYTES, "{}", text.len());
+    let replies: Vec<Value> = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(replies.len(), 5);
+    assert_eq!(replies[2]["result"], json!(["small"]));
+    let errors = replies.iter().filter(|r| r["error"]["code"] == code::REPLY_TOO_LARGE).count();
+    let answered = replies.iter().filter(|r| r["result"].is_array()).count();
+    // Three thirds plus the JSON around them do not fit: two large replies do.
+    assert_eq!((errors, answered), (2, 3), "two large replies fit beside the small one");
+}
+
+#[test]
+fn a_broadcast_over_its_limit_is_refused_before_anyone_gets_it() {
+    let mut db = FakeDb::default();
+    let msg = "z".repeat(MAX_BROADCAST_BYTES);
+    let req = json!({ "jsonrpc": "2.0", "method": "broadcast", "params": { "message": msg }, "id": 1 });
+    let out = handle(req.to_string().as_bytes(), &mut db, &caller("publish read")).expect("a reply");
+    let v: Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(v["error"]["code"], code::INVALID_PARAMS, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap_or_default().contains("limit"), "{v}");
+    assert!(db.pushed.is_empty(), "nobody was sent anything");
+}

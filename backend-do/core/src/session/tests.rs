@@ -52,7 +52,7 @@ fn echo_and_rpc_streams_in_one_batch_answer_in_one_batch() {
     let out = s.handle_message(&msg, &mut db, NOW);
     assert_eq!(out.opened, vec![1, 2]);
     assert_eq!(out.frames, 5);
-    let got = frames(&out.reply.expect("reply"));
+    let got = frames(&out.replies.into_iter().next().expect("reply"));
     assert_eq!(got[0], (FrameKind::Binary, StreamId(1), vec![0, 159, 255]));
     assert_eq!(got[1].0, FrameKind::Text);
     assert_eq!(got[1].1, StreamId(2));
@@ -69,7 +69,7 @@ fn unknown_service_and_stream_get_stream_errors() {
         &mut db,
         NOW,
     );
-    let got = frames(&out.reply.expect("reply"));
+    let got = frames(&out.replies.into_iter().next().expect("reply"));
     assert_eq!(got.len(), 2);
     assert_eq!(got[0].0, FrameKind::Error);
     assert_eq!(ErrorFrame::decode(&got[0].2).expect("err").code, 404);
@@ -84,16 +84,16 @@ fn malformed_frames_get_a_session_error_and_earlier_frames_still_count() {
     let mut msg = batch(&[(FrameKind::Open, 1, open("/echo")), (FrameKind::Text, 1, b"ok".to_vec())]);
     msg.extend_from_slice(&[99, 0, 0]); // garbage after two good frames
     let out = s.handle_message(&msg, &mut db, NOW);
-    let got = frames(&out.reply.expect("reply"));
+    let got = frames(&out.replies.into_iter().next().expect("reply"));
     assert_eq!(got[0], (FrameKind::Text, StreamId(1), b"ok".to_vec()));
     assert_eq!((got[1].0, got[1].1), (FrameKind::Error, StreamId::SESSION));
     // the session still works for the next message
     let out = s.handle_message(&single_frame_message(FrameKind::Text, StreamId(1), b"again"), &mut db, NOW);
-    assert_eq!(frames(&out.reply.expect("reply"))[0].2, b"again".to_vec());
+    assert_eq!(frames(&out.replies.into_iter().next().expect("reply"))[0].2, b"again".to_vec());
     // wrong version / empty
     for bad in [&[][..], &[42, 1, 2][..]] {
         let out = s.handle_message(bad, &mut db, NOW);
-        assert_eq!(frames(&out.reply.expect("reply"))[0].1, StreamId::SESSION);
+        assert_eq!(frames(&out.replies.into_iter().next().expect("reply"))[0].1, StreamId::SESSION);
     }
 }
 
@@ -126,12 +126,12 @@ fn close_forgets_the_stream_and_entries_survive_persistence() {
         NOW,
     );
     assert_eq!(out.closed, vec![1]);
-    assert_eq!(frames(&out.reply.expect("reply"))[0].0, FrameKind::Error);
+    assert_eq!(frames(&out.replies.into_iter().next().expect("reply"))[0].0, FrameKind::Error);
     assert_eq!(restored.streams.len(), 1);
     // The restored read-only caller is still read-only.
     let q = br#"{"jsonrpc":"2.0","method":"sql","params":{"sql":"insert into t values (1)"},"id":1}"#;
     let out = restored.handle_message(&single_frame_message(FrameKind::Text, StreamId(2), q), &mut db, NOW);
-    let reply = String::from_utf8(frames(&out.reply.expect("reply"))[0].2.clone()).expect("utf8");
+    let reply = String::from_utf8(frames(&out.replies.into_iter().next().expect("reply"))[0].2.clone()).expect("utf8");
     assert!(reply.contains(&crate::rpc::code::READ_ONLY.to_string()), "{reply}");
 }
 
@@ -158,7 +158,7 @@ fn http_requests_ride_as_single_frames() {
         &mut db,
         NOW,
     );
-    let got = frames(&out.reply.expect("reply"));
+    let got = frames(&out.replies.into_iter().next().expect("reply"));
     let res: Vec<Response> = got.iter().map(|f| Response::decode(&f.2).expect("response")).collect();
     assert_eq!(res.iter().map(|r| r.status).collect::<Vec<_>>(), vec![200, 200, 404]);
     assert!(String::from_utf8_lossy(&res[0].body).contains("pong"));
@@ -204,7 +204,7 @@ fn streams_are_opened_only_for_this_tenant_and_an_unexpired_caller() {
         &mut db,
         NOW,
     );
-    let got = frames(&out.reply.expect("reply"));
+    let got = frames(&out.replies.into_iter().next().expect("reply"));
     assert_eq!(got.len(), 2, "{got:?}");
     for (f, id) in got.iter().zip([1, 2]) {
         assert_eq!((f.0, f.1), (FrameKind::Error, StreamId(id)));
@@ -219,8 +219,11 @@ fn a_stream_whose_token_expires_is_refused_from_then_on() {
     let mut db = FakeDb::default();
     s.handle_message(&single_frame_message(FrameKind::Open, StreamId(1), &open_as("/echo", who("read"))), &mut db, NOW);
     let ping = single_frame_message(FrameKind::Text, StreamId(1), b"hi");
-    assert_eq!(frames(&s.handle_message(&ping, &mut db, 1_999).reply.expect("reply"))[0].0, FrameKind::Text);
-    let late = frames(&s.handle_message(&ping, &mut db, 2_000).reply.expect("reply"));
+    assert_eq!(
+        frames(&s.handle_message(&ping, &mut db, 1_999).replies.into_iter().next().expect("reply"))[0].0,
+        FrameKind::Text
+    );
+    let late = frames(&s.handle_message(&ping, &mut db, 2_000).replies.into_iter().next().expect("reply"));
     assert_eq!(late[0].0, FrameKind::Error);
     assert_eq!(ErrorFrame::decode(&late[0].2).expect("error").code, 401);
 }
@@ -230,6 +233,39 @@ fn the_echo_service_needs_read() {
     let mut s = session();
     let mut db = FakeDb::default();
     let msg = batch(&[(FrameKind::Open, 1, open_as("/echo", who("publish"))), (FrameKind::Text, 1, b"x".to_vec())]);
-    let got = frames(&s.handle_message(&msg, &mut db, NOW).reply.expect("reply"));
+    let got = frames(&s.handle_message(&msg, &mut db, NOW).replies.into_iter().next().expect("reply"));
     assert_eq!(ErrorFrame::decode(&got[0].2).expect("error").code, 403);
+}
+
+#[test]
+fn replies_are_split_into_messages_within_the_batch_bound() {
+    let mut s = session();
+    let mut db = FakeDb::default();
+    let opens: Vec<(FrameKind, u32, Vec<u8>)> = (1..=8).map(|i| (FrameKind::Open, i, open("/echo"))).collect();
+    s.handle_message(&batch(&opens), &mut db, NOW);
+    // Eight echoes of 100 KiB: three fit under 256 KiB per message.
+    let echoes: Vec<(FrameKind, u32, Vec<u8>)> =
+        (1..=8).map(|i| (FrameKind::Binary, i, vec![i as u8; 100 * 1024])).collect();
+    let out = s.handle_message(&batch(&echoes), &mut db, NOW);
+    assert!(out.replies.len() >= 3, "{} messages", out.replies.len());
+    let mut seen = Vec::new();
+    for msg in &out.replies {
+        assert!(msg.len() <= MAX_BATCH_BYTES, "{} bytes", msg.len());
+        seen.extend(frames(msg).into_iter().map(|(_, id, payload)| (id.0, payload.len())));
+    }
+    let expected: Vec<(u32, usize)> = (1..=8).map(|i| (i, 100 * 1024)).collect();
+    assert_eq!(seen, expected, "every echo once, in order");
+}
+
+#[test]
+fn a_push_to_many_streams_is_split_and_one_oversized_frame_travels_alone() {
+    let streams: Vec<u32> = (1..=40).collect();
+    let note = "n".repeat(60 * 1024);
+    let msgs = push_batches(&streams, &note);
+    assert!(msgs.iter().all(|m| m.len() <= MAX_BATCH_BYTES));
+    let ids: Vec<u32> = msgs.iter().flat_map(|m| frames(m)).map(|(_, id, _)| id.0).collect();
+    assert_eq!(ids, streams, "each listener once, in order");
+    let big = "b".repeat(MAX_BATCH_BYTES);
+    let msgs = push_batches(&[1, 2], &big);
+    assert_eq!(msgs.len(), 2, "a frame above the bound gets its own message");
 }
