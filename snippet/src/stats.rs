@@ -36,6 +36,7 @@ pub fn render() -> String {
         field("messagesDown", c.messages_down.to_string());
         field("backendConnects", c.backend_connects.to_string());
         field("backendReconnects", c.backend_reconnects.to_string());
+        field("backendDisconnects", c.backend_disconnects.to_string());
         field("connectAttempts", c.connect_attempts.to_string());
         field("fallbacks", s.fallbacks.to_string());
         field("timeouts", c.timeouts.to_string());
@@ -67,10 +68,19 @@ pub fn render() -> String {
         field("callersTracked", s.mux.callers_tracked().to_string());
         field("wakePromises", executor::wake_promises_created().to_string());
         field("liveTasks", executor::live_tasks().to_string());
+        field("wasmMemoryBytes", wasm_memory_bytes().to_string());
         field("lastError", s.last_error.as_deref().map(json_string).unwrap_or_else(|| "null".into()));
         out.push('}');
         out
     })
+}
+
+/// Size of this instance's WASM linear memory: it only grows, so a steady value under
+/// load means the snippet's own buffers are bounded.
+fn wasm_memory_bytes() -> u64 {
+    use wasm_bindgen::JsCast;
+    let memory = wasm_bindgen::memory().unchecked_into::<js_sys::WebAssembly::Memory>();
+    memory.buffer().unchecked_into::<js_sys::ArrayBuffer>().byte_length() as u64
 }
 
 /// `x` with two decimals, by integer arithmetic: float formatting would add ~11 KB of

@@ -107,6 +107,28 @@ impl Worker {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Resident memory (KiB) of the `workerd` processes this worker's `wrangler dev`
+    /// started (found by process group), or `None` when none runs. What the runtime
+    /// holds outside the isolate (e.g. queued socket writes) shows only here.
+    pub fn workerd_rss_kb(&self) -> Option<u64> {
+        let pgid = self.child.as_ref()?.id();
+        let mut total = None;
+        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+            // "pid (comm) state ppid pgrp …": comm may hold spaces, so split after ')'.
+            let Some((head, rest)) = stat.rsplit_once(')') else { continue };
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            if !head.ends_with("workerd") || fields.get(2).and_then(|g| g.parse::<u32>().ok()) != Some(pgid) {
+                continue;
+            }
+            let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+            let rss = status.lines().find_map(|l| l.strip_prefix("VmRSS:"));
+            let kb = rss.and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()).unwrap_or(0);
+            total = Some(total.unwrap_or(0) + kb);
+        }
+        total
+    }
+
     /// Base URL, e.g. `http://127.0.0.1:8787`.
     pub fn http(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)

@@ -14,13 +14,6 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::common::*;
 
-/// A connected client that must keep working through every refusal of its test.
-async fn bystander(stack: &Stack) -> Ws {
-    let mut ws = ws_connect(&format!("{}/ws", stack.snippet.ws()), Some(&stack.client_token)).await.expect("ws");
-    assert_eq!(rpc(&mut ws, "ping", json!([]), 1).await["result"], "pong");
-    ws
-}
-
 /// The bystander still gets answers, and nobody caused a second upstream.
 async fn still_fine(stack: &Stack, ws: &mut Ws) {
     assert_eq!(rpc(ws, "echo", json!(["still here"]), 99).await["result"], json!(["still here"]));

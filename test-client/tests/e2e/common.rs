@@ -115,3 +115,64 @@ pub async fn post(url: &str, token: Option<&str>, body: &Value) -> (u16, Value) 
     let text = res.text().await.expect("body");
     (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
+
+/// A connected client that must keep working while others misbehave.
+pub async fn bystander(stack: &Stack) -> Ws {
+    let mut ws = ws_connect(&format!("{}/ws", stack.snippet.ws()), Some(&stack.client_token)).await.expect("ws");
+    assert_eq!(rpc(&mut ws, "ping", json!([]), 1).await["result"], "pong");
+    ws
+}
+
+/// The 99th percentile of `samples` (ms).
+pub fn p99(samples: &[f64]) -> f64 {
+    let mut v = samples.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(((v.len().max(1) - 1) as f64 * 0.99).round() as usize).copied().unwrap_or(0.0)
+}
+
+/// Round trips (ms) of sequential pings on `ws`, `n` of them, or until `stop` is set.
+async fn pings(ws: &mut Ws, n: usize, stop: &std::sync::atomic::AtomicBool) -> Vec<f64> {
+    let mut out = Vec::with_capacity(n.min(4096));
+    for i in 0..n {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            break;
+        }
+        let t = Instant::now();
+        assert_eq!(rpc(ws, "ping", json!([]), 1_000_000 + i as u64).await["result"], "pong");
+        out.push(t.elapsed().as_secs_f64() * 1000.0);
+        // Paced, so the bystander measures the proxy, not its own flood.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    out
+}
+
+/// Runs `abuse` while a bystander on the same upstream pings at a steady pace, asserts
+/// every one of its calls was answered correctly during and after, and reports its p99
+/// round trip against an unloaded run measured just before (RELIABILITY.md holds the
+/// figures). The ratio is reported, not asserted: on a two-core machine that also runs
+/// the abusive client, CPU contention alone moves a p99 by more than 2×.
+pub async fn with_bystander<T>(stack: &Stack, abuse: impl std::future::Future<Output = T>) -> (T, f64, f64) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let mut ws = bystander(stack).await;
+    let never = AtomicBool::new(false);
+    let _warm = pings(&mut ws, 50, &never).await;
+    let unloaded = p99(&pings(&mut ws, 300, &never).await);
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let probe = tokio::spawn(async move {
+        let samples = pings(&mut ws, usize::MAX, &flag).await;
+        (samples, ws)
+    });
+    let out = abuse.await;
+    stop.store(true, Ordering::Relaxed);
+    let (samples, mut ws) = probe.await.expect("the bystander's calls were all answered");
+    let loaded = p99(&samples);
+    eprintln!(
+        "bystander: {} round trips during the abuse, p99 {loaded:.2} ms vs {unloaded:.2} ms unloaded ({:.1}×)",
+        samples.len(),
+        loaded / unloaded.max(0.001)
+    );
+    assert_eq!(rpc(&mut ws, "echo", json!(["still here"]), 99).await["result"], json!(["still here"]));
+    (out, unloaded, loaded)
+}

@@ -2,6 +2,7 @@
 //! driven by the test client's own load generator. Each test starts its own stack on
 //! free ports; `./x test` runs them one at a time.
 
+mod abuse;
 mod auth;
 mod backend;
 mod common;
