@@ -13,21 +13,6 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::common::*;
 
-/// Reads until a close frame (skipping everything else) and returns its code and reason.
-async fn close_of(ws: &mut Ws) -> Option<(u16, String)> {
-    let wait = tokio::time::timeout(Duration::from_secs(20), async {
-        while let Some(m) = ws.next().await {
-            match m {
-                Ok(Message::Close(f)) => return f.map(|f| (u16::from(f.code), f.reason.to_string())),
-                Ok(_) => continue,
-                Err(_) => return None,
-            }
-        }
-        None
-    });
-    wait.await.ok().flatten()
-}
-
 #[test]
 fn a_huge_broadcast_is_refused_and_a_wide_one_is_split_with_the_upstream_kept() {
     let _one = one_at_a_time();
@@ -134,7 +119,7 @@ fn a_flooding_client_is_closed_1008_and_a_flooding_caller_gets_429() {
                     break;
                 }
             }
-            let close = close_of(&mut flooder).await;
+            let close = close_frame(&mut flooder, 20).await.flatten();
             let client = reqwest::Client::new();
             let rpc_url = format!("{}/rpc", stack.snippet.http());
             let ping = json!({ "jsonrpc": "2.0", "method": "ping", "id": 1 });

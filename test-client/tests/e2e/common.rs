@@ -123,6 +123,23 @@ pub async fn bystander(stack: &Stack) -> Ws {
     ws
 }
 
+/// Reads until a close frame, skipping everything else, for at most `secs`: `Some` of the
+/// close (its code and reason; `None` inside for a close without a code), or `None` when
+/// the socket errs, ends or stays silent.
+pub async fn close_frame(ws: &mut Ws, secs: u64) -> Option<Option<(u16, String)>> {
+    let wait = tokio::time::timeout(Duration::from_secs(secs), async {
+        while let Some(m) = ws.next().await {
+            match m {
+                Ok(Message::Close(f)) => return Some(f.map(|f| (u16::from(f.code), f.reason.to_string()))),
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+        None
+    });
+    wait.await.ok().flatten()
+}
+
 /// The 99th percentile of `samples` (ms).
 pub fn p99(samples: &[f64]) -> f64 {
     let mut v = samples.to_vec();

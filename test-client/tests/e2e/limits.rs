@@ -54,33 +54,19 @@ fn a_malformed_var_is_reported_not_defaulted() {
 /// half-open: otherwise the runtime echoes every code itself before the snippet sees it.)
 #[test]
 fn invalid_client_close_codes_get_1002_and_valid_ones_are_reciprocated() {
-    use futures_util::StreamExt;
     use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFrame};
     let _one = one_at_a_time();
     let stack = start(&[]);
     runtime().block_on(async {
         let url = format!("{}/ws", stack.snippet.ws());
-        let mut bystander = ws_connect(&url, Some(&stack.client_token)).await.expect("ws");
-        assert_eq!(rpc(&mut bystander, "ping", json!([]), 1).await["result"], "pong");
+        let mut bystander = bystander(&stack).await;
         let mut seen = Vec::new();
         for code in [0u16, 999, 1004, 1016, 2999, 5000, 1000, 1001, 3000, 4000] {
             let mut ws = ws_connect(&url, Some(&stack.client_token)).await.expect("ws");
             assert_eq!(rpc(&mut ws, "ping", json!([]), 1).await["result"], "pong");
             let frame = CloseFrame { code: CloseCode::from(code), reason: "".into() };
             ws.send(Message::Close(Some(frame))).await.expect("send close");
-            let reply = tokio::time::timeout(std::time::Duration::from_secs(5), async {
-                while let Some(m) = ws.next().await {
-                    match m {
-                        Ok(Message::Close(f)) => return Some(f.map(|f| u16::from(f.code))),
-                        Ok(_) => continue,
-                        Err(_) => return None,
-                    }
-                }
-                None
-            })
-            .await
-            .ok()
-            .flatten();
+            let reply = close_frame(&mut ws, 5).await.map(|f| f.map(|(code, _)| code));
             seen.push((code, reply));
         }
         eprintln!("close code sent → close code answered: {seen:?}");
