@@ -33,6 +33,7 @@
 mod error;
 mod identity;
 mod payload;
+pub mod tenant;
 
 pub use error::DecodeError;
 pub use identity::{Identity, ANONYMOUS, ANY_TENANT, IDENTITY_HEADER};

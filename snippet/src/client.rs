@@ -6,18 +6,21 @@ use std::future::{poll_fn, Future};
 use std::pin::pin;
 use std::task::Poll;
 
-use mux_core::{Delivery, Identity, Refused, StreamId};
+use mux_core::{Delivery, Here, Identity, Refused, StreamId};
 use wasm_bindgen::prelude::*;
 
 use crate::executor;
 use crate::js::{self, Listeners};
 use crate::state;
-use crate::upstream;
-use mux_core::OwnerKind;
 
-/// Handles `GET /ws` (JSON-RPC service) and `GET /ws/echo` (raw echo) upgrades for a
-/// caller the door admitted.
-pub fn upgrade(req: &web_sys::Request, service: &str, identity: Identity) -> Result<web_sys::Response, JsValue> {
+/// Handles `GET …/ws` (JSON-RPC service) and `GET …/ws/echo` (raw echo) upgrades for a
+/// caller the door admitted to `tenant`.
+pub fn upgrade(
+    req: &web_sys::Request,
+    tenant: &str,
+    service: &str,
+    identity: Identity,
+) -> Result<web_sys::Response, JsValue> {
     let is_upgrade = req.headers().get("Upgrade").ok().flatten().is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     if !is_upgrade {
         return js::json_error(426, "expected a WebSocket upgrade (Upgrade: websocket)");
@@ -30,27 +33,25 @@ pub fn upgrade(req: &web_sys::Request, service: &str, identity: Identity) -> Res
     }
     let expires_at = identity.expires_at;
     let caller = caller_key(req, &identity);
-    let opened = state::with(|s| s.mux.open_websocket(service, identity, &caller, js::now()));
+    let opened = state::with(|s| s.mux.open_client(tenant, service, identity, &caller, js::now()));
     let id = match opened {
         Ok(id) => id,
         Err(Refused::TooManyStreams) => return js::retry_later("too many clients on this isolate; retry shortly"),
+        Err(e @ Refused::PoolFull { .. }) => return js::retry_later(&e.to_string()),
         Err(e @ Refused::TooManyConnections { .. }) => return js::too_many(&e.to_string(), 1_000),
         Err(e) => return js::json_error(500, &e.to_string()),
     };
     let (client, server) = match js::websocket_pair() {
         Ok(pair) => pair,
         Err(e) => {
-            state::with(|s| {
-                s.mux.client_closed(id, 1011, "accept failed");
-                s.mux.count_error();
-            });
+            state::with(|s| s.mux.handle_client_closed(id, 1011, "accept failed", js::now()));
+            state::settle(Here::Request, None);
             return js::fail(500, "cannot accept the WebSocket", &e);
         }
     };
-    state::with(|s| s.ws_upgrades += 1);
     let listeners = listen(id, &server);
     executor::spawn(deliver(id, server, listeners, expires_at));
-    upstream::ensure(OwnerKind::WebSocket, Some(id), None);
+    state::settle(Here::Client(id), None);
     js::upgrade_response(&client, protocol.as_deref())
 }
 
@@ -79,13 +80,13 @@ async fn expiry(expires_at: u64) {
 /// its delivery task so it ends.
 fn detach(id: StreamId, code: u16, reason: &str) {
     let waker = state::with(|s| {
-        s.mux.client_closed(id, code, reason);
+        s.mux.handle_client_closed(id, code, reason, js::now());
         s.stream_wakers.remove(&id)
     });
     if let Some(w) = waker {
         w.wake();
     }
-    state::flush();
+    state::settle(Here::Client(id), None);
 }
 
 fn listen(id: StreamId, ws: &web_sys::WebSocket) -> Listeners {
@@ -93,11 +94,11 @@ fn listen(id: StreamId, ws: &web_sys::WebSocket) -> Listeners {
     let on_message = Closure::new(move |e: web_sys::MessageEvent| {
         let limit = state::with(|s| s.mux.config().max_message_bytes);
         let sent = match js::message_data(&e, limit) {
-            Ok((text, bytes)) => state::with(|s| s.mux.send(id, text, &bytes, js::now())),
+            Ok((text, bytes)) => state::with(|s| s.mux.handle_client_message(id, text, &bytes, js::now())),
             Err(size) => Err(Refused::TooLarge { size, limit }),
         };
         match sent {
-            Ok(()) => upstream::ensure(OwnerKind::WebSocket, Some(id), None),
+            Ok(()) => state::settle(Here::Client(id), None),
             Err(Refused::UnknownStream) => {}
             Err(Refused::TooLarge { limit, .. }) => {
                 js::close(&sock, 1009, &format!("message too large (limit {limit} bytes)"));
@@ -107,7 +108,13 @@ fn listen(id: StreamId, ws: &web_sys::WebSocket) -> Listeners {
                 js::close(&sock, 1008, &e.to_string());
                 detach(id, 1008, "rate limit exceeded");
             }
-            Err(Refused::Backpressure | Refused::TooManyStreams | Refused::TooManyConnections { .. }) => {
+            Err(
+                Refused::Backpressure
+                | Refused::TooManyStreams
+                | Refused::TooManyConnections { .. }
+                | Refused::PoolFull { .. }
+                | Refused::BadTenant,
+            ) => {
                 js::close(&sock, 1013, "upstream queue full; try again later");
                 detach(id, 1013, "backpressure");
             }
@@ -165,9 +172,10 @@ async fn deliver(id: StreamId, ws: web_sys::WebSocket, listeners: Listeners, exp
             }
         };
         if let Err(e) = sent {
-            state::with(|s| s.mux.count_error());
             let why = js::describe(&e);
-            js::log_error(&format!("stream {id}: send to client failed: {why}"));
+            let line = format!("stream {id}: send to client failed: {why}");
+            js::log_error(&line);
+            state::with(|s| s.mux.note_error(line));
             js::close(&ws, 1011, "send to client failed");
             detach(id, 1011, &why);
             break;

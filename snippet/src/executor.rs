@@ -41,6 +41,10 @@ extern "C" {
 
 type TaskFuture = Pin<Box<dyn Future<Output = ()>>>;
 
+/// Names a spawned task (to [`cancel`] it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskId(u32);
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Waiting; `resolvers` holds the wake promise.
@@ -93,7 +97,7 @@ fn arm() -> Resolvers {
 
 /// Spawns `future` as a task pinned to the *current* request context. Its first poll
 /// happens in a microtask of this context.
-pub fn spawn(future: impl Future<Output = ()> + 'static) {
+pub fn spawn(future: impl Future<Output = ()> + 'static) -> TaskId {
     let id = NEXT_ID.with(|n| {
         let id = n.get();
         n.set(id.wrapping_add(1).max(1));
@@ -104,6 +108,16 @@ pub fn spawn(future: impl Future<Output = ()> + 'static) {
         t.borrow_mut().insert(id, Task { future: Some(Box::pin(future)), state: State::Scheduled, resolvers: None })
     });
     resolvers.resolve(id);
+    TaskId(id)
+}
+
+/// Drops a task whose context is gone (it would never be polled again, and would stay in
+/// the table for the life of the isolate). Dropping touches no I/O object's methods: it
+/// only releases references, which any context may do.
+pub fn cancel(task: TaskId) {
+    let removed = TASKS.with(|t| t.borrow_mut().remove(&task.0));
+    // Dropped outside the borrow: a drop may wake other tasks.
+    drop(removed);
 }
 
 fn wake(id: u32) {

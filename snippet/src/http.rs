@@ -8,17 +8,16 @@ use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::task::Poll;
 
-use mux_core::{Delivery, Identity, Refused, Request};
+use mux_core::{Delivery, Here, Identity, Refused, Request, Route};
 use wasm_bindgen::prelude::*;
 
 use crate::js;
 use crate::state;
-use crate::upstream;
-use mux_core::OwnerKind;
 
-/// Proxies one HTTP request over the shared upstream on behalf of `identity`.
+/// Proxies one HTTP request over `tenant`'s upstream on behalf of `identity`.
 pub async fn proxy(
     req: web_sys::Request,
+    tenant: &str,
     path: &str,
     ctx: &JsValue,
     identity: Identity,
@@ -26,7 +25,7 @@ pub async fn proxy(
     // The cheap refusals first: the caller's rate, then the declared size, before any
     // byte of the body is read.
     let caller = crate::client::caller_key(&req, &identity);
-    let (limit, allowed) = state::with(|s| (s.mux.config().max_message_bytes, s.mux.take_request(&caller, js::now())));
+    let (limit, allowed) = state::with(|s| (s.mux.config().max_message_bytes, s.mux.admit_request(&caller, js::now())));
     if let Err(e @ Refused::RateLimited { retry_after_ms, .. }) = allowed {
         return js::too_many(&e.to_string(), retry_after_ms);
     }
@@ -41,25 +40,20 @@ pub async fn proxy(
     };
     let request = Request { method: req.method(), path: path.to_owned(), content_type, identity, body };
 
-    let now = js::now();
-    let opened = state::with(|s| {
-        if s.mux.should_fall_back(now) {
-            return Ok(None);
-        }
-        s.mux.open_http(&request, now).map(Some)
-    });
+    let opened = state::with(|s| s.mux.open_request(tenant, request, js::now()));
     let id = match opened {
-        Ok(Some(id)) => id,
-        Ok(None) => return fallback(&request).await,
+        Ok(Route::Stream(id)) => id,
+        Ok(Route::Direct(request)) => return fallback(tenant, &request).await,
         Err(Refused::TooLarge { .. }) => return too_large(),
-        Err(e @ (Refused::TooManyStreams | Refused::Backpressure)) => {
+        Err(e @ (Refused::TooManyStreams | Refused::Backpressure | Refused::PoolFull { .. })) => {
             return js::retry_later(&format!("{e}; retry shortly"))
         }
         Err(e) => return js::json_error(500, &e.to_string()),
     };
-    upstream::ensure(OwnerKind::Http, None, Some(ctx));
+    state::settle(Here::Request, Some(ctx));
 
-    // Our own timer, re-armed for whatever the core's next deadline for us is.
+    // Our own timer: the pending I/O that keeps this context alive while it waits, and
+    // the core's deadline for it (handled by `settle` when it fires).
     let mut timer: Option<Pin<Box<dyn Future<Output = ()>>>> = None;
     let reply = poll_fn(|cx| loop {
         if let Poll::Ready(d) = state::poll_delivery(id, cx) {
@@ -73,37 +67,38 @@ pub async fn proxy(
             return Poll::Pending;
         }
         timer = None;
-        state::with(|s| s.mux.handle_timeout(js::now()));
+        state::settle(Here::Request, None);
     })
     .await;
     state::with(|s| {
         s.stream_wakers.remove(&id);
     });
-    state::flush();
+    state::settle(Here::Request, None);
     match reply {
         Some(Delivery::Response(r)) => js::response(r.status, &r.content_type, &r.body),
-        Some(Delivery::Fallback(r)) => fallback(&r).await,
+        Some(Delivery::Fallback(r)) => fallback(tenant, &r).await,
         Some(Delivery::Failed { status, reason, detail }) => js::fail(status, reason, &detail),
         Some(_) => {
-            state::with(|s| s.mux.count_error());
-            js::fail(502, "backend protocol error", "the backend sent a WebSocket frame for an HTTP request")
+            let why = "the backend sent a WebSocket frame for an HTTP request";
+            state::with(|s| s.mux.note_error(why.to_owned()));
+            js::fail(502, "backend protocol error", why)
         }
         None => js::fail(502, "no reply", "the request's stream ended without a reply"),
     }
 }
 
-/// Sends the request to the backend directly over HTTP (counted in `fallbacks`).
-async fn fallback(request: &Request) -> Result<web_sys::Response, JsValue> {
-    let backend = state::with(|s| {
-        s.fallbacks += 1;
-        s.backend.clone()
-    });
-    let url = format!("{}{}", mux_core::http_base(&backend.url), request.path);
+/// Sends the request to `tenant`'s backend directly over HTTP (the core counted it in
+/// `fallbacks` when it decided so).
+async fn fallback(tenant: &str, request: &Request) -> Result<web_sys::Response, JsValue> {
+    let backend = state::with(|s| s.backend.clone());
+    let base = mux_core::tenant::http_base(&mux_core::tenant::backend_url(&backend.template, tenant));
+    let url = format!("{base}{}", request.path);
     match js::post(&url, &backend.token, &request.identity, &request.content_type, &request.body).await {
         Ok(res) => Ok(res),
         Err(e) => {
-            state::with(|s| s.mux.count_error());
-            js::fail(502, "backend unreachable", &format!("no upstream, and direct HTTP to {url} failed: {e}"))
+            let why = format!("no upstream, and direct HTTP to {url} failed: {e}");
+            state::with(|s| s.mux.note_error(why.clone()));
+            js::fail(502, "backend unreachable", &why)
         }
     }
 }

@@ -16,6 +16,7 @@ mod stats;
 mod upstream;
 
 use mux_core::auth::Need;
+use mux_core::tenant::{self, Endpoint, Routed};
 use wasm_bindgen::prelude::*;
 
 #[wasm_bindgen]
@@ -38,10 +39,9 @@ pub fn fetch(req: web_sys::Request, env: JsValue, ctx: JsValue) -> js_sys::Promi
         let response = match route(req, &env, &ctx).await {
             Ok(r) => JsValue::from(r),
             Err(e) => {
-                state::with(|s| s.mux.count_error());
-                js::fail(500, "internal error", &format!("request failed: {}", js::describe(&e)))
-                    .map(JsValue::from)
-                    .unwrap_or(e)
+                let why = format!("request failed: {}", js::describe(&e));
+                state::with(|s| s.mux.note_error(why.clone()));
+                js::fail(500, "internal error", &why).map(JsValue::from).unwrap_or(e)
             }
         };
         done.resolve(&response);
@@ -66,18 +66,21 @@ fn non_string_var(env: &JsValue) -> Option<&'static str> {
 /// configuration error, if any: every request then answers 500 naming the var.
 fn configure(env: &JsValue) -> Option<String> {
     state::with(|s| {
-        s.requests_handled += 1;
         if let Some(url) = var(env, "BACKEND_URL") {
-            s.backend.url = url;
+            s.backend.template = url;
         }
         if let Some(token) = var(env, "BACKEND_TOKEN") {
             s.backend.token = token;
         }
         if s.configured {
+            s.mux.count_request();
             return None;
         }
         if let Some(name) = non_string_var(env) {
             return Some(format!("{name} must be a string"));
+        }
+        if let Err(e) = mux_core::tenant::check_template(&s.backend.template) {
+            return Some(e);
         }
         let door = match mux_core::auth::AuthConfig::from_vars(|name| var(env, name)) {
             Ok(d) => d,
@@ -86,7 +89,7 @@ fn configure(env: &JsValue) -> Option<String> {
         match mux_core::Config::from_vars(|name| var(env, name)) {
             Ok(cfg) => {
                 s.mux = mux_core::Mux::new(mux_core::Config { seed: js::random_u64(), ..cfg });
-                s.tenant = mux_core::auth::tenant_of(&s.backend.url).to_owned();
+                s.mux.count_request();
                 s.door = std::rc::Rc::new(door);
                 s.configured = true;
                 None
@@ -108,12 +111,15 @@ async fn route(req: web_sys::Request, env: &JsValue, ctx: &JsValue) -> Result<we
     if (method.as_str(), path.as_str()) == ("GET", "/") {
         return js::response(200, "text/plain; charset=utf-8", HELP.as_bytes());
     }
-    let need = match path.as_str() {
-        "/__stats" if state::with(|s| s.door.stats_public) => None,
-        "/__stats" => Some(Need::Admin),
-        "/__test/warm" if test_routes => Some(Need::Admin),
-        "/ws" | "/ws/echo" | "/rpc" | "/query" => Some(Need::Connect),
-        _ => return js::json_error(404, "not found; see GET / for the routes"),
+    let routed = tenant::route(&path);
+    let (need, tenant) = match (&routed, path.as_str()) {
+        (Routed::Tenant(t, _), _) => (Some(Need::Connect), *t),
+        // A malformed name never reaches the door or an upstream.
+        (Routed::BadTenant, _) => return js::json_error(400, tenant::RULE),
+        (Routed::Other, "/__stats") if state::with(|s| s.door.stats_public) => (None, ""),
+        (Routed::Other, "/__stats") => (Some(Need::Admin), ""),
+        (Routed::Other, "/__test/warm") if test_routes => (Some(Need::Admin), ""),
+        (Routed::Other, _) => return js::json_error(404, "not found; see GET / for the routes"),
     };
     // Cross-site WebSocket hijacking and cross-origin HTTP: a browser's page from an
     // origin not on the list gets nothing, before any token is looked at.
@@ -125,32 +131,66 @@ async fn route(req: web_sys::Request, env: &JsValue, ctx: &JsValue) -> Result<we
     if method == "OPTIONS" {
         return cors::preflight(origin.as_deref());
     }
-    let tenant = state::with(|s| s.tenant.clone());
     let identity = match need {
         None => mux_core::Identity::default(),
-        Some(need) => match auth::admit(&door, &req, &url, &tenant, need, path.starts_with("/ws")).await {
-            Ok(identity) => identity,
-            Err(auth::Refusal::Auth(e)) => return js::refuse(&e),
-            Err(auth::Refusal::Server(detail)) => return js::fail(500, "authentication is misconfigured", &detail),
-        },
+        Some(need) => {
+            let websocket = matches!(routed, Routed::Tenant(_, Endpoint::Ws | Endpoint::WsEcho));
+            match auth::admit(&door, &req, &url, tenant, need, websocket).await {
+                Ok(identity) => identity,
+                Err(auth::Refusal::Auth(e)) => return js::refuse(&e),
+                Err(auth::Refusal::Server(detail)) => return js::fail(500, "authentication is misconfigured", &detail),
+            }
+        }
     };
-    let response = match (method.as_str(), path.as_str()) {
-        ("GET", "/__stats") => js::json(200, &stats::render()),
-        ("GET", "/__test/warm") => warm(&url).await,
-        (_, "/ws") => client::upgrade(&req, "/rpc", identity),
-        (_, "/ws/echo") => client::upgrade(&req, "/echo", identity),
-        ("POST", "/rpc" | "/query") => http::proxy(req, &path, ctx, identity).await,
+    let response = match (method.as_str(), routed) {
+        (_, Routed::Tenant(t, e @ (Endpoint::Ws | Endpoint::WsEcho))) => {
+            client::upgrade(&req, t, e.service(), identity)
+        }
+        ("POST", Routed::Tenant(t, e @ (Endpoint::Rpc | Endpoint::Query))) => {
+            http::proxy(req, t, e.service(), ctx, identity).await
+        }
+        (_, Routed::Tenant(..)) => js::json_error(405, "method not allowed"),
+        ("GET", _) if path == "/__stats" => js::json(200, &stats::render()),
+        ("GET", _) if path == "/__test/warm" => warm(&url).await,
         _ => js::json_error(405, "method not allowed"),
     }?;
     cors::decorate(&response, origin.as_deref());
     Ok(response)
 }
 
+/// The Worker's scheduled handler (a cron trigger in `wrangler.toml`): a keep-warm round.
+/// The core picks the tenants and queues a ping on each; this context opens the upstreams
+/// that need it (owning them, with `waitUntil`) and waits, bounded, for the answers.
+#[wasm_bindgen]
+pub fn scheduled(_event: JsValue, env: JsValue, ctx: JsValue) -> js_sys::Promise {
+    let done = fetch_resolvers();
+    let promise = done.promise();
+    executor::spawn(async move {
+        if let Some(e) = configure(&env) {
+            js::log_error(&format!("bad configuration: {e}"));
+            done.resolve(&JsValue::UNDEFINED);
+            return;
+        }
+        let (pinged, before, wait) = state::with(|s| {
+            let before = s.mux.counters().keep_warm_pongs;
+            (s.mux.handle_keep_warm(js::now()), before, s.mux.config().watchdog_ms)
+        });
+        state::settle(mux_core::Here::Background, Some(&ctx));
+        let until = js::now() + wait;
+        while js::now() < until && state::with(|s| s.mux.counters().keep_warm_pongs) < before + pinged {
+            js::sleep(50.0).await;
+        }
+        done.resolve(&JsValue::UNDEFINED);
+    });
+    promise
+}
+
 const HELP: &str = "snippet-proxy\n\
-GET  /ws        WebSocket: JSON-RPC to the backend over the shared upstream\n\
-GET  /ws/echo   WebSocket: raw echo service\n\
-POST /rpc       JSON-RPC over the shared upstream\n\
-POST /query     {\"sql\": ..., \"params\": [...]} over the shared upstream\n\
+GET  /db/{tenant}/ws        WebSocket: JSON-RPC to the tenant's backend over its shared upstream\n\
+GET  /db/{tenant}/ws/echo   WebSocket: raw echo service\n\
+POST /db/{tenant}/rpc       JSON-RPC over the shared upstream\n\
+POST /db/{tenant}/query     {\"sql\": ..., \"params\": [...]} over the shared upstream\n\
+(/ws, /ws/echo, /rpc, /query: the same for tenant default)\n\
 GET  /__stats   this isolate's counters (JSON; an operator token)\n\
 Every route but this one needs a bearer token: Authorization: Bearer <jwt>,\n\
 ?access_token=<jwt>, or a Sec-WebSocket-Protocol entry bearer.<jwt>.\n";

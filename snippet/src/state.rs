@@ -8,49 +8,46 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use mux_core::auth::AuthConfig;
-use mux_core::{Config, Delivery, Gen, GenState, Mux, StreamId};
+use mux_core::{Action, Config, Delivery, Here, Mux, StreamId, UpstreamId};
+use wasm_bindgen::JsValue;
 
+use crate::executor::{self, TaskId};
 use crate::js;
+use crate::upstream;
 
-/// Where the backend is, from the wrangler vars.
+/// Where the backends are, from the wrangler vars.
 #[derive(Debug, Clone, Default)]
 pub struct Backend {
-    /// The backend's multiplexer endpoint, e.g. `ws://127.0.0.1:8788/db/default/mux`.
-    pub url: String,
+    /// The upstream URL template, with `{tenant}`, e.g. `wss://b.example/db/{tenant}/mux`.
+    pub template: String,
     /// Bearer token for it.
     pub token: String,
 }
 
 /// Everything the isolate shares between request contexts.
 pub struct Shared {
-    /// The multiplexer core.
+    /// The multiplexer core: every decision and every counter.
     pub mux: Mux,
     /// Wakers of the tasks that deliver to each stream's client.
     pub stream_wakers: HashMap<StreamId, Waker>,
-    /// Wakers of the owners' pump tasks, one per live upstream generation.
-    pub pump_wakers: HashMap<Gen, Waker>,
+    /// Wakers of the pumps, one per live upstream connection.
+    pub pump_wakers: HashMap<UpstreamId, Waker>,
+    /// The pumps' tasks, so an abandoned one can be dropped.
+    pub pump_tasks: HashMap<UpstreamId, TaskId>,
     /// Backend location (set from the env on every request).
     pub backend: Backend,
     /// The front door's configuration (applied once, with the mux config).
     pub door: Rc<AuthConfig>,
-    /// The tenant this snippet's upstream serves (from `BACKEND_URL`).
-    pub tenant: String,
     /// Random id of this isolate.
     pub isolate_id: String,
     /// When this isolate's state was created (ms since epoch).
     pub started_at: f64,
-    /// Every request this isolate handled.
-    pub requests_handled: u64,
-    /// Client WebSocket upgrades accepted.
-    pub ws_upgrades: u64,
-    /// HTTP requests sent straight to the backend because no upstream could carry them.
-    pub fallbacks: u64,
     /// Whether the vars were applied to the mux config.
     pub configured: bool,
-    /// A reconnect timer is pending in some context.
-    pub retry_scheduled: bool,
-    /// Last connect error, for `/__stats`.
-    pub last_error: Option<String>,
+    /// The armed timer: when it fires, and its token (a newer timer supersedes it).
+    pub timer: Option<(u64, u64)>,
+    /// Tokens handed out to timers.
+    pub timer_tokens: u64,
 }
 
 thread_local! {
@@ -58,17 +55,14 @@ thread_local! {
         mux: Mux::new(Config::default()),
         stream_wakers: HashMap::new(),
         pump_wakers: HashMap::new(),
+        pump_tasks: HashMap::new(),
         backend: Backend::default(),
         door: Rc::new(AuthConfig::default()),
-        tenant: String::new(),
         isolate_id: js::random_uuid(),
         started_at: js::now_ms(),
-        requests_handled: 0,
-        ws_upgrades: 0,
-        fallbacks: 0,
         configured: false,
-        retry_scheduled: false,
-        last_error: None,
+        timer: None,
+        timer_tokens: 0,
     });
 }
 
@@ -78,9 +72,10 @@ pub fn with<R>(f: impl FnOnce(&mut Shared) -> R) -> R {
 }
 
 /// The next delivery for stream `id`, `Ready(None)` once the stream is gone, or `Pending`
-/// with the caller's waker parked until [`flush`] finds something for it.
+/// with the caller's waker parked until [`settle`] finds something for it.
 pub fn poll_delivery(id: StreamId, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
-    with(|s| match s.mux.poll_delivery(id) {
+    let now = js::now();
+    with(|s| match s.mux.poll_delivery(id, now) {
         Some(d) => Poll::Ready(Some(d)),
         None if !s.mux.is_open(id) => Poll::Ready(None),
         None => {
@@ -90,22 +85,76 @@ pub fn poll_delivery(id: StreamId, cx: &mut Context<'_>) -> Poll<Option<Delivery
     })
 }
 
-/// Wakes whoever has something to do after the mux changed: the delivery task of every
-/// stream that received something, and the owner's pump if frames wait to be sent.
-/// Wakers are called after the borrow ends; a wake only resolves the sleeper's own promise.
-pub fn flush() {
-    let wakers: Vec<Waker> = with(|s| {
-        let mut wakers: Vec<Waker> =
-            s.mux.take_woken().into_iter().filter_map(|id| s.stream_wakers.remove(&id)).collect();
-        let pumps: Vec<Gen> = s.pump_wakers.keys().copied().collect();
-        for gen in pumps {
-            if s.mux.wants_transmit_on(gen) || s.mux.gen_state(gen) == GenState::Retired {
-                wakers.extend(s.pump_wakers.remove(&gen));
+/// A timer more than this late is presumed to have died with its context (production
+/// ends a context ~30 s after its response): the next caller arms a new one.
+const TIMER_STALE_MS: u64 = 1_000;
+
+/// Carries out what the core decided, after any input, in the current context `here`:
+/// deadlines that passed are handled, upstreams the core wants are opened here (this
+/// context owns them; `ctx`, an HTTP request's ExecutionContext, keeps it alive for them),
+/// sleepers are woken (a wake only resolves the sleeper's own promise), abandoned pumps
+/// are dropped, and the timer is armed for the next deadline.
+pub fn settle(here: Here, ctx: Option<&JsValue>) {
+    let now = js::now();
+    let mut connects = Vec::new();
+    let mut wakers = Vec::new();
+    let mut abandoned = Vec::new();
+    let mut logs = Vec::new();
+    let rearm = with(|s| {
+        if s.mux.poll_timeout().is_some_and(|t| t <= now) {
+            s.mux.handle_timeout(now);
+        }
+        while let Some(action) = s.mux.poll_action(here, now) {
+            match action {
+                Action::Connect { upstream, tenant } => {
+                    let url = mux_core::tenant::backend_url(&s.backend.template, &tenant);
+                    connects.push((upstream, url, s.backend.token.clone()));
+                }
+                Action::WakeUpstream(id) => wakers.extend(s.pump_wakers.remove(&id)),
+                Action::WakeStream(id) => wakers.extend(s.stream_wakers.remove(&id)),
+                Action::Abandon(id) => {
+                    s.pump_wakers.remove(&id);
+                    abandoned.extend(s.pump_tasks.remove(&id));
+                }
+                Action::Log(line) => logs.push(line),
             }
         }
-        wakers
+        let next = s.mux.poll_timeout()?;
+        let armed = s.timer.is_some_and(|(at, _)| at <= next && now <= at.saturating_add(TIMER_STALE_MS));
+        if armed {
+            return None;
+        }
+        s.timer_tokens += 1;
+        s.timer = Some((next, s.timer_tokens));
+        Some((next, s.timer_tokens))
     });
+    for line in logs {
+        js::log_error(&line);
+    }
+    for (id, url, token) in connects {
+        let keep_alive = ctx.and_then(js::keep_alive);
+        let task = executor::spawn(upstream::pump(id, url, token, here, keep_alive));
+        with(|s| s.pump_tasks.insert(id, task));
+    }
+    for task in abandoned {
+        executor::cancel(task);
+    }
     for w in wakers {
         w.wake();
+    }
+    if let Some((at, token)) = rearm {
+        executor::spawn(async move {
+            js::sleep(at.saturating_sub(js::now()) as f64 + 1.0).await;
+            let mine = with(|s| {
+                let mine = s.timer.is_some_and(|(_, t)| t == token);
+                if mine {
+                    s.timer = None;
+                }
+                mine
+            });
+            if mine {
+                settle(here, None);
+            }
+        });
     }
 }

@@ -2,22 +2,27 @@
 
 use std::fmt::Write;
 
-use mux_core::{json_string, Upstream};
+use mux_core::json_string;
 
 use crate::executor;
 use crate::js;
 use crate::state;
 
-/// Renders the stats document.
+/// Renders the stats document: isolate-wide totals across every upstream, then the
+/// upstreams one by one (the most recently used first, at most
+/// [`mux_core::MAX_LISTED_UPSTREAMS`]).
 pub fn render() -> String {
-    let now = js::now_ms();
+    let now_ms = js::now_ms();
+    let now = js::now();
     state::with(|s| {
-        let c = s.mux.counters();
-        let (ws, http) = s.mux.open_streams();
-        let uptime = (now - s.started_at).max(0.0);
-        let rps = if uptime > 0.0 { s.requests_handled as f64 * 1000.0 / uptime } else { 0.0 };
+        let m = &s.mux;
+        let c = m.counters();
+        let (ws, http) = m.open_streams();
+        let upstreams = m.upstream_stats(now);
+        let uptime = (now_ms - s.started_at).max(0.0);
+        let rps = if uptime > 0.0 { c.requests_handled as f64 * 1000.0 / uptime } else { 0.0 };
         let frames_per_batch = if c.batches_sent > 0 { c.frames_sent as f64 / c.batches_sent as f64 } else { 0.0 };
-        let mut out = String::with_capacity(1024);
+        let mut out = String::with_capacity(1024 + 200 * upstreams.len());
         out.push('{');
         let mut field = |name: &str, value: String| {
             if out.len() > 1 {
@@ -26,10 +31,10 @@ pub fn render() -> String {
             let _ = write!(out, "\"{name}\":{value}");
         };
         field("isolateId", json_string(&s.isolate_id));
-        field("startedAt", json_string(&iso8601(s.started_at)));
+        field("startedAt", (s.started_at as u64).to_string());
         field("uptimeMs", format!("{}", uptime as u64));
-        field("requestsHandled", s.requests_handled.to_string());
-        field("wsUpgrades", s.ws_upgrades.to_string());
+        field("requestsHandled", c.requests_handled.to_string());
+        field("wsUpgrades", c.ws_streams_opened.to_string());
         field("httpProxied", c.http_streams_opened.to_string());
         field("messagesProxied", (c.messages_up + c.messages_down).to_string());
         field("messagesUp", c.messages_up.to_string());
@@ -38,23 +43,27 @@ pub fn render() -> String {
         field("backendReconnects", c.backend_reconnects.to_string());
         field("backendDisconnects", c.backend_disconnects.to_string());
         field("connectAttempts", c.connect_attempts.to_string());
-        field("fallbacks", s.fallbacks.to_string());
+        field("fallbacks", c.fallbacks.to_string());
         field("timeouts", c.timeouts.to_string());
-        let (rtt50, rtt99) = match s.mux.rtt_percentiles() {
+        let (rtt50, rtt99) = match m.rtt_percentiles() {
             Some((a, b)) => (a.to_string(), b.to_string()),
             None => ("null".into(), "null".into()),
         };
         field("upstreamRttP50Ms", rtt50);
         field("upstreamRttP99Ms", rtt99);
-        field("batching", s.mux.config().batching.to_string());
-        field("backendConnected", (s.mux.upstream() == Upstream::Up).to_string());
+        field("batching", m.config().batching.to_string());
+        field("backendConnected", upstreams.iter().any(|u| u.connected).to_string());
         field("activeClients", ws.to_string());
         field("pendingRequests", http.to_string());
+        field("streamsHeld", m.streams_held().to_string());
         field("requestsPerSecond", fixed2(rps));
         field("errors", c.errors.to_string());
-        field("ownerKind", json_string(s.mux.owner().as_str()));
+        // The most recently used upstream's owner (each upstream's is in `upstreams`).
+        let owner = upstreams.first().map_or(mux_core::OwnerKind::None, |u| u.owner);
+        field("ownerKind", json_string(owner.as_str()));
         field("handovers", c.handovers.to_string());
         field("watchdogTrips", c.watchdog_trips.to_string());
+        field("heartbeatFailures", c.heartbeat_failures.to_string());
         field("batchesSent", c.batches_sent.to_string());
         field("framesSent", c.frames_sent.to_string());
         field("framesPerBatch", fixed2(frames_per_batch));
@@ -65,14 +74,38 @@ pub fn render() -> String {
         field("droppedDeliveries", c.dropped_deliveries.to_string());
         field("refused", c.refused.to_string());
         field("rateLimited", c.rate_limited.to_string());
-        field("callersTracked", s.mux.callers_tracked().to_string());
+        field("callersTracked", m.callers_tracked().to_string());
+        field("upstreamsOpen", m.upstreams_open().to_string());
+        field("maxUpstreams", m.config().max_upstreams.to_string());
+        field("poolEvictions", c.pool_evictions.to_string());
+        field("poolRefusals", c.pool_refusals.to_string());
+        field("keepWarmPings", c.keep_warm_pings.to_string());
+        field("keepWarmPongs", c.keep_warm_pongs.to_string());
         field("wakePromises", executor::wake_promises_created().to_string());
         field("liveTasks", executor::live_tasks().to_string());
         field("wasmMemoryBytes", wasm_memory_bytes().to_string());
-        field("lastError", s.last_error.as_deref().map(json_string).unwrap_or_else(|| "null".into()));
+        field("lastError", m.last_error().map(json_string).unwrap_or_else(|| "null".into()));
+        let list: Vec<String> = upstreams.iter().map(upstream_json).collect();
+        field("upstreams", format!("[{}]", list.join(",")));
         out.push('}');
         out
     })
+}
+
+fn upstream_json(u: &mux_core::UpstreamStats) -> String {
+    format!(
+        "{{\"tenant\":{},\"connected\":{},\"streams\":{},\"pending\":{},\"ownerKind\":{},\"idleMs\":{},\
+         \"rttP50Ms\":{},\"handovers\":{},\"errors\":{}}}",
+        json_string(&u.tenant),
+        u.connected,
+        u.streams,
+        u.pending,
+        json_string(u.owner.as_str()),
+        u.idle_ms,
+        u.rtt_p50_ms.map_or_else(|| "null".to_owned(), |v| v.to_string()),
+        u.handovers,
+        u.errors
+    )
 }
 
 /// Size of this instance's WASM linear memory: it only grows, so a steady value under
@@ -88,9 +121,4 @@ fn wasm_memory_bytes() -> u64 {
 fn fixed2(x: f64) -> String {
     let hundredths = (x.max(0.0) * 100.0).round() as u64;
     format!("{}.{:02}", hundredths / 100, hundredths % 100)
-}
-
-/// `YYYY-MM-DDTHH:MM:SS.mmmZ` from ms since the epoch.
-fn iso8601(ms: f64) -> String {
-    String::from(js_sys::Date::new(&ms.into()).to_iso_string())
 }

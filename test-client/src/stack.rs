@@ -24,6 +24,9 @@ pub struct Worker {
     log: PathBuf,
     dir: PathBuf,
     args: Vec<String>,
+    /// Where [`Worker::http`] and [`Worker::ws`] point: `/db/{tenant}` of a snippet whose
+    /// tests address one tenant, empty otherwise (the unprefixed routes, tenant default).
+    prefix: String,
 }
 
 impl Worker {
@@ -47,12 +50,14 @@ impl Worker {
             "--persist-to".into(),
             persist.display().to_string(),
             "--show-interactive-dev-session=false".into(),
+            // GET /__scheduled runs the scheduled handler (the keep-warm tests).
+            "--test-scheduled".into(),
         ];
         for (k, v) in vars {
             args.push("--var".into());
             args.push(format!("{k}:{v}"));
         }
-        let mut w = Worker { child: None, port, log, dir: dir.to_owned(), args };
+        let mut w = Worker { child: None, port, log, dir: dir.to_owned(), args, prefix: String::new() };
         w.start(root)?;
         Ok(w)
     }
@@ -129,14 +134,28 @@ impl Worker {
         total
     }
 
-    /// Base URL, e.g. `http://127.0.0.1:8787`.
+    /// Base URL of the tenant routes, e.g. `http://127.0.0.1:8787` or
+    /// `http://127.0.0.1:8787/db/room` (then `/rpc` is that tenant's).
     pub fn http(&self) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, self.prefix)
+    }
+
+    /// Base WebSocket URL of the tenant routes, e.g. `ws://127.0.0.1:8787/db/room`.
+    pub fn ws(&self) -> String {
+        format!("ws://127.0.0.1:{}{}", self.port, self.prefix)
+    }
+
+    /// The server's own URL, for routes outside any tenant (`/__stats`, `/`).
+    pub fn origin(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// Base WebSocket URL, e.g. `ws://127.0.0.1:8787`.
-    pub fn ws(&self) -> String {
-        format!("ws://127.0.0.1:{}", self.port)
+    /// Points [`Worker::http`] and [`Worker::ws`] at `tenant`'s routes.
+    fn address(mut self, tenant: &str) -> Worker {
+        if tenant != "default" {
+            self.prefix = format!("/db/{tenant}");
+        }
+        self
     }
 }
 
@@ -235,11 +254,11 @@ fn http_get_status(addr: &str, path: &str) -> Result<u16> {
     Ok(status.parse()?)
 }
 
-/// The vars that point a snippet at the local backend's mux endpoint for `tenant`.
-fn snippet_vars(token: &str, backend_port: u16, tenant: &str) -> Vec<(String, String)> {
+/// The vars that point a snippet at the local backend (its URL template).
+fn snippet_vars(token: &str, backend_port: u16) -> Vec<(String, String)> {
     vec![
         ("BACKEND_TOKEN".to_owned(), token.to_owned()),
-        ("BACKEND_URL".to_owned(), format!("ws://127.0.0.1:{backend_port}/db/{tenant}/mux")),
+        ("BACKEND_URL".to_owned(), format!("ws://127.0.0.1:{backend_port}/db/{{tenant}}/mux")),
     ]
 }
 
@@ -261,7 +280,7 @@ impl Stack {
         let snippet_port = free_port()?;
         let tenant = opts.tenant.clone().unwrap_or_else(|| "default".into());
         let backend_vars = vec![("BACKEND_TOKEN".to_owned(), token.clone())];
-        let mut snippet_vars = snippet_vars(&token, backend_port, &tenant);
+        let mut snippet_vars = snippet_vars(&token, backend_port);
         // Blank, not absent: `wrangler dev` would otherwise take .dev.vars' AUTH_SECRET.
         let secret = if opts.no_auth_secret { String::new() } else { auth_secret.clone() };
         snippet_vars.push(("AUTH_SECRET".to_owned(), secret));
@@ -275,7 +294,8 @@ impl Stack {
             dir.join("backend.log"),
             &persist,
         )?;
-        let mut snippet = Worker::spawn(&root, &root, snippet_port, &snippet_vars, dir.join("snippet.log"), &persist)?;
+        let mut snippet = Worker::spawn(&root, &root, snippet_port, &snippet_vars, dir.join("snippet.log"), &persist)?
+            .address(&tenant);
         wait_ready(&mut backend, "/")?;
         wait_ready(&mut snippet, "/")?;
         let mint = |scope: &str| {
@@ -297,11 +317,11 @@ impl Stack {
     /// (the benchmark compares configurations side by side).
     pub fn extra_snippet(&self, tenant: &str, vars: &[(&str, &str)]) -> Result<Worker> {
         let port = free_port()?;
-        let mut all = snippet_vars(&self.token, self.backend.port, tenant);
+        let mut all = snippet_vars(&self.token, self.backend.port);
         all.push(("AUTH_SECRET".to_owned(), self.auth_secret.clone()));
         all.extend(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         let log = self.dir.join(format!("snippet-{tenant}.log"));
-        let mut w = Worker::spawn(&self.root, &self.root, port, &all, log, &self.dir.join("state"))?;
+        let mut w = Worker::spawn(&self.root, &self.root, port, &all, log, &self.dir.join("state"))?.address(tenant);
         wait_ready(&mut w, "/")?;
         Ok(w)
     }
@@ -337,7 +357,7 @@ impl Stack {
 
     /// The snippet's `/__stats` (with the operator token).
     pub async fn snippet_stats(&self) -> Result<serde_json::Value> {
-        crate::snippet_stats::fetch(&format!("{}/__stats", self.snippet.http()), Some(&self.admin_token)).await
+        crate::snippet_stats::fetch(&format!("{}/__stats", self.snippet.origin()), Some(&self.admin_token)).await
     }
 }
 

@@ -1,9 +1,8 @@
 //! URL routing and bearer-token checks for the backend Worker, with no runtime types.
 
-/// The tenant used when a path names none (`/rpc` = `/db/default/rpc`).
-pub const DEFAULT_TENANT: &str = "default";
-/// Longest tenant name: it becomes a Durable Object name via `idFromName`.
-pub const MAX_TENANT_LEN: usize = 64;
+/// The tenant used when a path names none (`/rpc` = `/db/default/rpc`); the names are
+/// checked by the rule the snippet uses too ([`protocol::tenant::is_valid`]).
+pub use protocol::tenant::{DEFAULT_TENANT, MAX_TENANT_LEN};
 
 /// An entry point of the backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +53,7 @@ impl Endpoint {
 pub enum RouteError {
     /// No such endpoint.
     NotFound,
-    /// The tenant name is empty, too long, or has characters outside `[A-Za-z0-9_.-]`.
+    /// The tenant name is not one [`protocol::tenant::is_valid`] accepts.
     BadTenant,
 }
 
@@ -67,10 +66,7 @@ pub fn parse(path: &str) -> Result<(&str, Endpoint), RouteError> {
         _ => return Err(RouteError::NotFound),
     };
     let endpoint = Endpoint::parse(endpoint).ok_or(RouteError::NotFound)?;
-    let valid = !tenant.is_empty()
-        && tenant.len() <= MAX_TENANT_LEN
-        && tenant.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-    if !valid {
+    if !protocol::tenant::is_valid(tenant) {
         return Err(RouteError::BadTenant);
     }
     Ok((tenant, endpoint))

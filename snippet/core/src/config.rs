@@ -7,7 +7,9 @@ pub struct Config {
     /// shared socket (head-of-line blocking), so the proxy keeps messages small.
     pub max_message_bytes: usize,
     /// Most client WebSockets per isolate. Each holds a request context and queues; 5,000
-    /// keeps an isolate well inside its 128 MB even with full queues.
+    /// keeps an isolate well inside its 128 MB even with full queues. (One tenant's
+    /// upstream also carries at most [`protocol::MAX_SESSION_STREAMS`], the backend
+    /// session's limit, so the backend never refuses a client the snippet admitted.)
     pub max_clients: usize,
     /// Most open streams of any kind (clients + HTTP requests in flight).
     pub max_streams: usize,
@@ -58,9 +60,34 @@ pub struct Config {
     /// worth of burst; past it, 429 with `Retry-After`. 1,000/s, for the same reason as
     /// `client_messages_per_sec`. 0 = no limit.
     pub caller_requests_per_sec: u64,
+    /// Upstreams (tenants) one isolate keeps open at once. 50: each is a socket and a
+    /// backend session; production allows 6 outbound connections per invocation to wait
+    /// for headers at once, so a pool this size is opened over time, not in one burst.
+    /// A new tenant beyond it takes the least recently used idle slot, else gets 503.
+    pub max_upstreams: usize,
+    /// An upstream nobody used for this long is closed (1000) and its slot freed. 5 min:
+    /// long enough that a tenant's bursts reuse a warm socket, short enough that an isolate
+    /// does not hold sockets to Durable Objects that would otherwise hibernate.
+    pub upstream_idle_ms: u64,
+    /// Heartbeat: when something sent on an upstream has had no message back for this
+    /// long, a `Ping` goes out; no answer within as long again and the upstream is dropped
+    /// with clear errors. 5 s: a stalled backend is found in ~10 s, well before the 30 s
+    /// request timeout, and an active upstream costs no extra messages. 0 = off.
+    pub heartbeat_ms: u64,
+    /// Tenants every keep-warm round pings (opening their upstreams if needed),
+    /// comma-separated in `KEEP_WARM_TENANTS`.
+    pub keep_warm_tenants: Vec<String>,
+    /// How many of this isolate's most used upstreams a keep-warm round pings too. 10: the
+    /// hot set is small, and each ping wakes a Durable Object.
+    pub keep_warm_hottest: usize,
     /// Seed of the jitter generator (the glue seeds it randomly; tests fix it).
     pub seed: u64,
 }
+
+/// Highest `MAX_UPSTREAMS`: every decision scans the pool, and each upstream holds a
+/// socket and a backend session; 1,000 is far past what one isolate's memory and the
+/// platform's connection limits make useful.
+pub const MAX_UPSTREAMS_LIMIT: usize = 1_000;
 
 impl Default for Config {
     fn default() -> Self {
@@ -82,6 +109,11 @@ impl Default for Config {
             client_messages_per_sec: 1_000,
             client_bytes_per_sec: 4 * 1024 * 1024,
             caller_requests_per_sec: 1_000,
+            max_upstreams: 50,
+            upstream_idle_ms: 5 * 60 * 1000,
+            heartbeat_ms: 5_000,
+            keep_warm_tenants: Vec::new(),
+            keep_warm_hottest: 10,
             seed: 0x5EED,
         }
     }
@@ -89,7 +121,7 @@ impl Default for Config {
 
 impl Config {
     /// The wrangler vars that override a field, by name.
-    pub const VARS: [&'static str; 17] = [
+    pub const VARS: [&'static str; 22] = [
         "MAX_MESSAGE_BYTES",
         "MAX_CLIENTS",
         "MAX_STREAMS",
@@ -107,6 +139,11 @@ impl Config {
         "CLIENT_MESSAGES_PER_SEC",
         "CLIENT_BYTES_PER_SEC",
         "CALLER_REQUESTS_PER_SEC",
+        "MAX_UPSTREAMS",
+        "UPSTREAM_IDLE_MS",
+        "HEARTBEAT_MS",
+        "KEEP_WARM_TENANTS",
+        "KEEP_WARM_HOTTEST",
     ];
 
     /// The defaults with every var that `get` returns applied. A malformed value is an
@@ -134,6 +171,17 @@ impl Config {
                 "CLIENT_MESSAGES_PER_SEC" => c.client_messages_per_sec = num()?,
                 "CLIENT_BYTES_PER_SEC" => c.client_bytes_per_sec = num()?,
                 "CALLER_REQUESTS_PER_SEC" => c.caller_requests_per_sec = num()?,
+                "MAX_UPSTREAMS" => c.max_upstreams = num()? as usize,
+                "UPSTREAM_IDLE_MS" => c.upstream_idle_ms = num()?,
+                "HEARTBEAT_MS" => c.heartbeat_ms = num()?,
+                "KEEP_WARM_HOTTEST" => c.keep_warm_hottest = num()? as usize,
+                "KEEP_WARM_TENANTS" => {
+                    c.keep_warm_tenants =
+                        raw.split(',').map(str::trim).filter(|t| !t.is_empty()).map(String::from).collect();
+                    if let Some(bad) = c.keep_warm_tenants.iter().find(|t| !protocol::tenant::is_valid(t)) {
+                        return Err(format!("KEEP_WARM_TENANTS: \"{bad}\" is not a tenant name"));
+                    }
+                }
                 "BATCHING" => {
                     c.batching = match raw {
                         "1" | "true" | "on" => true,
@@ -147,10 +195,12 @@ impl Config {
         if c.max_message_bytes > protocol::MAX_FRAME_PAYLOAD - 1024 {
             return Err(format!("MAX_MESSAGE_BYTES may be at most {}", protocol::MAX_FRAME_PAYLOAD - 1024));
         }
-        // Every client stream is also an entry in the backend session's stream table: a
-        // client the snippet admits must never be refused there (upgraded, then closed).
-        if c.max_clients > protocol::MAX_SESSION_STREAMS {
-            return Err(format!("MAX_CLIENTS may be at most {} (the backend's limit)", protocol::MAX_SESSION_STREAMS));
+        // One isolate's upstreams: at least one, and few enough to list and scan.
+        if !(1..=MAX_UPSTREAMS_LIMIT).contains(&c.max_upstreams) {
+            return Err(format!("MAX_UPSTREAMS must be 1 to {MAX_UPSTREAMS_LIMIT}"));
+        }
+        if c.keep_warm_tenants.len() > c.max_upstreams {
+            return Err("KEEP_WARM_TENANTS may name at most MAX_UPSTREAMS tenants".to_owned());
         }
         Ok(c)
     }

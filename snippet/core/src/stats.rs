@@ -25,10 +25,10 @@ pub struct Counters {
     pub upstream_bytes_out: u64,
     /// Bytes read from the upstream, framing included.
     pub upstream_bytes_in: u64,
-    /// Times an upstream came up because none was (the first connect and reconnects;
-    /// hand-overs are counted in `handovers`).
+    /// Times an upstream came up because its tenant had none (first connects and
+    /// reconnects, every tenant; hand-overs are counted in `handovers`).
     pub backend_connects: u64,
-    /// Upstreams opened after the first.
+    /// Upstreams that came up for a tenant that had had one before.
     pub backend_reconnects: u64,
     /// Connection attempts started.
     pub connect_attempts: u64,
@@ -48,4 +48,18 @@ pub struct Counters {
     pub refused: u64,
     /// Messages and requests refused for a rate limit.
     pub rate_limited: u64,
+    /// Requests that reached the snippet (any route).
+    pub requests_handled: u64,
+    /// HTTP requests sent to the backend directly because no upstream could carry them.
+    pub fallbacks: u64,
+    /// Idle upstreams closed to free a slot or after their idle TTL.
+    pub pool_evictions: u64,
+    /// Streams refused because every upstream slot was busy.
+    pub pool_refusals: u64,
+    /// Keep-warm pings queued.
+    pub keep_warm_pings: u64,
+    /// Keep-warm pings answered.
+    pub keep_warm_pongs: u64,
+    /// Upstreams dropped because the backend did not answer a heartbeat.
+    pub heartbeat_failures: u64,
 }

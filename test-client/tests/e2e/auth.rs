@@ -384,7 +384,7 @@ fn stats_need_an_operator_token() {
     let stack = start(&[]);
     runtime().block_on(async {
         let mut by = bystander(&stack).await;
-        let url = format!("{}/__stats", stack.snippet.http());
+        let url = format!("{}/__stats", stack.snippet.origin());
         let get = |t: Option<String>| {
             let mut req = reqwest::Client::new().get(&url);
             if let Some(t) = t {

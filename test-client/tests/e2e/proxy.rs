@@ -58,7 +58,7 @@ fn cross_request_wakes_still_land_after_200k_wake_promises() {
     runtime().block_on(async {
         assert_passed(&load::run(eight_echo_clients(&stack), false).await.expect("load runs"), 1600);
         let warm: Value = reqwest::Client::new()
-            .get(format!("{}/__test/warm?n=200000", stack.snippet.http()))
+            .get(format!("{}/__test/warm?n=200000", stack.snippet.origin()))
             .bearer_auth(&stack.admin_token)
             .send()
             .await

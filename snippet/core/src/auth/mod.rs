@@ -386,16 +386,6 @@ pub fn pick_token(
     }
 }
 
-/// The tenant a backend mux URL points at: `…/db/{tenant}/mux`, else `default`.
-pub fn tenant_of(backend_url: &str) -> &str {
-    let path = backend_url.split('?').next().unwrap_or_default();
-    let tenant = path.strip_suffix("/mux").and_then(|p| p.rsplit_once("/db/")).map(|(_, t)| t);
-    match tenant {
-        Some(t) if !t.is_empty() && !t.contains('/') => t,
-        _ => "default",
-    }
-}
-
 /// The `Sec-WebSocket-Protocol` to answer with: the first offered entry that is not a
 /// token. A browser that offers protocols fails the connection unless one is chosen.
 pub fn select_protocol(protocols: &str) -> Option<&str> {

@@ -163,12 +163,3 @@ fn refusals_say_what_rfc_6750_says() {
     assert!(AuthError::Forbidden("x".into()).www_authenticate().unwrap_or_default().contains("insufficient_scope"));
     assert_eq!(AuthError::BadRequest("x").www_authenticate(), None);
 }
-
-#[test]
-fn the_tenant_comes_from_the_backend_url() {
-    assert_eq!(tenant_of("ws://127.0.0.1:8788/db/acme/mux"), "acme");
-    assert_eq!(tenant_of("wss://b.example.com/db/t-1/mux?x=1"), "t-1");
-    assert_eq!(tenant_of("wss://db.example.com/mux"), "default");
-    assert_eq!(tenant_of("wss://b.example.com/db//mux"), "default");
-    assert_eq!(tenant_of(""), "default");
-}

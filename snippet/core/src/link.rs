@@ -1,0 +1,295 @@
+//! One tenant's upstream: the connection to its Durable Object and everything about its
+//! life — who owns it, a successor being opened, the old one draining after a hand-over,
+//! backoff after failures, the heartbeat, and what waits to be sent on it. Plain data;
+//! the decisions that use it live in `lifecycle.rs`, `transmit.rs`, `timer.rs` and
+//! `pool.rs`.
+
+use std::collections::VecDeque;
+use std::fmt;
+
+use protocol::StreamId;
+
+/// One upstream connection: each connect attempt gets a new id, unique in the isolate, so
+/// a late event from an old connection can never be mistaken for the current one's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UpstreamId(pub u64);
+
+impl fmt::Display for UpstreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "upstream {}", self.0)
+    }
+}
+
+/// What kind of request context owns an upstream (only the owner may use its socket).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OwnerKind {
+    /// No upstream.
+    #[default]
+    None,
+    /// A client WebSocket's context: long-lived, preferred.
+    WebSocket,
+    /// An HTTP request's context: bounded by [`crate::Config::owner_lifetime_ms`].
+    Http,
+    /// A scheduled event's (keep-warm) or timer's context: bounded like an HTTP one.
+    Background,
+}
+
+impl OwnerKind {
+    /// Name used in `/__stats`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OwnerKind::None => "none",
+            OwnerKind::WebSocket => "websocket",
+            OwnerKind::Http => "http",
+            OwnerKind::Background => "background",
+        }
+    }
+}
+
+/// The request context the glue runs in when it polls for actions. A
+/// [`crate::Action::Connect`] is carried out by that context, which then owns the
+/// upstream, so the core must know who it is handing the socket to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Here {
+    /// A client WebSocket's context (its stream).
+    Client(StreamId),
+    /// An HTTP request's context (it holds `waitUntil` for what it owns).
+    Request,
+    /// A scheduled event's context, or a timer's.
+    Background,
+}
+
+impl Here {
+    pub(crate) fn kind(self) -> OwnerKind {
+        match self {
+            Here::Client(_) => OwnerKind::WebSocket,
+            Here::Request => OwnerKind::Http,
+            Here::Background => OwnerKind::Background,
+        }
+    }
+}
+
+/// Who owns a connection.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Owner {
+    pub kind: OwnerKind,
+    pub since: u64,
+    /// The client stream whose context owns it (WebSocket owners).
+    pub stream: Option<StreamId>,
+    /// That client has left: the context may end at any time.
+    pub orphaned: bool,
+}
+
+impl Owner {
+    pub fn of(here: Here, now: u64) -> Owner {
+        let stream = match here {
+            Here::Client(id) => Some(id),
+            Here::Request | Here::Background => None,
+        };
+        Owner { kind: here.kind(), since: now, stream, orphaned: false }
+    }
+}
+
+/// The current connection's state.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Conn {
+    /// Nothing open, nothing being opened.
+    Down,
+    /// An attempt is under way; everyone else waits for it.
+    Connecting { id: UpstreamId, owner: Owner, since: u64 },
+    /// Open; frames flow.
+    Up { id: UpstreamId, owner: Owner },
+}
+
+/// A successor being opened to take over from the current connection.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Successor {
+    pub id: UpstreamId,
+    pub owner: Owner,
+    pub since: u64,
+}
+
+/// The previous connection, finishing its in-flight replies after a hand-over: it
+/// carries one barrier `Ping` and nothing else.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Drain {
+    pub id: UpstreamId,
+    pub barrier_sent: bool,
+    /// It must end within [`crate::Config::watchdog_ms`] of this.
+    pub started: u64,
+}
+
+/// What a session-level `Ping` is for; its payload says it, so the `Pong` is matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PingKind {
+    /// The drain barrier of a hand-over.
+    Barrier = 1,
+    /// The heartbeat: is a silent backend still there?
+    Heartbeat = 2,
+    /// A keep-warm ping from the scheduled handler.
+    Warm = 3,
+}
+
+impl PingKind {
+    /// The ping's payload: its kind, then the connection it was sent on.
+    pub fn token(self, on: UpstreamId) -> [u8; 9] {
+        let mut t = [self as u8; 9];
+        for (to, from) in t.iter_mut().skip(1).zip(on.0.to_be_bytes()) {
+            *to = from;
+        }
+        t
+    }
+
+    /// Which ping a `Pong` on `on` answers, if it is one of ours for that connection.
+    pub fn of_pong(payload: &[u8], on: UpstreamId) -> Option<PingKind> {
+        let (&kind, rest) = payload.split_first()?;
+        if rest != on.0.to_be_bytes() {
+            return None;
+        }
+        match kind {
+            1 => Some(PingKind::Barrier),
+            2 => Some(PingKind::Heartbeat),
+            3 => Some(PingKind::Warm),
+            _ => None,
+        }
+    }
+}
+
+/// A session-level frame waiting to be sent (before any stream's frames).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Control {
+    /// Answer to the backend's `Ping`.
+    Pong(Vec<u8>),
+    /// One of our pings; its token is made at transmit time, for the connection it goes on.
+    Ping(PingKind),
+}
+
+/// Round trips of one link, newest last.
+pub(crate) const LINK_RTT_SAMPLES: usize = 64;
+
+/// One tenant's upstream.
+#[derive(Debug)]
+pub(crate) struct Link {
+    pub tenant: String,
+    pub conn: Conn,
+    pub successor: Option<Successor>,
+    pub drain: Option<Drain>,
+    /// Streams with frames queued, in round-robin order (each at most once).
+    pub ready: VecDeque<StreamId>,
+    /// Session-level frames, sent before stream frames.
+    pub control: VecDeque<Control>,
+    /// Client streams on this link, counting those whose `Close` has not left yet: the
+    /// backend session still holds their entry.
+    pub clients: usize,
+    /// HTTP requests in flight on this link.
+    pub requests: usize,
+    /// Last time a stream opened or ended here, or the link was created (LRU and TTL).
+    pub last_used: u64,
+    /// Streams opened since the last keep-warm round ("hottest" upstreams).
+    pub recent_uses: u64,
+    /// Connect failures since it was last up (drives the backoff).
+    pub failures: u32,
+    /// No connect before this time, while backing off.
+    pub retry_at: Option<u64>,
+    /// Keep-warm wants it open until then even with no stream.
+    pub warm_until: u64,
+    /// Since when sendable frames have waited for a transmit (the watchdog's clock).
+    pub pending_since: Option<u64>,
+    /// Since when something sent has had no message back (the heartbeat's clock).
+    pub unanswered_since: Option<u64>,
+    /// A heartbeat ping is out since then.
+    pub heartbeat_sent: Option<u64>,
+    /// The pump was told to wake and has not polled since.
+    pub wake_sent: bool,
+    /// It has been up before (so coming up again is a reconnect).
+    pub ever_up: bool,
+    /// Recent request round trips (ms).
+    pub rtt: VecDeque<u64>,
+    pub handovers: u64,
+    pub errors: u64,
+}
+
+impl Link {
+    pub fn new(tenant: &str, now: u64) -> Link {
+        Link {
+            tenant: tenant.to_owned(),
+            conn: Conn::Down,
+            successor: None,
+            drain: None,
+            ready: VecDeque::new(),
+            control: VecDeque::new(),
+            clients: 0,
+            requests: 0,
+            last_used: now,
+            recent_uses: 0,
+            failures: 0,
+            retry_at: None,
+            warm_until: 0,
+            pending_since: None,
+            unanswered_since: None,
+            heartbeat_sent: None,
+            wake_sent: false,
+            ever_up: false,
+            rtt: VecDeque::new(),
+            handovers: 0,
+            errors: 0,
+        }
+    }
+
+    /// The open connection, if any.
+    pub fn up(&self) -> Option<(UpstreamId, &Owner)> {
+        match &self.conn {
+            Conn::Up { id, owner } => Some((*id, owner)),
+            Conn::Down | Conn::Connecting { .. } => None,
+        }
+    }
+
+    /// Whether `id` is any of this link's connections (current, successor, draining).
+    pub fn has(&self, id: UpstreamId) -> bool {
+        let current = match self.conn {
+            Conn::Down => None,
+            Conn::Connecting { id, .. } | Conn::Up { id, .. } => Some(id),
+        };
+        current == Some(id) || self.successor.is_some_and(|s| s.id == id) || self.drain.is_some_and(|d| d.id == id)
+    }
+
+    /// Client frames wait while the old connection drains (per-stream order).
+    pub fn held(&self) -> bool {
+        self.drain.is_some()
+    }
+
+    /// Nothing depends on it: no stream, no request, no hand-over under way.
+    pub fn is_idle(&self) -> bool {
+        self.clients == 0 && self.requests == 0 && self.successor.is_none() && self.drain.is_none()
+    }
+
+    /// Whether it needs a connection now: it is down, not backing off, and a stream or a
+    /// keep-warm round wants it.
+    pub fn needs_connect(&self, now: u64) -> bool {
+        matches!(self.conn, Conn::Down)
+            && self.retry_at.is_none_or(|t| now >= t)
+            && (self.clients > 0 || self.requests > 0 || self.warm_until > now)
+    }
+
+    /// The owner of the open connection, or none.
+    pub fn owner_kind(&self) -> OwnerKind {
+        match &self.conn {
+            Conn::Up { owner, .. } | Conn::Connecting { owner, .. } => owner.kind,
+            Conn::Down => OwnerKind::None,
+        }
+    }
+
+    /// Median of recent round trips (ms).
+    pub fn rtt_p50(&self) -> Option<u64> {
+        let mut v: Vec<u64> = self.rtt.iter().copied().collect();
+        v.sort_unstable();
+        v.get(v.len().checked_sub(1)? / 2).copied()
+    }
+
+    pub fn push_rtt(&mut self, sample: u64) {
+        if self.rtt.len() == LINK_RTT_SAMPLES {
+            self.rtt.pop_front();
+        }
+        self.rtt.push_back(sample);
+    }
+}

@@ -1,0 +1,276 @@
+//! A deterministic pair for tests (quinn-proto's `Pair`): the real [`Mux`] against the
+//! real backend session (`backend_core::Session`) of each tenant, on a simulated clock.
+//! Every upstream message is handed over synchronously; time moves only when a test
+//! says so.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use backend_core::rpc::{DbError, SqlMode};
+use backend_core::{Db, Session, SqlResult};
+
+use super::*;
+
+/// A database that has nothing and stores nothing: the tests exercise the mux, the
+/// session's framing and its echo service.
+struct NoDb;
+
+impl Db for NoDb {
+    fn sql(&mut self, _: &str, _: &[serde_json::Value], _: SqlMode) -> Result<SqlResult, DbError> {
+        Ok(SqlResult { columns: vec![], rows: vec![], rows_read: 0, rows_written: 0 })
+    }
+    fn stats(&mut self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+    fn broadcast(&mut self, _: &str) -> u64 {
+        0
+    }
+}
+
+/// One simulated upstream socket, with the backend's session for it.
+struct Socket {
+    tenant: String,
+    session: Session,
+    open: bool,
+}
+
+pub(crate) struct Sim {
+    pub mux: Mux,
+    pub now: u64,
+    /// The context that polls actions (and so owns what it connects).
+    pub here: Here,
+    sockets: BTreeMap<UpstreamId, Socket>,
+    /// Connects wait here until [`Sim::accept`] when `manual` is set.
+    pub connecting: Vec<(UpstreamId, String)>,
+    pub manual: bool,
+    /// Tenants whose backend refuses connections.
+    pub refusing: HashSet<String>,
+    /// Tenants whose backend reads but never answers (stalled).
+    pub stalled: HashSet<String>,
+    /// Sockets whose backend end reads but never answers.
+    pub stalled_sockets: HashSet<UpstreamId>,
+    pub got: HashMap<StreamId, Vec<Delivery>>,
+    /// Sockets the mux closed, with the code.
+    pub closed: Vec<(UpstreamId, u16)>,
+    pub abandoned: Vec<UpstreamId>,
+    pub logs: Vec<String>,
+    /// Frames in each message the backends received.
+    pub frames_seen: Vec<usize>,
+}
+
+/// A caller allowed on every tenant, whose grant never ends.
+pub(crate) fn who() -> Identity {
+    Identity { subject: "u".into(), tenant: "*".into(), scopes: "read write".into(), expires_at: 0 }
+}
+
+pub(crate) fn rpc(body: &str) -> Request {
+    Request {
+        method: "POST".into(),
+        path: "/rpc".into(),
+        content_type: "application/json".into(),
+        identity: who(),
+        body: body.as_bytes().to_vec(),
+    }
+}
+
+impl Sim {
+    pub fn new(cfg: Config) -> Sim {
+        Sim {
+            mux: Mux::new(cfg),
+            now: 1_000,
+            here: Here::Background,
+            sockets: BTreeMap::new(),
+            connecting: Vec::new(),
+            manual: false,
+            refusing: HashSet::new(),
+            stalled: HashSet::new(),
+            stalled_sockets: HashSet::new(),
+            got: HashMap::new(),
+            closed: Vec::new(),
+            abandoned: Vec::new(),
+            logs: Vec::new(),
+            frames_seen: Vec::new(),
+        }
+    }
+
+    pub fn client(&mut self, tenant: &str, path: &str) -> StreamId {
+        let now = self.now;
+        self.mux.open_client(tenant, path, who(), "sub:u", now).expect("open")
+    }
+
+    pub fn send(&mut self, id: StreamId, text: &str) {
+        let now = self.now;
+        self.mux.handle_client_message(id, true, text.as_bytes(), now).expect("send");
+    }
+
+    pub fn request(&mut self, tenant: &str, body: &str) -> StreamId {
+        let now = self.now;
+        match self.mux.open_request(tenant, rpc(body), now).expect("open") {
+            Route::Stream(id) => id,
+            Route::Direct(_) => panic!("expected the upstream"),
+        }
+    }
+
+    /// Lets `ms` pass, handling every deadline on the way, and runs everything.
+    pub fn advance(&mut self, ms: u64) {
+        let end = self.now + ms;
+        loop {
+            self.run();
+            match self.mux.poll_timeout() {
+                Some(t) if t <= end => {
+                    self.now = self.now.max(t);
+                    self.mux.handle_timeout(self.now);
+                }
+                _ => break,
+            }
+        }
+        self.now = end;
+        self.mux.handle_timeout(end);
+        self.run();
+    }
+
+    /// A pending connect completes.
+    pub fn accept(&mut self, id: UpstreamId) {
+        let Some(pos) = self.connecting.iter().position(|(c, _)| *c == id) else { return };
+        let (_, tenant) = self.connecting.remove(pos);
+        self.open_socket(id, tenant);
+        self.run();
+    }
+
+    /// A pending connect fails.
+    pub fn refuse(&mut self, id: UpstreamId) {
+        self.connecting.retain(|(c, _)| *c != id);
+        let now = self.now;
+        self.mux.handle_upstream_closed(id, "refused", now);
+        self.run();
+    }
+
+    /// The backend end of a socket closes it (a restart).
+    pub fn drop_socket(&mut self, id: UpstreamId) {
+        if let Some(s) = self.sockets.get_mut(&id) {
+            s.open = false;
+        }
+        let now = self.now;
+        self.mux.handle_upstream_closed(id, "backend closed the connection (1006)", now);
+        self.run();
+    }
+
+    /// Feeds raw bytes as if the backend sent them on `id`.
+    pub fn inject(&mut self, id: UpstreamId, msg: &[u8]) {
+        let now = self.now;
+        self.mux.handle_upstream_message(id, msg, now);
+        self.run();
+    }
+
+    pub fn open_sockets(&self) -> Vec<UpstreamId> {
+        self.sockets.iter().filter(|(_, s)| s.open).map(|(id, _)| *id).collect()
+    }
+
+    pub fn socket_of(&self, tenant: &str) -> Vec<UpstreamId> {
+        self.sockets.iter().filter(|(_, s)| s.open && s.tenant == tenant).map(|(id, _)| *id).collect()
+    }
+
+    fn open_socket(&mut self, id: UpstreamId, tenant: String) {
+        if self.refusing.contains(&tenant) {
+            let now = self.now;
+            self.mux.handle_upstream_closed(id, "cannot connect to backend: refused", now);
+            return;
+        }
+        let session = Session::new(&tenant);
+        self.sockets.insert(id, Socket { tenant, session, open: true });
+        let now = self.now;
+        if !self.mux.handle_connected(id, now) {
+            self.close(id, 1000);
+        }
+    }
+
+    fn close(&mut self, id: UpstreamId, code: u16) {
+        if let Some(s) = self.sockets.get_mut(&id) {
+            if s.open {
+                s.open = false;
+                self.closed.push((id, code));
+            }
+        }
+    }
+
+    /// Runs actions, transmits and deliveries until nothing moves.
+    pub fn run(&mut self) {
+        loop {
+            let mut moved = false;
+            let now = self.now;
+            while let Some(a) = self.mux.poll_action(self.here, now) {
+                moved = true;
+                match a {
+                    Action::Connect { upstream, tenant } => {
+                        if self.manual {
+                            self.connecting.push((upstream, tenant));
+                        } else {
+                            self.open_socket(upstream, tenant);
+                        }
+                    }
+                    Action::Abandon(id) => {
+                        self.abandoned.push(id);
+                        self.connecting.retain(|(c, _)| *c != id);
+                        if let Some(s) = self.sockets.get_mut(&id) {
+                            s.open = false;
+                        }
+                    }
+                    Action::Log(l) => self.logs.push(l),
+                    Action::WakeUpstream(_) | Action::WakeStream(_) => {}
+                }
+            }
+            let ids: Vec<UpstreamId> = self.open_sockets();
+            for id in ids {
+                while let Some(t) = self.mux.poll_transmit(id, now) {
+                    moved = true;
+                    match t {
+                        Transmit::Close { code, .. } => {
+                            self.close(id, code);
+                            break;
+                        }
+                        Transmit::Message(msg) => self.backend_receives(id, &msg),
+                    }
+                }
+            }
+            let streams: Vec<StreamId> = self.mux.streams.keys().copied().collect();
+            for sid in streams {
+                while let Some(d) = self.mux.poll_delivery(sid, now) {
+                    moved = true;
+                    self.got.entry(sid).or_default().push(d);
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    fn backend_receives(&mut self, id: UpstreamId, msg: &[u8]) {
+        let frames = protocol::decode_message(msg).map(|f| f.count()).unwrap_or(0);
+        self.frames_seen.push(frames);
+        let Some(sock) = self.sockets.get_mut(&id) else { return };
+        if self.stalled.contains(&sock.tenant) || self.stalled_sockets.contains(&id) {
+            return;
+        }
+        let out = sock.session.handle_message(msg, &mut NoDb, self.now / 1000);
+        let now = self.now;
+        for reply in out.replies {
+            self.mux.handle_upstream_message(id, &reply, now);
+        }
+    }
+
+    /// Text messages a stream received, in order.
+    pub fn texts(&self, id: StreamId) -> Vec<String> {
+        let got = self.got.get(&id).map(Vec::as_slice).unwrap_or_default();
+        got.iter()
+            .filter_map(|d| match d {
+                Delivery::Text(t) => Some(t.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The stream's final delivery, if it ended.
+    pub fn last(&self, id: StreamId) -> Option<&Delivery> {
+        self.got.get(&id).and_then(|v| v.last()).filter(|d| d.is_final())
+    }
+}

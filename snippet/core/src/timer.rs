@@ -1,0 +1,150 @@
+//! Every deadline of the core behind one pair: [`Mux::poll_timeout`] says when the next
+//! one falls, [`Mux::handle_timeout`] acts on whatever is due. Request timeouts, connect
+//! and hand-over bounds, the watchdog, the heartbeat, the drain barrier's bound, the
+//! reconnect backoff and the idle TTL are all here.
+
+use protocol::StreamId;
+
+use crate::link::{Conn, Control, Link, PingKind, UpstreamId};
+use crate::{Action, Config, Delivery, Mux};
+
+/// When `link` next needs [`Mux::handle_timeout`], if ever.
+fn link_deadline(link: &Link, cfg: &Config) -> Option<u64> {
+    let (wd, hb) = (cfg.watchdog_ms, cfg.heartbeat_ms);
+    let mut at: Option<u64> = None;
+    let mut consider = |t: Option<u64>| {
+        if let Some(t) = t {
+            at = Some(at.map_or(t, |a| a.min(t)));
+        }
+    };
+    match link.conn {
+        Conn::Down => consider(link.retry_at.filter(|_| link.clients > 0 || link.requests > 0 || link.warm_until > 0)),
+        Conn::Connecting { since, .. } => consider(Some(since.saturating_add(wd))),
+        Conn::Up { .. } => {
+            consider(link.pending_since.map(|t| t.saturating_add(wd)));
+            if hb > 0 {
+                consider(link.heartbeat_sent.or(link.unanswered_since).map(|t| t.saturating_add(hb)));
+            }
+        }
+    }
+    consider(link.successor.map(|s| s.since.saturating_add(wd)));
+    consider(link.drain.map(|d| d.started.saturating_add(wd)));
+    if link.is_idle() {
+        consider(Some(link.last_used.saturating_add(cfg.upstream_idle_ms).max(link.warm_until)));
+    }
+    at
+}
+
+impl Mux {
+    /// The earliest time [`Mux::handle_timeout`] has work, if any.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        let wd = self.cfg.watchdog_ms;
+        let requests = self.deadlines.first().map(|(t, _)| *t);
+        let closing = self.closing.values().map(|(_, _, since)| since.saturating_add(wd));
+        let links = self.links.values().filter_map(|l| link_deadline(l, &self.cfg));
+        requests.into_iter().chain(closing).chain(links).min()
+    }
+
+    /// Acts on every deadline that has passed by `now`.
+    pub fn handle_timeout(&mut self, now: u64) {
+        while let Some(&(t, id)) = self.deadlines.first() {
+            if t > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            self.expire_request(id);
+        }
+        // A pump told to close that never came: its context is gone.
+        let wd = self.cfg.watchdog_ms;
+        let stale: Vec<UpstreamId> = self
+            .closing
+            .iter()
+            .filter(|(_, (_, _, since))| since.saturating_add(wd) <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            self.closing.remove(&id);
+            self.actions.push_back(Action::Abandon(id));
+        }
+        let tenants: Vec<String> = self.links.keys().cloned().collect();
+        for tenant in tenants {
+            self.check_link(&tenant, now);
+        }
+    }
+
+    /// An HTTP request's deadline passed: it gets a 504.
+    fn expire_request(&mut self, id: StreamId) {
+        let waited = self.cfg.request_timeout_ms;
+        let Some(s) = self.streams.get_mut(&id).filter(|s| !s.detached) else { return };
+        s.inbox.clear();
+        self.counters.errors += 1;
+        self.counters.timeouts += 1;
+        self.deliver(
+            id,
+            Delivery::Failed {
+                status: 504,
+                reason: "no reply from the backend in time",
+                detail: format!("stream {id}: no reply within REQUEST_TIMEOUT_MS = {waited} ms"),
+            },
+        );
+    }
+
+    /// A context that should have made progress on `id` did not within the watchdog's
+    /// bound: it is presumed gone, its task is dropped, and the connection counts as lost.
+    fn trip(&mut self, id: UpstreamId, why: &str, now: u64) {
+        self.counters.watchdog_trips += 1;
+        self.actions.push_back(Action::Abandon(id));
+        self.link_lost(id, why, now);
+    }
+
+    fn check_link(&mut self, tenant: &str, now: u64) {
+        let (wd, hb) = (self.cfg.watchdog_ms, self.cfg.heartbeat_ms);
+        let Some(link) = self.links.get(tenant) else { return };
+        let due = |t: u64| t.saturating_add(wd) <= now;
+        if let Some(s) = link.successor.filter(|s| due(s.since)) {
+            // The current connection carries on.
+            self.trip(s.id, &format!("hand-over: the successor did not open within WATCHDOG_MS = {wd} ms"), now);
+            return;
+        }
+        if let Some(d) = link.drain.filter(|d| due(d.started)) {
+            let why = format!("hand-over: the old upstream did not answer its barrier within WATCHDOG_MS = {wd} ms");
+            self.end_upstream(d.id, 1011, "hand-over barrier timed out", &why, now);
+            return;
+        }
+        match link.conn {
+            Conn::Connecting { id, since, .. } if due(since) => {
+                self.trip(id, &format!("connect attempt did not finish within WATCHDOG_MS = {wd} ms"), now);
+                return;
+            }
+            Conn::Up { id, .. } => {
+                if link.pending_since.is_some_and(due) {
+                    self.trip(id, &format!("watchdog: queued frames saw no send for {wd} ms"), now);
+                    return;
+                }
+                let silent_since = link.heartbeat_sent;
+                if hb > 0 && silent_since.is_some_and(|t| t.saturating_add(hb) <= now) {
+                    self.counters.heartbeat_failures += 1;
+                    let why =
+                        format!("heartbeat: no answer to a ping within HEARTBEAT_MS = {hb} ms while replies were owed");
+                    self.end_upstream(id, 1011, "backend silent", &why, now);
+                    return;
+                }
+                if hb > 0
+                    && silent_since.is_none()
+                    && link.unanswered_since.is_some_and(|t| t.saturating_add(hb) <= now)
+                {
+                    if let Some(l) = self.links.get_mut(tenant) {
+                        l.heartbeat_sent = Some(now);
+                    }
+                    self.queue_control(tenant, Control::Ping(PingKind::Heartbeat), now);
+                    return;
+                }
+            }
+            Conn::Down | Conn::Connecting { .. } => {}
+        }
+        let Some(link) = self.links.get(tenant) else { return };
+        if link.is_idle() && link.last_used.saturating_add(self.cfg.upstream_idle_ms) <= now && link.warm_until <= now {
+            self.evict(tenant, now);
+        }
+    }
+}
