@@ -153,7 +153,9 @@ pub fn settle(here: Here, ctx: Option<&JsValue>) {
                 mine
             });
             if mine {
-                settle(here, None);
+                // Whoever armed the timer may be gone (a client that left cannot own an
+                // upstream); a timer's context owns what it opens as a bounded owner.
+                settle(Here::Background, None);
             }
         });
     }

@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod load;
 pub mod snippet_stats;
+pub mod soak;
 pub mod stack;
 pub mod stats;
 pub mod token;
@@ -37,6 +38,9 @@ pub enum Cmd {
     Stats(snippet_stats::StatsOpts),
     /// Start the stack and measure the snippet against direct access (see BENCHMARKS.md).
     Bench(bench::BenchOpts),
+    /// Churn clients across many tenants through a small pool, checking every reply,
+    /// counts at rest and memory against a pass-through Worker (see BENCHMARKS.md).
+    Soak(soak::SoakOpts),
     /// Mint an HS256 JWT for the snippet; prints the token alone on the last line of stdout.
     Token(token::TokenOpts),
 }
@@ -62,6 +66,16 @@ pub async fn run(opts: Opts) -> Result<ExitCode> {
                 print!("{}", bench::text(&report));
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Soak(o) => {
+            let report = soak::run(o).await?;
+            if opts.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", soak::text(&report));
+            }
+            let clean = report.errors.is_empty() && report.ok == report.sent;
+            Ok(if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Cmd::Stats(s) => {
             snippet_stats::run(s, opts.json).await?;

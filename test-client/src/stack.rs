@@ -21,6 +21,8 @@ pub struct Worker {
     child: Option<Child>,
     /// Its HTTP port on 127.0.0.1.
     pub port: u16,
+    /// Its DevTools inspector port on 127.0.0.1.
+    pub inspector: u16,
     log: PathBuf,
     dir: PathBuf,
     args: Vec<String>,
@@ -57,7 +59,7 @@ impl Worker {
             args.push("--var".into());
             args.push(format!("{k}:{v}"));
         }
-        let mut w = Worker { child: None, port, log, dir: dir.to_owned(), args, prefix: String::new() };
+        let mut w = Worker { child: None, port, inspector, log, dir: dir.to_owned(), args, prefix: String::new() };
         w.start(root)?;
         Ok(w)
     }
@@ -112,13 +114,13 @@ impl Worker {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Resident memory (KiB) of the `workerd` processes this worker's `wrangler dev`
-    /// started (found by process group), or `None` when none runs. What the runtime
-    /// holds outside the isolate (e.g. queued socket writes) shows only here.
-    pub fn workerd_rss_kb(&self) -> Option<u64> {
-        let pgid = self.child.as_ref()?.id();
-        let mut total = None;
-        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+    /// The `workerd` processes this worker's `wrangler dev` started (found by process
+    /// group).
+    fn workerd_pids(&self) -> Vec<(std::path::PathBuf, i32)> {
+        let Some(pgid) = self.child.as_ref().map(Child::id) else { return Vec::new() };
+        let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+        let mut pids = Vec::new();
+        for entry in dir.flatten() {
             let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
             // "pid (comm) state ppid pgrp …": comm may hold spaces, so split after ')'.
             let Some((head, rest)) = stat.rsplit_once(')') else { continue };
@@ -126,12 +128,39 @@ impl Worker {
             if !head.ends_with("workerd") || fields.get(2).and_then(|g| g.parse::<u32>().ok()) != Some(pgid) {
                 continue;
             }
-            let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
-            let rss = status.lines().find_map(|l| l.strip_prefix("VmRSS:"));
-            let kb = rss.and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()).unwrap_or(0);
-            total = Some(total.unwrap_or(0) + kb);
+            if let Some(pid) = head.split_whitespace().next().and_then(|p| p.parse().ok()) {
+                pids.push((entry.path(), pid));
+            }
         }
-        total
+        pids
+    }
+
+    /// Resident memory (KiB) of the `workerd` processes this worker's `wrangler dev`
+    /// started, or `None` when none runs. What the runtime holds outside the isolate
+    /// (e.g. queued socket writes) shows only here.
+    pub fn workerd_rss_kb(&self) -> Option<u64> {
+        let pids = self.workerd_pids();
+        if pids.is_empty() {
+            return None;
+        }
+        let kb = pids.iter().map(|(dir, _)| {
+            let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
+            let rss = status.lines().find_map(|l| l.strip_prefix("VmRSS:"));
+            rss.and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()).unwrap_or(0)
+        });
+        Some(kb.sum())
+    }
+
+    /// Freezes (`SIGSTOP`) or thaws (`SIGCONT`) the runtime: its sockets stay open but
+    /// nothing answers — a stalled backend, as the heartbeat must find it.
+    pub fn freeze(&self, frozen: bool) {
+        let sig = if frozen { libc::SIGSTOP } else { libc::SIGCONT };
+        for (_, pid) in self.workerd_pids() {
+            // SAFETY: kill(2) with a pid we just read from /proc; no memory is involved.
+            unsafe {
+                libc::kill(pid, sig);
+            }
+        }
     }
 
     /// Base URL of the tenant routes, e.g. `http://127.0.0.1:8787` or
@@ -170,8 +199,11 @@ impl Drop for Worker {
 pub struct StackOpts {
     /// Extra `--var`s for the snippet (limits, test routes, …).
     pub snippet_vars: Vec<(String, String)>,
-    /// Tenant the snippet's upstream goes to.
+    /// Tenant that the snippet worker's [`Worker::http`] and [`Worker::ws`] address
+    /// (default: the unprefixed routes, tenant `default`).
     pub tenant: Option<String>,
+    /// Extra `--var`s for the backend.
+    pub backend_vars: Vec<(String, String)>,
     /// Start the snippet without `AUTH_SECRET` (to see it fail closed, or with
     /// `ALLOW_ANONYMOUS` in `snippet_vars`).
     pub no_auth_secret: bool,
@@ -279,7 +311,8 @@ impl Stack {
         let backend_port = free_port()?;
         let snippet_port = free_port()?;
         let tenant = opts.tenant.clone().unwrap_or_else(|| "default".into());
-        let backend_vars = vec![("BACKEND_TOKEN".to_owned(), token.clone())];
+        let mut backend_vars = vec![("BACKEND_TOKEN".to_owned(), token.clone())];
+        backend_vars.extend(opts.backend_vars);
         let mut snippet_vars = snippet_vars(&token, backend_port);
         // Blank, not absent: `wrangler dev` would otherwise take .dev.vars' AUTH_SECRET.
         let secret = if opts.no_auth_secret { String::new() } else { auth_secret.clone() };
@@ -322,6 +355,16 @@ impl Stack {
         all.extend(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         let log = self.dir.join(format!("snippet-{tenant}.log"));
         let mut w = Worker::spawn(&self.root, &self.root, port, &all, log, &self.dir.join("state"))?.address(tenant);
+        wait_ready(&mut w, "/")?;
+        Ok(w)
+    }
+
+    /// Starts the Worker in `dir` (relative to the repository) with `vars`: a control
+    /// worker such as the soak's pass-through.
+    pub fn extra_worker(&self, dir: &str, vars: &[(String, String)]) -> Result<Worker> {
+        let port = free_port()?;
+        let log = self.dir.join(format!("{}.log", dir.replace('/', "-")));
+        let mut w = Worker::spawn(&self.root, &self.root.join(dir), port, vars, log, &self.dir.join("state"))?;
         wait_ready(&mut w, "/")?;
         Ok(w)
     }

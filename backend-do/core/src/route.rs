@@ -72,6 +72,12 @@ pub fn parse(path: &str) -> Result<(&str, Endpoint), RouteError> {
     Ok((tenant, endpoint))
 }
 
+/// Whether `tenant` is on a comma-separated list (an operator var such as
+/// `MAINTENANCE_TENANTS`); blanks around names are ignored.
+pub fn listed(list: &str, tenant: &str) -> bool {
+    list.split(',').any(|t| t.trim() == tenant)
+}
+
 /// Compares two byte strings in time that depends only on their lengths.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
@@ -92,6 +98,13 @@ pub fn authorized(header: Option<&str>, token: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tenant_is_listed_by_its_whole_name() {
+        assert!(listed("a, b ,c", "b"));
+        assert!(!listed("ab,c", "a"));
+        assert!(!listed("", "a"));
+    }
 
     #[test]
     fn routes() {

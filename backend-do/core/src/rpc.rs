@@ -1,5 +1,5 @@
 //! JSON-RPC 2.0 (single and batch) with the methods `ping`, `echo`, `whoami`, `sql`,
-//! `broadcast` and `stats`, plus the original design's `POST /query` body
+//! `broadcast` and `stats`, plus the `POST /query` body
 //! `{ "sql": …, "params": [...] }`. One handler serves every entry point, and every call
 //! is authorized from its [`Caller`] (see [`crate::authz`]).
 

@@ -43,7 +43,7 @@ fn sql_rows_survive_a_restart_of_the_runtime() {
     let rt = runtime();
     let query = |sql: &str, params: Value| json!({ "sql": sql, "params": params });
     rt.block_on(async {
-        // Through the snippet's shared upstream (POST /query, the original design's shape)…
+        // Through the snippet's shared upstream (POST /query, the {sql, params} shape)…
         let url = format!("{}/query", stack.snippet.http());
         let (s, b) = post(
             &url,

@@ -25,7 +25,7 @@ pub fn start_with(vars: &[(&str, &str)], tenant: Option<&str>) -> Stack {
     let opts = StackOpts {
         snippet_vars: vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
         tenant: tenant.map(str::to_owned),
-        no_auth_secret: false,
+        ..StackOpts::default()
     };
     Stack::start(opts).expect("stack starts")
 }

@@ -9,3 +9,4 @@ mod common;
 mod limits;
 mod proxy;
 mod resilience;
+mod tenants;

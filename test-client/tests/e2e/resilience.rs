@@ -101,8 +101,11 @@ fn owners_are_handed_over_under_load_without_losing_anything() {
 #[test]
 fn backend_restart_mid_load_gives_every_request_a_reply_or_a_clear_error() {
     let _one = one_at_a_time();
-    let mut stack = start(&[("RECONNECT_MAX_MS", "2000")]);
+    // Short timeouts, so that "at rest for 2 × the longest of them" is seconds.
+    let timeouts = [("REQUEST_TIMEOUT_MS", "3000"), ("WATCHDOG_MS", "2000"), ("UPSTREAM_IDLE_MS", "2000")];
+    let mut stack = start(&[&[("RECONNECT_MAX_MS", "2000")][..], &timeouts].concat());
     let rt = runtime();
+    let baseline = rt.block_on(stack.snippet_stats()).expect("stats");
     let ws = LoadOpts {
         clients: 8,
         duration: Some(4.0),
@@ -165,5 +168,17 @@ fn backend_restart_mid_load_gives_every_request_a_reply_or_a_clear_error() {
         assert!(n(&s, "framesSent") >= n(&s, "batchesSent"), "{s}");
         assert!(n(&s, "errors") > 0, "the outage is counted: {s}");
         assert!(n(&s, "fallbacks") > 0, "HTTP requests went direct while the upstream was down: {s}");
+
+        // At rest for 2 × the longest timeout, nothing outlives its purpose: no task,
+        // stream, request or upstream beyond what an idle isolate holds.
+        tokio::time::sleep(Duration::from_millis(6_000)).await;
+        let rest = stats_until(&stack, |s| s["liveTasks"] == baseline["liveTasks"] && s["upstreamsOpen"] == 0).await;
+        eprintln!(
+            "at rest: liveTasks {} (baseline {}), wasmMemoryBytes {}",
+            rest["liveTasks"], baseline["liveTasks"], rest["wasmMemoryBytes"]
+        );
+        for field in ["liveTasks", "pendingRequests", "activeClients", "streamsHeld", "upstreamsOpen"] {
+            assert_eq!(rest[field], baseline[field], "{field} back to its baseline: {rest}");
+        }
     });
 }

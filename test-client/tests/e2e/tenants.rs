@@ -1,0 +1,221 @@
+//! Many tenants through one snippet: one upstream per tenant's Durable Object, the pool's
+//! bounds, one tenant's outage kept from the others, the heartbeat against a frozen
+//! backend, and keep-warm through the scheduled handler.
+
+use std::time::{Duration, Instant};
+
+use futures_util::SinkExt;
+use serde_json::{json, Value};
+use test_client::stack::{Stack, StackOpts};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::common::*;
+
+/// `ws://…/db/{tenant}{route}` on the snippet.
+fn ws_url(stack: &Stack, tenant: &str, route: &str) -> String {
+    format!("{}/db/{tenant}{route}", stack.snippet.origin().replacen("http", "ws", 1))
+}
+
+fn http_url(stack: &Stack, tenant: &str, route: &str) -> String {
+    format!("{}/db/{tenant}{route}", stack.snippet.origin())
+}
+
+/// The Durable Object's own counters for `tenant`, asked directly.
+async fn do_stats(stack: &Stack, tenant: &str) -> Value {
+    let body = json!({ "jsonrpc": "2.0", "method": "stats", "id": 1 });
+    let (status, v) = post(&format!("{}/db/{tenant}/rpc", stack.backend.http()), Some(&stack.token), &body).await;
+    assert_eq!(status, 200, "{v}");
+    v["result"].clone()
+}
+
+#[test]
+fn twenty_tenants_each_get_one_upstream_and_only_their_own_database() {
+    let _one = one_at_a_time();
+    let stack = start(&[]);
+    runtime().block_on(async {
+        let tenants: Vec<String> = (0..20).map(|i| format!("room-{i}")).collect();
+        let mut clients = Vec::new();
+        for t in &tenants {
+            for c in 0..2 {
+                let mut ws = ws_connect(&ws_url(&stack, t, "/ws"), Some(&stack.client_token)).await.expect("ws");
+                let tag = format!("{t}/{c}");
+                assert_eq!(rpc(&mut ws, "echo", json!([tag]), 1).await["result"], json!([tag]));
+                clients.push(ws);
+            }
+            // Each tenant's SQL lands in its own Durable Object.
+            let q = |sql: &str, params: Value| json!({ "sql": sql, "params": params });
+            let url = http_url(&stack, t, "/query");
+            let tok = Some(stack.client_token.as_str());
+            assert_eq!(post(&url, tok, &q("create table if not exists who (name text)", json!([]))).await.0, 200);
+            assert_eq!(post(&url, tok, &q("insert into who values (?)", json!([t]))).await.0, 200);
+            let (status, rows) = post(&url, tok, &q("select name from who", json!([]))).await;
+            assert_eq!(status, 200, "{rows}");
+            assert_eq!(rows["rows"], json!([[t]]), "tenant {t} sees only its own rows");
+        }
+        let s = stack.snippet_stats().await.expect("stats");
+        assert_eq!(n(&s, "upstreamsOpen"), 20, "{s}");
+        assert_eq!(n(&s, "backendConnects"), 20, "one upstream per tenant: {s}");
+        assert_eq!(n(&s, "activeClients"), 40, "{s}");
+        let listed = s["upstreams"].as_array().expect("upstreams");
+        assert_eq!(listed.len(), 20, "{s}");
+        assert!(listed.iter().all(|u| u["connected"] == true && u["streams"] == 2), "{s}");
+        for t in ["room-0", "room-19"] {
+            let d = do_stats(&stack, t).await;
+            assert_eq!(d["sockets"], 1, "the object of {t} sees one socket for its two clients: {d}");
+        }
+        drop(clients);
+    });
+    stack.assert_clean_logs().expect("clean logs");
+}
+
+#[test]
+fn malformed_tenant_names_are_refused_with_400_before_any_upstream_work() {
+    let _one = one_at_a_time();
+    let stack = start(&[]);
+    runtime().block_on(async {
+        let long = "x".repeat(65);
+        for url in [ws_url(&stack, "bad%20name", "/ws"), ws_url(&stack, &long, "/ws/echo")] {
+            assert_eq!(ws_connect(&url, Some(&stack.client_token)).await.err(), Some(400), "{url}");
+        }
+        let (status, body) = post(&http_url(&stack, "a;b", "/rpc"), None, &json!({})).await;
+        assert_eq!(status, 400, "refused before the door asks for a token: {body}");
+        assert!(body["error"].as_str().is_some_and(|e| e.contains("tenant names")), "{body}");
+        let s = stack.snippet_stats().await.expect("stats");
+        assert_eq!(n(&s, "connectAttempts"), 0, "{s}");
+    });
+}
+
+#[test]
+fn a_full_pool_refuses_a_new_tenant_with_503_until_a_slot_is_idle() {
+    let _one = one_at_a_time();
+    let stack = start(&[("MAX_UPSTREAMS", "2")]);
+    runtime().block_on(async {
+        let tok = Some(stack.client_token.as_str());
+        let mut a = ws_connect(&ws_url(&stack, "a", "/ws"), tok).await.expect("a");
+        let mut b = ws_connect(&ws_url(&stack, "b", "/ws"), tok).await.expect("b");
+        assert_eq!(rpc(&mut a, "ping", json!([]), 1).await["result"], "pong");
+        assert_eq!(rpc(&mut b, "ping", json!([]), 1).await["result"], "pong");
+        assert_eq!(ws_connect(&ws_url(&stack, "c", "/ws"), tok).await.err(), Some(503), "refused before the upgrade");
+        let res = reqwest::Client::new()
+            .post(http_url(&stack, "c", "/rpc"))
+            .bearer_auth(&stack.client_token)
+            .json(&json!({ "jsonrpc": "2.0", "method": "ping", "id": 1 }))
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(res.status().as_u16(), 503);
+        assert!(res.headers().get("Retry-After").is_some(), "with a retry time");
+        // The busy tenants are untouched; when a's client leaves, its slot is idle and c takes it.
+        assert_eq!(rpc(&mut b, "ping", json!([]), 2).await["result"], "pong");
+        a.close(None).await.expect("close");
+        drop(a);
+        stats_until(&stack, |s| s["activeClients"] == 1).await;
+        let mut c = ws_connect(&ws_url(&stack, "c", "/ws"), tok).await.expect("c gets a's slot");
+        assert_eq!(rpc(&mut c, "ping", json!([]), 1).await["result"], "pong");
+        assert_eq!(rpc(&mut b, "ping", json!([]), 3).await["result"], "pong");
+        let s = stack.snippet_stats().await.expect("stats");
+        assert_eq!(n(&s, "upstreamsOpen"), 2, "{s}");
+        assert_eq!(n(&s, "poolEvictions"), 1, "{s}");
+        assert_eq!(n(&s, "poolRefusals"), 2, "{s}");
+        assert_eq!(n(&s, "errors"), 0, "{s}");
+    });
+    stack.assert_clean_logs().expect("clean logs");
+}
+
+/// A tenant whose backend refuses it (an operator's maintenance list) fails clearly, again
+/// and again, while a client of another tenant on the same isolate is answered throughout.
+#[test]
+fn a_tenant_in_maintenance_never_errors_another_tenant() {
+    let _one = one_at_a_time();
+    let stack = Stack::start(StackOpts {
+        backend_vars: vec![("MAINTENANCE_TENANTS".into(), "down".into())],
+        snippet_vars: vec![("RECONNECT_MAX_MS".into(), "500".into())],
+        ..StackOpts::default()
+    })
+    .expect("stack");
+    runtime().block_on(async {
+        let tok = stack.client_token.clone();
+        let abuse = async {
+            let mut outcomes = Vec::new();
+            for i in 0..20 {
+                if i % 2 == 0 {
+                    let mut ws = ws_connect(&ws_url(&stack, "down", "/ws"), Some(&tok)).await.expect("upgrade");
+                    let _ = ws.send(Message::Text(r#"{"jsonrpc":"2.0","method":"ping","id":1}"#.into())).await;
+                    outcomes.push(format!("ws close {:?}", close_frame(&mut ws, 10).await.flatten().map(|c| c.0)));
+                } else {
+                    let body = json!({ "jsonrpc": "2.0", "method": "ping", "id": 1 });
+                    outcomes
+                        .push(format!("http {}", post(&http_url(&stack, "down", "/rpc"), Some(&tok), &body).await.0));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            outcomes
+        };
+        let (outcomes, unloaded, loaded) = with_bystander(&stack, abuse).await;
+        eprintln!("tenant down: {outcomes:?}; bystander p99 {loaded:.2} ms vs {unloaded:.2} ms");
+        for o in &outcomes {
+            assert!(
+                ["ws close Some(1012)", "http 502", "http 503"].contains(&o.as_str()),
+                "every call to the tenant in maintenance fails clearly: {outcomes:?}"
+            );
+        }
+        let s = stack.snippet_stats().await.expect("stats");
+        let up = |t: &str| s["upstreams"].as_array().and_then(|l| l.iter().find(|u| u["tenant"] == t)).cloned();
+        let default = up("default").expect("listed");
+        assert_eq!(default["errors"], 0, "{s}");
+        assert_eq!(default["connected"], true, "{s}");
+        assert!(up("down").is_some_and(|d| d["errors"].as_u64() > Some(0)), "{s}");
+    });
+}
+
+/// A backend that stops answering (its process frozen, sockets open) is found by the
+/// heartbeat within 2 × HEARTBEAT_MS: a request waiting on it gets a clear 502 long before
+/// its own timeout, and the proxy reconnects once the backend answers again.
+#[test]
+fn a_frozen_backend_is_found_by_the_heartbeat_within_its_bound() {
+    let _one = one_at_a_time();
+    let stack = start(&[("HEARTBEAT_MS", "1000"), ("REQUEST_TIMEOUT_MS", "20000"), ("RECONNECT_MAX_MS", "500")]);
+    runtime().block_on(async {
+        let mut ws = bystander(&stack).await;
+        stack.backend.freeze(true);
+        let asked = Instant::now();
+        let body = json!({ "jsonrpc": "2.0", "method": "ping", "id": 1 });
+        let res = tokio::time::timeout(
+            Duration::from_secs(10),
+            post(&format!("{}/rpc", stack.snippet.http()), Some(&stack.client_token), &body),
+        )
+        .await;
+        let waited = asked.elapsed();
+        stack.backend.freeze(false);
+        let (status, reply) = res.expect("answered within 10 s, not REQUEST_TIMEOUT_MS");
+        eprintln!("frozen backend: {status} after {waited:?}: {reply}");
+        assert_eq!(status, 502, "{reply}");
+        assert!(waited < Duration::from_millis(4_000), "found within 2 × HEARTBEAT_MS (+ slack): {waited:?}");
+        assert_eq!(close_frame(&mut ws, 5).await.flatten().map(|c| c.0), Some(1012), "the client hears it too");
+        let s = stats_until(&stack, |s| s["heartbeatFailures"].as_u64() >= Some(1)).await;
+        assert_eq!(n(&s, "heartbeatFailures"), 1, "{s}");
+        // The backend answers again: a new client is served.
+        let mut again = bystander(&stack).await;
+        assert_eq!(rpc(&mut again, "echo", json!(["back"]), 2).await["result"], json!(["back"]));
+    });
+}
+
+#[test]
+fn keep_warm_pings_listed_tenants_through_the_scheduled_handler() {
+    let _one = one_at_a_time();
+    let stack = start(&[("KEEP_WARM_TENANTS", "warm-1,warm-2")]);
+    runtime().block_on(async {
+        let res = reqwest::get(format!("{}/__scheduled?cron=*+*+*+*+*", stack.snippet.origin())).await.expect("GET");
+        assert_eq!(res.status().as_u16(), 200, "{}", res.text().await.unwrap_or_default());
+        let s = stats_until(&stack, |s| s["keepWarmPongs"].as_u64() >= Some(2)).await;
+        assert_eq!(n(&s, "keepWarmPings"), 2, "{s}");
+        assert_eq!(n(&s, "keepWarmPongs"), 2, "both answered: {s}");
+        let tenants: Vec<&str> =
+            s["upstreams"].as_array().expect("list").iter().filter_map(|u| u["tenant"].as_str()).collect();
+        assert!(tenants.contains(&"warm-1") && tenants.contains(&"warm-2"), "{s}");
+        for t in ["warm-1", "warm-2"] {
+            assert_eq!(do_stats(&stack, t).await["sockets"], 1, "{t}'s object has the snippet's upstream");
+        }
+    });
+    stack.assert_clean_logs().expect("clean logs");
+}
