@@ -14,6 +14,11 @@ use wasm_bindgen::prelude::*;
 use crate::js;
 use crate::state;
 
+/// How long past its own deadline a waiting request keeps pending I/O (see `hold_for`):
+/// ample for a wake from another context to arrive (they are delivered as events, not
+/// timed), and short next to anything a client would wait for.
+const HOLD_MARGIN_MS: f64 = 2_000.0;
+
 /// Proxies one HTTP request over `tenant`'s upstream on behalf of `identity`.
 pub async fn proxy(
     req: web_sys::Request,
@@ -53,16 +58,17 @@ pub async fn proxy(
     state::settle(Here::Request, Some(ctx));
 
     // Our own timer: the pending I/O that keeps this context alive while it waits, and
-    // the core's deadline for it (handled by `settle` when it fires).
+    // the core's deadline for it (handled by `settle` when it fires). Another context may
+    // handle that deadline first and wake us; the hold covers the moment between our
+    // timer firing and that wake arriving.
+    let wait = state::with(|s| s.mux.config().request_timeout_ms) as f64;
+    js::hold_for(wait + HOLD_MARGIN_MS);
     let mut timer: Option<Pin<Box<dyn Future<Output = ()>>>> = None;
     let reply = poll_fn(|cx| loop {
         if let Poll::Ready(d) = state::poll_delivery(id, cx) {
             return Poll::Ready(d);
         }
-        let t = timer.get_or_insert_with(|| {
-            let wait = state::with(|s| s.mux.config().request_timeout_ms);
-            Box::pin(js::sleep(wait as f64 + 1.0))
-        });
+        let t = timer.get_or_insert_with(|| Box::pin(js::sleep(wait + 1.0)));
         if t.as_mut().poll(cx).is_pending() {
             return Poll::Pending;
         }

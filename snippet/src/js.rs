@@ -87,6 +87,15 @@ pub fn random_u64() -> u64 {
     (js_sys::Math::random() * 2f64.powi(53)) as u64 ^ ((js_sys::Math::random() * 2f64.powi(32)) as u64) << 21
 }
 
+/// Registers a timer in the current context that does nothing when it fires: pending I/O
+/// of this context for `ms`. A waiting request whose own timer has fired, and whose wake
+/// was resolved by another context but not yet delivered to it, would otherwise look hung
+/// to workerd and be cancelled (RUNTIME.md §3).
+pub fn hold_for(ms: f64) {
+    let r = timer_resolvers();
+    set_timeout(&r.resolve(), ms);
+}
+
 /// Sleeps in the current context. The timer is this context's own pending I/O, which
 /// also keeps workerd from cancelling a waiting request as hung (RUNTIME.md §3).
 pub async fn sleep(ms: f64) {

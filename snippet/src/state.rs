@@ -44,10 +44,16 @@ pub struct Shared {
     pub started_at: f64,
     /// Whether the vars were applied to the mux config.
     pub configured: bool,
+    /// The pump whose context keeps the core's timer: a pump lives as long as its
+    /// upstream's socket keeps its context alive, so its timer fires even at rest.
+    pub timekeeper: Option<UpstreamId>,
     /// The armed timer: when it fires, and its token (a newer timer supersedes it).
     pub timer: Option<(u64, u64)>,
     /// Tokens handed out to timers.
     pub timer_tokens: u64,
+    /// The task of the timer armed outside a pump, if any: dropped when superseded or
+    /// when nothing is left to time, so no sleeper outlives its purpose.
+    pub sleeper: Option<TaskId>,
 }
 
 thread_local! {
@@ -61,8 +67,10 @@ thread_local! {
         isolate_id: js::random_uuid(),
         started_at: js::now_ms(),
         configured: false,
+        timekeeper: None,
         timer: None,
         timer_tokens: 0,
+        sleeper: None,
     });
 }
 
@@ -87,19 +95,21 @@ pub fn poll_delivery(id: StreamId, cx: &mut Context<'_>) -> Poll<Option<Delivery
 
 /// A timer more than this late is presumed to have died with its context (production
 /// ends a context ~30 s after its response): the next caller arms a new one.
-const TIMER_STALE_MS: u64 = 1_000;
+pub const TIMER_STALE_MS: u64 = 1_000;
 
 /// Carries out what the core decided, after any input, in the current context `here`:
 /// deadlines that passed are handled, upstreams the core wants are opened here (this
 /// context owns them; `ctx`, an HTTP request's ExecutionContext, keeps it alive for them),
 /// sleepers are woken (a wake only resolves the sleeper's own promise), abandoned pumps
-/// are dropped, and the timer is armed for the next deadline.
+/// are dropped, and the timer is armed for the next deadline: by the timekeeping pump
+/// (see [`Shared::timekeeper`]) when there is one, else here.
 pub fn settle(here: Here, ctx: Option<&JsValue>) {
     let now = js::now();
     let mut connects = Vec::new();
     let mut wakers = Vec::new();
     let mut abandoned = Vec::new();
     let mut logs = Vec::new();
+    let mut stale_sleeper = None;
     let rearm = with(|s| {
         if s.mux.poll_timeout().is_some_and(|t| t <= now) {
             s.mux.handle_timeout(now);
@@ -119,13 +129,33 @@ pub fn settle(here: Here, ctx: Option<&JsValue>) {
                 Action::Log(line) => logs.push(line),
             }
         }
-        let next = s.mux.poll_timeout()?;
+        let Some(next) = s.mux.poll_timeout() else {
+            stale_sleeper = s.sleeper.take();
+            return None;
+        };
         let armed = s.timer.is_some_and(|(at, _)| at <= next && now <= at.saturating_add(TIMER_STALE_MS));
         if armed {
             return None;
         }
+        if let Some(keeper) = s.timekeeper {
+            if s.timer.is_none_or(|(at, _)| now <= at.saturating_add(TIMER_STALE_MS)) {
+                // The timekeeping pump re-arms for the earlier deadline.
+                s.timer = Some((next, 0));
+                stale_sleeper = s.sleeper.take();
+                wakers.extend(s.pump_wakers.remove(&keeper));
+                return None;
+            }
+            // Its context is gone; a timer here takes over.
+            s.timekeeper = None;
+        }
+        if here == Here::Request {
+            // An HTTP request's context ends with its response, and a timer there with
+            // it; it has its own timer for its own deadline. The next caller arms one.
+            return None;
+        }
         s.timer_tokens += 1;
         s.timer = Some((next, s.timer_tokens));
+        stale_sleeper = s.sleeper.take();
         Some((next, s.timer_tokens))
     });
     for line in logs {
@@ -136,19 +166,20 @@ pub fn settle(here: Here, ctx: Option<&JsValue>) {
         let task = executor::spawn(upstream::pump(id, url, token, here, keep_alive));
         with(|s| s.pump_tasks.insert(id, task));
     }
-    for task in abandoned {
+    for task in abandoned.into_iter().chain(stale_sleeper) {
         executor::cancel(task);
     }
     for w in wakers {
         w.wake();
     }
     if let Some((at, token)) = rearm {
-        executor::spawn(async move {
+        let task = executor::spawn(async move {
             js::sleep(at.saturating_sub(js::now()) as f64 + 1.0).await;
             let mine = with(|s| {
                 let mine = s.timer.is_some_and(|(_, t)| t == token);
                 if mine {
                     s.timer = None;
+                    s.sleeper = None;
                 }
                 mine
             });
@@ -158,5 +189,6 @@ pub fn settle(here: Here, ctx: Option<&JsValue>) {
                 settle(Here::Background, None);
             }
         });
+        with(|s| s.sleeper = Some(task));
     }
 }

@@ -3,7 +3,8 @@
 //! core, which wakes the pump; the pump asks the core what to send or whether to close.
 
 use std::cell::Cell;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
 use std::rc::Rc;
 use std::task::Poll;
 
@@ -12,6 +13,9 @@ use wasm_bindgen::prelude::*;
 
 use crate::js::{self, KeepAlive, Listeners};
 use crate::state;
+
+/// A sleep in this context.
+type Timer = Pin<Box<dyn Future<Output = ()>>>;
 
 /// The socket is gone (closed, failed, never opened): the core tells every stream on it.
 fn lost(id: UpstreamId, why: &str, here: Here) {
@@ -56,6 +60,10 @@ pub async fn pump(id: UpstreamId, url: String, token: String, here: Here, keep_a
     state::with(|s| {
         s.pump_tasks.remove(&id);
         s.pump_wakers.remove(&id);
+        if s.timekeeper == Some(id) {
+            s.timekeeper = None;
+            s.timer = None;
+        }
     });
     drop(keep_alive);
 }
@@ -72,20 +80,40 @@ async fn run(id: UpstreamId, url: &str, token: &str, here: Here) {
         return;
     }
     state::settle(here, None);
+    // The timekeeper's sleep: until when, and the timer.
+    let mut sleep: Option<(u64, Timer)> = None;
     loop {
-        let next = poll_fn(|cx| {
-            let next = state::with(|s| {
+        let next = poll_fn(|cx| loop {
+            let (next, deadline) = state::with(|s| {
                 let next = s.mux.poll_transmit(id, js::now());
                 if next.is_none() && !closed.get() {
                     s.pump_wakers.insert(id, cx.waker().clone());
                 }
-                next
+                // One pump keeps the core's timer: its context lives as long as its socket.
+                let keeper = *s.timekeeper.get_or_insert(id) == id;
+                let deadline = if keeper { s.mux.poll_timeout() } else { None };
+                if keeper {
+                    s.timer = deadline.map(|at| (at, 0));
+                }
+                (next, deadline)
             });
-            match next {
-                Some(t) => Poll::Ready(Some(t)),
-                None if closed.get() => Poll::Ready(None),
-                None => Poll::Pending,
+            if next.is_some() || closed.get() {
+                return Poll::Ready(next);
             }
+            let Some(at) = deadline else {
+                sleep = None;
+                return Poll::Pending;
+            };
+            if sleep.as_ref().map(|(t, _)| *t) != Some(at) {
+                let wait = at.saturating_sub(js::now()) as f64 + 1.0;
+                sleep = Some((at, Box::pin(js::sleep(wait))));
+            }
+            let fired = sleep.as_mut().is_some_and(|(_, f)| f.as_mut().poll(cx).is_ready());
+            if !fired {
+                return Poll::Pending;
+            }
+            sleep = None;
+            state::settle(here, None);
         })
         .await;
         match next {
