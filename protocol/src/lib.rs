@@ -222,4 +222,6 @@ pub fn decode_message(msg: &[u8]) -> Result<Frames<'_>, DecodeError> {
 }
 
 #[cfg(test)]
+mod golden;
+#[cfg(test)]
 mod tests;
