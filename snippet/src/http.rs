@@ -73,13 +73,13 @@ pub async fn proxy(
             return Poll::Pending;
         }
         timer = None;
-        state::settle(Here::Request, None);
+        state::settle(Here::Request, Some(ctx));
     })
     .await;
     state::with(|s| {
         s.stream_wakers.remove(&id);
     });
-    state::settle(Here::Request, None);
+    state::settle(Here::Request, Some(ctx));
     match reply {
         Some(Delivery::Response(r)) => js::response(r.status, &r.content_type, &r.body),
         Some(Delivery::Fallback(r)) => fallback(tenant, &r).await,

@@ -167,6 +167,11 @@ pub fn describe(err: &JsValue) -> String {
     err.as_string().unwrap_or_else(|| format!("{err:?}"))
 }
 
+thread_local! {
+    /// A rejection handler that does nothing (see [`connect_websocket`]); one per isolate.
+    static IGNORE_REJECTION: Closure<dyn FnMut(JsValue)> = Closure::new(|_: JsValue| {});
+}
+
 /// Opens a WebSocket to `url` (http/https/ws/wss) with a bearer token, accepts it and
 /// makes binary messages arrive as ArrayBuffer (RUNTIME.md §6).
 pub async fn connect_websocket(url: &str, token: &str) -> Result<web_sys::WebSocket, String> {
@@ -178,7 +183,14 @@ pub async fn connect_websocket(url: &str, token: &str) -> Result<web_sys::WebSoc
     }
     let init = web_sys::RequestInit::new();
     init.set_headers(&headers);
-    let response = JsFuture::from(global_fetch(&url, &init)).await.map_err(|e| describe(&e))?;
+    let fetched = global_fetch(&url, &init);
+    // A pump abandoned mid-connect (its watchdog passed) drops the future that awaits this
+    // promise; when the promise rejects later, workerd logs it as an uncaught error. A
+    // handler marks it handled; the await below still sees the rejection.
+    IGNORE_REJECTION.with(|ignore| {
+        let _ = fetched.catch(ignore);
+    });
+    let response = JsFuture::from(fetched).await.map_err(|e| describe(&e))?;
     let response: web_sys::Response = response.dyn_into().map_err(|_| "fetch returned no Response".to_owned())?;
     let ws = js_sys::Reflect::get(&response, &"webSocket".into()).unwrap_or(JsValue::NULL);
     if response.status() != 101 || ws.is_null() || ws.is_undefined() {

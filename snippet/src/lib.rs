@@ -11,6 +11,7 @@ mod cors;
 mod executor;
 mod http;
 mod js;
+mod site;
 mod state;
 mod stats;
 mod upstream;
@@ -108,14 +109,18 @@ async fn route(req: web_sys::Request, env: &JsValue, ctx: &JsValue) -> Result<we
     let path = url.pathname();
     let method = req.method();
     let test_routes = var(env, "SNIPPET_TEST_ROUTES").as_deref() == Some("1");
-    if (method.as_str(), path.as_str()) == ("GET", "/") {
-        return js::response(200, "text/plain; charset=utf-8", HELP.as_bytes());
+    match (method.as_str(), path.as_str()) {
+        ("GET", "/") if site::demo_enabled(var(env, "DEMO_PAGE").as_deref()) => return site::demo(),
+        ("GET", "/" | "/help") => return js::response(200, "text/plain; charset=utf-8", HELP.as_bytes()),
+        ("GET", "/client.js") => return site::client_js(),
+        _ => {}
     }
     let routed = tenant::route(&path);
     let (need, tenant) = match (&routed, path.as_str()) {
         (Routed::Tenant(t, _), _) => (Some(Need::Connect), *t),
-        // A malformed name never reaches the door or an upstream.
-        (Routed::BadTenant, _) => return js::json_error(400, tenant::RULE),
+        // A malformed name never reaches the door or an upstream (answered below, once the
+        // origin is known, so an allowed page can read why).
+        (Routed::BadTenant, _) => (None, ""),
         (Routed::Other, "/__stats") if state::with(|s| s.door.stats_public) => (None, ""),
         (Routed::Other, "/__stats") => (Some(Need::Admin), ""),
         (Routed::Other, "/__test/warm") if test_routes => (Some(Need::Admin), ""),
@@ -131,14 +136,22 @@ async fn route(req: web_sys::Request, env: &JsValue, ctx: &JsValue) -> Result<we
     if method == "OPTIONS" {
         return cors::preflight(origin.as_deref());
     }
+    // Refusals carry CORS headers too: a page on an allowed origin can then tell a refusal
+    // (stop and say why) from a network failure (retry).
+    let refused = |r: Result<web_sys::Response, JsValue>| r.inspect(|r| cors::decorate(r, origin.as_deref()));
+    if routed == Routed::BadTenant {
+        return refused(js::json_error(400, tenant::RULE));
+    }
     let identity = match need {
         None => mux_core::Identity::default(),
         Some(need) => {
             let websocket = matches!(routed, Routed::Tenant(_, Endpoint::Ws | Endpoint::WsEcho));
             match auth::admit(&door, &req, &url, tenant, need, websocket).await {
                 Ok(identity) => identity,
-                Err(auth::Refusal::Auth(e)) => return js::refuse(&e),
-                Err(auth::Refusal::Server(detail)) => return js::fail(500, "authentication is misconfigured", &detail),
+                Err(auth::Refusal::Auth(e)) => return refused(js::refuse(&e)),
+                Err(auth::Refusal::Server(detail)) => {
+                    return refused(js::fail(500, "authentication is misconfigured", &detail))
+                }
             }
         }
     };
@@ -186,13 +199,16 @@ pub fn scheduled(_event: JsValue, env: JsValue, ctx: JsValue) -> js_sys::Promise
 }
 
 const HELP: &str = "snippet-proxy\n\
+GET  /                       the demo room (DEMO_PAGE=off: this text)\n\
+GET  /help                   this text\n\
+GET  /client.js              the browser client library (an ES module)\n\
 GET  /db/{tenant}/ws        WebSocket: JSON-RPC to the tenant's backend over its shared upstream\n\
 GET  /db/{tenant}/ws/echo   WebSocket: raw echo service\n\
 POST /db/{tenant}/rpc       JSON-RPC over the shared upstream\n\
 POST /db/{tenant}/query     {\"sql\": ..., \"params\": [...]} over the shared upstream\n\
 (/ws, /ws/echo, /rpc, /query: the same for tenant default)\n\
-GET  /__stats   this isolate's counters (JSON; an operator token)\n\
-Every route but this one needs a bearer token: Authorization: Bearer <jwt>,\n\
+GET  /__stats                this isolate's counters (JSON; an operator token)\n\
+Every route but the first three needs a bearer token: Authorization: Bearer <jwt>,\n\
 ?access_token=<jwt>, or a Sec-WebSocket-Protocol entry bearer.<jwt>.\n";
 
 /// Test-only (`SNIPPET_TEST_ROUTES=1`): makes `n` wake promises through the executor's

@@ -137,16 +137,19 @@ pub fn settle(here: Here, ctx: Option<&JsValue>) {
         if armed {
             return None;
         }
-        if let Some(keeper) = s.timekeeper {
-            if s.timer.is_none_or(|(at, _)| now <= at.saturating_add(TIMER_STALE_MS)) {
-                // The timekeeping pump re-arms for the earlier deadline.
-                s.timer = Some((next, 0));
-                stale_sleeper = s.sleeper.take();
-                wakers.extend(s.pump_wakers.remove(&keeper));
-                return None;
-            }
-            // Its context is gone; a timer here takes over.
+        if s.timekeeper.is_some() && s.timer.is_some_and(|(at, _)| now > at.saturating_add(TIMER_STALE_MS)) {
+            // Its context is gone; another pump, or a timer here, takes over.
             s.timekeeper = None;
+        }
+        // A pump keeps the timer when there is one: the keeper re-arms for the earlier
+        // deadline, or a parked pump is made the keeper.
+        let keeper = s.timekeeper.or_else(|| s.pump_wakers.keys().next().copied());
+        if let Some(keeper) = keeper {
+            s.timekeeper = Some(keeper);
+            s.timer = Some((next, 0));
+            stale_sleeper = s.sleeper.take();
+            wakers.extend(s.pump_wakers.remove(&keeper));
+            return None;
         }
         if here == Here::Request {
             // An HTTP request's context ends with its response, and a timer there with

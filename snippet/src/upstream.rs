@@ -65,6 +65,8 @@ pub async fn pump(id: UpstreamId, url: String, token: String, here: Here, keep_a
             s.timer = None;
         }
     });
+    // Another pump takes the timer over, if it was ours.
+    state::settle(here, None);
     drop(keep_alive);
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 /// The benchmark measures the proxy at full speed, so the per-client and per-caller rate
 /// limits are lifted (one benchmark client sends ~2,000 messages a second, twice the
 /// default allowance). What the limits cost and do is measured by the abuse suite.
-const UNLIMITED: &[(&str, &str)] =
+pub(crate) const UNLIMITED: &[(&str, &str)] =
     &[("CLIENT_MESSAGES_PER_SEC", "0"), ("CLIENT_BYTES_PER_SEC", "0"), ("CALLER_REQUESTS_PER_SEC", "0")];
 
 use anyhow::{Context as _, Result};
@@ -79,12 +79,19 @@ fn ms_row(name: &str, snippet: f64, direct: f64, target: &str, met: Option<bool>
     row(name, ms(snippet), ms(direct), Some(snippet / direct), target, met)
 }
 
-fn row(name: &str, snippet: String, direct: String, ratio: Option<f64>, target: &str, met: Option<bool>) -> Row {
+pub(crate) fn row(
+    name: &str,
+    snippet: String,
+    direct: String,
+    ratio: Option<f64>,
+    target: &str,
+    met: Option<bool>,
+) -> Row {
     Row { name: name.into(), snippet, direct, ratio, target: target.into(), met }
 }
 
 /// The Durable Object's own counters for a tenant (via its HTTP JSON-RPC `stats`).
-async fn do_stats(stack: &Stack, tenant: &str) -> Result<Value> {
+pub(crate) async fn do_stats(stack: &Stack, tenant: &str) -> Result<Value> {
     let url = format!("{}/db/{tenant}/rpc", stack.backend.http());
     let res = reqwest::Client::new()
         .post(&url)
@@ -96,7 +103,7 @@ async fn do_stats(stack: &Stack, tenant: &str) -> Result<Value> {
     v.get("result").cloned().with_context(|| format!("stats from {url}: {v}"))
 }
 
-fn count(v: &Value, field: &str) -> u64 {
+pub(crate) fn count(v: &Value, field: &str) -> u64 {
     v.get(field).and_then(Value::as_u64).unwrap_or(0)
 }
 
@@ -293,16 +300,24 @@ pub async fn run(opts: BenchOpts) -> Result<BenchReport> {
         ..echo(url)
     };
     let mut rounds: [Vec<(Report, u64)>; 3] = Default::default();
+    // The snippet's CPU per relayed message, batching on and off: the CPU time its workerd
+    // processes used during the runs over the messages relayed (each echo is relayed
+    // twice, up and down).
+    let (mut cpu_on, mut cpu_off) = ((0.0, 0u64), (0.0, 0u64));
     for _ in 0..opts.rounds.max(1) {
+        let before = stack.snippet.workerd_cpu_secs();
         let (r, m, _) =
             do_messages_during(&stack, "bench", run_load(wide(format!("{snippet_ws}/ws/echo"), ctok.clone()))).await?;
+        cpu_on = (cpu_on.0 + stack.snippet.workerd_cpu_secs() - before, cpu_on.1 + 2 * r.ok);
         rounds[0].push((r, m));
+        let before = unbatched.workerd_cpu_secs();
         let (r, m, _) = do_messages_during(
             &stack,
             "unbatched",
             run_load(wide(format!("{}/ws/echo", unbatched.ws()), ctok.clone())),
         )
         .await?;
+        cpu_off = (cpu_off.0 + unbatched.workerd_cpu_secs() - before, cpu_off.1 + 2 * r.ok);
         rounds[1].push((r, m));
         let direct = run_load(wide(format!("{direct_ws}/db/direct64/echo"), token.clone()));
         let (r, m, _) = do_messages_during(&stack, "direct64", direct).await?;
@@ -345,6 +360,20 @@ pub async fn run(opts: BenchOpts) -> Result<BenchReport> {
         "",
         None,
     ));
+    let us_per = |(secs, msgs): (f64, u64)| secs * 1e6 / msgs.max(1) as f64;
+    let (us_on, us_off) = (us_per(cpu_on), us_per(cpu_off));
+    rows.push(row(
+        "snippet CPU per relayed message (workerd user+system CPU ÷ messages up and down), 64 clients: batching on vs off",
+        format!("{us_on:.1} µs"),
+        format!("{us_off:.1} µs"),
+        Some(us_on / us_off.max(1e-9)),
+        "reported",
+        None,
+    ));
+    raw.insert(
+        "cpuPerMessage".into(),
+        json!({ "batched": { "cpuSecs": cpu_on.0, "relayed": cpu_on.1 }, "unbatched": { "cpuSecs": cpu_off.0, "relayed": cpu_off.1 } }),
+    );
     let as_json = |v: &[(Report, u64)]| -> Vec<Value> {
         v.iter().map(|(r, m)| json!({ "report": r, "doMessages": m })).collect()
     };
@@ -465,7 +494,10 @@ pub async fn run(opts: BenchOpts) -> Result<BenchReport> {
     );
     drop(anon);
 
-    // 8. Sizes and cold start.
+    // 8. Many tenants: connections, eviction churn, memory per stream and per upstream.
+    crate::bench_pool::run(&stack, &mut rows, &mut raw).await?;
+
+    // 9. Sizes and cold start.
     let (sr, sg) = wasm_size(&root, "snippet")?;
     let (br, bg) = wasm_size(&root, "backend-do")?;
     rows.push(row(
@@ -555,33 +587,9 @@ async fn connections_seen(
     tenant: &str,
     clients: usize,
 ) -> Result<u64> {
-    use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
-    let mut sockets = Vec::with_capacity(clients);
-    for _ in 0..clients {
-        let mut req = url.into_client_request()?;
-        if let Some(t) = &token {
-            req.headers_mut().insert("Authorization", format!("Bearer {t}").parse()?);
-        }
-        let (mut ws, _) = tokio_tungstenite::connect_async(req).await?;
-        ws.send(Message::Text("hello".into())).await?;
-        let _ = tokio::time::timeout(Duration::from_secs(10), ws.next()).await;
-        sockets.push(ws);
-    }
-    // Let a hand-over the new clients triggered finish (the old upstream drains and
-    // closes): read until two readings 500 ms apart agree.
-    let mut seen = count(&do_stats(stack, tenant).await?, "sockets");
-    for _ in 0..20 {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let again = count(&do_stats(stack, tenant).await?, "sockets");
-        if again == seen {
-            break;
-        }
-        seen = again;
-    }
-    for mut ws in sockets {
-        let _ = ws.close(None).await;
-    }
+    let sockets = crate::bench_pool::open_clients(url, token.as_deref(), clients).await?;
+    let seen = crate::bench_pool::sockets_at(stack, &[tenant.to_owned()]).await?;
+    crate::bench_pool::close_all(sockets).await;
     Ok(seen)
 }
 

@@ -4,6 +4,7 @@
 #![deny(missing_docs)]
 
 pub mod bench;
+mod bench_pool;
 pub mod load;
 pub mod snippet_stats;
 pub mod soak;
@@ -74,7 +75,7 @@ pub async fn run(opts: Opts) -> Result<ExitCode> {
             } else {
                 print!("{}", soak::text(&report));
             }
-            let clean = report.errors.is_empty() && report.ok == report.sent;
+            let clean = report.wrong.is_empty();
             Ok(if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Cmd::Stats(s) => {

@@ -151,6 +151,26 @@ impl Worker {
         Some(kb.sum())
     }
 
+    /// CPU time (user + system, in seconds) the `workerd` processes of this worker have
+    /// used so far, from `/proc/<pid>/stat`. A difference over a run is the runtime's
+    /// whole cost of that run: the isolate, its sockets and wrangler's dev proxy.
+    pub fn workerd_cpu_secs(&self) -> f64 {
+        // SAFETY: sysconf has no memory effects.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        let ticks: u64 = self
+            .workerd_pids()
+            .iter()
+            .map(|(dir, _)| {
+                let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
+                let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+                // After ')': state(0) … utime(11) stime(12), counted in clock ticks.
+                let f: Vec<u64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
+                f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)
+            })
+            .sum();
+        ticks as f64 / hz
+    }
+
     /// Freezes (`SIGSTOP`) or thaws (`SIGCONT`) the runtime: its sockets stay open but
     /// nothing answers — a stalled backend, as the heartbeat must find it.
     pub fn freeze(&self, frozen: bool) {

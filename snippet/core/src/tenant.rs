@@ -72,6 +72,12 @@ pub fn route(path: &str) -> Routed<'_> {
 
 /// Checks a `BACKEND_URL` template: a `ws://` or `wss://` URL with `{tenant}` in it.
 pub fn check_template(url: &str) -> Result<(), String> {
+    if url.is_empty() {
+        return Err(format!(
+            "BACKEND_URL is not set: give the backends' multiplexer endpoint, e.g. \
+             wss://backend.example/db/{PLACEHOLDER}/mux (README, Deploy)"
+        ));
+    }
     if !(url.starts_with("ws://") || url.starts_with("wss://")) {
         return Err("BACKEND_URL must be a ws:// or wss:// URL".into());
     }
@@ -118,6 +124,8 @@ mod tests {
         assert!(check_template("ws://h/db/{tenant}/mux").is_ok());
         assert!(check_template("ws://h/db/default/mux").is_err());
         assert!(check_template("http://h/db/{tenant}/mux").is_err());
+        let unset = check_template("").expect_err("an unset BACKEND_URL is refused");
+        assert!(unset.contains("BACKEND_URL is not set"), "{unset}");
         let url = backend_url("wss://h/db/{tenant}/mux", "r1");
         assert_eq!(url, "wss://h/db/r1/mux");
         assert_eq!(http_base(&url), "https://h/db/r1");

@@ -5,6 +5,7 @@
 mod abuse;
 mod auth;
 mod backend;
+mod browser;
 mod common;
 mod limits;
 mod proxy;

@@ -1,0 +1,60 @@
+//! Real-browser tests: headless Chromium (Debian's package) driven by playwright-core
+//! runs `client/browser-test/demo.mjs` against this stack — the demo page and the client
+//! library served by the snippet, two pages talking, the backend restarted mid-session,
+//! refusals a page can see. The script asks for the restart on its stdout; this harness
+//! owns the processes, so it does the restart and answers on the script's stdin.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+
+use crate::common::*;
+
+#[test]
+fn two_browser_pages_through_the_snippet_survive_a_backend_restart() {
+    let _one = one_at_a_time();
+    let mut stack = start(&[]);
+    let root = test_client::stack::repo_root().expect("repo root");
+    let artifacts = root.join("target/browser-artifacts");
+    let mut child = Command::new("node")
+        .arg("client/browser-test/demo.mjs")
+        .current_dir(&root)
+        .env("SNIPPET_ORIGIN", stack.snippet.origin())
+        .env("CLIENT_TOKEN", &stack.client_token)
+        .env("ADMIN_TOKEN", &stack.admin_token)
+        .env("ARTIFACTS", &artifacts)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("node runs the browser test");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut out = String::new();
+    let mut restarts = 0;
+    for line in stdout.lines() {
+        let line = line.expect("browser test output");
+        if line.trim() == "RESTART_BACKEND" {
+            stack.restart_backend().expect("backend restarts");
+            restarts += 1;
+            writeln!(stdin, "RESTARTED").expect("answer the browser test");
+            continue;
+        }
+        println!("{line}");
+        out.push_str(&line);
+        out.push('\n');
+    }
+    let status = child.wait().expect("node exits");
+    assert!(
+        status.success(),
+        "the browser test failed ({status}):\n{out}\n{}",
+        test_client::stack::tail(&stack.logs(), 60)
+    );
+    assert!(restarts >= 1, "the backend was restarted mid-session");
+    // node's test runner closes with `# pass N` / `# fail N` (TAP) or `ℹ pass N` (spec).
+    let count = |what: &str| {
+        out.lines().find_map(|l| l.trim_start_matches(['#', 'ℹ', ' ']).strip_prefix(what)?.trim().parse::<u32>().ok())
+    };
+    assert_eq!(count("fail "), Some(0), "node's test runner reported failures:\n{out}");
+    assert!(count("pass ").is_some_and(|n| n >= 3), "every browser test ran:\n{out}");
+    assert!(artifacts.join("demo.png").is_file(), "the demo screenshot is saved");
+    stack.assert_clean_logs().expect("clean logs");
+}
