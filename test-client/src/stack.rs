@@ -227,6 +227,9 @@ pub struct StackOpts {
     /// Start the snippet without `AUTH_SECRET` (to see it fail closed, or with
     /// `ALLOW_ANONYMOUS` in `snippet_vars`).
     pub no_auth_secret: bool,
+    /// The backend Worker's folder, relative to the repository (default `backend-do`; the
+    /// TypeScript example is `examples/ts-chat`). It must serve `/db/{tenant}/mux`.
+    pub backend_dir: Option<String>,
 }
 
 /// A running backend + snippet pair.
@@ -341,7 +344,7 @@ impl Stack {
         let persist = dir.join("state");
         let mut backend = Worker::spawn(
             &root,
-            &root.join("backend-do"),
+            &root.join(opts.backend_dir.as_deref().unwrap_or("backend-do")),
             backend_port,
             &backend_vars,
             dir.join("backend.log"),

@@ -88,6 +88,11 @@ pub fn operator() -> Identity {
 
 /// Why an identity may not open a stream on this tenant's object.
 pub fn check_open(identity: &Identity, tenant: &str, now_secs: u64) -> Result<(), String> {
+    // A session restored without its tenant (its stored key gone) knows no tenant: no
+    // identity matches an unknown one, not even an empty or an every-tenant one.
+    if tenant.is_empty() {
+        return Err("this session's tenant is unknown; reconnect".into());
+    }
     if !identity.allows_tenant(tenant) {
         return Err(format!("identity is for tenant {:?}, not {tenant:?}", identity.tenant));
     }
@@ -128,5 +133,8 @@ mod tests {
         assert!(check_open(&id("read"), "t", 100).is_err());
         let any = Identity { tenant: "*".into(), ..id("read") };
         assert!(check_open(&any, "other", 99).is_ok());
+        let blank = Identity { tenant: String::new(), ..id("read") };
+        assert!(check_open(&blank, "", 99).is_err(), "an unknown tenant matches no identity");
+        assert!(check_open(&any, "", 99).is_err(), "not even every-tenant");
     }
 }

@@ -11,3 +11,4 @@ mod limits;
 mod proxy;
 mod resilience;
 mod tenants;
+mod ts_backend;

@@ -1,0 +1,125 @@
+// Declarations for server.js: SnippetProxyServer and the clients it hands the application.
+
+import type { Identity } from './authz.js'
+
+export type { Identity }
+
+/** The parts of a Durable Object's `ctx` (DurableObjectState) the server uses. */
+export interface DurableObjectContextLike {
+  acceptWebSocket(ws: WebSocket, tags?: string[]): void
+  getWebSockets(tag?: string): WebSocket[]
+  getTags?(ws: WebSocket): string[]
+  storage: {
+    /** The synchronous KV API of SQLite-backed objects (`new_sqlite_classes`). */
+    kv?: {
+      get(key: string): unknown
+      put(key: string, value: unknown): void
+      delete(key: string): boolean | void
+      list(options?: { prefix?: string }): Iterable<[string, unknown]>
+    }
+  }
+}
+
+/** One client of the snippet (one stream of the upstream), as if it had connected directly. */
+export declare class MuxClient {
+  private constructor()
+  /** Stable for the stream's life, also when the snippet hands it over to another upstream socket. */
+  readonly id: string
+  /** The stream id on the upstream. */
+  readonly stream: number
+  /** The path of its Open frame: '/rpc' (snippet route /db/{tenant}/ws) or '/echo' (/db/{tenant}/ws/echo). */
+  readonly service: string
+  /** Who the snippet authenticated. */
+  readonly identity: Identity
+  /** The mux socket the stream is on. */
+  readonly socket: string
+  /** 1 while open, 3 once closed. */
+  readonly readyState: 1 | 3
+  /** Whether the caller's token has expired by now. */
+  readonly expired: boolean
+  /** A Text (string) or Binary message to the client; a no-op once closed. */
+  send(data: string | ArrayBuffer | ArrayBufferView): void
+  /**
+   * Closes the client (1000 by default; 1000–1003, 1007–1014, 3000–4999 allowed, else
+   * RangeError). The reason is cut to 123 bytes. onClose follows.
+   */
+  close(code?: number, reason?: string): void
+  /** Keeps a structured-cloneable value with the client, in storage (survives hibernation and hand-over). */
+  serializeAttachment(value: unknown): void
+  /** A copy of the stored value, or undefined. */
+  deserializeAttachment<T = unknown>(): T | undefined
+  toJSON(): { id: string; stream: number; service: string; identity: Identity; socket: string }
+}
+
+/** An HTTP request that came over the upstream (a Request frame) or as the snippet's HTTP fallback. */
+export interface ProxiedRequest {
+  /** 'POST' from the snippet. */
+  readonly method: string
+  /** '/rpc' or '/query' from the snippet. */
+  readonly path: string
+  /** '' when absent. */
+  readonly contentType: string
+  readonly body: Uint8Array
+  readonly identity: Identity
+}
+
+/** What onRequest returns: status 200, no content type and an empty body by default; nothing at all = 204. */
+export interface ProxiedResponse {
+  status?: number
+  contentType?: string
+  body?: string | ArrayBuffer | ArrayBufferView | null
+}
+
+export interface SnippetProxyHandlers {
+  /** A client opened a stream (admitted: its tenant fits and its token has not expired). Throwing refuses it (Error 500). */
+  onOpen?(client: MuxClient): void | Promise<void>
+  /** A Text (string) or Binary (ArrayBuffer) message from a client whose token is still valid. */
+  onMessage?(client: MuxClient, data: string | ArrayBuffer): void | Promise<void>
+  /** The client left (its code and reason), was closed by you, lost its token (1008), or its upstream went away (1006). */
+  onClose?(client: MuxClient, code: number, reason: string, wasClean: boolean): void | Promise<void>
+  /** One HTTP request, one answer. Admission (401/403) happens before; without this handler requests get 404. */
+  onRequest?(request: ProxiedRequest): ProxiedResponse | Response | null | undefined | Promise<ProxiedResponse | Response | null | undefined>
+  /** A handler threw or rejected (default: console.error). */
+  onError?(error: unknown, where?: string): void
+}
+
+export interface SnippetProxyOptions {
+  /** The backend token the snippet presents (BACKEND_TOKEN). Unset or empty: every upgrade gets 500. */
+  token: string | undefined
+  /** This object's tenant: a name, a function of the request, or (default) `{tenant}` of `/db/{tenant}/…` (`default` otherwise). */
+  tenant?: string | ((request: Request) => string)
+  /** Open paths served (default ['/rpc', '/echo'], as the snippet's routes); null = any; or a predicate. Others get Error 404. */
+  services?: string[] | null | ((path: string) => boolean)
+  /** The WebSocket tag marking mux sockets (default 'mux'). */
+  tag?: string
+  /** Prefix of the server's keys in ctx.storage.kv (default 'mux/', as the Rust backend). */
+  storagePrefix?: string
+  /** Streams per mux socket (default and most: 10,000). */
+  maxStreams?: number
+  /** Bound of one reply message (default 262,144 bytes). */
+  maxBatchBytes?: number
+  /** How long a closed socket's streams wait to be re-opened by a hand-over (default 5,000 ms). */
+  handoverGraceMs?: number
+  /** The clock, in ms since the epoch (default Date.now). */
+  now?: () => number
+}
+
+export declare class SnippetProxyServer {
+  constructor(ctx: DurableObjectContextLike, handlers?: SnippetProxyHandlers, options?: SnippetProxyOptions)
+  /** Answers the snippet's upgrade: 500 (no token configured), 401, 426, 400 (tenant), else 101 with the socket. */
+  accept(request: Request): Response
+  /** false for a socket that is not a mux socket; else true, or a promise of true once handled. */
+  webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): boolean | Promise<boolean>
+  /** false for a socket that is not a mux socket; closes its clients (onClose 1006) and reciprocates. */
+  webSocketClose(ws: WebSocket, code: number, reason: string, wasClean: boolean): boolean | Promise<boolean>
+  webSocketError(ws: WebSocket, error: unknown): boolean | Promise<boolean>
+  /** The snippet's HTTP fallback: POST /db/{tenant}/rpc|query with the bearer token and X-Snippet-Identity, answered by onRequest. */
+  fetch(request: Request, options?: { path?: string }): Promise<Response>
+  isMuxSocket(ws: WebSocket): boolean
+  /** Every open client, on every mux socket (restored from storage after a wake). */
+  clients(): MuxClient[]
+  /** Sends to every open, unexpired client that `filter` accepts; one batch per mux socket. Returns how many. */
+  broadcast(data: string | ArrayBuffer | ArrayBufferView, filter?: (client: MuxClient) => boolean): number
+  /** Mux sockets and open client streams. */
+  stats(): { sockets: number; streams: number }
+}

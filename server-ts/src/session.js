@@ -1,0 +1,298 @@
+// One mux socket's session: the per-socket state machine of the protocol. A Session decodes
+// the snippet's messages. It runs their frames in order: Open (admission, limits, hand-over),
+// Text/Binary, Close, Request, Ping (and the hand-over barrier). It queues messages that
+// arrive while a handler of this socket is still awaiting. Replies go to its outbox, and it
+// sends them in as few batched messages as the bound allows. Object-wide state (handlers,
+// storage, the other sockets, hand-over orphans) belongs to Core (core.js). A Session reaches
+// it through `this.core`.
+
+import {
+  DecodeError, FrameKind, HEADER_LEN, MAX_FRAME_PAYLOAD, MAX_SESSION_STREAMS, SESSION, decodeClose,
+  decodeMessage, decodeOpen, decodeRequest, encodeError, encodeIdentity, encodeMessage, encodeResponse, toBytes,
+  toHex,
+} from './protocol.js'
+import { checkAdmission, debugStr, isExpired } from './authz.js'
+import { after, isThenable } from './async.js'
+
+const encoder = new TextEncoder()
+// Text frames reach the application as strings (the snippet only sends valid UTF-8).
+const lenientUtf8 = new TextDecoder('utf-8', { ignoreBOM: true })
+const EMPTY = new Uint8Array(0)
+
+/** Snippet ping purposes (PROTOCOL.md §5.3): a 9-byte payload, purpose 1 = hand-over barrier. */
+const BARRIER_PURPOSE = 1
+
+function serves(services, path) {
+  if (services === null) return true
+  if (typeof services === 'function') return Boolean(services(path))
+  return services.includes(path)
+}
+
+function noService(services, path) {
+  const list = Array.isArray(services) ? services : []
+  const hint = list.length > 1 ? `${list.slice(0, -1).join(', ')} or ${list[list.length - 1]}` : list.join('')
+  return `no service at ${debugStr(path)}${hint ? ` (try ${hint})` : ''}`
+}
+
+/** One mux socket: its stream table, its outbox and its queue of messages. */
+export class Session {
+  constructor(core, id, tenant) {
+    this.core = core
+    this.id = id
+    this.tenant = tenant
+    this.streams = new Map() // stream id → stream state
+    this.ws = null
+    this.outbox = []
+    this.busy = false
+    this.queue = []
+    this.closed = false
+    this.barrierAt = 0
+  }
+
+  // --- messages ------------------------------------------------------------------------
+
+  /** One WebSocket message from the snippet: true, or a promise of true once handled. */
+  receive(message) {
+    let bytes
+    try {
+      bytes = typeof message === 'string' ? encoder.encode(message) : toBytes(message)
+    } catch {
+      bytes = EMPTY
+    }
+    if (this.busy || this.queue.length) {
+      return new Promise((resolve) => this.queue.push({ bytes, resolve }))
+    }
+    const r = this.job(bytes)
+    return isThenable(r) ? r.then(() => { this.pump(); return true }) : true
+  }
+
+  /** Runs the messages that arrived while a handler of this socket was awaiting, in order. */
+  pump() {
+    while (!this.busy && this.queue.length) {
+      const next = this.queue.shift()
+      if (this.closed) {
+        next.resolve(true)
+        continue
+      }
+      const r = this.job(next.bytes)
+      if (isThenable(r)) {
+        r.then(() => { next.resolve(true); this.pump() })
+        return
+      }
+      next.resolve(true)
+    }
+  }
+
+  /** Handles one message: frames in order, each frame's handlers finished before the next. */
+  job(bytes) {
+    this.busy = true
+    let frames
+    try {
+      frames = decodeMessage(bytes)
+    } catch (e) {
+      const head = toHex(bytes.subarray(0, 8)).replace(/(..)(?!$)/g, '$1 ')
+      this.error(SESSION, 400, `bad message (${bytes.byteLength} bytes, starting ${head}): ${e.message}`)
+      return this.endJob()
+    }
+    return this.frames(frames)
+  }
+
+  frames(frames) {
+    const core = this.core
+    while (!this.closed) {
+      let step
+      try {
+        step = frames.next()
+      } catch (e) {
+        if (!(e instanceof DecodeError)) throw e
+        this.error(SESSION, 400, `bad frame: ${e.message}`)
+        break
+      }
+      if (step.done) break
+      let r
+      try {
+        r = this.frame(step.value)
+      } catch (e) {
+        core.report(e, 'frame')
+      }
+      r = after(r, () => core.drainDeferred())
+      if (isThenable(r)) {
+        return r.then(undefined, (e) => core.report(e, 'frame')).then(() => this.frames(frames))
+      }
+    }
+    return this.endJob()
+  }
+
+  endJob() {
+    this.busy = false
+    this.core.flushAll()
+  }
+
+  frame(f) {
+    switch (f.kind) {
+      case FrameKind.Open: return this.open(f.stream, f.payload)
+      case FrameKind.Text:
+      case FrameKind.Binary: return this.data(f)
+      case FrameKind.Close: return this.closeFrame(f.stream, f.payload)
+      case FrameKind.Request: return this.request(f.stream, f.payload)
+      case FrameKind.Ping:
+        if (f.stream === SESSION && f.payload.byteLength === 9 && f.payload[0] === BARRIER_PURPOSE) {
+          this.markBarrier()
+        }
+        this.enqueue(FrameKind.Pong, f.stream, f.payload)
+        return undefined
+      default: // Pong, Response, Error: nothing to do
+        return undefined
+    }
+  }
+
+  /** Remembers a hand-over barrier, in the socket's attachment too (the re-opens may meet another instance). */
+  markBarrier() {
+    this.barrierAt = this.core.now()
+    const ws = this.ws
+    if (!ws) return
+    try {
+      ws.serializeAttachment({ ...ws.deserializeAttachment(), barrierAt: this.barrierAt })
+      const info = this.core.info.get(ws)
+      if (info) info.barrierAt = this.barrierAt
+    } catch (e) {
+      this.core.report(e, 'barrier')
+    }
+  }
+
+  // --- frames --------------------------------------------------------------------------
+
+  open(id, payload) {
+    const core = this.core
+    let open
+    try {
+      open = decodeOpen(payload)
+    } catch (e) {
+      return this.error(id, 400, `bad open frame: ${e.message}`)
+    }
+    if (id === SESSION) return this.error(id, 400, 'stream 0 is the session; it cannot be opened')
+    if (!serves(core.services, open.path)) return this.error(id, 404, noService(core.services, open.path))
+    const why = checkAdmission(open.identity, this.tenant, core.nowSecs())
+    if (why) return this.error(id, 403, why)
+    const existing = this.streams.get(id)
+    if (!existing && this.streams.size >= core.maxStreams) {
+      return this.error(id, 503, `too many streams on this session (limit ${MAX_SESSION_STREAMS})`)
+    }
+    const idBytes = encodeIdentity(open.identity)
+    let replaced
+    if (existing) {
+      // A second Open of a live id replaces its service and identity, as the reference
+      // backend does; the application sees the old client close and a new one open.
+      core.forget(existing)
+      replaced = core.call('onClose', [existing.client, 1000, 'replaced by a new Open', true])
+    } else {
+      const moved = core.adopt(this, id, open.path, idBytes)
+      if (moved) return undefined
+    }
+    return after(replaced, () => {
+      if (this.closed) return undefined
+      const st = core.newStream(this, id, open.path, open.identity, idBytes)
+      this.streams.set(id, st)
+      core.store.persist(st)
+      return after(core.openHandler(st), (ok) => {
+        if (ok === false && st.open) {
+          this.error(id, 500, 'the application failed to open the stream')
+          core.forget(st)
+        }
+      })
+    })
+  }
+
+  data(f) {
+    const core = this.core
+    const st = this.streams.get(f.stream)
+    if (!st) return this.error(f.stream, 404, `unknown stream ${f.stream}`)
+    if (isExpired(st.identity, core.nowSecs())) {
+      this.error(f.stream, 401, "the caller's token has expired")
+      // The snippet ends a stream on any Error (closing its client 1008): so does this side.
+      core.forget(st)
+      return core.call('onClose', [st.client, 1008, 'token expired', false])
+    }
+    const data = f.kind === FrameKind.Text ? lenientUtf8.decode(f.payload) : f.payload.slice().buffer
+    return core.call('onMessage', [st.client, data])
+  }
+
+  closeFrame(id, payload) {
+    const st = this.streams.get(id)
+    if (!st) return undefined
+    this.core.forget(st)
+    let close
+    try {
+      close = decodeClose(payload)
+    } catch {
+      close = { code: 1005, reason: '' }
+    }
+    return this.core.call('onClose', [st.client, close.code, close.reason, true])
+  }
+
+  request(id, payload) {
+    let req
+    try {
+      req = decodeRequest(payload)
+    } catch (e) {
+      return this.error(id, 400, `bad request frame: ${e.message}`)
+    }
+    return after(this.core.answer(req, this.tenant), (res) => {
+      this.enqueue(FrameKind.Response, id, encodeResponse(res))
+    })
+  }
+
+  // --- sending -------------------------------------------------------------------------
+
+  error(stream, code, message) {
+    this.enqueue(FrameKind.Error, stream, encodeError({ code, message }))
+  }
+
+  /** Queues a frame for the socket's next batch. A payload too large for any message becomes Error 500 on its stream. */
+  enqueue(kind, stream, payload) {
+    const core = this.core
+    if (this.closed) return false
+    if (payload.byteLength > MAX_FRAME_PAYLOAD) {
+      this.error(stream, 500, `the reply of ${payload.byteLength} bytes is larger than a message may carry`)
+      const st = this.streams.get(stream)
+      if (st) {
+        core.forget(st)
+        core.defer(() => core.call('onClose', [st.client, 1011, 'reply too large', false]))
+      }
+      return false
+    }
+    this.outbox.push({ kind, stream, payload })
+    core.dirty.add(this)
+    if (!this.busy) core.scheduleFlush()
+    return true
+  }
+
+  /** Sends the queued frames in as few messages as the batch bound allows, in order. */
+  flush() {
+    const frames = this.outbox
+    this.outbox = []
+    if (this.closed || !frames.length) return
+    const ws = this.ws
+    if (!ws) return
+    let batch = []
+    let size = 1
+    const send = () => {
+      try {
+        ws.send(encodeMessage(batch).buffer)
+      } catch (e) {
+        this.core.report(e, 'send')
+      }
+    }
+    for (const f of frames) {
+      const n = HEADER_LEN + f.payload.byteLength
+      if (batch.length && size + n > this.core.maxBatchBytes) {
+        send()
+        batch = []
+        size = 1
+      }
+      batch.push(f)
+      size += n
+    }
+    if (batch.length) send()
+  }
+}
