@@ -79,6 +79,19 @@ async fn isolate_bytes(w: &Worker, admin: &str) -> Result<u64> {
     Ok(heap + wasm_bytes(w, admin).await?)
 }
 
+/// Waits (≤ 20 s) until `w` holds `n` active clients: closed clients' streams are gone.
+async fn settle_clients(w: &Worker, admin: &str, n: u64) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let s = crate::snippet_stats::fetch(&format!("{}/__stats", w.origin()), Some(admin)).await?;
+        if count(&s, "activeClients") == n {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    anyhow::bail!("clients did not leave within 20 s")
+}
+
 async fn wasm_bytes(w: &Worker, admin: &str) -> Result<u64> {
     let s = crate::snippet_stats::fetch(&format!("{}/__stats", w.origin()), Some(admin)).await?;
     Ok(count(&s, "wasmMemoryBytes"))
@@ -156,15 +169,30 @@ pub(crate) async fn run(stack: &Stack, rows: &mut Vec<Row>, raw: &mut Map<String
     say("memory per client stream and per upstream");
     let mem = start(stack, "memory", &vars(TENANTS + 8))?;
     let mem_ws = mem.origin().replacen("http", "ws", 1);
-    // One upstream up first, so the streams' figure holds streams alone.
+    // One upstream up first, so that neither figure includes the first one's set-up.
     let first = open_clients(&format!("{mem_ws}/db/mem/ws/echo"), Some(ctok), 1).await?;
+    // Upstreams first, on a heap that has held nothing else: 100 tenants with one client
+    // each; their upstreams stay open (idle) after the clients leave.
+    let u_before = isolate_bytes(&mem, admin).await?;
+    let mut tenants = Vec::new();
+    for i in 0..TENANTS {
+        tenants.extend(open_clients(&format!("{mem_ws}/db/memup-{i}/ws/echo"), Some(ctok), 1).await?);
+    }
+    let u_after = isolate_bytes(&mem, admin).await?;
+    close_all(tenants).await;
+    settle_clients(&mem, admin, 1).await?;
+    // Then streams: many clients on one tenant.
     let before = isolate_bytes(&mem, admin).await?;
     let wasm_before = wasm_bytes(&mem, admin).await?;
     let streams = open_clients(&format!("{mem_ws}/db/mem/ws/echo"), Some(ctok), MEMORY_STREAMS).await?;
     let after = isolate_bytes(&mem, admin).await?;
     let wasm_after = wasm_bytes(&mem, admin).await?;
     let per_stream = after.saturating_sub(before) as f64 / MEMORY_STREAMS as f64;
+    // Each tenant above added an upstream and a client's stream.
+    let per_upstream = (u_after.saturating_sub(u_before) as f64 / TENANTS as f64 - per_stream).max(0.0);
     close_all(streams).await;
+    close_all(first).await;
+    drop(mem);
 
     let control_vars =
         vec![("BACKEND_HTTP".to_owned(), stack.backend.http()), ("BACKEND_TOKEN".to_owned(), stack.token.clone())];
@@ -178,19 +206,6 @@ pub(crate) async fn run(stack: &Stack, rows: &mut Vec<Row>, raw: &mut Map<String
     close_all(held).await;
     close_all(warm).await;
     drop(control);
-
-    // Per upstream: 100 more tenants with one client each, less one stream each.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let u_before = isolate_bytes(&mem, admin).await?;
-    let mut tenants = Vec::new();
-    for i in 0..TENANTS {
-        tenants.extend(open_clients(&format!("{mem_ws}/db/memup-{i}/ws/echo"), Some(ctok), 1).await?);
-    }
-    let u_after = isolate_bytes(&mem, admin).await?;
-    let per_upstream = (u_after.saturating_sub(u_before) as f64 / TENANTS as f64 - per_stream).max(0.0);
-    close_all(tenants).await;
-    close_all(first).await;
-    drop(mem);
 
     // What one isolate holds: 128 MiB less what it had at rest with one upstream, less a
     // full pool of 50 upstreams, over the cost of one stream.
