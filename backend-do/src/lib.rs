@@ -1,7 +1,6 @@
 //! backend-do: the Worker in front of the `Database` Durable Object. It checks the bearer
 //! token and hands each request to the tenant's object (`idFromName(tenant)`).
 
-mod kv;
 mod object;
 mod sql;
 

@@ -86,21 +86,9 @@ pub fn operator() -> Identity {
     Identity { subject: "operator".into(), tenant: protocol::ANY_TENANT.into(), scopes: "admin".into(), expires_at: 0 }
 }
 
-/// Why an identity may not open a stream on this tenant's object.
-pub fn check_open(identity: &Identity, tenant: &str, now_secs: u64) -> Result<(), String> {
-    // A session restored without its tenant (its stored key gone) knows no tenant: no
-    // identity matches an unknown one, not even an empty or an every-tenant one.
-    if tenant.is_empty() {
-        return Err("this session's tenant is unknown; reconnect".into());
-    }
-    if !identity.allows_tenant(tenant) {
-        return Err(format!("identity is for tenant {:?}, not {tenant:?}", identity.tenant));
-    }
-    if identity.expired(now_secs) {
-        return Err("the caller's token has expired".into());
-    }
-    Ok(())
-}
+/// Why an identity may not open a stream on this tenant's object: admission is the mux
+/// server's (the same rule for every stream, request and direct socket).
+pub use snippet_proxy_do::check_open;
 
 #[cfg(test)]
 mod tests {

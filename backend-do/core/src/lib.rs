@@ -1,6 +1,6 @@
 //! backend-do's logic without the runtime: everything here runs natively under
 //! `cargo test`. The Durable Object glue supplies a [`Db`] (its SQLite storage) and
-//! moves bytes.
+//! moves bytes; the mux sessions are `snippet-proxy-do`'s, with [`Backend`] as the app.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 // Compiled into the Durable Object's wasm, where a panic resets the instance (RUNTIME.md §5).
@@ -14,4 +14,4 @@ pub mod session;
 
 pub use authz::{Caller, Grants};
 pub use rpc::{Db, SqlResult};
-pub use session::{Service, Session, StreamEntry};
+pub use session::{Backend, Session};

@@ -78,22 +78,9 @@ pub fn listed(list: &str, tenant: &str) -> bool {
     list.split(',').any(|t| t.trim() == tenant)
 }
 
-/// Compares two byte strings in time that depends only on their lengths.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// Whether an `Authorization` header value carries `Bearer {token}`. An empty
-/// configured token authorises nobody (fail closed).
-pub fn authorized(header: Option<&str>, token: &str) -> bool {
-    let Some(given) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
-        return false;
-    };
-    !token.is_empty() && constant_time_eq(given.trim().as_bytes(), token.as_bytes())
-}
+/// The bearer check the mux server does too (`Bearer {token}`, compared in constant time,
+/// an empty token authorising nobody).
+pub use snippet_proxy_do::{authorized, constant_time_eq};
 
 #[cfg(test)]
 mod tests {

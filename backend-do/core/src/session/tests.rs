@@ -1,6 +1,9 @@
 use super::*;
 use crate::rpc::tests::FakeDb;
-use protocol::{decode_message, single_frame_message, Close, ErrorFrame};
+use protocol::{
+    decode_message, encode_frame, single_frame_message, Close, ErrorFrame, FrameKind, Identity, Open, StreamId,
+};
+use snippet_proxy_do::Client;
 
 fn frames(msg: &[u8]) -> Vec<(FrameKind, StreamId, Vec<u8>)> {
     decode_message(msg)
@@ -110,13 +113,16 @@ fn close_forgets_the_stream_and_entries_survive_persistence() {
     let mut restored = session();
     for id in out.opened {
         let saved = s.streams.get(&id).expect("entry").encode();
-        let entry = StreamEntry::decode(&saved).expect("decodes");
-        assert_eq!(entry.caller.identity, s.streams[&id].caller.identity);
-        assert_eq!(entry.caller.grants, s.streams[&id].caller.grants);
+        assert_eq!(saved[0], if id == 1 { 2 } else { 1 }, "stored as always: 1 = rpc, 2 = echo");
+        let entry = Client::decode(StreamId(id), &saved, SERVICES).expect("decodes");
+        assert_eq!(entry.identity, s.streams[&id].identity);
+        assert_eq!(crate::Grants::of(&entry.identity), crate::Grants::of(&s.streams[&id].identity));
         assert_eq!(entry.service, s.streams[&id].service);
         restored.streams.insert(id, entry);
     }
-    assert!(StreamEntry::decode(&[9]).is_none() && StreamEntry::decode(&[]).is_none());
+    assert!(
+        Client::decode(StreamId(1), &[9], SERVICES).is_none() && Client::decode(StreamId(1), &[], SERVICES).is_none()
+    );
     let out = restored.handle_message(
         &batch(&[
             (FrameKind::Close, 1, Close { code: 1000, reason: String::new() }.encode()),
@@ -261,11 +267,11 @@ fn replies_are_split_into_messages_within_the_batch_bound() {
 fn a_push_to_many_streams_is_split_and_one_oversized_frame_travels_alone() {
     let streams: Vec<u32> = (1..=40).collect();
     let note = "n".repeat(60 * 1024);
-    let msgs = push_batches(&streams, &note);
+    let msgs = push_batches(&streams, Msg::Text(&note));
     assert!(msgs.iter().all(|m| m.len() <= MAX_BATCH_BYTES));
     let ids: Vec<u32> = msgs.iter().flat_map(|m| frames(m)).map(|(_, id, _)| id.0).collect();
     assert_eq!(ids, streams, "each listener once, in order");
     let big = "b".repeat(MAX_BATCH_BYTES);
-    let msgs = push_batches(&[1, 2], &big);
+    let msgs = push_batches(&[1, 2], Msg::Text(&big));
     assert_eq!(msgs.len(), 2, "a frame above the bound gets its own message");
 }

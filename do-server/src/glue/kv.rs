@@ -1,7 +1,10 @@
 //! The object's synchronous key-value storage (`ctx.storage.kv`, SQLite-backed objects
 //! only), which workers-rs 0.8.7 does not wrap. Its rows live in a hidden table that the
-//! SQL API cannot read or write, whatever the statement: that is why the object keeps its
-//! own bookkeeping (wake counter, stream tables) here and not in a SQL table.
+//! SQL API cannot read or write, whatever the statement: that is why the stream tables
+//! live here and not in a SQL table (an application's SQL can never touch them), and why
+//! an application may keep its own bookkeeping here too ([`super::MuxServer::kv`]).
+//! Synchronous matters as well: a stream table is read and written while one message is
+//! handled, with no await in between that would let the next message overtake.
 
 use js_sys::{Array, Function, Object, Reflect, Uint8Array};
 use wasm_bindgen::{JsCast, JsValue};

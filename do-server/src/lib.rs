@@ -1,0 +1,39 @@
+//! A Durable Object server for snippet-proxy's multiplexed upstream (`protocol/PROTOCOL.md`).
+//!
+//! The snippet carries many clients over one WebSocket per edge isolate; this crate turns
+//! that socket back into clients. An application implements [`App`] — a stream opened
+//! (with the caller's [`Identity`]), a message on a stream, an
+//! HTTP-like request, a stream closed — and answers through [`Out`]: reply or close on one
+//! stream, broadcast to every stream that matches a filter. It never sees a frame.
+//!
+//! Two layers, like the rest of the project:
+//!
+//! - the core (always built, no runtime types, tested natively): [`Session`] is one mux
+//!   socket's stream table and the handling of each incoming batch — admission by tenant
+//!   and expiry, `Ping` → `Pong` in order (the snippet's hand-over barrier), session
+//!   errors, reply batches under [`MAX_BATCH_BYTES`] — and its storage form, so a table
+//!   survives hibernation;
+//! - `glue` (feature `worker`): `glue::MuxServer`, what a worker-rs Durable Object
+//!   calls from `fetch`, `websocket_message`, `websocket_close` and `websocket_error`
+//!   (the Hibernation API, attachments, the synchronous KV store). See `README.md`.
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+// Compiled into a Durable Object's wasm, where a panic resets the instance (RUNTIME.md §5).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
+
+mod admit;
+mod app;
+mod out;
+mod session;
+
+#[cfg(feature = "worker")]
+pub mod glue;
+
+pub use admit::{authorized, check_open, check_request, constant_time_eq};
+pub use app::{App, Client, Msg, Refusal, MAX_SERVICES};
+pub use out::{detached, push_batches, Fanout, NoFanout, Out, MAX_BATCH_BYTES, MAX_CLOSE_REASON};
+pub use protocol::{Identity, Request, Response, StreamId};
+pub use session::{
+    reciprocal_close_code, respond, socket_key, stream_key, stream_of_key, stream_prefix, Outcome, Session,
+    MAX_STREAMS, SOCKET_PREFIX,
+};
