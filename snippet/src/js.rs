@@ -1,6 +1,12 @@
 //! The few JavaScript APIs the snippet needs that web-sys does not describe for workerd.
 
 use js_sys::Promise;
+use std::cell::Cell;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
@@ -13,6 +19,8 @@ extern "C" {
 
     #[wasm_bindgen(js_name = setTimeout)]
     fn set_timeout(callback: &JsValue, ms: f64) -> JsValue;
+    #[wasm_bindgen(catch, js_name = clearTimeout)]
+    fn clear_timeout(handle: &JsValue) -> Result<(), JsValue>;
 
     #[wasm_bindgen(js_namespace = console, js_name = error)]
     fn console_error(msg: &str);
@@ -98,10 +106,52 @@ pub fn hold_for(ms: f64) {
 
 /// Sleeps in the current context. The timer is this context's own pending I/O, which
 /// also keeps workerd from cancelling a waiting request as hung (RUNTIME.md §3).
-pub async fn sleep(ms: f64) {
-    let r = timer_resolvers();
-    set_timeout(&r.resolve(), ms);
-    let _ = JsFuture::from(r.promise()).await;
+///
+/// Dropping the sleep clears its timer. Most sleeps end early — a client that leaves long
+/// before its token's expiry, a request answered before its deadline, a deadline that
+/// moved — and a timer left behind would keep its callback and what that holds alive
+/// until it fires, up to a token's lifetime (the soak measured it: RUNTIME.md §15).
+/// Hence no `JsFuture` here either: one whose promise never settles is never freed.
+pub fn sleep(ms: f64) -> Sleep {
+    let fired = Rc::new(Cell::new(false));
+    let waker: Rc<Cell<Option<Waker>>> = Rc::new(Cell::new(None));
+    let (f, w) = (fired.clone(), waker.clone());
+    let callback = Closure::new(move || {
+        f.set(true);
+        if let Some(w) = w.take() {
+            w.wake();
+        }
+    });
+    let handle = set_timeout(callback.as_ref(), ms);
+    Sleep { handle, fired, waker, _callback: callback }
+}
+
+/// See [`sleep`].
+pub struct Sleep {
+    handle: JsValue,
+    fired: Rc<Cell<bool>>,
+    waker: Rc<Cell<Option<Waker>>>,
+    /// Freed with the sleep, after its timer is cleared, so it is never called freed.
+    _callback: Closure<dyn FnMut()>,
+}
+
+impl Future for Sleep {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.fired.get() {
+            return Poll::Ready(());
+        }
+        self.waker.set(Some(cx.waker().clone()));
+        Poll::Pending
+    }
+}
+
+impl Drop for Sleep {
+    fn drop(&mut self) {
+        if !self.fired.get() {
+            let _ = clear_timeout(&self.handle);
+        }
+    }
 }
 
 /// A WebSocket's message/close/error listeners, removed when dropped. The owning task
