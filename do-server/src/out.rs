@@ -86,6 +86,10 @@ pub(crate) struct Sink {
     pushes: Vec<Vec<u8>>,
     /// Streams the application closed: the session forgets them after the callback.
     pub(crate) closing: Vec<StreamId>,
+    /// Streams answered with an `Error` frame, and its code. The snippet ends a stream on
+    /// any error of its own, and never sends its `Close`; so the session forgets them too,
+    /// or an upstream that lives for days would fill its table with streams nobody has.
+    pub(crate) errored: Vec<(StreamId, u16)>,
     pub(crate) errors: u64,
 }
 
@@ -101,6 +105,9 @@ impl Sink {
 
     pub(crate) fn error(&mut self, stream: StreamId, code: u16, message: String) {
         self.errors += 1;
+        if stream != StreamId::SESSION {
+            self.errored.push((stream, code));
+        }
         self.push(FrameKind::Error, stream, &ErrorFrame { code, message }.encode());
     }
 

@@ -150,6 +150,23 @@ impl Session {
                             out.closed.push(id.0);
                         }
                     }
+                    // Streams that got an error: the snippet has ended them (with the
+                    // close code it maps the error to), so the app hears they closed.
+                    for (id, code) in std::mem::take(&mut sink.errored) {
+                        let Some(client) = self.streams.remove(&id.0) else { continue };
+                        out.closed.push(id.0);
+                        let (code, reason) = ended_by_error(code);
+                        let mut o = Out {
+                            sink: &mut sink,
+                            own: Some(&self.streams),
+                            opening: None,
+                            fanout: &mut *fanout,
+                            tenant: &self.tenant,
+                            now_secs,
+                        };
+                        app.on_close(&client, code, reason, &mut o);
+                        sink.errored.clear(); // errors made by on_close are for a gone stream
+                    }
                 }
             }
         }
@@ -261,3 +278,13 @@ pub fn respond<A: App>(app: &mut A, req: &Request, out: &mut Out<'_>) -> Respons
 
 #[cfg(test)]
 mod tests;
+
+/// The close code and reason the snippet gives a client whose stream got error `code`
+/// (401/403: not allowed, 503: busy, else a server error), as the app hears it.
+fn ended_by_error(code: u16) -> (u16, &'static str) {
+    match code {
+        401 | 403 => (1008, "refused by the backend: not allowed"),
+        503 => (1013, "refused by the backend: too busy"),
+        _ => (1011, "refused by the backend"),
+    }
+}

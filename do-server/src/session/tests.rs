@@ -194,14 +194,22 @@ fn refusals_and_protocol_errors_become_error_frames_on_their_stream() {
     assert_eq!(errors[1].2, r#"no service at "/nope" (try /chat or /echo)"#);
     assert_eq!(out.errors, 8);
     assert_eq!(out.opened, vec![6], "refused streams leave no entry");
+    // An error ends its stream at the snippet, which sends no Close for it: the session
+    // forgets it at once, and the app hears it closed, with the code the client got.
+    assert_eq!(out.closed, vec![6], "a stream answered with an error is forgotten");
+    assert_eq!(app.log.last().map(String::as_str), Some("close 6 1011 refused by the backend"));
+    assert_eq!(s.streams.len(), 0);
 
-    // A stream whose token expires is refused from then on, before the app sees it.
+    // A stream whose token expires is refused from then on, before the app sees its message.
+    let fresh = s.handle_message(&mut app, &batch(&[(FrameKind::Open, 8, open("/echo", "alice"))]), NOW, &mut others);
+    assert_eq!(fresh.opened, vec![8]);
     let said = app.log.len();
     let late =
-        s.handle_message(&mut app, &single_frame_message(FrameKind::Text, StreamId(6), b"x"), 2_000, &mut others);
+        s.handle_message(&mut app, &single_frame_message(FrameKind::Text, StreamId(8), b"x"), 2_000, &mut others);
     let e = ErrorFrame::decode(&frames(&late.replies)[0].2).expect("error");
     assert_eq!(e.code, 401);
-    assert_eq!(app.log.len(), said);
+    assert_eq!(late.closed, vec![8]);
+    assert_eq!(app.log[said..], ["close 8 1008 refused by the backend: not allowed".to_owned()], "only its close");
 
     // An undecodable message gets one session error; the session carries on.
     let bad = s.handle_message(&mut app, &[9, 1], NOW, &mut others);
