@@ -15,29 +15,13 @@ use backend_core::rpc::{self, stats_object, DbError, SqlMode};
 use backend_core::session::{Bound, SERVICES};
 use backend_core::{Backend, Db, SqlResult};
 use protocol::Identity;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use snippet_proxy_do::glue::MuxServer;
+// A direct socket (`ws` or `echo`) keeps the mux server's attachment shape, so every
+// socket of the object reads the same way after hibernation.
+use snippet_proxy_do::glue::{Attachment, MuxServer};
 use worker::*;
 
 use crate::sql;
-
-/// What a direct socket is, kept in its attachment so it survives hibernation (mux
-/// sockets have the same shape, written by the mux server).
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Attachment {
-    /// `ws` or `echo` (`mux` for the mux server's).
-    endpoint: String,
-    /// The tenant this object serves.
-    #[serde(default)]
-    tenant: String,
-    /// Mux sockets: the id under which their streams are stored.
-    #[serde(default)]
-    socket: String,
-    /// Direct sockets: the caller, hex-encoded (`Identity::to_hex`).
-    #[serde(default)]
-    identity: String,
-}
 
 /// One tenant's database.
 #[durable_object]

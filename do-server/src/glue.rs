@@ -36,14 +36,18 @@ const SOCKET_ID_BITS: i32 = 48;
 /// form (`endpoint` other than [`TAG`]) and sockets accepted before this crate existed
 /// still read.
 #[derive(Debug, Default, Serialize, Deserialize)]
-struct Attachment {
-    endpoint: String,
+pub struct Attachment {
+    /// The socket's tag: [`TAG`] for the mux server's, the application's own otherwise.
+    pub endpoint: String,
+    /// The tenant this object serves.
     #[serde(default)]
-    tenant: String,
+    pub tenant: String,
+    /// Mux sockets: the id under which their streams are stored.
     #[serde(default)]
-    socket: String,
+    pub socket: String,
+    /// The application's direct sockets: the caller, hex-encoded (`Identity::to_hex`).
     #[serde(default)]
-    identity: String,
+    pub identity: String,
 }
 
 fn now_secs() -> u64 {
