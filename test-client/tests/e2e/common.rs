@@ -193,3 +193,12 @@ pub async fn with_bystander<T>(stack: &Stack, abuse: impl std::future::Future<Ou
     assert_eq!(rpc(&mut ws, "echo", json!(["still here"]), 99).await["result"], json!(["still here"]));
     (out, unloaded, loaded)
 }
+
+/// The backend object's own counters for `tenant` (its JSON-RPC `stats`), asked directly
+/// with the backend token.
+pub async fn do_stats(stack: &Stack, tenant: &str) -> Value {
+    let body = json!({ "jsonrpc": "2.0", "method": "stats", "id": 1 });
+    let (status, v) = post(&format!("{}/db/{tenant}/rpc", stack.backend.http()), Some(&stack.token), &body).await;
+    assert_eq!(status, 200, "{v}");
+    v["result"].clone()
+}

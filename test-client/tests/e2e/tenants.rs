@@ -20,14 +20,6 @@ fn http_url(stack: &Stack, tenant: &str, route: &str) -> String {
     format!("{}/db/{tenant}{route}", stack.snippet.origin())
 }
 
-/// The Durable Object's own counters for `tenant`, asked directly.
-async fn do_stats(stack: &Stack, tenant: &str) -> Value {
-    let body = json!({ "jsonrpc": "2.0", "method": "stats", "id": 1 });
-    let (status, v) = post(&format!("{}/db/{tenant}/rpc", stack.backend.http()), Some(&stack.token), &body).await;
-    assert_eq!(status, 200, "{v}");
-    v["result"].clone()
-}
-
 #[test]
 fn twenty_tenants_each_get_one_upstream_and_only_their_own_database() {
     let _one = one_at_a_time();

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 use test_client::load::{self, LoadOpts, Method};
 use test_client::stack::{Stack, StackOpts};
 
@@ -19,14 +19,6 @@ fn start_ts(tenant: Option<&str>) -> Stack {
         ..StackOpts::default()
     })
     .expect("stack with the TypeScript backend starts")
-}
-
-/// The example's own counters for `tenant`, asked directly with the backend token.
-async fn room_stats(stack: &Stack, tenant: &str) -> Value {
-    let body = json!({ "jsonrpc": "2.0", "method": "stats", "id": 1 });
-    let (status, v) = post(&format!("{}/db/{tenant}/rpc", stack.backend.http()), Some(&stack.token), &body).await;
-    assert_eq!(status, 200, "{v}");
-    v["result"].clone()
 }
 
 #[test]
@@ -68,7 +60,7 @@ fn sixty_four_clients_and_http_share_one_upstream_to_a_typescript_object() {
             clients.push(ws);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let room = room_stats(&stack, "default").await;
+        let room = do_stats(&stack, "default").await;
         assert_eq!(room["muxSockets"], 1, "one upstream for every client: {room}");
         assert_eq!(room["streams"], 40, "{room}");
         let s = stack.snippet_stats().await.expect("stats");
@@ -86,13 +78,13 @@ fn a_hibernated_typescript_object_restores_its_stream_table() {
         let mut client =
             ws_connect(&format!("{}/ws", stack.snippet.ws()), Some(&stack.client_token)).await.expect("ws");
         assert_eq!(rpc(&mut client, "whoami", json!([]), 1).await["result"]["subject"], "e2e");
-        let before = room_stats(&stack, "hib").await;
+        let before = do_stats(&stack, "hib").await;
         // Idle long enough for the runtime to hibernate the object (~10 s in workerd).
         tokio::time::sleep(Duration::from_secs(20)).await;
         // The stream opened before hibernation still reaches the app, with its identity.
         assert_eq!(rpc(&mut client, "whoami", json!([]), 2).await["result"]["subject"], "e2e");
         assert_eq!(rpc(&mut client, "echo", json!(["after"]), 3).await["result"], json!(["after"]));
-        let after = room_stats(&stack, "hib").await;
+        let after = do_stats(&stack, "hib").await;
         assert!(after["wakes"].as_u64() > before["wakes"].as_u64(), "hibernated and woke: {before} → {after}");
         assert_eq!(after["streams"], 1, "the stream table came back: {after}");
     });
