@@ -72,11 +72,13 @@ pub(crate) async fn sockets_at(stack: &Stack, tenants: &[String]) -> Result<u64>
     Ok(seen)
 }
 
-/// A snippet's JS heap after a forced GC plus its wasm linear memory: what counts against
-/// the isolate's memory limit.
-async fn isolate_bytes(w: &Worker, admin: &str) -> Result<u64> {
+/// A snippet's JS heap after a forced GC plus its wasm linear memory (what counts against
+/// the isolate's memory limit), and the wasm part alone.
+async fn isolate_bytes(w: &Worker, admin: &str) -> Result<(u64, u64)> {
     let heap = crate::soak::heap_after_gc(w).await?;
-    Ok(heap + wasm_bytes(w, admin).await?)
+    let s = crate::snippet_stats::fetch(&format!("{}/__stats", w.origin()), Some(admin)).await?;
+    let wasm = count(&s, "wasmMemoryBytes");
+    Ok((heap + wasm, wasm))
 }
 
 /// Waits (≤ 20 s) until `w` holds `n` active clients: closed clients' streams are gone.
@@ -90,11 +92,6 @@ async fn settle_clients(w: &Worker, admin: &str, n: u64) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     anyhow::bail!("clients did not leave within 20 s")
-}
-
-async fn wasm_bytes(w: &Worker, admin: &str) -> Result<u64> {
-    let s = crate::snippet_stats::fetch(&format!("{}/__stats", w.origin()), Some(admin)).await?;
-    Ok(count(&s, "wasmMemoryBytes"))
 }
 
 /// Vars for a snippet in these rows: no rate limits, no per-caller connection limit (every
@@ -173,20 +170,18 @@ pub(crate) async fn run(stack: &Stack, rows: &mut Vec<Row>, raw: &mut Map<String
     let first = open_clients(&format!("{mem_ws}/db/mem/ws/echo"), Some(ctok), 1).await?;
     // Upstreams first, on a heap that has held nothing else: 100 tenants with one client
     // each; their upstreams stay open (idle) after the clients leave.
-    let u_before = isolate_bytes(&mem, admin).await?;
+    let (u_before, _) = isolate_bytes(&mem, admin).await?;
     let mut tenants = Vec::new();
     for i in 0..TENANTS {
         tenants.extend(open_clients(&format!("{mem_ws}/db/memup-{i}/ws/echo"), Some(ctok), 1).await?);
     }
-    let u_after = isolate_bytes(&mem, admin).await?;
+    let (u_after, _) = isolate_bytes(&mem, admin).await?;
     close_all(tenants).await;
     settle_clients(&mem, admin, 1).await?;
     // Then streams: many clients on one tenant.
-    let before = isolate_bytes(&mem, admin).await?;
-    let wasm_before = wasm_bytes(&mem, admin).await?;
+    let (before, wasm_before) = isolate_bytes(&mem, admin).await?;
     let streams = open_clients(&format!("{mem_ws}/db/mem/ws/echo"), Some(ctok), MEMORY_STREAMS).await?;
-    let after = isolate_bytes(&mem, admin).await?;
-    let wasm_after = wasm_bytes(&mem, admin).await?;
+    let (after, wasm_after) = isolate_bytes(&mem, admin).await?;
     let per_stream = after.saturating_sub(before) as f64 / MEMORY_STREAMS as f64;
     // Each tenant above added an upstream and a client's stream.
     let per_upstream = (u_after.saturating_sub(u_before) as f64 / TENANTS as f64 - per_stream).max(0.0);
