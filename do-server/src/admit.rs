@@ -64,6 +64,7 @@ mod tests {
         assert!(authorized(Some("Bearer s3cret"), "s3cret"));
         assert!(authorized(Some("Bearer  s3cret "), "s3cret"));
         assert!(!authorized(Some("Bearer s3cre"), "s3cret"));
+        assert!(!authorized(Some("Bearer s3cres"), "s3cret"));
         assert!(!authorized(Some("bearer s3cret"), "s3cret"));
         assert!(!authorized(Some("s3cret"), "s3cret"));
         assert!(!authorized(None, "s3cret"));
@@ -78,6 +79,8 @@ mod tests {
         assert!(check_open(&id("t", 100), "t", 100).is_err());
         assert!(check_open(&id("*", 100), "other", 99).is_ok());
         assert!(check_open(&id("t", 0), "t", u64::MAX).is_ok(), "0 never expires");
+        assert!(check_open(&id("", 100), "", 99).is_err(), "an unknown tenant matches no identity");
+        assert!(check_open(&id("*", 100), "", 99).is_err(), "not even every-tenant");
     }
 
     #[test]

@@ -113,16 +113,4 @@ mod tests {
         assert_eq!(Grants::of(&id("  custom  READ Admin ")), Grants::default(), "exact, case-sensitive");
         assert_eq!(Grants::of(&id("")), Grants::default());
     }
-
-    #[test]
-    fn opening_needs_the_tenant_and_an_unexpired_identity() {
-        assert!(check_open(&id("read"), "t", 99).is_ok());
-        assert!(check_open(&id("read"), "other", 99).is_err());
-        assert!(check_open(&id("read"), "t", 100).is_err());
-        let any = Identity { tenant: "*".into(), ..id("read") };
-        assert!(check_open(&any, "other", 99).is_ok());
-        let blank = Identity { tenant: String::new(), ..id("read") };
-        assert!(check_open(&blank, "", 99).is_err(), "an unknown tenant matches no identity");
-        assert!(check_open(&any, "", 99).is_err(), "not even every-tenant");
-    }
 }
