@@ -21,6 +21,7 @@
 
 pub mod auth;
 mod config;
+pub mod keeper;
 mod lifecycle;
 mod link;
 mod pool;
@@ -129,6 +130,10 @@ pub enum Action {
     /// The upstream's owner context is presumed gone (it did not make progress within
     /// [`Config::watchdog_ms`]): drop its task without waiting for it.
     Abandon(UpstreamId),
+    /// The HTTP request's context is presumed gone: it did not collect its final delivery
+    /// (a reply, or its 504) within [`Config::watchdog_ms`] of its deadline. The core has
+    /// forgotten the stream; drop the request's task.
+    AbandonRequest(StreamId),
     /// Something the operator's log should show.
     Log(String),
 }
@@ -161,6 +166,8 @@ pub struct Mux {
     actions: VecDeque<Action>,
     /// Client streams, counting those whose `Close` has not left.
     clients: usize,
+    /// Client streams whose client is still there (their contexts are alive).
+    attached_clients: usize,
     queued_bytes: usize,
     callers: quota::Callers,
     counters: Counters,
@@ -182,6 +189,7 @@ impl Mux {
             deadlines: BTreeSet::new(),
             actions: VecDeque::new(),
             clients: 0,
+            attached_clients: 0,
             queued_bytes: 0,
             callers: quota::Callers::default(),
             counters: Counters::default(),
@@ -299,6 +307,7 @@ impl Mux {
         };
         let id = self.insert(tenant, Role::Client(client), now);
         self.clients += 1;
+        self.attached_clients += 1;
         self.enqueue(id, Out::Open, true, false, now)?;
         self.counters.ws_streams_opened += 1;
         Ok(id)
@@ -343,7 +352,7 @@ impl Mux {
             return Ok(Route::Direct(req));
         }
         let deadline = now.saturating_add(self.cfg.request_timeout_ms);
-        let id = self.insert(tenant, Role::Request(Pending { deadline, sent: None }), now);
+        let id = self.insert(tenant, Role::Request(Pending { deadline, sent: None, expired: false }), now);
         if let Err(e) = self.enqueue(id, Out::Request(req), false, false, now) {
             self.forget(id, now);
             return Err(e);
@@ -380,6 +389,10 @@ impl Mux {
         let Some(s) = self.streams.remove(&id) else { return };
         self.queued_bytes -= s.outbox_bytes;
         if let Some(link) = self.links.get_mut(&s.tenant) {
+            if !s.outbox.is_empty() {
+                // Nothing of it is to be sent: it must not make the link look busy.
+                link.ready.retain(|r| *r != id);
+            }
             match s.role {
                 Role::Client(_) => link.clients = link.clients.saturating_sub(1),
                 Role::Request(_) => link.requests = link.requests.saturating_sub(1),
@@ -390,6 +403,7 @@ impl Mux {
             Role::Client(c) => {
                 self.clients = self.clients.saturating_sub(1);
                 if !s.detached {
+                    self.attached_clients = self.attached_clients.saturating_sub(1);
                     self.callers.disconnect(&c.caller);
                 }
             }
@@ -408,6 +422,7 @@ impl Mux {
         s.detached = true;
         s.inbox.clear();
         if let Role::Client(c) = &s.role {
+            self.attached_clients = self.attached_clients.saturating_sub(1);
             self.callers.disconnect(&c.caller);
         }
     }
@@ -649,6 +664,8 @@ pub fn json_string(s: &str) -> String {
 
 #[cfg(test)]
 mod limit_tests;
+#[cfg(test)]
+mod owner_tests;
 #[cfg(test)]
 mod pool_tests;
 #[cfg(test)]

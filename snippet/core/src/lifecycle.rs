@@ -21,12 +21,21 @@ use crate::{Action, Delivery, Mux};
 
 impl Mux {
     /// Whether a context may own an upstream: a client context only while its client is
-    /// there (a departing client's context may end at any moment).
-    fn can_own(&self, here: Here) -> bool {
+    /// there (a departing client's context may end at any moment), a lingering one never.
+    pub fn can_own(&self, here: Here) -> bool {
         match here {
             Here::Client(id) => self.is_open(id),
             Here::Request | Here::Background => true,
+            Here::Lingering => false,
         }
+    }
+
+    /// Whether a client's context is wanted to connect or take over an upstream that the
+    /// context that just settled could not (it may not own): some link needs a connection
+    /// or a new owner, and a client is attached to carry it out. The glue then has a
+    /// client's context settle soon, rather than leaving it to whoever comes by next.
+    pub fn owner_wanted(&self, now: u64) -> bool {
+        self.attached_clients > 0 && self.links.values().any(|l| l.needs_connect(now) || l.wants_client_owner())
     }
 
     /// A `Connect` for the first link that needs a connection or a new owner, handed to
@@ -65,7 +74,7 @@ impl Mux {
                 return false;
             };
             link.successor = None;
-            link.drain = Some(Drain { id: old, barrier_sent: false, started: now });
+            link.drain = Some(Drain { id: old, barrier_sent: false, reason: "handed over", started: now });
             link.conn = Conn::Up { id, owner: s.owner };
             link.handovers += 1;
             link.pending_since = None;
@@ -99,9 +108,7 @@ impl Mux {
     /// old one is closed.
     pub(crate) fn barrier_returned(&mut self, tenant: &str, id: UpstreamId, now: u64) {
         let Some(link) = self.links.get_mut(tenant) else { return };
-        if link.drain.is_none_or(|d| d.id != id) {
-            return;
-        }
+        let Some(drain) = link.drain.filter(|d| d.id == id) else { return };
         link.drain = None;
         let reopen: Vec<(StreamId, bool)> = self
             .streams
@@ -124,9 +131,25 @@ impl Mux {
                 c.on = None;
             }
         }
-        self.closing.insert(id, (1000, "handed over", now));
+        self.closing.insert(id, (1000, drain.reason, now));
         self.actions.push_back(Action::WakeUpstream(id));
         self.became_sendable(tenant, now);
+    }
+
+    /// A bounded owner's lifetime is up and no client is attached to take the connection
+    /// over: it is retired — it drains behind a barrier (requests in flight on it are
+    /// answered there) and closes; the next request opens a fresh one in its own context.
+    /// The owner's context is then free to end (a scheduled round returns).
+    pub(crate) fn retire(&mut self, tenant: &str, now: u64) {
+        let Some(link) = self.links.get_mut(tenant) else { return };
+        let Conn::Up { id, .. } = link.conn else { return };
+        link.conn = Conn::Down;
+        link.drain = Some(Drain { id, barrier_sent: false, reason: "owner's lifetime over", started: now });
+        link.pending_since = None;
+        link.unanswered_since = None;
+        link.heartbeat_sent = None;
+        self.counters.retirements += 1;
+        self.actions.push_back(Action::WakeUpstream(id));
     }
 
     /// Upstream `id` closed, failed or could not be opened (the socket is gone).
@@ -257,6 +280,6 @@ fn wants_handover(link: &Link, here: Here, lifetime: u64, now: u64) -> bool {
             return false;
         }
     }
-    let bounded = matches!(owner.kind, OwnerKind::Http | OwnerKind::Background);
-    owner.orphaned || (bounded && (here.kind() == OwnerKind::WebSocket || now.saturating_sub(owner.since) >= lifetime))
+    let expired = owner.expired || now.saturating_sub(owner.since) >= lifetime;
+    owner.orphaned || (owner.is_bounded() && (here.kind() == OwnerKind::WebSocket || expired))
 }

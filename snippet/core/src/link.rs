@@ -30,7 +30,7 @@ pub enum OwnerKind {
     WebSocket,
     /// An HTTP request's context: bounded by [`crate::Config::owner_lifetime_ms`].
     Http,
-    /// A scheduled event's (keep-warm) or timer's context: bounded like an HTTP one.
+    /// A scheduled event's (keep-warm) context: bounded like an HTTP one.
     Background,
 }
 
@@ -53,10 +53,15 @@ impl OwnerKind {
 pub enum Here {
     /// A client WebSocket's context (its stream).
     Client(StreamId),
-    /// An HTTP request's context (it holds `waitUntil` for what it owns).
+    /// An HTTP request's context while it waits for its reply (it holds `waitUntil` for
+    /// what it owns).
     Request,
-    /// A scheduled event's context, or a timer's.
+    /// A scheduled event's context while its handler runs.
     Background,
+    /// A bounded context whose own work is done — an HTTP request that answered, a
+    /// scheduled round that ended — running only for what it already owns (an upstream's
+    /// events): it may end at any time, so it carries out no new `Connect`.
+    Lingering,
 }
 
 impl Here {
@@ -64,7 +69,7 @@ impl Here {
         match self {
             Here::Client(_) => OwnerKind::WebSocket,
             Here::Request => OwnerKind::Http,
-            Here::Background => OwnerKind::Background,
+            Here::Background | Here::Lingering => OwnerKind::Background,
         }
     }
 }
@@ -78,15 +83,25 @@ pub(crate) struct Owner {
     pub stream: Option<StreamId>,
     /// That client has left: the context may end at any time.
     pub orphaned: bool,
+    /// A bounded (HTTP, background) owner whose [`crate::Config::owner_lifetime_ms`] is up.
+    pub expired: bool,
+}
+
+impl Owner {
+    /// Bounded: an HTTP request's or a scheduled event's context, which the platform ends
+    /// soon after its own work (RUNTIME.md §4).
+    pub fn is_bounded(&self) -> bool {
+        matches!(self.kind, OwnerKind::Http | OwnerKind::Background)
+    }
 }
 
 impl Owner {
     pub fn of(here: Here, now: u64) -> Owner {
         let stream = match here {
             Here::Client(id) => Some(id),
-            Here::Request | Here::Background => None,
+            Here::Request | Here::Background | Here::Lingering => None,
         };
-        Owner { kind: here.kind(), since: now, stream, orphaned: false }
+        Owner { kind: here.kind(), since: now, stream, orphaned: false, expired: false }
     }
 }
 
@@ -109,12 +124,14 @@ pub(crate) struct Successor {
     pub since: u64,
 }
 
-/// The previous connection, finishing its in-flight replies after a hand-over: it
-/// carries one barrier `Ping` and nothing else.
+/// The previous connection, finishing its in-flight replies after a hand-over or when its
+/// owner retires it: it carries one barrier `Ping` and nothing else.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Drain {
     pub id: UpstreamId,
     pub barrier_sent: bool,
+    /// The close reason once the barrier is back.
+    pub reason: &'static str,
     /// It must end within [`crate::Config::watchdog_ms`] of this.
     pub started: u64,
 }
@@ -263,12 +280,20 @@ impl Link {
         self.clients == 0 && self.requests == 0 && self.successor.is_none() && self.drain.is_none()
     }
 
-    /// Whether it needs a connection now: it is down, not backing off, and a stream or a
-    /// keep-warm round wants it.
+    /// Whether it needs a connection now: it is down, not backing off, and a client, a
+    /// queued frame or a keep-warm round wants it (requests already sent on a draining
+    /// connection do not: their replies come back on it).
     pub fn needs_connect(&self, now: u64) -> bool {
         matches!(self.conn, Conn::Down)
             && self.retry_at.is_none_or(|t| now >= t)
-            && (self.clients > 0 || self.requests > 0 || self.warm_until > now)
+            && (self.clients > 0 || !self.ready.is_empty() || self.warm_until > now)
+    }
+
+    /// Whether a client's (long-lived) context should take the open connection over: its
+    /// owner's client left, or it is owned by a bounded context.
+    pub fn wants_client_owner(&self) -> bool {
+        let Some((_, owner)) = self.up() else { return false };
+        self.successor.is_none() && self.drain.is_none() && (owner.orphaned || owner.is_bounded())
     }
 
     /// The owner of the open connection, or none.

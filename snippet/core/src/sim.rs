@@ -52,6 +52,10 @@ pub(crate) struct Sim {
     /// Sockets the mux closed, with the code.
     pub closed: Vec<(UpstreamId, u16)>,
     pub abandoned: Vec<UpstreamId>,
+    /// Requests whose tasks the mux had dropped.
+    pub abandoned_requests: Vec<StreamId>,
+    /// Streams whose context is gone: their deliveries are never collected.
+    pub dead: HashSet<StreamId>,
     pub logs: Vec<String>,
     /// Frames in each message the backends received.
     pub frames_seen: Vec<usize>,
@@ -87,6 +91,8 @@ impl Sim {
             got: HashMap::new(),
             closed: Vec::new(),
             abandoned: Vec::new(),
+            abandoned_requests: Vec::new(),
+            dead: HashSet::new(),
             logs: Vec::new(),
             frames_seen: Vec::new(),
         }
@@ -118,14 +124,41 @@ impl Sim {
             match self.mux.poll_timeout() {
                 Some(t) if t <= end => {
                     self.now = self.now.max(t);
-                    self.mux.handle_timeout(self.now);
+                    self.timeout();
                 }
                 _ => break,
             }
         }
         self.now = end;
-        self.mux.handle_timeout(end);
+        self.timeout();
         self.run();
+    }
+
+    /// Handles the deadlines due now, and checks the core's promise to the glue: the next
+    /// deadline is later than now, or there is none (else a timer would fire at once, again
+    /// and again).
+    pub fn timeout(&mut self) {
+        let now = self.now;
+        self.mux.handle_timeout(now);
+        if let Some(t) = self.mux.poll_timeout() {
+            assert!(t > now, "handle_timeout({now}) left a deadline at {t}");
+        }
+    }
+
+    /// Steps to the next deadline as a glue's timer would (at most `limit` steps), running
+    /// everything after each; returns the times stepped to.
+    pub fn step_deadlines(&mut self, limit: usize) -> Vec<u64> {
+        let mut times = Vec::new();
+        while let Some(t) = self.mux.poll_timeout() {
+            if times.len() == limit {
+                break;
+            }
+            self.now = self.now.max(t);
+            times.push(self.now);
+            self.timeout();
+            self.run();
+        }
+        times
     }
 
     /// A pending connect completes.
@@ -214,6 +247,7 @@ impl Sim {
                             s.open = false;
                         }
                     }
+                    Action::AbandonRequest(id) => self.abandoned_requests.push(id),
                     Action::Log(l) => self.logs.push(l),
                     Action::WakeUpstream(_) | Action::WakeStream(_) => {}
                 }
@@ -231,7 +265,8 @@ impl Sim {
                     }
                 }
             }
-            let streams: Vec<StreamId> = self.mux.streams.keys().copied().collect();
+            let streams: Vec<StreamId> =
+                self.mux.streams.keys().copied().filter(|id| !self.dead.contains(id)).collect();
             for sid in streams {
                 while let Some(d) = self.mux.poll_delivery(sid, now) {
                     moved = true;

@@ -36,6 +36,12 @@ pub struct Counters {
     pub timeouts: u64,
     /// Owner hand-overs completed.
     pub handovers: u64,
+    /// Upstreams closed because their bounded (HTTP, scheduled) owner's lifetime was up
+    /// and no client was there to take them over.
+    pub retirements: u64,
+    /// HTTP requests whose context never collected its reply (the context ended first):
+    /// forgotten and their tasks dropped.
+    pub abandoned_requests: u64,
     /// Times the watchdog declared the upstream dead.
     pub watchdog_trips: u64,
     /// Times an open upstream went down.

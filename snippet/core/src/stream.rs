@@ -71,8 +71,11 @@ pub(crate) struct Client {
 /// An HTTP request's part of a stream.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Pending {
-    /// When it times out (504).
+    /// When it times out (504); once `expired`, when its context must have collected its
+    /// final delivery.
     pub deadline: u64,
+    /// Its deadline passed once: it has its final delivery (a reply or the 504).
+    pub expired: bool,
     /// The connection it left on, and when (round-trip samples).
     pub sent: Option<(UpstreamId, u64)>,
 }

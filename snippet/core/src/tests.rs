@@ -402,10 +402,10 @@ fn the_watchdog_trips_when_queued_frames_see_no_transmit() {
     // The pump's context is gone: nothing polls this socket any more.
     sim.mux.handle_client_message(a, true, b"stuck", sim.now).expect("send");
     sim.now += 999;
-    sim.mux.handle_timeout(sim.now);
+    sim.timeout();
     assert_eq!(sim.mux.counters().watchdog_trips, 0);
     sim.now += 1;
-    sim.mux.handle_timeout(sim.now);
+    sim.timeout();
     assert_eq!(sim.mux.counters().watchdog_trips, 1);
     sim.manual = true;
     sim.run();

@@ -1,11 +1,19 @@
 //! Every deadline of the core behind one pair: [`Mux::poll_timeout`] says when the next
-//! one falls, [`Mux::handle_timeout`] acts on whatever is due. Request timeouts, connect
-//! and hand-over bounds, the watchdog, the heartbeat, the drain barrier's bound, the
-//! reconnect backoff and the idle TTL are all here.
+//! one falls, [`Mux::handle_timeout`] acts on whatever is due. Request timeouts and the
+//! collection of their replies, connect and hand-over bounds, the watchdog, the
+//! heartbeat, the drain barrier's bound, the end of a reconnect backoff, a bounded
+//! owner's lifetime and the idle TTL are all here.
+//!
+//! The invariant the glue relies on (the simulator asserts it after every step): after
+//! `handle_timeout(now)`, the next deadline is later than `now`, or there is none. Every
+//! deadline is therefore consumed when it is handled — a backoff that ends clears
+//! `retry_at`, a lifetime that ends marks its owner expired — never left for some other
+//! input to act on, or a timer would fire again at once, without end.
 
 use protocol::StreamId;
 
 use crate::link::{Conn, Control, Link, PingKind, UpstreamId};
+use crate::stream::Role;
 use crate::{Action, Config, Delivery, Mux};
 
 /// When `link` next needs [`Mux::handle_timeout`], if ever.
@@ -18,12 +26,15 @@ fn link_deadline(link: &Link, cfg: &Config) -> Option<u64> {
         }
     };
     match link.conn {
-        Conn::Down => consider(link.retry_at.filter(|_| link.clients > 0 || link.requests > 0 || link.warm_until > 0)),
+        Conn::Down => consider(link.retry_at),
         Conn::Connecting { since, .. } => consider(Some(since.saturating_add(wd))),
-        Conn::Up { .. } => {
+        Conn::Up { owner, .. } => {
             consider(link.pending_since.map(|t| t.saturating_add(wd)));
             if hb > 0 {
                 consider(link.heartbeat_sent.or(link.unanswered_since).map(|t| t.saturating_add(hb)));
+            }
+            if owner.is_bounded() && !owner.expired && link.successor.is_none() && link.drain.is_none() {
+                consider(Some(owner.since.saturating_add(cfg.owner_lifetime_ms)));
             }
         }
     }
@@ -52,7 +63,7 @@ impl Mux {
                 break;
             }
             self.deadlines.pop_first();
-            self.expire_request(id);
+            self.expire_request(id, now);
         }
         // A pump told to close that never came: its context is gone.
         let wd = self.cfg.watchdog_ms;
@@ -68,14 +79,32 @@ impl Mux {
         }
         let tenants: Vec<String> = self.links.keys().cloned().collect();
         for tenant in tenants {
-            self.check_link(&tenant, now);
+            // Each pass consumes at least one deadline of the link, so this ends.
+            while self.check_link(&tenant, now) {}
         }
     }
 
-    /// An HTTP request's deadline passed: it gets a 504.
-    fn expire_request(&mut self, id: StreamId) {
+    /// An HTTP request's deadline passed. The first time, it gets a 504 unless its reply
+    /// is already waiting for it, and its context has [`Config::watchdog_ms`] more to
+    /// collect it. The second time, that context is presumed gone (a client that hung up
+    /// ends it): the stream is forgotten, so its link can go idle, and its task dropped.
+    fn expire_request(&mut self, id: StreamId, now: u64) {
         let waited = self.cfg.request_timeout_ms;
-        let Some(s) = self.streams.get_mut(&id).filter(|s| !s.detached) else { return };
+        let collect_by = now.saturating_add(self.cfg.watchdog_ms.max(1));
+        let Some(s) = self.streams.get_mut(&id) else { return };
+        let Role::Request(p) = &mut s.role else { return };
+        if p.expired || s.detached {
+            self.counters.abandoned_requests += 1;
+            self.forget(id, now);
+            self.actions.push_back(Action::AbandonRequest(id));
+            return;
+        }
+        p.expired = true;
+        p.deadline = collect_by;
+        self.deadlines.insert((collect_by, id));
+        if s.inbox.iter().any(Delivery::is_final) {
+            return;
+        }
         s.inbox.clear();
         self.counters.errors += 1;
         self.counters.timeouts += 1;
@@ -97,29 +126,37 @@ impl Mux {
         self.link_lost(id, why, now);
     }
 
-    fn check_link(&mut self, tenant: &str, now: u64) {
+    /// Acts on one due deadline of `tenant`'s link; true if it did (call again until false).
+    fn check_link(&mut self, tenant: &str, now: u64) -> bool {
         let (wd, hb) = (self.cfg.watchdog_ms, self.cfg.heartbeat_ms);
-        let Some(link) = self.links.get(tenant) else { return };
+        let Some(link) = self.links.get(tenant) else { return false };
         let due = |t: u64| t.saturating_add(wd) <= now;
         if let Some(s) = link.successor.filter(|s| due(s.since)) {
             // The current connection carries on.
             self.trip(s.id, &format!("hand-over: the successor did not open within WATCHDOG_MS = {wd} ms"), now);
-            return;
+            return true;
         }
         if let Some(d) = link.drain.filter(|d| due(d.started)) {
             let why = format!("hand-over: the old upstream did not answer its barrier within WATCHDOG_MS = {wd} ms");
             self.end_upstream(d.id, 1011, "hand-over barrier timed out", &why, now);
-            return;
+            return true;
         }
         match link.conn {
+            Conn::Down if link.retry_at.is_some_and(|t| t <= now) => {
+                // The backoff is over: whoever needs the link may connect it now.
+                if let Some(l) = self.links.get_mut(tenant) {
+                    l.retry_at = None;
+                }
+                return true;
+            }
             Conn::Connecting { id, since, .. } if due(since) => {
                 self.trip(id, &format!("connect attempt did not finish within WATCHDOG_MS = {wd} ms"), now);
-                return;
+                return true;
             }
-            Conn::Up { id, .. } => {
+            Conn::Up { id, owner } => {
                 if link.pending_since.is_some_and(due) {
                     self.trip(id, &format!("watchdog: queued frames saw no send for {wd} ms"), now);
-                    return;
+                    return true;
                 }
                 let silent_since = link.heartbeat_sent;
                 if hb > 0 && silent_since.is_some_and(|t| t.saturating_add(hb) <= now) {
@@ -127,7 +164,7 @@ impl Mux {
                     let why =
                         format!("heartbeat: no answer to a ping within HEARTBEAT_MS = {hb} ms while replies were owed");
                     self.end_upstream(id, 1011, "backend silent", &why, now);
-                    return;
+                    return true;
                 }
                 if hb > 0
                     && silent_since.is_none()
@@ -137,14 +174,38 @@ impl Mux {
                         l.heartbeat_sent = Some(now);
                     }
                     self.queue_control(tenant, Control::Ping(PingKind::Heartbeat), now);
-                    return;
+                    return true;
+                }
+                let lifetime_over = owner.since.saturating_add(self.cfg.owner_lifetime_ms) <= now;
+                if owner.is_bounded()
+                    && !owner.expired
+                    && lifetime_over
+                    && link.successor.is_none()
+                    && link.drain.is_none()
+                {
+                    self.owner_expired(tenant, now);
+                    return true;
                 }
             }
             Conn::Down | Conn::Connecting { .. } => {}
         }
-        let Some(link) = self.links.get(tenant) else { return };
+        let Some(link) = self.links.get(tenant) else { return false };
         if link.is_idle() && link.last_used.saturating_add(self.cfg.upstream_idle_ms) <= now && link.warm_until <= now {
             self.evict(tenant, now);
+            return true;
+        }
+        false
+    }
+
+    /// A bounded owner's lifetime is up. A client's context takes the connection over when
+    /// one is attached (the glue has one settle: [`Mux::owner_wanted`]); with none, the
+    /// connection is retired so the owner's context can end.
+    fn owner_expired(&mut self, tenant: &str, now: u64) {
+        if let Some(Conn::Up { owner, .. }) = self.links.get_mut(tenant).map(|l| &mut l.conn) {
+            owner.expired = true;
+        }
+        if self.attached_clients == 0 {
+            self.retire(tenant, now);
         }
     }
 }
