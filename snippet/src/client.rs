@@ -6,6 +6,7 @@ use std::future::{poll_fn, Future};
 use std::pin::pin;
 use std::task::Poll;
 
+use mux_core::keeper::Holder;
 use mux_core::{Delivery, Here, Identity, Refused, StreamId};
 use wasm_bindgen::prelude::*;
 
@@ -50,7 +51,8 @@ pub fn upgrade(
         }
     };
     let listeners = listen(id, &server);
-    executor::spawn(deliver(id, server, listeners, expires_at));
+    let here = Here::Client(id);
+    executor::spawn(state::holding(Holder::Client(id), here, deliver(id, server, listeners, expires_at)));
     state::settle(Here::Client(id), None);
     js::upgrade_response(&client, protocol.as_deref())
 }
@@ -185,4 +187,6 @@ async fn deliver(id: StreamId, ws: web_sys::WebSocket, listeners: Listeners, exp
         s.stream_wakers.remove(&id);
     });
     drop(listeners);
+    // Its client is gone: another holder takes the timer over, if it was this one's.
+    state::settle(Here::Client(id), None);
 }

@@ -21,23 +21,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
 use wasm_bindgen::prelude::*;
-use wasm_bindgen::JsCast;
 
-#[wasm_bindgen]
-extern "C" {
-    /// The `{ promise, resolve, reject }` record from `Promise.withResolvers()`.
-    type Resolvers;
-    #[wasm_bindgen(js_namespace = Promise, js_name = withResolvers)]
-    fn with_resolvers() -> Resolvers;
-    #[wasm_bindgen(method, getter)]
-    fn promise(this: &Resolvers) -> WakePromise;
-    #[wasm_bindgen(method)]
-    fn resolve(this: &Resolvers, value: u32);
-
-    type WakePromise;
-    #[wasm_bindgen(method)]
-    fn then(this: &WakePromise, on_fulfilled: &js_sys::Function) -> WakePromise;
-}
+use crate::js::{with_resolvers, Resolvers};
 
 type TaskFuture = Pin<Box<dyn Future<Output = ()>>>;
 
@@ -67,6 +52,8 @@ thread_local! {
     static TASKS: RefCell<HashMap<u32, Task>> = RefCell::new(HashMap::new());
     static NEXT_ID: Cell<u32> = const { Cell::new(1) };
     static WAKE_PROMISES: Cell<u64> = const { Cell::new(0) };
+    /// The task being polled right now.
+    static CURRENT: Cell<Option<u32>> = const { Cell::new(None) };
     /// One reaction function for every task: the promise resolves with the task id.
     static RUN: Closure<dyn FnMut(JsValue)> = Closure::new(|id: JsValue| {
         if let Some(id) = id.as_f64() {
@@ -89,7 +76,7 @@ pub fn live_tasks() -> usize {
 fn arm() -> Resolvers {
     let resolvers = with_resolvers();
     RUN.with(|run| {
-        let _ = resolvers.promise().then(run.as_ref().unchecked_ref());
+        let _ = resolvers.promise().then(run);
     });
     WAKE_PROMISES.with(|c| c.set(c.get() + 1));
     resolvers
@@ -107,8 +94,13 @@ pub fn spawn(future: impl Future<Output = ()> + 'static) -> TaskId {
     TASKS.with(|t| {
         t.borrow_mut().insert(id, Task { future: Some(Box::pin(future)), state: State::Scheduled, resolvers: None })
     });
-    resolvers.resolve(id);
+    resolvers.resolve(&JsValue::from(id));
     TaskId(id)
+}
+
+/// The task being polled now (to [`cancel`] it later from another context), if any.
+pub fn current() -> Option<TaskId> {
+    CURRENT.with(Cell::get).map(TaskId)
 }
 
 /// Drops a task whose context is gone (it would never be polled again, and would stay in
@@ -137,7 +129,7 @@ fn wake(id: u32) {
         }
     });
     if let Some(r) = to_resolve {
-        r.resolve(id);
+        r.resolve(&JsValue::from(id));
     }
 }
 
@@ -153,7 +145,9 @@ fn run(id: u32) {
     });
     let Some(mut future) = future else { return };
     let waker = Waker::from(Arc::new(TaskWaker(id)));
+    let outer = CURRENT.with(|c| c.replace(Some(id)));
     let poll = future.as_mut().poll(&mut Context::from_waker(&waker));
+    CURRENT.with(|c| c.set(outer));
     match poll {
         Poll::Ready(()) => {
             TASKS.with(|t| t.borrow_mut().remove(&id));
@@ -176,7 +170,7 @@ fn run(id: u32) {
                 }
             });
             if let Some(r) = reschedule {
-                r.resolve(id);
+                r.resolve(&JsValue::from(id));
             }
         }
     }

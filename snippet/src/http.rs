@@ -55,6 +55,11 @@ pub async fn proxy(
         }
         Err(e) => return js::json_error(500, &e.to_string()),
     };
+    // If this context ends before its reply (its client hung up), the core drops this
+    // task once the reply has waited a watchdog's bound for it (`AbandonRequest`).
+    if let Some(task) = crate::executor::current() {
+        state::with(|s| s.request_tasks.insert(id, task));
+    }
     state::settle(Here::Request, Some(ctx));
 
     // Our own timer: the pending I/O that keeps this context alive while it waits, and
@@ -78,6 +83,7 @@ pub async fn proxy(
     .await;
     state::with(|s| {
         s.stream_wakers.remove(&id);
+        s.request_tasks.remove(&id);
     });
     state::settle(Here::Request, Some(ctx));
     match reply {

@@ -28,13 +28,22 @@ extern "C" {
     #[wasm_bindgen(js_namespace = crypto, js_name = randomUUID)]
     pub fn random_uuid() -> String;
 
-    type TimerResolvers;
+    /// The `{ promise, resolve, reject }` record of `Promise.withResolvers()`: the one way
+    /// this crate makes a promise another context may resolve (RUNTIME.md §2 — never
+    /// `new Promise(executor)`).
+    pub type Resolvers;
+    /// `Promise.withResolvers()`, made in the current context.
     #[wasm_bindgen(js_namespace = Promise, js_name = withResolvers)]
-    fn timer_resolvers() -> TimerResolvers;
+    pub fn with_resolvers() -> Resolvers;
+    /// The promise.
     #[wasm_bindgen(method, getter)]
-    fn promise(this: &TimerResolvers) -> Promise;
-    #[wasm_bindgen(method, getter)]
-    fn resolve(this: &TimerResolvers) -> JsValue;
+    pub fn promise(this: &Resolvers) -> Promise;
+    /// Resolves the promise with `value`.
+    #[wasm_bindgen(method)]
+    pub fn resolve(this: &Resolvers, value: &JsValue);
+    /// The `resolve` function itself (to hand to a timer or keep for later).
+    #[wasm_bindgen(method, getter, js_name = resolve)]
+    fn resolve_fn(this: &Resolvers) -> JsValue;
 
     /// `Request.body`'s default reader (bound by hand: web-sys's stream types would add
     /// more code than the three calls used here).
@@ -100,8 +109,8 @@ pub fn random_u64() -> u64 {
 /// was resolved by another context but not yet delivered to it, would otherwise look hung
 /// to workerd and be cancelled (RUNTIME.md §3).
 pub fn hold_for(ms: f64) {
-    let r = timer_resolvers();
-    set_timeout(&r.resolve(), ms);
+    let r = with_resolvers();
+    set_timeout(&r.resolve_fn(), ms);
 }
 
 /// Sleeps in the current context. The timer is this context's own pending I/O, which
@@ -204,9 +213,9 @@ impl Drop for KeepAlive {
 /// returned guard is dropped. `None` if `ctx` has no `waitUntil`.
 pub fn keep_alive(ctx: &JsValue) -> Option<KeepAlive> {
     let wait_until = js_sys::Reflect::get(ctx, &"waitUntil".into()).ok()?.dyn_into::<js_sys::Function>().ok()?;
-    let r = timer_resolvers();
+    let r = with_resolvers();
     wait_until.call1(ctx, &r.promise()).ok()?;
-    Some(KeepAlive(r.resolve()))
+    Some(KeepAlive(r.resolve_fn()))
 }
 
 /// Text of a JS error value.

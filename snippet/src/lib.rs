@@ -17,24 +17,15 @@ mod stats;
 mod upstream;
 
 use mux_core::auth::Need;
+use mux_core::keeper::Holder;
 use mux_core::tenant::{self, Endpoint, Routed};
+use mux_core::Here;
 use wasm_bindgen::prelude::*;
-
-#[wasm_bindgen]
-extern "C" {
-    type FetchResolvers;
-    #[wasm_bindgen(js_namespace = Promise, js_name = withResolvers)]
-    fn fetch_resolvers() -> FetchResolvers;
-    #[wasm_bindgen(method, getter)]
-    fn promise(this: &FetchResolvers) -> js_sys::Promise;
-    #[wasm_bindgen(method)]
-    fn resolve(this: &FetchResolvers, value: &JsValue);
-}
 
 /// The Worker's fetch handler (called by worker-build's shim with `env` and `ctx`).
 #[wasm_bindgen]
 pub fn fetch(req: web_sys::Request, env: JsValue, ctx: JsValue) -> js_sys::Promise {
-    let done = fetch_resolvers();
+    let done = js::with_resolvers();
     let promise = done.promise();
     executor::spawn(async move {
         let response = match route(req, &env, &ctx).await {
@@ -173,10 +164,12 @@ async fn route(req: web_sys::Request, env: &JsValue, ctx: &JsValue) -> Result<we
 
 /// The Worker's scheduled handler (a cron trigger in `wrangler.toml`): a keep-warm round.
 /// The core picks the tenants and queues a ping on each; this context opens the upstreams
-/// that need it (owning them, with `waitUntil`) and waits, bounded, for the answers.
+/// that need it (owning them, with `waitUntil`, for at most `OWNER_LIFETIME_MS`) and waits,
+/// bounded by `WATCHDOG_MS`, for the answers — holding the core's timer meanwhile if no
+/// client does.
 #[wasm_bindgen]
 pub fn scheduled(_event: JsValue, env: JsValue, ctx: JsValue) -> js_sys::Promise {
-    let done = fetch_resolvers();
+    let done = js::with_resolvers();
     let promise = done.promise();
     executor::spawn(async move {
         if let Some(e) = configure(&env) {
@@ -184,15 +177,19 @@ pub fn scheduled(_event: JsValue, env: JsValue, ctx: JsValue) -> js_sys::Promise
             done.resolve(&JsValue::UNDEFINED);
             return;
         }
-        let (pinged, before, wait) = state::with(|s| {
+        let (round, pinged, before, wait) = state::with(|s| {
+            s.rounds = s.rounds.wrapping_add(1);
             let before = s.mux.counters().keep_warm_pongs;
-            (s.mux.handle_keep_warm(js::now()), before, s.mux.config().watchdog_ms)
+            (s.rounds, s.mux.handle_keep_warm(js::now()), before, s.mux.config().watchdog_ms)
         });
-        state::settle(mux_core::Here::Background, Some(&ctx));
+        state::settle(Here::Background, Some(&ctx));
         let until = js::now() + wait;
-        while js::now() < until && state::with(|s| s.mux.counters().keep_warm_pongs) < before + pinged {
-            js::sleep(50.0).await;
-        }
+        let answered = async {
+            while js::now() < until && state::with(|s| s.mux.counters().keep_warm_pongs) < before + pinged {
+                js::sleep(50.0).await;
+            }
+        };
+        state::holding(Holder::Round(round), Here::Background, answered).await;
         done.resolve(&JsValue::UNDEFINED);
     });
     promise

@@ -4,10 +4,13 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::future::{poll_fn, Future};
+use std::pin::{pin, Pin};
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use mux_core::auth::AuthConfig;
+use mux_core::keeper::{Duty, Holder, Timekeeper};
 use mux_core::{Action, Config, Delivery, Here, Mux, StreamId, UpstreamId};
 use wasm_bindgen::JsValue;
 
@@ -34,6 +37,15 @@ pub struct Shared {
     pub pump_wakers: HashMap<UpstreamId, Waker>,
     /// The pumps' tasks, so an abandoned one can be dropped.
     pub pump_tasks: HashMap<UpstreamId, TaskId>,
+    /// The tasks of HTTP requests waiting on a stream, so one whose context died can be
+    /// dropped ([`Action::AbandonRequest`]).
+    pub request_tasks: HashMap<StreamId, TaskId>,
+    /// Which living context holds the core's one timer.
+    pub keeper: Timekeeper,
+    /// The task wakers of the timer's possible holders (one per task, kept while it lives).
+    pub holder_wakers: HashMap<Holder, Waker>,
+    /// Scheduled rounds started (names each round's [`Holder::Round`]).
+    pub rounds: u32,
     /// Backend location (set from the env on every request).
     pub backend: Backend,
     /// The front door's configuration (applied once, with the mux config).
@@ -44,16 +56,16 @@ pub struct Shared {
     pub started_at: f64,
     /// Whether the vars were applied to the mux config.
     pub configured: bool,
-    /// The pump whose context keeps the core's timer: a pump lives as long as its
-    /// upstream's socket keeps its context alive, so its timer fires even at rest.
-    pub timekeeper: Option<UpstreamId>,
-    /// The armed timer: when it fires, and its token (a newer timer supersedes it).
-    pub timer: Option<(u64, u64)>,
-    /// Tokens handed out to timers.
-    pub timer_tokens: u64,
-    /// The task of the timer armed outside a pump, if any: dropped when superseded or
-    /// when nothing is left to time, so no sleeper outlives its purpose.
-    pub sleeper: Option<TaskId>,
+}
+
+impl Shared {
+    /// The waker a [`Duty`] asks for.
+    fn waker_for(&self, duty: Duty) -> Option<Waker> {
+        match duty {
+            Duty::Wake(h) => self.holder_wakers.get(&h).cloned(),
+            Duty::Nothing => None,
+        }
+    }
 }
 
 thread_local! {
@@ -62,15 +74,15 @@ thread_local! {
         stream_wakers: HashMap::new(),
         pump_wakers: HashMap::new(),
         pump_tasks: HashMap::new(),
+        request_tasks: HashMap::new(),
+        keeper: Timekeeper::default(),
+        holder_wakers: HashMap::new(),
+        rounds: 0,
         backend: Backend::default(),
         door: Rc::new(AuthConfig::default()),
         isolate_id: js::random_uuid(),
         started_at: js::now_ms(),
         configured: false,
-        timekeeper: None,
-        timer: None,
-        timer_tokens: 0,
-        sleeper: None,
     });
 }
 
@@ -93,24 +105,20 @@ pub fn poll_delivery(id: StreamId, cx: &mut Context<'_>) -> Poll<Option<Delivery
     })
 }
 
-/// A timer more than this late is presumed to have died with its context (production
-/// ends a context ~30 s after its response): the next caller arms a new one.
-pub const TIMER_STALE_MS: u64 = 1_000;
-
 /// Carries out what the core decided, after any input, in the current context `here`:
 /// deadlines that passed are handled, upstreams the core wants are opened here (this
 /// context owns them; `ctx`, an HTTP request's ExecutionContext, keeps it alive for them),
-/// sleepers are woken (a wake only resolves the sleeper's own promise), abandoned pumps
-/// are dropped, and the timer is armed for the next deadline: by the timekeeping pump
-/// (see [`Shared::timekeeper`]) when there is one, else here.
+/// sleepers are woken (a wake only resolves the sleeper's own promise), abandoned tasks
+/// are dropped, and the [`Timekeeper`] makes sure a living context times the next
+/// deadline — and, when this context may not own an upstream that needs an owner, that a
+/// client's context settles soon ([`Mux::owner_wanted`]).
 pub fn settle(here: Here, ctx: Option<&JsValue>) {
     let now = js::now();
     let mut connects = Vec::new();
     let mut wakers = Vec::new();
     let mut abandoned = Vec::new();
     let mut logs = Vec::new();
-    let mut stale_sleeper = None;
-    let rearm = with(|s| {
+    with(|s| {
         if s.mux.poll_timeout().is_some_and(|t| t <= now) {
             s.mux.handle_timeout(now);
         }
@@ -125,41 +133,20 @@ pub fn settle(here: Here, ctx: Option<&JsValue>) {
                 Action::Abandon(id) => {
                     s.pump_wakers.remove(&id);
                     abandoned.extend(s.pump_tasks.remove(&id));
+                    // Its task is dropped below; `decide` names the next keeper.
+                    s.holder_wakers.remove(&Holder::Pump(id));
+                    let _ = s.keeper.leave(Holder::Pump(id), now);
+                }
+                Action::AbandonRequest(id) => {
+                    s.stream_wakers.remove(&id);
+                    abandoned.extend(s.request_tasks.remove(&id));
                 }
                 Action::Log(line) => logs.push(line),
             }
         }
-        let Some(next) = s.mux.poll_timeout() else {
-            stale_sleeper = s.sleeper.take();
-            return None;
-        };
-        let armed = s.timer.is_some_and(|(at, _)| at <= next && now <= at.saturating_add(TIMER_STALE_MS));
-        if armed {
-            return None;
-        }
-        if s.timekeeper.is_some() && s.timer.is_some_and(|(at, _)| now > at.saturating_add(TIMER_STALE_MS)) {
-            // Its context is gone; another pump, or a timer here, takes over.
-            s.timekeeper = None;
-        }
-        // A pump keeps the timer when there is one: the keeper re-arms for the earlier
-        // deadline, or a parked pump is made the keeper.
-        let keeper = s.timekeeper.or_else(|| s.pump_wakers.keys().next().copied());
-        if let Some(keeper) = keeper {
-            s.timekeeper = Some(keeper);
-            s.timer = Some((next, 0));
-            stale_sleeper = s.sleeper.take();
-            wakers.extend(s.pump_wakers.remove(&keeper));
-            return None;
-        }
-        if here == Here::Request {
-            // An HTTP request's context ends with its response, and a timer there with
-            // it; it has its own timer for its own deadline. The next caller arms one.
-            return None;
-        }
-        s.timer_tokens += 1;
-        s.timer = Some((next, s.timer_tokens));
-        stale_sleeper = s.sleeper.take();
-        Some((next, s.timer_tokens))
+        let wanted = !s.mux.can_own(here) && s.mux.owner_wanted(now);
+        let duty = s.keeper.decide(s.mux.poll_timeout(), wanted, now);
+        wakers.extend(s.waker_for(duty));
     });
     for line in logs {
         js::log_error(&line);
@@ -169,29 +156,73 @@ pub fn settle(here: Here, ctx: Option<&JsValue>) {
         let task = executor::spawn(upstream::pump(id, url, token, here, keep_alive));
         with(|s| s.pump_tasks.insert(id, task));
     }
-    for task in abandoned.into_iter().chain(stale_sleeper) {
+    for task in abandoned {
         executor::cancel(task);
     }
     for w in wakers {
         w.wake();
     }
-    if let Some((at, token)) = rearm {
-        let task = executor::spawn(async move {
-            js::sleep(at.saturating_sub(js::now()) as f64 + 1.0).await;
-            let mine = with(|s| {
-                let mine = s.timer.is_some_and(|(_, t)| t == token);
-                if mine {
-                    s.timer = None;
-                    s.sleeper = None;
-                }
-                mine
-            });
-            if mine {
-                // Whoever armed the timer may be gone (a client that left cannot own an
-                // upstream); a timer's context owns what it opens as a bounded owner.
-                settle(Here::Background, None);
+}
+
+/// Runs `work` as timer holder `me`, a task of the context `here`: whenever the
+/// [`Timekeeper`] names it keeper, it also sleeps until the core's next deadline, in this
+/// context, and settles when that comes. It leaves the post when `work` ends or the task
+/// is dropped.
+pub async fn holding<T>(me: Holder, here: Here, work: impl Future<Output = T>) -> T {
+    let _membership = Membership::join(me);
+    let mut work = pin!(work);
+    let mut timer: Option<(u64, js::Sleep)> = None;
+    let mut registered = false;
+    poll_fn(|cx| loop {
+        if let Poll::Ready(out) = work.as_mut().poll(cx) {
+            return Poll::Ready(out);
+        }
+        let at = with(|s| {
+            if !registered {
+                s.holder_wakers.insert(me, cx.waker().clone());
+                registered = true;
             }
+            let Shared { keeper, mux, .. } = s;
+            keeper.poll(me, js::now(), || mux.poll_timeout())
         });
-        with(|s| s.sleeper = Some(task));
+        let Some(at) = at else {
+            timer = None;
+            return Poll::Pending;
+        };
+        if timer.as_ref().map(|(t, _)| *t) != Some(at) {
+            timer = Some((at, js::sleep(at.saturating_sub(js::now()) as f64 + 1.0)));
+        }
+        let fired = timer.as_mut().is_some_and(|(_, t)| Pin::new(t).poll(cx).is_ready());
+        if !fired {
+            return Poll::Pending;
+        }
+        timer = None;
+        with(|s| s.keeper.fired(me));
+        settle(here, None);
+    })
+    .await
+}
+
+/// A holder's place among the [`Timekeeper`]'s candidates, for as long as its task lives.
+struct Membership(Holder);
+
+impl Membership {
+    fn join(me: Holder) -> Membership {
+        with(|s| s.keeper.join(me));
+        Membership(me)
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        // Dropped when the task ends or is cancelled, never inside a `with` borrow.
+        let next = with(|s| {
+            s.holder_wakers.remove(&self.0);
+            let duty = s.keeper.leave(self.0, js::now());
+            s.waker_for(duty)
+        });
+        if let Some(w) = next {
+            w.wake();
+        }
     }
 }

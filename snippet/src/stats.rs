@@ -62,6 +62,8 @@ pub fn render() -> String {
         let owner = upstreams.first().map_or(mux_core::OwnerKind::None, |u| u.owner);
         field("ownerKind", json_string(owner.as_str()));
         field("handovers", c.handovers.to_string());
+        field("retirements", c.retirements.to_string());
+        field("abandonedRequests", c.abandoned_requests.to_string());
         field("watchdogTrips", c.watchdog_trips.to_string());
         field("heartbeatFailures", c.heartbeat_failures.to_string());
         field("batchesSent", c.batches_sent.to_string());

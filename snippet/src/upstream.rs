@@ -3,19 +3,16 @@
 //! core, which wakes the pump; the pump asks the core what to send or whether to close.
 
 use std::cell::Cell;
-use std::future::{poll_fn, Future};
-use std::pin::Pin;
+use std::future::poll_fn;
 use std::rc::Rc;
 use std::task::Poll;
 
+use mux_core::keeper::Holder;
 use mux_core::{Here, Transmit, UpstreamId};
 use wasm_bindgen::prelude::*;
 
 use crate::js::{self, KeepAlive, Listeners};
 use crate::state;
-
-/// A sleep in this context.
-type Timer = Pin<Box<dyn Future<Output = ()>>>;
 
 /// The socket is gone (closed, failed, never opened): the core tells every stream on it.
 fn lost(id: UpstreamId, why: &str, here: Here) {
@@ -53,19 +50,22 @@ fn listen(ws: &web_sys::WebSocket, id: UpstreamId, here: Here, closed: Rc<Cell<b
 }
 
 /// Upstream `id`'s pump: connect to `url`, then send whatever the core has for it until
-/// the core closes it (handed over, evicted, a protocol error) or the socket is lost.
-/// `keep_alive` holds an HTTP owner's context open for as long as the pump runs.
-pub async fn pump(id: UpstreamId, url: String, token: String, here: Here, keep_alive: Option<KeepAlive>) {
-    run(id, &url, &token, here).await;
+/// the core closes it (handed over, evicted, retired, a protocol error) or the socket is
+/// lost. `keep_alive` holds an HTTP or scheduled owner's context open for as long as the
+/// pump runs. The pump may hold the core's timer meanwhile (its context lives at least as
+/// long as its connection).
+pub async fn pump(id: UpstreamId, url: String, token: String, owner: Here, keep_alive: Option<KeepAlive>) {
+    // A bounded owner's context has done its own work by the time its pump's events
+    // come: it keeps what it owns but may take on nothing new.
+    let here = match owner {
+        Here::Client(_) => owner,
+        Here::Request | Here::Background | Here::Lingering => Here::Lingering,
+    };
+    state::holding(Holder::Pump(id), here, run(id, &url, &token, here)).await;
     state::with(|s| {
         s.pump_tasks.remove(&id);
         s.pump_wakers.remove(&id);
-        if s.timekeeper == Some(id) {
-            s.timekeeper = None;
-            s.timer = None;
-        }
     });
-    // Another pump takes the timer over, if it was ours.
     state::settle(here, None);
     drop(keep_alive);
 }
@@ -82,40 +82,16 @@ async fn run(id: UpstreamId, url: &str, token: &str, here: Here) {
         return;
     }
     state::settle(here, None);
-    // The timekeeper's sleep: until when, and the timer.
-    let mut sleep: Option<(u64, Timer)> = None;
     loop {
-        let next = poll_fn(|cx| loop {
-            let (next, deadline) = state::with(|s| {
+        let next = poll_fn(|cx| {
+            state::with(|s| {
                 let next = s.mux.poll_transmit(id, js::now());
-                if next.is_none() && !closed.get() {
-                    s.pump_wakers.insert(id, cx.waker().clone());
+                if next.is_some() || closed.get() {
+                    return Poll::Ready(next);
                 }
-                // One pump keeps the core's timer: its context lives as long as its socket.
-                let keeper = *s.timekeeper.get_or_insert(id) == id;
-                let deadline = if keeper { s.mux.poll_timeout() } else { None };
-                if keeper {
-                    s.timer = deadline.map(|at| (at, 0));
-                }
-                (next, deadline)
-            });
-            if next.is_some() || closed.get() {
-                return Poll::Ready(next);
-            }
-            let Some(at) = deadline else {
-                sleep = None;
-                return Poll::Pending;
-            };
-            if sleep.as_ref().map(|(t, _)| *t) != Some(at) {
-                let wait = at.saturating_sub(js::now()) as f64 + 1.0;
-                sleep = Some((at, Box::pin(js::sleep(wait))));
-            }
-            let fired = sleep.as_mut().is_some_and(|(_, f)| f.as_mut().poll(cx).is_ready());
-            if !fired {
-                return Poll::Pending;
-            }
-            sleep = None;
-            state::settle(here, None);
+                s.pump_wakers.insert(id, cx.waker().clone());
+                Poll::Pending
+            })
         })
         .await;
         match next {

@@ -409,6 +409,8 @@ impl Mux {
             }
             Role::Request(p) => {
                 self.deadlines.remove(&(p.deadline, id));
+                // The last request in flight on an expired bounded owner's connection.
+                self.retire_if_unwanted(&s.tenant, now);
             }
         }
     }

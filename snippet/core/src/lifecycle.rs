@@ -136,14 +136,23 @@ impl Mux {
         self.became_sendable(tenant, now);
     }
 
-    /// A bounded owner's lifetime is up and no client is attached to take the connection
-    /// over: it is retired — it drains behind a barrier (requests in flight on it are
-    /// answered there) and closes; the next request opens a fresh one in its own context.
-    /// The owner's context is then free to end (a scheduled round returns).
-    pub(crate) fn retire(&mut self, tenant: &str, now: u64) {
+    /// Retires `tenant`'s connection if its bounded owner's lifetime is up, no client is
+    /// attached to take it over and nothing is in flight on it or waiting for it: it drains
+    /// behind a barrier and closes, and the next request opens a fresh one in its own
+    /// context. The owner's context is then free to end (a scheduled round returns).
+    pub(crate) fn retire_if_unwanted(&mut self, tenant: &str, now: u64) {
+        if self.attached_clients > 0 {
+            return;
+        }
         let Some(link) = self.links.get_mut(tenant) else { return };
-        let Conn::Up { id, .. } = link.conn else { return };
+        let Conn::Up { id, owner } = link.conn else { return };
+        let quiet = link.requests == 0 && link.ready.is_empty() && link.control.is_empty();
+        if !(owner.is_bounded() && owner.expired && quiet && link.successor.is_none() && link.drain.is_none()) {
+            return;
+        }
         link.conn = Conn::Down;
+        // Coming up again after this is no reconnect: nothing failed.
+        link.ever_up = false;
         link.drain = Some(Drain { id, barrier_sent: false, reason: "owner's lifetime over", started: now });
         link.pending_since = None;
         link.unanswered_since = None;

@@ -50,11 +50,12 @@ fn an_http_owner_retires_its_upstream_when_its_lifetime_is_up_and_nobody_comes()
     assert_eq!(sim.socket_of("t").len(), 1);
 }
 
-/// A request in flight when the lifetime ends stays on the retiring upstream (its reply
-/// would come back there); a new request opens a fresh upstream at once. If the old one
-/// never answers its barrier, the request in flight gets a clear 502 at the watchdog.
+/// A request in flight when the lifetime ends keeps the upstream from retiring; the next
+/// request's context takes it over (a hand-over, the old one draining behind its
+/// barrier). If the old one never answers its barrier, the request in flight on it gets
+/// a clear 502 at the watchdog.
 #[test]
-fn a_retiring_upstream_keeps_what_is_in_flight_and_new_requests_go_to_a_fresh_one() {
+fn an_expired_owner_with_requests_in_flight_is_handed_to_the_next_request() {
     let mut sim = Sim::new(Config { owner_lifetime_ms: 1_000, watchdog_ms: 2_000, ..Config::default() });
     sim.here = Here::Request;
     let _ = sim.request("t", "{}");
@@ -65,17 +66,40 @@ fn a_retiring_upstream_keeps_what_is_in_flight_and_new_requests_go_to_a_fresh_on
     sim.run();
     sim.here = Here::Lingering;
     sim.advance(1_000);
-    assert!(sim.last(r).is_none(), "still waiting on the retiring upstream");
-    assert!(sim.closed.is_empty(), "draining behind its barrier");
+    assert!(sim.last(r).is_none(), "still waiting on the expired owner's upstream");
+    assert!(sim.closed.is_empty(), "not retired while a request is in flight");
     sim.here = Here::Request;
     let r2 = sim.request("t", "{\"jsonrpc\":\"2.0\",\"method\":\"ping\",\"id\":2}");
     sim.run();
-    assert!(matches!(sim.last(r2), Some(Delivery::Response(_))), "answered on a fresh upstream");
+    assert!(matches!(sim.last(r2), Some(Delivery::Response(_))), "answered on the successor");
+    assert_eq!(sim.mux.counters().handovers, 1);
     assert_eq!(sim.socket_of("t").len(), 2);
     sim.here = Here::Lingering;
     sim.advance(2_000);
     assert!(matches!(sim.last(r), Some(Delivery::Failed { status: 502, .. })), "{:?}", sim.last(r));
     assert!(sim.closed.contains(&(old, 1011)));
+}
+
+/// Requests in flight when the lifetime ends, and none after: when the last one ends
+/// (here by its timeout), the upstream is retired.
+#[test]
+fn an_expired_owner_retires_when_its_last_request_ends() {
+    let cfg = Config { owner_lifetime_ms: 1_000, request_timeout_ms: 3_000, ..Config::default() };
+    let mut sim = Sim::new(cfg);
+    sim.here = Here::Request;
+    let _ = sim.request("t", "{}");
+    sim.run();
+    let up = sim.socket_of("t")[0];
+    sim.stalled_sockets.insert(up);
+    let r = sim.request("t", "{}");
+    sim.run();
+    sim.here = Here::Lingering;
+    sim.advance(2_000);
+    assert!(sim.closed.is_empty(), "a request is in flight");
+    sim.advance(1_000);
+    assert!(matches!(sim.last(r), Some(Delivery::Failed { status: 504, .. })));
+    assert_eq!(sim.mux.counters().retirements, 1);
+    assert_eq!(sim.mux.upstream_stats(sim.now)[0].owner, OwnerKind::None);
 }
 
 /// A scheduled round's context took the upstream over; idle clients are attached but

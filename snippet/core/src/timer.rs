@@ -198,14 +198,13 @@ impl Mux {
     }
 
     /// A bounded owner's lifetime is up. A client's context takes the connection over when
-    /// one is attached (the glue has one settle: [`Mux::owner_wanted`]); with none, the
-    /// connection is retired so the owner's context can end.
+    /// one is attached (the glue has one settle: [`Mux::owner_wanted`]), the next HTTP
+    /// request's context when requests keep coming; with neither, the connection is
+    /// retired as soon as nothing is in flight on it, so the owner's context can end.
     fn owner_expired(&mut self, tenant: &str, now: u64) {
         if let Some(Conn::Up { owner, .. }) = self.links.get_mut(tenant).map(|l| &mut l.conn) {
             owner.expired = true;
         }
-        if self.attached_clients == 0 {
-            self.retire(tenant, now);
-        }
+        self.retire_if_unwanted(tenant, now);
     }
 }
