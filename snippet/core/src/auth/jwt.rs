@@ -282,6 +282,17 @@ mod tests {
         assert!(parse(&"a".repeat(MAX_TOKEN_BYTES + 1)).is_err());
     }
 
+    /// The unauthenticated path to the number reader: a claim's number is read before
+    /// any signature is checked, so no exponent may panic there.
+    #[test]
+    fn absurd_numbers_in_claims_are_read_without_overflow() {
+        let t = token(r#"{"alg":"HS256"}"#, r#"{"sub":"a","exp":0.1e-2147483648,"nbf":-0e-2147483649}"#);
+        let c = parse(&t).expect("parses").claims;
+        assert_eq!((c.exp, c.nbf), (0, Some(0)));
+        let t = token(r#"{"alg":"HS256"}"#, r#"{"sub":"a","exp":1e2147483648}"#);
+        assert!(matches!(parse(&t), Err(AuthError::Invalid(_))));
+    }
+
     #[test]
     fn random_tokens_never_panic() {
         let mut x: u64 = 99;
