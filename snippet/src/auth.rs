@@ -165,10 +165,6 @@ async fn signature_verifies(cfg: &AuthConfig, token: &auth::Unverified<'_>) -> R
     Ok(false)
 }
 
-fn query_param(url: &web_sys::Url, name: &str) -> Option<String> {
-    url.search_params().get(name)
-}
-
 /// Decides who the caller of `req` is and whether it may use `tenant` for a route that
 /// needs `need`. `upgrade`: a WebSocket upgrade, the only kind of request that may carry
 /// the token in the URL or the subprotocol (browsers can set no header there; anywhere
@@ -183,9 +179,10 @@ pub async fn admit(
 ) -> Result<Identity, Refusal> {
     let headers = req.headers();
     let header = |name: &str| headers.get(name).ok().flatten();
+    let query_token = auth::query_token(&url.search())?;
     let picked = auth::pick_token(
         header("Authorization").as_deref(),
-        query_param(url, "access_token").as_deref(),
+        query_token.as_deref(),
         header("Sec-WebSocket-Protocol").as_deref(),
         upgrade,
     )?;
