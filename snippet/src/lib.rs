@@ -142,12 +142,12 @@ async fn route(req: web_sys::Request, env: &JsValue, ctx: &JsValue) -> Result<we
     if routed == Routed::BadTenant {
         return refused(js::json_error(400, tenant::RULE));
     }
-    let identity = match need {
-        None => mux_core::Identity::default(),
+    let auth::Admitted { identity, caller } = match need {
+        None => auth::Admitted { identity: mux_core::Identity::default(), caller: String::new() },
         Some(need) => {
             let websocket = matches!(routed, Routed::Tenant(_, Endpoint::Ws | Endpoint::WsEcho));
             match auth::admit(&door, &req, &url, tenant, need, websocket).await {
-                Ok(identity) => identity,
+                Ok(admitted) => admitted,
                 Err(auth::Refusal::Auth(e)) => return refused(js::refuse(&e)),
                 Err(auth::Refusal::Server(detail)) => {
                     return refused(js::fail(500, "authentication is misconfigured", &detail))
@@ -157,10 +157,10 @@ async fn route(req: web_sys::Request, env: &JsValue, ctx: &JsValue) -> Result<we
     };
     let response = match (method.as_str(), routed) {
         (_, Routed::Tenant(t, e @ (Endpoint::Ws | Endpoint::WsEcho))) => {
-            client::upgrade(&req, t, e.service(), identity)
+            client::upgrade(&req, t, e.service(), identity, &caller)
         }
         ("POST", Routed::Tenant(t, e @ (Endpoint::Rpc | Endpoint::Query))) => {
-            http::proxy(req, t, e.service(), ctx, identity).await
+            http::proxy(req, t, e.service(), ctx, identity, &caller).await
         }
         (_, Routed::Tenant(..)) => js::json_error(405, "method not allowed"),
         ("GET", _) if path == "/__stats" => js::json(200, &stats::render()),
