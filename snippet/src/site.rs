@@ -34,7 +34,6 @@ pub fn client_js() -> Result<web_sys::Response, JsValue> {
     let h = res.headers();
     h.set("Cache-Control", CACHE_CONTROL)?;
     h.set("Access-Control-Allow-Origin", "*")?;
-    h.set("X-Content-Type-Options", "nosniff")?;
     Ok(res)
 }
 
@@ -45,7 +44,6 @@ pub fn demo() -> Result<web_sys::Response, JsValue> {
     let h = res.headers();
     h.set("Cache-Control", CACHE_CONTROL)?;
     h.set("Content-Security-Policy", DEMO_CSP)?;
-    h.set("X-Content-Type-Options", "nosniff")?;
     h.set("Referrer-Policy", "no-referrer")?;
     Ok(res)
 }

@@ -25,6 +25,7 @@ mod lifecycle;
 mod link;
 mod pool;
 pub mod quota;
+pub mod site;
 mod stats;
 mod stream;
 pub mod tenant;
