@@ -110,7 +110,9 @@ async fn route(req: web_sys::Request, env: &JsValue, ctx: &JsValue) -> Result<we
     let method = req.method();
     let test_routes = var(env, "SNIPPET_TEST_ROUTES").as_deref() == Some("1");
     match (method.as_str(), path.as_str()) {
-        ("GET", "/") if site::demo_enabled(var(env, "DEMO_PAGE").as_deref()) => return site::demo(),
+        ("GET", "/" | "/demo.js" | "/demo.css") if site::demo_enabled(var(env, "DEMO_PAGE").as_deref()) => {
+            return site::demo(&path)
+        }
         ("GET", "/" | "/help") => return js::response(200, "text/plain; charset=utf-8", HELP.as_bytes()),
         ("GET", "/client.js") => return site::client_js(),
         _ => {}
