@@ -51,6 +51,10 @@ async function demo(fragment) {
   const page = await context.newPage();
   const errors = [];
   page.on("pageerror", (e) => errors.push(String(e)));
+  // A CSP violation is no page error, but Chromium reports it on the console.
+  page.on("console", (m) => {
+    if (m.type() === "error" && /Content Security Policy/i.test(m.text())) errors.push(m.text());
+  });
   await page.goto(`${origin}/${fragment}`);
   return { page, errors };
 }
@@ -99,6 +103,54 @@ test("a page with a forged token is refused by the snippet, and the page shows i
   });
   const banner = await page.locator("#banner").textContent();
   assert.match(banner, /401|unauthori[sz]ed|signature|token/i, banner);
+  await page.context().close();
+});
+
+test("the demo's files are served under a policy with no inline code, and every answer says nosniff", async () => {
+  for (const path of ["/", "/demo.js", "/demo.css", "/client.js", "/help", "/__stats", "/nowhere"]) {
+    const res = await fetch(`${origin}${path}`);
+    assert.equal(res.headers.get("x-content-type-options"), "nosniff", path);
+  }
+  const csp = (await fetch(`${origin}/`)).headers.get("content-security-policy") ?? "";
+  assert.match(csp, /script-src 'self';/, csp);
+  assert.match(csp, /style-src 'self';/, csp);
+  assert.doesNotMatch(csp, /unsafe/, csp);
+});
+
+test("a stored message with an impossible time (at = 1e20) does not break the history", async () => {
+  const tag = `h${Date.now() % 100000}`;
+  const { page, errors } = await demo(`#token=${token}`);
+  await waitOpen(page);
+  // Stored the way any page with a write token could, over this origin's /rpc.
+  const replies = await page.evaluate(
+    async ({ token, tag }) => {
+      const sql = async (sql, params = []) => {
+        const res = await fetch("/rpc", {
+          method: "POST",
+          headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
+          body: JSON.stringify({ jsonrpc: "2.0", method: "sql", params: { sql, params }, id: 1 }),
+        });
+        return { status: res.status, reply: await res.json() };
+      };
+      const insert = "insert into demo_messages(name, body, at) values (?, ?, ?)";
+      return [
+        await sql("create table if not exists demo_messages(id integer primary key autoincrement, name text not null, body text not null, at integer not null)"),
+        await sql(insert, ["mallory", `${tag}-before`, Date.now()]),
+        await sql("insert into demo_messages(name, body, at) values (?, ?, 1e20)", ["mallory", `${tag}-bad`]),
+        await sql(insert, ["mallory", `${tag}-after`, Date.now()]),
+      ];
+    },
+    { token, tag },
+  );
+  for (const r of replies) assert.ok(r.status === 200 && !r.reply.error, JSON.stringify(r));
+  await page.reload();
+  await waitOpen(page);
+  await waitFor(page, [`${tag}-before`, `${tag}-bad`, `${tag}-after`]);
+  const hasTime = (body) => page.$eval(`#messages li[data-body="${body}"]`, (li) => li.querySelector("time") !== null);
+  assert.equal(await hasTime(`${tag}-before`), true);
+  assert.equal(await hasTime(`${tag}-bad`), false, "shown without the time it cannot have");
+  assert.doesNotMatch((await page.locator("#banner").textContent()) ?? "", /history/);
+  assert.deepEqual(errors, [], "no uncaught errors, no CSP violation");
   await page.context().close();
 });
 

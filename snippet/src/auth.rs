@@ -46,15 +46,23 @@ thread_local! {
     static KEYS: RefCell<Vec<Option<JsValue>>> = const { RefCell::new(Vec::new()) };
     /// Tokens whose signature and claims were verified, by their whole text (never by a
     /// part of it: a cached signature must not vouch for another header or payload), with
-    /// the identity they gave. Expiry is checked again on every use.
-    static VERIFIED: RefCell<(HashMap<String, Identity>, usize)> = RefCell::new((HashMap::new(), 0));
+    /// what they gave. Expiry is checked again on every use.
+    static VERIFIED: RefCell<(HashMap<String, Verified>, usize)> = RefCell::new((HashMap::new(), 0));
 }
 
-fn cached(token: &str) -> Option<Identity> {
+/// What a verified token gave: the identity, and its issuer (`iss`), which is no part of
+/// the identity the backend sees but is part of whose allowances the caller uses.
+#[derive(Clone)]
+struct Verified {
+    identity: Identity,
+    issuer: Option<String>,
+}
+
+fn cached(token: &str) -> Option<Verified> {
     VERIFIED.with(|v| v.borrow().0.get(token).cloned())
 }
 
-fn remember(token: String, identity: &Identity) {
+fn remember(token: String, verified: &Verified) {
     VERIFIED.with(|v| {
         let (map, bytes) = &mut *v.borrow_mut();
         if *bytes + token.len() > VERIFIED_CACHE_BYTES {
@@ -62,8 +70,17 @@ fn remember(token: String, identity: &Identity) {
             *bytes = 0;
         }
         *bytes += token.len();
-        map.insert(token, identity.clone());
+        map.insert(token, verified.clone());
     })
+}
+
+/// A caller the door let in.
+pub struct Admitted {
+    /// Who the caller is, as the backend sees it.
+    pub identity: Identity,
+    /// Whose allowances it uses ([`mux_core::quota::caller_key`]): the token's issuer,
+    /// tenant and subject, or an anonymous caller's address.
+    pub caller: String,
 }
 
 /// Why the door refused, or could not decide (a server-side problem: 500).
@@ -165,8 +182,23 @@ async fn signature_verifies(cfg: &AuthConfig, token: &auth::Unverified<'_>) -> R
     Ok(false)
 }
 
-fn query_param(url: &web_sys::Url, name: &str) -> Option<String> {
-    url.search_params().get(name)
+/// The identity `token` gives at `now_secs`: from the cache when it was verified before
+/// (expiry checked again), else checked — signature, then claims — and remembered.
+async fn verify(cfg: &AuthConfig, token: String, now_secs: u64) -> Result<Verified, Refusal> {
+    if let Some(v) = cached(&token) {
+        if v.identity.expired(now_secs) {
+            return Err(AuthError::Invalid("the token has expired").into());
+        }
+        return Ok(v);
+    }
+    let unverified = auth::jwt::parse(&token)?;
+    if !signature_verifies(cfg, &unverified).await? {
+        return Err(AuthError::Invalid("the signature does not verify").into());
+    }
+    let identity = cfg.identity(&unverified.claims, now_secs)?;
+    let verified = Verified { identity, issuer: unverified.claims.iss.clone() };
+    remember(token, &verified);
+    Ok(verified)
 }
 
 /// Decides who the caller of `req` is and whether it may use `tenant` for a route that
@@ -180,32 +212,22 @@ pub async fn admit(
     tenant: &str,
     need: Need,
     upgrade: bool,
-) -> Result<Identity, Refusal> {
+) -> Result<Admitted, Refusal> {
     let headers = req.headers();
     let header = |name: &str| headers.get(name).ok().flatten();
+    let query_token = auth::query_token(&url.search())?;
     let picked = auth::pick_token(
         header("Authorization").as_deref(),
-        query_param(url, "access_token").as_deref(),
+        query_token.as_deref(),
         header("Sec-WebSocket-Protocol").as_deref(),
         upgrade,
     )?;
-    let now_secs = js::now() / 1000;
-    let identity = match picked {
-        None => cfg.anonymous()?,
-        Some((token, _source)) => match cached(&token) {
-            Some(id) if id.expired(now_secs) => return Err(AuthError::Invalid("the token has expired").into()),
-            Some(id) => id,
-            None => {
-                let unverified = auth::jwt::parse(&token)?;
-                if !signature_verifies(cfg, &unverified).await? {
-                    return Err(AuthError::Invalid("the signature does not verify").into());
-                }
-                let id = cfg.identity(&unverified.claims, now_secs)?;
-                remember(token, &id);
-                id
-            }
-        },
+    let Verified { identity, issuer } = match picked {
+        None => Verified { identity: cfg.anonymous()?, issuer: None },
+        Some((token, _source)) => verify(cfg, token, js::now() / 1000).await?,
     };
     cfg.authorize(&identity, tenant, need)?;
-    Ok(identity)
+    let addr = header("CF-Connecting-IP");
+    let caller = mux_core::quota::caller_key(issuer.as_deref(), &identity, addr.as_deref());
+    Ok(Admitted { identity, caller })
 }

@@ -15,12 +15,13 @@ use crate::js::{self, Listeners};
 use crate::state;
 
 /// Handles `GET …/ws` (JSON-RPC service) and `GET …/ws/echo` (raw echo) upgrades for a
-/// caller the door admitted to `tenant`.
+/// caller the door admitted to `tenant`, against the allowance of `caller`.
 pub fn upgrade(
     req: &web_sys::Request,
     tenant: &str,
     service: &str,
     identity: Identity,
+    caller: &str,
 ) -> Result<web_sys::Response, JsValue> {
     let is_upgrade = req.headers().get("Upgrade").ok().flatten().is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     if !is_upgrade {
@@ -33,8 +34,7 @@ pub fn upgrade(
         return js::json_error(400, "offer a subprotocol besides the bearer.<token> entry, e.g. snippet-proxy");
     }
     let expires_at = identity.expires_at;
-    let caller = caller_key(req, &identity);
-    let opened = state::with(|s| s.mux.open_client(tenant, service, identity, &caller, js::now()));
+    let opened = state::with(|s| s.mux.open_client(tenant, service, identity, caller, js::now()));
     let id = match opened {
         Ok(id) => id,
         Err(Refused::TooManyStreams) => return js::retry_later("too many clients on this isolate; retry shortly"),
@@ -55,12 +55,6 @@ pub fn upgrade(
     executor::spawn(state::holding(Holder::Client(id), here, deliver(id, server, listeners, expires_at)));
     state::settle(Here::Client(id), None);
     js::upgrade_response(&client, protocol.as_deref())
-}
-
-/// Whose allowance a request uses: the token's subject, else the client's address.
-pub fn caller_key(req: &web_sys::Request, identity: &Identity) -> String {
-    let addr = req.headers().get("CF-Connecting-IP").ok().flatten();
-    mux_core::quota::caller_key(identity, addr.as_deref())
 }
 
 /// Resolves when the caller's token expires (`expires_at` in epoch seconds; 0 = never).

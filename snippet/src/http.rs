@@ -19,18 +19,19 @@ use crate::state;
 /// timed), and short next to anything a client would wait for.
 const HOLD_MARGIN_MS: f64 = 2_000.0;
 
-/// Proxies one HTTP request over `tenant`'s upstream on behalf of `identity`.
+/// Proxies one HTTP request over `tenant`'s upstream on behalf of `identity`, against
+/// the allowance of `caller`.
 pub async fn proxy(
     req: web_sys::Request,
     tenant: &str,
     path: &str,
     ctx: &JsValue,
     identity: Identity,
+    caller: &str,
 ) -> Result<web_sys::Response, JsValue> {
     // The cheap refusals first: the caller's rate, then the declared size, before any
     // byte of the body is read.
-    let caller = crate::client::caller_key(&req, &identity);
-    let (limit, allowed) = state::with(|s| (s.mux.config().max_message_bytes, s.mux.admit_request(&caller, js::now())));
+    let (limit, allowed) = state::with(|s| (s.mux.config().max_message_bytes, s.mux.admit_request(caller, js::now())));
     if let Err(e @ Refused::RateLimited { retry_after_ms, .. }) = allowed {
         return js::too_many(&e.to_string(), retry_after_ms);
     }

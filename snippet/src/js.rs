@@ -328,11 +328,12 @@ pub fn upgrade_response(client: &web_sys::WebSocket, protocol: Option<&str>) -> 
     web_sys::Response::new_with_opt_str_and_init(None, &init)
 }
 
-/// A response with a body and content type.
+/// A response with a body and content type: the one place the snippet's own responses
+/// are made, so each carries the headers every one must (`mux_core::site`).
 pub fn response(status: u16, content_type: &str, body: &[u8]) -> Result<web_sys::Response, JsValue> {
     let headers = web_sys::Headers::new()?;
-    if !content_type.is_empty() {
-        headers.set("Content-Type", content_type)?;
+    for (name, value) in mux_core::site::response_headers(content_type) {
+        headers.set(name, value)?;
     }
     let init = web_sys::ResponseInit::new();
     init.set_status(status);

@@ -101,7 +101,9 @@ async fn route(req: web_sys::Request, env: &JsValue, ctx: &JsValue) -> Result<we
     let method = req.method();
     let test_routes = var(env, "SNIPPET_TEST_ROUTES").as_deref() == Some("1");
     match (method.as_str(), path.as_str()) {
-        ("GET", "/") if site::demo_enabled(var(env, "DEMO_PAGE").as_deref()) => return site::demo(),
+        ("GET", "/" | "/demo.js" | "/demo.css") if site::demo_enabled(var(env, "DEMO_PAGE").as_deref()) => {
+            return site::demo(&path)
+        }
         ("GET", "/" | "/help") => return js::response(200, "text/plain; charset=utf-8", HELP.as_bytes()),
         ("GET", "/client.js") => return site::client_js(),
         _ => {}
@@ -133,12 +135,12 @@ async fn route(req: web_sys::Request, env: &JsValue, ctx: &JsValue) -> Result<we
     if routed == Routed::BadTenant {
         return refused(js::json_error(400, tenant::RULE));
     }
-    let identity = match need {
-        None => mux_core::Identity::default(),
+    let auth::Admitted { identity, caller } = match need {
+        None => auth::Admitted { identity: mux_core::Identity::default(), caller: String::new() },
         Some(need) => {
             let websocket = matches!(routed, Routed::Tenant(_, Endpoint::Ws | Endpoint::WsEcho));
             match auth::admit(&door, &req, &url, tenant, need, websocket).await {
-                Ok(identity) => identity,
+                Ok(admitted) => admitted,
                 Err(auth::Refusal::Auth(e)) => return refused(js::refuse(&e)),
                 Err(auth::Refusal::Server(detail)) => {
                     return refused(js::fail(500, "authentication is misconfigured", &detail))
@@ -148,10 +150,10 @@ async fn route(req: web_sys::Request, env: &JsValue, ctx: &JsValue) -> Result<we
     };
     let response = match (method.as_str(), routed) {
         (_, Routed::Tenant(t, e @ (Endpoint::Ws | Endpoint::WsEcho))) => {
-            client::upgrade(&req, t, e.service(), identity)
+            client::upgrade(&req, t, e.service(), identity, &caller)
         }
         ("POST", Routed::Tenant(t, e @ (Endpoint::Rpc | Endpoint::Query))) => {
-            http::proxy(req, t, e.service(), ctx, identity).await
+            http::proxy(req, t, e.service(), ctx, identity, &caller).await
         }
         (_, Routed::Tenant(..)) => js::json_error(405, "method not allowed"),
         ("GET", _) if path == "/__stats" => js::json(200, &stats::render()),

@@ -26,6 +26,7 @@ mod lifecycle;
 mod link;
 mod pool;
 pub mod quota;
+pub mod site;
 mod stats;
 mod stream;
 pub mod tenant;

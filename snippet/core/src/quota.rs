@@ -51,15 +51,23 @@ impl Bucket {
     }
 }
 
-/// Who a limit applies to: the token's subject, or, for anonymous callers (no subject),
-/// the client's address as the runtime reports it (`CF-Connecting-IP`). Callers with no
-/// subject and no address share one allowance.
-pub fn caller_key(identity: &Identity, addr: Option<&str>) -> String {
+/// Who a limit applies to. A caller with a token is the token's issuer, tenant and
+/// subject together: `alice` of tenant `a` and `alice` of tenant `b` are two callers, and
+/// so are two issuers' `alice` (a token without `iss` has the empty issuer). Each part is
+/// length-prefixed, so no two triples give one key (`a|b` + `c` is not `a` + `b|c`).
+/// Anonymous callers (no subject) are keyed by the client's address as the runtime
+/// reports it (`CF-Connecting-IP`); those with no address share one allowance.
+pub fn caller_key(issuer: Option<&str>, identity: &Identity, addr: Option<&str>) -> String {
     if identity.subject.is_empty() {
-        format!("addr:{}", addr.unwrap_or("unknown"))
-    } else {
-        format!("sub:{}", identity.subject)
+        return format!("addr:{}", addr.unwrap_or("unknown"));
     }
+    let mut key = String::from("tok:");
+    for part in [issuer.unwrap_or_default(), &identity.tenant, &identity.subject] {
+        key.push_str(&part.len().to_string());
+        key.push(':');
+        key.push_str(part);
+    }
+    key
 }
 
 /// What one caller uses of this isolate.
@@ -204,9 +212,52 @@ mod tests {
     #[test]
     fn anonymous_callers_are_keyed_by_address() {
         let anon = Identity::default();
-        assert_eq!(caller_key(&anon, Some("192.0.2.1")), "addr:192.0.2.1");
-        assert_eq!(caller_key(&anon, None), "addr:unknown");
-        let alice = Identity { subject: "alice".into(), ..Identity::default() };
-        assert_eq!(caller_key(&alice, Some("192.0.2.1")), "sub:alice");
+        assert_eq!(caller_key(None, &anon, Some("192.0.2.1")), "addr:192.0.2.1");
+        assert_eq!(caller_key(Some("idp"), &anon, None), "addr:unknown");
+        let alice = Identity { subject: "alice".into(), tenant: "acme".into(), ..Identity::default() };
+        assert_eq!(caller_key(Some("idp"), &alice, Some("192.0.2.1")), "tok:3:idp4:acme5:alice");
+    }
+
+    fn who(tenant: &str, subject: &str, scopes: &str) -> Identity {
+        Identity { subject: subject.into(), tenant: tenant.into(), scopes: scopes.into(), expires_at: 9 }
+    }
+
+    /// `alice` holding every connection she may have on tenant `a` leaves `alice` of
+    /// tenant `b` (or of another issuer) her own allowance, requests included; another
+    /// token of the same issuer, tenant and subject shares hers.
+    #[test]
+    fn a_subject_has_one_allowance_per_issuer_and_tenant() {
+        let mut c = Callers::default();
+        let key = |iss: &str, id: &Identity| caller_key(Some(iss), id, Some("192.0.2.1"));
+        let on_a = key("idp", &who("a", "alice", "read"));
+        assert!(c.connect(&on_a, 2, 1, 0) && c.connect(&on_a, 2, 1, 0));
+        assert_eq!(c.request(&on_a, 1, 0), Ok(()));
+        let same = key("idp", &who("a", "alice", "read write publish"));
+        assert!(!c.connect(&same, 2, 1, 0), "another token of the same caller shares the allowance");
+        assert!(c.request(&same, 1, 0).is_err(), "and the request bucket");
+        for other in [key("idp", &who("b", "alice", "read")), key("other-idp", &who("a", "alice", "read"))] {
+            assert!(c.connect(&other, 2, 1, 0), "{other} has its own connections");
+            assert_eq!(c.request(&other, 1, 0), Ok(()), "{other} has its own requests");
+        }
+    }
+
+    /// No two (issuer, tenant, subject) triples share a key, however their parts are cut.
+    #[test]
+    fn caller_keys_cannot_be_forged_by_moving_separators() {
+        let parts = ["", "a", "b", "1", ":", "1:", "a1:", ":a", "0:", "|", "a|b", "b|c", "c"];
+        let mut keys = std::collections::HashSet::new();
+        let mut triples = 0;
+        for iss in parts {
+            for tenant in parts {
+                for sub in parts.iter().filter(|s| !s.is_empty()) {
+                    keys.insert(caller_key(Some(iss), &who(tenant, sub, ""), None));
+                    triples += 1;
+                }
+            }
+        }
+        assert_eq!(keys.len(), triples);
+        let a = caller_key(Some("a|b"), &who("c", "s", ""), None);
+        assert_ne!(a, caller_key(Some("a"), &who("b|c", "s", ""), None));
+        assert!(!keys.contains("addr:unknown"), "no token caller shares the anonymous allowance");
     }
 }

@@ -321,6 +321,10 @@ fn cross_origin_upgrades_are_refused_and_cors_answers_the_allowed_list() {
             res.headers().get("Access-Control-Allow-Origin").and_then(|v| v.to_str().ok()),
             Some("https://app.example")
         );
+        // Every response the snippet makes says nosniff: the preflight and a relayed answer.
+        for r in [&ok, &res] {
+            assert_eq!(r.headers().get("X-Content-Type-Options").and_then(|v| v.to_str().ok()), Some("nosniff"));
+        }
         let (status, _, _) =
             post_with(&rpc_url, &[("Origin", "https://evil.example"), ("Authorization", &bearer(&t))], &ping).await;
         assert_eq!(status, 403);

@@ -255,17 +255,42 @@ impl Parser<'_> {
     }
 }
 
+/// Past this many powers of ten either way a number is 0 or infinite whatever its
+/// (at most 19) significant digits: f64 spans about 1e-324 to 1e308. Clamping the
+/// exponent there changes no value, and keeps its negation and `powi` in range for any
+/// exponent a token may write, `e-2147483648` and beyond included.
+const MAX_SCALE: i32 = 400;
+
+/// Below this power of ten a divisor of `10^-exp` would itself overflow f64; the scaling
+/// divides in two steps instead, so a result in the subnormal range is not lost to 0.
+const ONE_STEP_SCALE: i32 = 300;
+
 /// The value of a number the grammar already accepted: up to 19 significant digits
 /// exactly, scaled by its decimal exponent. Within a few ulps of the correctly rounded
-/// value — exact for the integers below 2⁵³ that NumericDates are.
+/// value — exact for the integers below 2⁵³ that NumericDates are. An exponent too large
+/// to mean anything gives what JavaScript's `JSON.parse` gives, ±0 or ±infinity; the
+/// claim checks then refuse infinite and far-off dates (`jwt::MAX_NUMERIC_DATE`).
 fn to_f64(text: &[u8]) -> f64 {
     let (neg, rest) = match text.split_first() {
         Some((b'-', rest)) => (true, rest),
         _ => (false, text),
     };
+    let (mantissa, exp10) = decimal(rest);
+    let v = if mantissa == 0 { 0.0 } else { scale(mantissa as f64, exp10) };
+    if neg {
+        -v
+    } else {
+        v
+    }
+}
+
+/// A non-negative number's text as `mantissa × 10^exp10`: the first 19 significant
+/// digits (more do not fit a u64, nor change an f64), the rest counted in the exponent.
+/// Every step saturates, so no text, however long, overflows.
+fn decimal(text: &[u8]) -> (u64, i32) {
     let (mut mantissa, mut digits, mut exp10) = (0u64, 0u32, 0i32);
     let mut fraction = false;
-    let mut iter = rest.iter();
+    let mut iter = text.iter();
     for &c in iter.by_ref() {
         match c {
             b'0'..=b'9' => {
@@ -275,10 +300,10 @@ fn to_f64(text: &[u8]) -> f64 {
                         digits += 1;
                     }
                     if fraction {
-                        exp10 -= 1;
+                        exp10 = exp10.saturating_sub(1);
                     }
                 } else if !fraction {
-                    exp10 += 1;
+                    exp10 = exp10.saturating_add(1);
                 }
             }
             b'.' => fraction = true,
@@ -291,19 +316,22 @@ fn to_f64(text: &[u8]) -> f64 {
         match c {
             b'-' => exp_neg = true,
             b'+' => {}
-            d => exp = exp.saturating_mul(10).saturating_add(i32::from(d - b'0')),
+            d => exp = exp.saturating_mul(10).saturating_add(i32::from(d.wrapping_sub(b'0'))),
         }
     }
-    exp10 = exp10.saturating_add(if exp_neg { -exp } else { exp });
-    let v = if exp10 >= 0 {
-        mantissa as f64 * 10f64.powi(exp10.min(400))
+    // `exp` is at most i32::MAX, so its negation cannot overflow; the sum saturates.
+    (mantissa, exp10.saturating_add(if exp_neg { -exp } else { exp }))
+}
+
+/// `m × 10^exp10` for a mantissa `m ≥ 1`.
+fn scale(m: f64, exp10: i32) -> f64 {
+    let e = exp10.clamp(-MAX_SCALE, MAX_SCALE);
+    if e >= 0 {
+        m * 10f64.powi(e)
+    } else if e >= -ONE_STEP_SCALE {
+        m / 10f64.powi(-e)
     } else {
-        mantissa as f64 / 10f64.powi((-exp10).min(400))
-    };
-    if neg {
-        -v
-    } else {
-        v
+        m / 10f64.powi(ONE_STEP_SCALE) / 10f64.powi(-e - ONE_STEP_SCALE)
     }
 }
 
@@ -356,6 +384,33 @@ mod tests {
             assert!((got - want).abs() <= 1e-12 * want.abs().max(1e-300), "{text}: {got} vs {want}");
         }
         assert_eq!(to_f64(b"1e999"), f64::INFINITY);
+    }
+
+    /// Exponents far past f64's range: 0 or infinity, as `JSON.parse` gives, never an
+    /// overflow (with overflow checks on, `0.1e-2147483648` used to panic: the exponent
+    /// reached i32::MIN and was negated).
+    #[test]
+    fn absurd_exponents_give_zero_or_infinity() {
+        for (text, want) in [
+            ("0.1e-2147483648", 0.0),
+            ("0.1e-2147483647", 0.0),
+            ("1e-99999999999999999999", 0.0),
+            ("-1e-2147483649", -0.0),
+            ("1e2147483647", f64::INFINITY),
+            ("10e2147483647", f64::INFINITY),
+            ("-1e99999999999999999999", f64::NEG_INFINITY),
+            ("0e400", 0.0),
+            ("0e2147483648", 0.0),
+            ("1e-320", 1e-320),
+            ("123456789e-330", 123456789e-330),
+        ] {
+            assert_eq!(to_f64(text.as_bytes()), want, "{text}");
+            assert_eq!(parse(text.as_bytes()), Ok(Json::Num(want)), "{text}");
+        }
+        let long_fraction = format!("0.{}1e-2147483648", "0".repeat(5_000));
+        assert_eq!(to_f64(long_fraction.as_bytes()), 0.0);
+        let long_integer = format!("1{}e2147483647", "0".repeat(5_000));
+        assert_eq!(to_f64(long_integer.as_bytes()), f64::INFINITY);
     }
 
     #[test]
@@ -435,6 +490,95 @@ mod tests {
                 let at = (next() as usize) % bytes.len();
                 bytes[at] = next() as u8;
                 let _ = parse(&bytes);
+            }
+        }
+    }
+
+    mod properties {
+        //! Property tests: proptest generates the inputs and, on a failure, shrinks them to
+        //! a small one that still fails. A few hundred cases each keep the suite fast.
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Cases per property: enough to reach every branch of the reader many times
+        /// over, few enough that the module runs in about a second.
+        const CASES: u32 = 512;
+
+        /// JSON number text: every part of the grammar, with exponents from small to far
+        /// past i32 (the overflow class `0.1e-2147483648` was in).
+        fn number_text() -> impl Strategy<Value = String> {
+            let int = prop_oneof![Just("0".to_owned()), "[1-9][0-9]{0,25}"];
+            let frac = prop::option::of("[0-9]{1,25}");
+            let exp = prop::option::of(("[eE]", "[+-]?", prop_oneof!["[0-9]{1,3}", "[0-9]{4,12}"]));
+            ("-?", int, frac, exp).prop_map(|(sign, int, frac, exp)| {
+                let frac = frac.map(|f| format!(".{f}")).unwrap_or_default();
+                let exp = exp.map(|(e, s, d)| format!("{e}{s}{d}")).unwrap_or_default();
+                format!("{sign}{int}{frac}{exp}")
+            })
+        }
+
+        /// Any JSON document serde_json can write, a few levels deep.
+        fn document() -> impl Strategy<Value = serde_json::Value> {
+            let leaf = prop_oneof![
+                Just(serde_json::Value::Null),
+                any::<bool>().prop_map(serde_json::Value::from),
+                any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(serde_json::Value::from),
+                any::<i64>().prop_map(serde_json::Value::from),
+                any::<String>().prop_map(serde_json::Value::from),
+            ];
+            leaf.prop_recursive(4, 32, 4, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                    prop::collection::btree_map(any::<String>(), inner, 0..4)
+                        .prop_map(|m| m.into_iter().collect::<serde_json::Map<_, _>>().into()),
+                ]
+            })
+        }
+
+        /// Within `to_f64`'s few ulps; subnormal results within a few of their spacing.
+        fn close(got: f64, want: f64) -> bool {
+            (got - want).abs() <= 1e-12 * got.abs().max(want.abs()).max(f64::MIN_POSITIVE)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: CASES, ..ProptestConfig::default() })]
+
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+                let _ = parse(&bytes);
+            }
+
+            #[test]
+            fn arbitrary_strings_never_panic(text in any::<String>()) {
+                let _ = parse(text.as_bytes());
+            }
+
+            /// Strings of JSON's own punctuation reach far more of the grammar than
+            /// arbitrary text does.
+            #[test]
+            fn json_shaped_noise_never_panics(text in r#"[\[\]{}",:0-9eE.+\- tfnrul\\u]{0,64}"#) {
+                let _ = parse(text.as_bytes());
+            }
+
+            /// Where serde_json reads a number, this reader agrees; where serde_json
+            /// refuses a valid one (out of f64's range), this reader gives ±infinity.
+            #[test]
+            fn numbers_agree_with_serde_json(text in number_text()) {
+                let Ok(Json::Num(got)) = parse(text.as_bytes()) else {
+                    return Err(TestCaseError::fail(format!("{text} did not parse as a number")));
+                };
+                match serde_json::from_str::<f64>(&text) {
+                    Ok(want) => prop_assert!(close(got, want), "{text}: {got} vs {want}"),
+                    Err(_) => prop_assert!(got.is_infinite(), "{text}: {got}, serde_json refused it"),
+                }
+            }
+
+            #[test]
+            fn documents_agree_with_serde_json(doc in document(), pretty in any::<bool>()) {
+                let text = if pretty { serde_json::to_string_pretty(&doc) } else { serde_json::to_string(&doc) };
+                let text = text.map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let parsed = parse(text.as_bytes()).map_err(|e| TestCaseError::fail(format!("{e}: {text}")))?;
+                prop_assert!(same(&to_serde(&parsed), &doc), "{text}");
             }
         }
     }

@@ -9,6 +9,13 @@ use super::AuthError;
 /// proxy in front of us; 8 KiB bounds the decoding and parsing work a request can cause.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
+/// Latest NumericDate accepted in `exp`, `nbf` and `iat`: 9999-12-31T23:59:59Z, the last
+/// second of four-digit years. A later one is no date an issuer means — `exp: 1e300`
+/// would be a token that never expires — and refusing it keeps every time derived from
+/// a claim in range: in milliseconds it stays below 2⁵³, exact in the glue's f64 timers
+/// and a valid JavaScript `Date` (those end at 8.64e15 ms).
+pub const MAX_NUMERIC_DATE: u64 = 253_402_300_799;
+
 /// A signature algorithm this proxy accepts. Anything else — `none` first of all — is
 /// refused before any key is looked at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,10 +114,13 @@ pub fn b64url_decode(s: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-fn seconds(v: &Json, what: &'static str) -> Result<u64, AuthError> {
-    match v.as_f64() {
-        Some(n) if n.is_finite() && n >= 0.0 => Ok(n.floor() as u64),
-        _ => Err(AuthError::Invalid(what)),
+/// A NumericDate claim (RFC 7519 §2) in whole seconds: a number, not negative, and not
+/// past [`MAX_NUMERIC_DATE`] (infinity included), each refusal with its own reason.
+fn seconds(v: &Json, not_a_date: &'static str, too_late: &'static str) -> Result<u64, AuthError> {
+    match v.as_f64().map(f64::floor) {
+        Some(n) if n > MAX_NUMERIC_DATE as f64 => Err(AuthError::Invalid(too_late)),
+        Some(n) if n >= 0.0 => Ok(n as u64),
+        _ => Err(AuthError::Invalid(not_a_date)),
     }
 }
 
@@ -124,10 +134,14 @@ fn read_claims(v: &Json) -> Result<Claims, AuthError> {
         _ => return Err(AuthError::Invalid("the token has no sub claim")),
     };
     let exp = match v.get("exp") {
-        Some(e) => seconds(e, "exp is not a NumericDate")?,
+        Some(e) => seconds(e, "exp is not a NumericDate", "exp is past the year 9999")?,
         None => return Err(AuthError::Invalid("the token has no exp claim")),
     };
-    let nbf = v.get("nbf").map(|n| seconds(n, "nbf is not a NumericDate")).transpose()?;
+    let nbf = v.get("nbf").map(|n| seconds(n, "nbf is not a NumericDate", "nbf is past the year 9999")).transpose()?;
+    // Not used, but a malformed one is refused like the others: a token means one thing.
+    if let Some(iat) = v.get("iat") {
+        seconds(iat, "iat is not a NumericDate", "iat is past the year 9999")?;
+    }
     let tenant = match v.get("tenant") {
         None => None,
         Some(Json::Str(t)) => Some(t.clone()),
@@ -245,6 +259,8 @@ mod tests {
         let c = u.claims;
         assert_eq!((c.sub.as_str(), c.tenant.as_deref(), c.scope.as_str()), ("alice", Some("acme"), "read write"));
         assert_eq!((c.exp, c.nbf, c.aud), (2000, Some(10), vec!["app".to_owned()]));
+        let last = token(r#"{"alg":"HS256"}"#, r#"{"sub":"s","exp":253402300799.9,"iat":1.7e9,"nbf":0}"#);
+        assert_eq!(parse(&last).expect("the last second of 9999").claims.exp, MAX_NUMERIC_DATE);
         let scp = token(r#"{"alg":"HS256"}"#, r#"{"sub":"s","exp":1,"scp":["read","publish"]}"#);
         assert_eq!(parse(&scp).expect("parses").claims.scope, "read publish");
     }
@@ -264,6 +280,13 @@ mod tests {
             (r#"{"alg":"HS256"}"#, r#"{"sub":"a"}"#, "no exp"),
             (r#"{"alg":"HS256"}"#, r#"{"sub":"a","exp":"5"}"#, "exp is not"),
             (r#"{"alg":"HS256"}"#, r#"{"sub":"a","exp":-1}"#, "exp is not"),
+            (r#"{"alg":"HS256"}"#, r#"{"sub":"a","exp":1e300}"#, "exp is past the year 9999"),
+            (r#"{"alg":"HS256"}"#, r#"{"sub":"a","exp":1e999}"#, "exp is past the year 9999"),
+            (r#"{"alg":"HS256"}"#, r#"{"sub":"a","exp":253402300800}"#, "exp is past the year 9999"),
+            (r#"{"alg":"HS256"}"#, r#"{"sub":"a","exp":5,"nbf":1e20}"#, "nbf is past the year 9999"),
+            (r#"{"alg":"HS256"}"#, r#"{"sub":"a","exp":5,"iat":1e300}"#, "iat is past the year 9999"),
+            (r#"{"alg":"HS256"}"#, r#"{"sub":"a","exp":5,"iat":"now"}"#, "iat is not"),
+            (r#"{"alg":"HS256"}"#, r#"{"sub":"a","exp":5,"iat":-1}"#, "iat is not"),
             (r#"{"alg":"HS256"}"#, r#"{"sub":"a","exp":5,"tenant":3}"#, "tenant claim"),
             (r#"{"alg":"HS256"}"#, r#"{"sub":"a","exp":5,"scp":["a b"]}"#, "single words"),
             (r#"{"alg":"HS256"}"#, r#"{"sub":"a","exp":5,"aud":[1]}"#, "aud"),
@@ -280,6 +303,17 @@ mod tests {
             assert!(parse(bad).is_err(), "{bad}");
         }
         assert!(parse(&"a".repeat(MAX_TOKEN_BYTES + 1)).is_err());
+    }
+
+    /// The unauthenticated path to the number reader: a claim's number is read before
+    /// any signature is checked, so no exponent may panic there.
+    #[test]
+    fn absurd_numbers_in_claims_are_read_without_overflow() {
+        let t = token(r#"{"alg":"HS256"}"#, r#"{"sub":"a","exp":0.1e-2147483648,"nbf":-0e-2147483649}"#);
+        let c = parse(&t).expect("parses").claims;
+        assert_eq!((c.exp, c.nbf), (0, Some(0)));
+        let t = token(r#"{"alg":"HS256"}"#, r#"{"sub":"a","exp":1e2147483648}"#);
+        assert!(matches!(parse(&t), Err(AuthError::Invalid(_))));
     }
 
     #[test]

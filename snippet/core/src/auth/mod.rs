@@ -30,6 +30,9 @@ pub const DEFAULT_LEEWAY_SECS: u64 = 60;
 /// set no other header on a WebSocket). The entry is never chosen as the protocol.
 pub const PROTOCOL_TOKEN_PREFIX: &str = "bearer.";
 
+/// The query parameter that may carry the token on a WebSocket upgrade (RFC 6750 §2.3).
+pub const QUERY_TOKEN_PARAM: &str = "access_token";
+
 /// Scopes an anonymous caller gets when `ALLOW_ANONYMOUS=true` and `ANONYMOUS_SCOPES` is
 /// unset: read-only (ping, echo, read-only SQL).
 pub const DEFAULT_ANONYMOUS_SCOPES: &str = "read";
@@ -384,6 +387,53 @@ pub fn pick_token(
         1 => Ok(found.pop()),
         _ => Err(AuthError::BadRequest("send the token in one place only (header, access_token or protocol)")),
     }
+}
+
+/// The token in a URL's query (`url.search`, with or without its `?`), read as
+/// `URLSearchParams` reads it: names are decoded too, so `access%5Ftoken` is the same
+/// parameter. Given twice it is refused, even with equal values, rather than taking the
+/// first: which one counts is exactly what two parsers on the way can disagree about.
+pub fn query_token(query: &str) -> Result<Option<String>, AuthError> {
+    let query = query.strip_prefix('?').unwrap_or(query);
+    let mut found = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if form_decode(name) != QUERY_TOKEN_PARAM {
+            continue;
+        }
+        if found.is_some() {
+            return Err(AuthError::BadRequest("send the token once (access_token is in the query more than once)"));
+        }
+        found = Some(form_decode(value));
+    }
+    Ok(found)
+}
+
+/// `application/x-www-form-urlencoded` decoding as the URL standard does it: `+` is a
+/// space, `%XX` a byte, a `%` without two hex digits stays as it is, and bytes that are
+/// not UTF-8 become U+FFFD.
+fn form_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let hex = |i: usize| bytes.get(i).and_then(|&c| char::from(c).to_digit(16));
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&c) = bytes.get(i) {
+        match (c, hex(i + 1), hex(i + 2)) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (b'+', ..) => {
+                out.push(b' ');
+                i += 1;
+            }
+            _ => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The `Sec-WebSocket-Protocol` to answer with: the first offered entry that is not a

@@ -155,6 +155,40 @@ fn the_token_comes_from_exactly_one_place() {
 }
 
 #[test]
+fn the_query_token_is_taken_only_when_given_once() {
+    let one = |q: &str| query_token(q).map(|t| t.unwrap_or_else(|| "<none>".into()));
+    for (query, want) in [
+        ("", "<none>"),
+        ("?", "<none>"),
+        ("?a=1&b", "<none>"),
+        ("?access_tokens=a&xaccess_token=b&access_token_=c", "<none>"),
+        ("?access_token=a.b-c_d", "a.b-c_d"),
+        ("access_token=a.b", "a.b"),
+        ("?x=1&&access_token=t&y", "t"),
+        ("?access_token", ""),
+        ("?access_token=a%2Eb+c%20d", "a.b c d"),
+        ("?access%5ftoken=t", "t"),
+        ("?access_token=%zz%4", "%zz%4"),
+        ("?access_token=%ff", "\u{fffd}"),
+        ("?access_token=a=b", "a=b"),
+    ] {
+        assert_eq!(one(query).as_deref(), Ok(want), "{query}");
+    }
+    for twice in [
+        "?access_token=a&access_token=b",
+        "?access_token=a&access_token=a",
+        "?access_token=a&&access_token",
+        "?access_token=a&access%5Ftoken=b",
+        "?access_token=a&acces%73_token=b",
+        "?x=1&access_token=a&y=2&access_token=b",
+    ] {
+        let e = query_token(twice).expect_err(twice);
+        assert_eq!(e.status(), 400, "{twice}");
+        assert!(e.reason().contains("send the token once"), "{twice}: {}", e.reason());
+    }
+}
+
+#[test]
 fn refusals_say_what_rfc_6750_says() {
     assert_eq!(AuthError::Missing.www_authenticate().as_deref(), Some("Bearer realm=\"snippet-proxy\""));
     let invalid = AuthError::Invalid("the token has expired");

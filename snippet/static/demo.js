@@ -1,0 +1,167 @@
+// The demo room's script, served at /demo.js: a file of its own, so the page's CSP allows
+// scripts from its own origin only, with no 'unsafe-inline' and no hash to keep in step.
+import { SnippetProxyClient } from '/client.js'
+
+// Everything comes from the fragment, which the browser never sends to a server:
+// #token=<jwt>&stats=<operator jwt>&tenant=<name>
+const hash = new URLSearchParams(location.hash.slice(1))
+const token = hash.get('token')
+const statsToken = hash.get('stats')
+const tenant = hash.get('tenant') || 'default'
+addEventListener('hashchange', () => location.reload())
+
+const $ = (id) => document.getElementById(id)
+const el = (tag, text, { dataset, ...props } = {}) => {
+  const e = Object.assign(document.createElement(tag), props)
+  Object.assign(e.dataset, dataset)
+  if (text != null) e.textContent = String(text) // never innerHTML: every string here may come from someone else
+  return e
+}
+$('room').textContent = `· ${tenant}`
+const NO_TOKEN = 'no token: open the URL ./x dev prints (it ends in #token=…)'
+function banner(text) {
+  $('banner').textContent = text || ''
+  $('banner').hidden = !text
+}
+if (!token) banner(NO_TOKEN)
+
+const name = $('name')
+try { name.value = localStorage.getItem('demo-name') || '' } catch {}
+name.value ||= `guest-${Math.floor(Math.random() * 9000 + 1000)}`
+name.addEventListener('change', () => { try { localStorage.setItem('demo-name', name.value) } catch {} })
+
+// The range of a JavaScript Date: ±8.64e15 ms around 1970. Past it `new Date(at)` is an
+// invalid date, whose toISOString() throws.
+const MAX_DATE_MS = 8.64e15
+// A message's time, if it has one a Date can hold: none for a stored `at` of 1e20.
+function time(at) {
+  if (!Number.isFinite(at) || Math.abs(at) > MAX_DATE_MS) return []
+  const date = new Date(at)
+  return [el('time', date.toLocaleTimeString(), { dateTime: date.toISOString() })]
+}
+
+// Messages, kept in id order and shown once each: the history reload after a reconnect
+// and the broadcast echo of our own message both arrive again.
+const shown = new Map()
+function show(message) {
+  // Pushes come from any page with a publish token, stored rows from any with a write
+  // token: take only well-formed messages, and show one whose time is impossible without it.
+  const { id, name, body, at } = message ?? {}
+  if (!Number.isSafeInteger(id) || typeof name !== 'string' || typeof body !== 'string') return
+  if (shown.has(id)) return
+  const li = el('li', null, { dataset: { id, body } })
+  li.append(...time(at), el('span', name, { className: 'who' }), el('span', body))
+  const list = $('messages')
+  const atBottom = innerHeight + scrollY >= document.documentElement.scrollHeight - 40
+  const after = [...shown.keys()].filter((k) => k > id).sort((a, b) => a - b)[0]
+  list.insertBefore(li, after === undefined ? null : shown.get(after))
+  shown.set(id, li)
+  if (atBottom) li.scrollIntoView({ block: 'end' })
+}
+// A sql result is { columns, rows }: read rows by column name, not by position.
+const records = ({ columns, rows }) => rows.map((r) => Object.fromEntries(columns.map((c, i) => [c, r[i]])))
+
+const client = new SnippetProxyClient(`/db/${encodeURIComponent(tenant)}/ws`, {
+  token: () => token, // asked before every attempt; a page that refreshes tokens would fetch one here
+  heartbeatMs: 5000, // livelier RTT figures than the default 15 s
+})
+
+client.on('state', ({ state, reason }) => {
+  $('state').textContent = state
+  $('state').dataset.state = state
+  $('why').textContent = state === 'open' ? '' : reason
+  $('send').disabled = state === 'failed' || state === 'closed'
+  if (state === 'open') banner('')
+  if (state === 'failed') banner(`refused: ${reason}` + (token ? '' : ` — ${NO_TOKEN}`))
+})
+client.on('rtt', ({ rttMs }) => { $('rtt').textContent = `${rttMs} ms` })
+client.on('error', ({ error }) => console.warn('snippet-proxy:', error))
+client.on('message', ({ method, params }) => {
+  if (method === 'broadcast' && params?.message && typeof params.message === 'object') show(params.message)
+})
+
+// On every open, not just the first: the history also brings what was said while we were away.
+client.on('open', async () => {
+  try {
+    await client.call('sql', { sql: 'create table if not exists demo_messages(id integer primary key autoincrement, name text not null, body text not null, at integer not null)' })
+    const history = await client.call('sql', { sql: 'select id, name, body, at from demo_messages order by id desc limit 50' })
+    // Row by row: one that cannot be shown must not hide the others.
+    for (const message of records(history).reverse()) {
+      try {
+        show(message)
+      } catch (e) {
+        console.warn('demo: a stored message was not shown:', e)
+      }
+    }
+  } catch (e) {
+    banner(`could not load the history: ${e.message}`)
+  }
+})
+
+$('form').addEventListener('submit', async (event) => {
+  event.preventDefault()
+  const text = $('text')
+  const body = text.value.trim()
+  const who = name.value.trim() || 'anon'
+  if (!body) return
+  text.value = ''
+  let message
+  try {
+    // Calls made while reconnecting wait in the client's queue and go out once connected.
+    const at = Date.now()
+    const inserted = await client.call('sql', { sql: 'insert into demo_messages(name, body, at) values (?, ?, ?) returning id', params: [who, body, at] })
+    message = { id: records(inserted)[0].id, name: who, body, at }
+  } catch (e) {
+    // Listed as failed, never silently dropped. A ConnectionLostError means the insert may
+    // have happened all the same: then the next history load shows it too.
+    const li = el('li', null, { className: 'failed', dataset: { body }, title: e.message })
+    li.append(el('span', who, { className: 'who' }), el('span', body), el('span', ` — not sent: ${e.message}`, { className: 'muted' }))
+    $('messages').append(li)
+    banner(`not sent: ${e.message}`)
+    return
+  }
+  show(message)
+  try {
+    await client.call('broadcast', { message })
+    banner('')
+  } catch (e) {
+    banner(`saved, but not pushed to the others (they see it on their next reload): ${e.message}`)
+  }
+})
+
+// Operator view: this isolate's counters, every 2 s, while the tab is visible.
+async function pollStats() {
+  if (!document.hidden) {
+    try {
+      const res = await fetch('/__stats', { headers: { Authorization: `Bearer ${statsToken}` }, cache: 'no-store' })
+      const s = await res.json()
+      renderStats(res.ok ? s : null, res.ok ? '' : `stats: HTTP ${res.status} ${s?.error ?? ''}`)
+    } catch (e) {
+      renderStats(null, `stats: ${e.message}`)
+    }
+  }
+  setTimeout(pollStats, 2000)
+}
+function renderStats(s, problem) {
+  $('stats').hidden = false
+  const box = $('stats-body')
+  box.replaceChildren()
+  if (!s) return box.append(el('p', problem))
+  const dl = el('dl')
+  for (const [label, value] of [
+    ['upstreams open', s.upstreamsOpen],
+    ['active clients', s.activeClients],
+    ['messages proxied', s.messagesProxied],
+    ['frames per batch', s.framesPerBatch],
+  ]) dl.append(el('dt', label), el('dd', value, { dataset: { stat: label.replaceAll(' ', '-') } }))
+  const table = el('table')
+  table.append(el('tr'))
+  table.rows[0].append(el('th', 'tenant'), el('th', 'connected'), el('th', 'streams'))
+  for (const u of s.upstreams ?? []) {
+    const tr = el('tr')
+    tr.append(el('td', u.tenant), el('td', u.connected ? 'yes' : 'no'), el('td', u.streams))
+    table.append(tr)
+  }
+  box.append(dl, table)
+}
+if (statsToken) pollStats()
