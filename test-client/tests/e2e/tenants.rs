@@ -211,3 +211,71 @@ fn keep_warm_pings_listed_tenants_through_the_scheduled_handler() {
     });
     stack.assert_clean_logs().expect("clean logs");
 }
+
+/// Runs one scheduled round through the local runtime's trigger route and returns how
+/// long the request took: the route answers once the handler and everything it keeps
+/// alive with `waitUntil` (the upstreams it opened) are done.
+async fn cron_round(stack: &Stack) -> Duration {
+    let started = Instant::now();
+    let url = format!("{}/cdn-cgi/handler/scheduled?cron=*+*+*+*+*", stack.snippet.origin());
+    let res = tokio::time::timeout(Duration::from_secs(60), reqwest::get(url)).await;
+    let res = res.expect("the scheduled round returns within 60 s").expect("GET");
+    assert_eq!(res.status().as_u16(), 200, "{}", res.text().await.unwrap_or_default());
+    started.elapsed()
+}
+
+/// The upstream of `tenant` in `/__stats`.
+fn upstream<'a>(s: &'a Value, tenant: &str) -> &'a Value {
+    let list = s["upstreams"].as_array().expect("upstreams");
+    list.iter().find(|u| u["tenant"] == tenant).unwrap_or_else(|| panic!("no upstream for {tenant}: {s}"))
+}
+
+/// An HTTP request's or a scheduled round's context owns an upstream for at most
+/// OWNER_LIFETIME_MS, even when nobody else comes by: with no client on the isolate the
+/// upstream is retired (and the round returns); with an idle client, that client's
+/// context takes it over (and the round returns too).
+#[test]
+fn bounded_owners_let_go_within_their_lifetime_when_nobody_comes_by() {
+    let _one = one_at_a_time();
+    let lifetime = Duration::from_millis(3_000);
+    let stack = start(&[("OWNER_LIFETIME_MS", "3000"), ("KEEP_WARM_TENANTS", "warm-1"), ("UPSTREAM_IDLE_MS", "60000")]);
+    runtime().block_on(async {
+        // One HTTP request, then quiet: retired, nothing left at the object.
+        let ping = json!({ "jsonrpc": "2.0", "method": "ping", "id": 1 });
+        let (status, v) = post(&http_url(&stack, "http-1", "/rpc"), Some(&stack.client_token), &ping).await;
+        assert_eq!(status, 200, "{v}");
+        let s = stack.snippet_stats().await.expect("stats");
+        assert_eq!(upstream(&s, "http-1")["ownerKind"], "http", "{s}");
+        tokio::time::sleep(lifetime + Duration::from_millis(1_500)).await;
+        let s = stack.snippet_stats().await.expect("stats");
+        assert_eq!(upstream(&s, "http-1")["connected"], false, "retired with nobody coming by: {s}");
+        assert!(n(&s, "retirements") >= 1, "{s}");
+        assert_eq!(do_stats(&stack, "http-1").await["sockets"], 0, "the object has no upstream left");
+
+        // A scheduled round with no client on the isolate returns once its upstream retires.
+        let took = cron_round(&stack).await;
+        eprintln!("scheduled round with no client: {took:?}");
+        assert!(took < lifetime + Duration::from_secs(3), "the round returned in {took:?}");
+        let s = stack.snippet_stats().await.expect("stats");
+        assert_eq!(n(&s, "keepWarmPongs"), 2, "warm-1 (listed) and http-1 (the hottest): {s}");
+        for t in ["warm-1", "http-1"] {
+            assert_eq!(upstream(&s, t)["connected"], false, "{t}: {s}");
+        }
+
+        // With an idle client (of another tenant) on the isolate, the round's upstream is
+        // handed to that client's context when the round's lifetime is up.
+        let mut idle = ws_connect(&ws_url(&stack, "a", "/ws"), Some(&stack.client_token)).await.expect("ws");
+        assert_eq!(rpc(&mut idle, "ping", json!([]), 1).await["result"], "pong");
+        let handovers = n(&stack.snippet_stats().await.expect("stats"), "handovers");
+        let took = cron_round(&stack).await;
+        eprintln!("scheduled round with an idle client: {took:?}");
+        assert!(took < lifetime + Duration::from_secs(3), "the round returned in {took:?}");
+        let s = stats_until(&stack, |s| s["handovers"].as_u64() > Some(handovers)).await;
+        let warm = upstream(&s, "warm-1");
+        assert_eq!((&warm["connected"], &warm["ownerKind"]), (&json!(true), &json!("websocket")), "{s}");
+        assert_eq!(do_stats(&stack, "warm-1").await["sockets"], 1, "one upstream at the object");
+        assert_eq!(rpc(&mut idle, "ping", json!([]), 2).await["result"], "pong", "the idle client was never touched");
+        assert_eq!(n(&s, "errors"), 0, "{s}");
+    });
+    stack.assert_clean_logs().expect("clean logs");
+}

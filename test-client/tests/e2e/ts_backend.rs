@@ -8,14 +8,19 @@ use std::time::Duration;
 
 use serde_json::json;
 use test_client::load::{self, LoadOpts, Method};
-use test_client::stack::{Stack, StackOpts};
+use test_client::stack::{Stack, StackOpts, RUNTIME_CLOSE_NOISE};
 
 use crate::common::*;
 
 fn start_ts(tenant: Option<&str>) -> Stack {
+    start_ts_with(tenant, &[])
+}
+
+fn start_ts_with(tenant: Option<&str>, vars: &[(&str, &str)]) -> Stack {
     Stack::start(StackOpts {
         backend_dir: Some("examples/ts-chat".into()),
         tenant: tenant.map(str::to_owned),
+        snippet_vars: vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
         ..StackOpts::default()
     })
     .expect("stack with the TypeScript backend starts")
@@ -127,4 +132,96 @@ fn a_restarted_typescript_backend_is_reconnected_to() {
         };
         assert_passed(&load::run(load, false).await.expect("load"), 1600);
     });
+}
+
+/// The subjects of the snippet clients the object itself has (its `members`, asked
+/// directly with the backend token).
+async fn members(stack: &Stack) -> Vec<String> {
+    let body = json!({ "jsonrpc": "2.0", "method": "members", "id": 1 });
+    let (status, v) = post(&format!("{}/db/default/rpc", stack.backend.http()), Some(&stack.token), &body).await;
+    assert_eq!(status, 200, "{v}");
+    let list = v["result"].as_array().cloned().unwrap_or_default();
+    list.iter().filter_map(|m| m["subject"].as_str().map(str::to_owned)).collect()
+}
+
+/// An idle client as a presence app has it: it reconnects at once whenever it is closed
+/// (while `reconnect` is set) and never sends anything after its first call. `open` says
+/// whether it holds an open socket right now.
+async fn idle_client(
+    url: String,
+    token: String,
+    reconnect: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> u32 {
+    use futures_util::StreamExt;
+    use std::sync::atomic::Ordering;
+    let mut closes = 0;
+    loop {
+        if let Ok(mut ws) = ws_connect(&url, Some(&token)).await {
+            open.store(true, Ordering::SeqCst);
+            // Read to the end: tungstenite answers the close frame, then the stream ends.
+            while let Some(Ok(_)) = ws.next().await {}
+            open.store(false, Ordering::SeqCst);
+            closes += 1;
+        }
+        if !reconnect.load(Ordering::SeqCst) {
+            return closes;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The backend restarts while three clients sit idle; they are closed 1012 and come
+/// straight back (the snippet accepts an upgrade before its backend is reachable), then
+/// send nothing. Within RECONNECT_MAX_MS + WATCHDOG_MS of the backend answering again,
+/// each client is either attached to the new upstream — the object lists it — or closed
+/// with 1012: never "open" at the snippet and absent at the object.
+#[test]
+fn idle_clients_are_attached_again_or_told_after_a_backend_restart() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let _one = one_at_a_time();
+    let (reconnect_max, watchdog) = (2_000, 2_000);
+    let mut stack = start_ts_with(None, &[("RECONNECT_MAX_MS", "2000"), ("WATCHDOG_MS", "2000")]);
+    let rt = runtime();
+    let subjects = ["idle-a", "idle-b", "idle-c"];
+    let reconnect = Arc::new(AtomicBool::new(true));
+    let open: Vec<Arc<AtomicBool>> = subjects.iter().map(|_| Arc::new(AtomicBool::new(false))).collect();
+    let url = format!("{}/ws", stack.snippet.ws());
+    let tasks: Vec<_> = subjects
+        .iter()
+        .zip(&open)
+        .map(|(sub, open)| {
+            let token = stack.mint(sub, "default", "read", 3600);
+            rt.spawn(idle_client(url.clone(), token, reconnect.clone(), open.clone()))
+        })
+        .collect();
+    rt.block_on(async {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while members(&stack).await.len() < subjects.len() {
+            assert!(std::time::Instant::now() < deadline, "the object never saw all three");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    stack.restart_backend().expect("backend restarts");
+    rt.block_on(async {
+        tokio::time::sleep(Duration::from_millis(reconnect_max + watchdog + 500)).await;
+        // From here on a closed client stays closed, so what is open can be checked.
+        reconnect.store(false, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let seen = members(&stack).await;
+        for (sub, open) in subjects.iter().zip(&open) {
+            if open.load(Ordering::SeqCst) {
+                assert!(seen.iter().any(|s| s == sub), "{sub} is open at the snippet but the object has {seen:?}");
+            }
+        }
+        let attached = subjects.iter().zip(&open).filter(|(_, o)| o.load(Ordering::SeqCst)).count();
+        eprintln!("after the restart: {attached} of 3 idle clients attached, the rest closed 1012");
+        assert!(attached > 0, "with the backend up, clients come back: the object has {seen:?}");
+    });
+    for t in tasks {
+        t.abort();
+    }
+    // The snippet closed clients with 1012 (RUNTIME.md §16).
+    stack.assert_clean_logs_tolerating(&[RUNTIME_CLOSE_NOISE]).expect("clean logs");
 }
