@@ -40,6 +40,7 @@ pub fn upgrade(
         Err(Refused::TooManyStreams) => return js::retry_later("too many clients on this isolate; retry shortly"),
         Err(e @ Refused::PoolFull { .. }) => return js::retry_later(&e.to_string()),
         Err(e @ Refused::TooManyConnections { .. }) => return js::too_many(&e.to_string(), 1_000),
+        Err(e @ Refused::RateLimited { retry_after_ms, .. }) => return js::too_many(&e.to_string(), retry_after_ms),
         Err(e) => return js::json_error(500, &e.to_string()),
     };
     let (client, server) = match js::websocket_pair() {

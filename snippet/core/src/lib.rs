@@ -268,7 +268,8 @@ impl Mux {
 
     /// Opens a stream for a client WebSocket speaking to backend service `path` of
     /// `tenant`, on behalf of `identity` (the caller the front door verified), counted
-    /// against the allowance of `caller` ([`quota::caller_key`]).
+    /// against the allowance of `caller` ([`quota::caller_key`]): one of its connections,
+    /// and [`quota::UPGRADE_COST`] of its requests.
     pub fn open_client(
         &mut self,
         tenant: &str,
@@ -291,6 +292,11 @@ impl Mux {
         if self.callers.connections(caller) >= limit && limit > 0 {
             self.counters.refused += 1;
             return Err(Refused::TooManyConnections { limit });
+        }
+        let rate = self.cfg.caller_requests_per_sec;
+        if let Err(retry_after_ms) = self.callers.take(caller, quota::UPGRADE_COST, rate, now) {
+            self.counters.rate_limited += 1;
+            return Err(Refused::RateLimited { what: "requests", limit: rate, retry_after_ms });
         }
         self.admit(tenant, now)?;
         if !self.callers.connect(caller, limit, self.cfg.caller_requests_per_sec, now) {

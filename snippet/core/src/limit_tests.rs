@@ -73,6 +73,30 @@ fn a_callers_http_requests_are_rate_limited_per_caller() {
     assert!(matches!(sim.mux.open_request("t", rpc("{}"), now), Ok(Route::Stream(_))));
 }
 
+/// Upgrades come out of the caller's request allowance, each at `UPGRADE_COST`: a caller
+/// that opens and closes sockets in a loop is refused with a retry time (429), another
+/// caller is not, and the allowance refills.
+#[test]
+fn a_caller_opening_and_closing_sockets_in_a_loop_is_rate_limited() {
+    let rate = 100;
+    let mut sim = Sim::new(Config { caller_requests_per_sec: rate, ..Config::default() });
+    let allowed = rate / quota::UPGRADE_COST;
+    for i in 0..allowed {
+        let id = open(&mut sim, "sub:churn").unwrap_or_else(|e| panic!("upgrade {i} within the burst: {e}"));
+        sim.mux.handle_client_closed(id, 1000, "", sim.now);
+    }
+    match open(&mut sim, "sub:churn") {
+        Err(Refused::RateLimited { what: "requests", limit, retry_after_ms }) => {
+            assert_eq!((limit, retry_after_ms), (rate, 1_000 * quota::UPGRADE_COST / rate));
+        }
+        other => panic!("expected a rate limit, got {other:?}"),
+    }
+    assert!(open(&mut sim, "sub:calm").is_ok(), "another caller has its own allowance");
+    sim.now += 1_000 * quota::UPGRADE_COST / rate;
+    assert!(open(&mut sim, "sub:churn").is_ok(), "refilled");
+    assert_eq!(sim.mux.counters().rate_limited, 1);
+}
+
 #[test]
 fn the_isolate_wide_queue_bound_holds_for_an_empty_stream_queue_too() {
     let mut sim = Sim::new(Config { max_queued_bytes: 2_000, max_message_bytes: 1_500, ..Config::default() });
@@ -111,6 +135,7 @@ fn one_tenant_carries_at_most_the_backend_sessions_stream_limit() {
         max_clients: 20_000,
         max_streams: 30_000,
         max_connections_per_caller: 0,
+        caller_requests_per_sec: 0,
         ..Config::default()
     });
     sim.manual = true;

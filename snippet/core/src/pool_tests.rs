@@ -201,7 +201,7 @@ fn poll_timeout_never_names_a_time_that_handle_timeout_ignores() {
         assert!(t >= last, "deadlines move forward");
         last = t;
         sim.now = sim.now.max(t);
-        sim.mux.handle_timeout(sim.now);
+        sim.timeout();
         let _ = sim.client("r", "/echo");
         sim.run();
         if sim.mux.poll_timeout() == Some(t) {

@@ -207,7 +207,9 @@ fn a_client_that_never_reads_costs_the_snippet_nothing_and_others_nothing() {
 #[test]
 fn one_caller_holding_1005_idle_streams_is_refused_cleanly_past_its_limit() {
     let _one = one_at_a_time();
-    let stack = start(&[]);
+    // The connection cap is under test, not the upgrade rate (tested below): 1,005
+    // upgrades at once are far past a caller's default upgrade allowance.
+    let stack = start(&[("CALLER_REQUESTS_PER_SEC", "0")]);
     runtime().block_on(async {
         let hog = stack.mint("hog", "*", "read", 600);
         let url = format!("{}/ws", stack.snippet.ws());
@@ -229,6 +231,42 @@ fn one_caller_holding_1005_idle_streams_is_refused_cleanly_past_its_limit() {
         let stats = stats_until(&stack, |s| n(s, "activeClients") >= 1_002).await;
         assert_eq!(n(&stats, "refused"), 5, "{stats}");
         assert_eq!(n(&stats, "errors"), 0, "no stream was accepted and then failed: {stats}");
+    });
+    stack.assert_clean_logs().expect("clean logs");
+}
+
+/// A caller that opens and closes WebSockets in a loop (each costs the object an Open, a
+/// Close and a stored entry) is refused with 429 once past its upgrade allowance, while a
+/// bystander of the same tenant keeps being answered.
+#[test]
+fn a_caller_churning_upgrades_gets_429_and_bystanders_are_served() {
+    let _one = one_at_a_time();
+    let stack = start(&[]);
+    runtime().block_on(async {
+        let churner = stack.mint("churner", "*", "read", 600);
+        let url = format!("{}/ws", stack.snippet.ws());
+        let ((opened, refused, other), unloaded, loaded) = with_bystander(&stack, async {
+            let (mut opened, mut refused, mut other) = (0u32, 0u32, 0u32);
+            let until = std::time::Instant::now() + Duration::from_secs(4);
+            while std::time::Instant::now() < until {
+                match ws_connect(&url, Some(&churner)).await {
+                    Ok(mut ws) => {
+                        opened += 1;
+                        let _ = ws.close(None).await;
+                    }
+                    Err(429) => refused += 1,
+                    Err(_) => other += 1,
+                }
+            }
+            (opened, refused, other)
+        })
+        .await;
+        eprintln!("churn: {opened} upgrades accepted, {refused} refused with 429 in 4 s; bystander p99 {loaded:.2} ms vs {unloaded:.2} ms");
+        assert_eq!(other, 0, "every refusal is a 429");
+        assert!(refused > 0, "a caller past its allowance is refused: {opened} accepted");
+        assert!(opened <= 100 + 4 * 100 + 10, "at most the burst plus the rate: {opened}");
+        let stats = stack.snippet_stats().await.expect("stats");
+        assert!(n(&stats, "rateLimited") >= u64::from(refused), "{stats}");
     });
     stack.assert_clean_logs().expect("clean logs");
 }
