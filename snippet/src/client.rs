@@ -153,6 +153,12 @@ async fn deliver(id: StreamId, ws: web_sys::WebSocket, listeners: Listeners, exp
                 js::close(&ws, c.code, &c.reason);
                 break;
             }
+            // Sent away while the backend still holds its stream: the backend is told too.
+            Some(Delivery::Refused { code, reason }) => {
+                js::close(&ws, code, &reason);
+                detach(id, code, &reason);
+                break;
+            }
             // The proxy ends the stream: the client gets a short reason and a reference to
             // the log line that holds the detail (as HTTP errors carry a request id).
             Some(Delivery::Aborted { code, reason, detail }) => {

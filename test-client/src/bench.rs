@@ -9,8 +9,12 @@ use std::time::{Duration, Instant};
 /// The benchmark measures the proxy at full speed, so the per-client and per-caller rate
 /// limits are lifted (one benchmark client sends ~2,000 messages a second, twice the
 /// default allowance). What the limits cost and do is measured by the abuse suite.
-pub(crate) const UNLIMITED: &[(&str, &str)] =
-    &[("CLIENT_MESSAGES_PER_SEC", "0"), ("CLIENT_BYTES_PER_SEC", "0"), ("CALLER_REQUESTS_PER_SEC", "0")];
+pub(crate) const UNLIMITED: &[(&str, &str)] = &[
+    ("CLIENT_MESSAGES_PER_SEC", "0"),
+    ("CLIENT_BYTES_PER_SEC", "0"),
+    ("CLIENT_REPLY_BYTES_PER_SEC", "0"),
+    ("CALLER_REQUESTS_PER_SEC", "0"),
+];
 
 use anyhow::{Context as _, Result};
 use clap::Args;

@@ -56,6 +56,15 @@ pub struct Config {
     /// shared upstream's bandwidth from the others. Exceeding it closes the client 1008.
     /// 0 = no limit.
     pub client_bytes_per_sec: u64,
+    /// Payload bytes per second one client WebSocket may be sent (replies and pushes); the
+    /// burst is one second's worth, and one reply of any size fits a full budget. A Worker
+    /// cannot see whether a client reads (RUNTIME.md §12): what it is sent and has not read
+    /// waits in the runtime's queue, without bound. A small request can ask for a large
+    /// reply (a 775-byte JSON-RPC batch for 4 MB of results), so the client's own send
+    /// rate does not bound what it is owed; this does, at the same 4 MiB/s as
+    /// `client_bytes_per_sec`. Exceeding it closes the client 1008 and drops what it was
+    /// still owed. 0 = no limit.
+    pub client_reply_bytes_per_sec: u64,
     /// HTTP requests per second one caller may make on this isolate, with one second's
     /// worth of burst; past it, 429 with `Retry-After`. 1,000/s, for the same reason as
     /// `client_messages_per_sec`. 0 = no limit.
@@ -108,6 +117,7 @@ impl Default for Config {
             max_connections_per_caller: 1_000,
             client_messages_per_sec: 1_000,
             client_bytes_per_sec: 4 * 1024 * 1024,
+            client_reply_bytes_per_sec: 4 * 1024 * 1024,
             caller_requests_per_sec: 1_000,
             max_upstreams: 50,
             upstream_idle_ms: 5 * 60 * 1000,
@@ -121,7 +131,7 @@ impl Default for Config {
 
 impl Config {
     /// The wrangler vars that override a field, by name.
-    pub const VARS: [&'static str; 22] = [
+    pub const VARS: [&'static str; 23] = [
         "MAX_MESSAGE_BYTES",
         "MAX_CLIENTS",
         "MAX_STREAMS",
@@ -138,6 +148,7 @@ impl Config {
         "MAX_CONNECTIONS_PER_CALLER",
         "CLIENT_MESSAGES_PER_SEC",
         "CLIENT_BYTES_PER_SEC",
+        "CLIENT_REPLY_BYTES_PER_SEC",
         "CALLER_REQUESTS_PER_SEC",
         "MAX_UPSTREAMS",
         "UPSTREAM_IDLE_MS",
@@ -170,6 +181,7 @@ impl Config {
                 "MAX_CONNECTIONS_PER_CALLER" => c.max_connections_per_caller = num()? as usize,
                 "CLIENT_MESSAGES_PER_SEC" => c.client_messages_per_sec = num()?,
                 "CLIENT_BYTES_PER_SEC" => c.client_bytes_per_sec = num()?,
+                "CLIENT_REPLY_BYTES_PER_SEC" => c.client_reply_bytes_per_sec = num()?,
                 "CALLER_REQUESTS_PER_SEC" => c.caller_requests_per_sec = num()?,
                 "MAX_UPSTREAMS" => c.max_upstreams = num()? as usize,
                 "UPSTREAM_IDLE_MS" => c.upstream_idle_ms = num()?,

@@ -310,6 +310,8 @@ impl Mux {
             caller: caller.to_owned(),
             messages: quota::Bucket::full(messages, now),
             bytes: quota::Bucket::full(bytes, now),
+            replies: quota::Bucket::full(self.cfg.client_reply_bytes_per_sec, now),
+            over_budget: false,
             on: None,
         };
         let id = self.insert(tenant, Role::Client(client), now);
@@ -566,7 +568,8 @@ impl Mux {
         self.poll_connect(here, now)
     }
 
-    fn deliver(&mut self, id: StreamId, d: Delivery) {
+    fn deliver(&mut self, id: StreamId, d: Delivery, now: u64) {
+        let reply_rate = self.cfg.client_reply_bytes_per_sec;
         let Some(stream) = self.streams.get_mut(&id).filter(|s| !s.detached) else {
             self.counters.dropped_deliveries += 1;
             return;
@@ -576,6 +579,26 @@ impl Mux {
             Delivery::Binary(b) => Some(b.len()),
             _ => None,
         };
+        if let (Some(len), Role::Client(c)) = (message_len, &mut stream.role) {
+            if c.over_budget {
+                self.counters.dropped_deliveries += 1;
+                return;
+            }
+            if c.replies.take(len as u64, reply_rate, reply_rate, now).is_err() {
+                // What it is owed waits in the runtime's queue if it does not read: past
+                // its budget it is sent away, and what it was owed is dropped here.
+                c.over_budget = true;
+                stream.inbox.clear();
+                stream.inbox.push_back(Delivery::Refused {
+                    code: 1008,
+                    reason: format!("reply rate exceeded ({reply_rate} bytes per second)"),
+                });
+                self.counters.rate_limited += 1;
+                self.counters.dropped_deliveries += 1;
+                self.actions.push_back(Action::WakeStream(id));
+                return;
+            }
+        }
         if let Some(len) = message_len {
             self.counters.messages_down += 1;
             self.counters.bytes_down += len as u64;

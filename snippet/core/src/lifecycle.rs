@@ -249,7 +249,7 @@ impl Mux {
                     detail: why.to_owned(),
                 },
             };
-            self.deliver(sid, d);
+            self.deliver(sid, d, now);
         }
         let streams = &self.streams;
         if let Some(link) = self.links.get_mut(tenant) {

@@ -146,3 +146,39 @@ fn one_tenant_carries_at_most_the_backend_sessions_stream_limit() {
     let now = sim.now;
     assert!(sim.mux.open_client("u", "/echo", who(), "sub:a", now).is_ok(), "another tenant has its own session");
 }
+
+/// Small requests that ask for large replies: past its reply budget a client is sent
+/// away (1008) and what it was still owed is dropped, the backend is told it left, and
+/// another client of the same upstream is not touched.
+#[test]
+fn a_client_owed_more_than_its_reply_budget_is_sent_away() {
+    let mut sim = Sim::new(Config { client_reply_bytes_per_sec: 1_000, ..Config::default() });
+    let greedy = open(&mut sim, "sub:greedy").expect("open");
+    let calm = open(&mut sim, "sub:calm").expect("open");
+    let big = "x".repeat(900);
+    sim.send(greedy, &big);
+    sim.run();
+    assert_eq!(sim.texts(greedy), vec![big.clone()], "one reply within the budget");
+    sim.send(greedy, &big);
+    sim.send(greedy, &big);
+    sim.run();
+    let got = sim.got.get(&greedy).cloned().unwrap_or_default();
+    match got.last() {
+        Some(Delivery::Refused { code: 1008, reason }) => assert!(reason.contains("1000 bytes per second"), "{reason}"),
+        other => panic!("expected the client to be sent away, got {other:?}"),
+    }
+    assert_eq!(sim.texts(greedy).len(), 1, "nothing past the budget was delivered");
+    // The glue closes the client and reports it: the backend is told with a Close.
+    sim.mux.handle_client_closed(greedy, 1008, "reply rate exceeded", sim.now);
+    sim.run();
+    assert_eq!(sim.mux.streams_held(), 1, "the greedy stream is gone once its Close went out");
+    sim.send(calm, "hello");
+    sim.run();
+    assert_eq!(sim.texts(calm), vec!["hello"]);
+    assert_eq!(sim.mux.counters().rate_limited, 1);
+    // The budget refills.
+    sim.now += 1_000;
+    sim.send(calm, &big);
+    sim.run();
+    assert_eq!(sim.texts(calm).len(), 2);
+}

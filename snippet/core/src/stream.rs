@@ -23,6 +23,15 @@ pub enum Delivery {
     /// The upstream could not carry this HTTP request and it never left: send it to the
     /// backend directly over HTTP instead.
     Fallback(Request),
+    /// The client must be sent away while its stream is still open at the backend (it
+    /// went over its reply budget): close the client with `code` and `reason`, and report
+    /// the close ([`crate::Mux::handle_client_closed`]) so the backend is told.
+    Refused {
+        /// WebSocket close code.
+        code: u16,
+        /// What the client is told (and the backend).
+        reason: String,
+    },
     /// The WebSocket stream failed in the proxy (upstream lost, refused by the backend):
     /// close the client with `code` and the short `reason`; `detail` is for the log.
     Aborted {
@@ -48,7 +57,7 @@ pub enum Delivery {
 impl Delivery {
     /// Whether it ends the stream.
     pub(crate) fn is_final(&self) -> bool {
-        !matches!(self, Delivery::Text(_) | Delivery::Binary(_))
+        !matches!(self, Delivery::Text(_) | Delivery::Binary(_) | Delivery::Refused { .. })
     }
 }
 
@@ -64,6 +73,10 @@ pub(crate) struct Client {
     /// The client's message and byte allowances.
     pub messages: quota::Bucket,
     pub bytes: quota::Bucket,
+    /// What it may be sent ([`crate::Config::client_reply_bytes_per_sec`]).
+    pub replies: quota::Bucket,
+    /// It went over that budget: it is being closed, and nothing more is delivered.
+    pub over_budget: bool,
     /// The connection its `Open` went out on (none while it waits to be sent).
     pub on: Option<UpstreamId>,
 }

@@ -115,6 +115,7 @@ impl Mux {
                 reason: "no reply from the backend in time",
                 detail: format!("stream {id}: no reply within REQUEST_TIMEOUT_MS = {waited} ms"),
             },
+            now,
         );
     }
 

@@ -148,7 +148,7 @@ impl Mux {
             self.forget(sid, now);
         }
         for sid in failed {
-            self.fail_stream(sid, "a frame for this stream could not be encoded (too large for a message)");
+            self.fail_stream(sid, "a frame for this stream could not be encoded (too large for a message)", now);
         }
         if frames == 0 {
             return None;
@@ -160,14 +160,14 @@ impl Mux {
     }
 
     /// One stream fails in the proxy; the rest carry on.
-    fn fail_stream(&mut self, id: StreamId, why: &str) {
+    fn fail_stream(&mut self, id: StreamId, why: &str, now: u64) {
         let d = match self.streams.get(&id).map(Stream::is_client) {
             Some(true) => Delivery::Aborted { code: 1011, reason: "proxy error", detail: why.to_owned() },
             Some(false) => Delivery::Failed { status: 500, reason: "proxy error", detail: why.to_owned() },
             None => return,
         };
         self.counters.errors += 1;
-        self.deliver(id, d);
+        self.deliver(id, d, now);
     }
 
     /// Feeds one message received on upstream `id`. Frames for unknown or departed
@@ -241,7 +241,7 @@ impl Mux {
                 }
                 FrameKind::Pong | FrameKind::Open | FrameKind::Request => continue,
             };
-            self.deliver(frame.stream, delivery);
+            self.deliver(frame.stream, delivery, now);
         }
         Ok(())
     }

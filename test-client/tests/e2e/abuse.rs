@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use test_client::stack::RUNTIME_CLOSE_NOISE;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::common::*;
@@ -269,6 +270,55 @@ fn a_caller_churning_upgrades_gets_429_and_bystanders_are_served() {
         assert!(n(&stats, "rateLimited") >= u64::from(refused), "{stats}");
     });
     stack.assert_clean_logs().expect("clean logs");
+}
+
+/// Reply amplification: a 775-byte JSON-RPC batch asks for 4 MB of results. A client that
+/// sends ten a second and never reads is sent away with 1008 once past its reply budget
+/// (`CLIENT_REPLY_BYTES_PER_SEC`), so the runtime's queue for it stops growing, and a
+/// bystander of the same upstream is served throughout.
+#[test]
+fn a_client_owed_more_than_its_reply_budget_is_sent_away_and_memory_stays_bounded() {
+    let _one = one_at_a_time();
+    let stack = start(&[]);
+    runtime().block_on(async {
+        let url = format!("{}/ws", stack.snippet.ws());
+        let mut greedy = ws_connect(&url, Some(&stack.client_token)).await.expect("ws");
+        let sql = |id: u64| {
+            let q = "select hex(randomblob(250000)) as v";
+            json!({ "jsonrpc": "2.0", "method": "sql", "params": { "sql": q }, "id": id })
+        };
+        let batch = Value::Array((1..=8).map(sql).collect()).to_string();
+        let rss_before = stack.snippet.workerd_rss_kb().unwrap_or(0);
+        let (sent, _, _) = with_bystander(&stack, async {
+            let mut sent = 0;
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            for _ in 0..40 {
+                tick.tick().await;
+                if greedy.send(Message::Text(batch.clone().into())).await.is_err() {
+                    break;
+                }
+                sent += 1;
+            }
+            sent
+        })
+        .await;
+        let rss_after = stack.snippet.workerd_rss_kb().unwrap_or(0);
+        let close = close_frame(&mut greedy, 30).await;
+        eprintln!(
+            "greedy: {sent} batches of {} bytes sent (4 MB of results each), never read; workerd RSS {} → {} MiB; {close:?}",
+            batch.len(),
+            rss_before / 1024,
+            rss_after / 1024
+        );
+        let (code, reason) = close.flatten().expect("a close frame with a code");
+        assert_eq!(code, 1008, "{reason}");
+        assert!(reason.contains("reply rate exceeded"), "{reason}");
+        assert!(rss_after.saturating_sub(rss_before) < 64 * 1024, "RSS grew by {} MiB", (rss_after - rss_before) / 1024);
+        let stats = stack.snippet_stats().await.expect("stats");
+        assert!(n(&stats, "rateLimited") >= 1, "{stats}");
+        assert_eq!(n(&stats, "backendConnects"), 1, "the upstream was never touched: {stats}");
+    });
+    stack.assert_clean_logs_tolerating(&[RUNTIME_CLOSE_NOISE]).expect("clean logs");
 }
 
 #[test]
