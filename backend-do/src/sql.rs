@@ -6,13 +6,17 @@
 //! statements in one string — nothing it did survives. The caller is told
 //! [`DbError::ReadOnly`] instead of a result when SQLite counted rows written, or when the
 //! schema read inside the same transaction differs after the statement (DDL reports 0
-//! rows written: measured, `drop table` gave `rowsWritten: 0`). This is SQLite's own undo
-//! and a comparison of state, not a reading of the statement's text.
+//! rows written: measured, `drop table` gave `rowsWritten: 0`). The connection's settings
+//! (`backend_core::settings`) are flags a rollback does not undo, so they are read before
+//! and after the transaction: any that changed is set back and the statement refused the
+//! same way. This is SQLite's own undo and a comparison of state, not a reading of the
+//! statement's text.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
 use backend_core::rpc::{DbError, SqlMode, MAX_RESULT_BYTES, MAX_ROWS};
+use backend_core::settings::{self, Setting, Snapshot};
 
 /// The size bound while reading is an overestimate (every string character counted as a
 /// six-byte escape); the exact size is checked on the serialised result. Reading stops at
@@ -105,9 +109,49 @@ pub fn state_of(raw: &JsValue) -> State {
 
 /// Runs one statement for a caller in `mode`. `raw` is the object's `DurableObjectState`.
 pub fn run(raw: &JsValue, sql: &str, params: &[Value], mode: SqlMode) -> Result<SqlResult, DbError> {
+    let storage = state_of(raw).storage().sql();
     if mode == SqlMode::ReadWrite {
-        return run_plain(&state_of(raw).storage().sql(), sql, params);
+        return run_plain(&storage, sql, params);
     }
+    let before = snapshot(&storage);
+    let result = run_rolled_back(raw, sql, params);
+    let after = snapshot(&storage);
+    if after == before {
+        return result;
+    }
+    // A setting of the connection outlived the rollback: set it back before anyone else's
+    // statement runs (nothing else runs in between: the object is one thread).
+    restore(&storage, &before, &after);
+    Err(DbError::ReadOnly)
+}
+
+/// One setting's current value, if the runtime lets it be read.
+fn read_setting(storage: &SqlStorage, setting: &Setting) -> Option<i64> {
+    let result = run_plain(storage, setting.read, &[]).ok()?;
+    result.rows.first()?.first()?.as_i64()
+}
+
+/// Every connection setting a statement could change ([`settings::SETTINGS`]).
+fn snapshot(storage: &SqlStorage) -> Snapshot {
+    settings::SETTINGS.iter().map(|s| read_setting(storage, s)).collect()
+}
+
+/// Sets back what changed from `before`, and says so in the log if that did not work:
+/// the next statements, anyone's, would then run with a setting a reader chose.
+fn restore(storage: &SqlStorage, before: &Snapshot, after: &Snapshot) {
+    for statement in settings::restore(before, after) {
+        if let Err(e) = run_plain(storage, &statement, &[]) {
+            worker::console_error!("read-only SQL: could not restore a connection setting ({statement}): {e:?}");
+        }
+    }
+    if snapshot(storage) != *before {
+        worker::console_error!("read-only SQL: a connection setting a reader changed could not be set back");
+    }
+}
+
+/// Runs the statement inside `storage.transactionSync()` and always rolls it back; a
+/// statement that wrote rows or changed the schema is refused.
+fn run_rolled_back(raw: &JsValue, sql: &str, params: &[Value]) -> Result<SqlResult, DbError> {
     let result: Rc<RefCell<Option<Result<SqlResult, DbError>>>> = Rc::new(RefCell::new(None));
     let (out, state, sql, params) = (result.clone(), raw.clone(), sql.to_owned(), params.to_vec());
     let body = Closure::once_into_js(move || -> Result<JsValue, JsValue> {

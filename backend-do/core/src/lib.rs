@@ -11,6 +11,7 @@ pub mod blob;
 pub mod route;
 pub mod rpc;
 pub mod session;
+pub mod settings;
 
 pub use authz::{Caller, Grants};
 pub use rpc::{Db, SqlResult};

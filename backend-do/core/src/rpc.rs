@@ -57,7 +57,8 @@ pub enum SqlMode {
     /// Any statement; changes are kept.
     ReadWrite,
     /// The statement runs in a transaction that is always rolled back, and reports
-    /// [`DbError::ReadOnly`] if it wrote: nothing it does can persist.
+    /// [`DbError::ReadOnly`] if it wrote or changed a connection setting (which is set
+    /// back; see [`crate::settings`]): nothing it does can persist.
     ReadOnly,
 }
 
@@ -82,7 +83,8 @@ pub enum DbError {
     Sqlite(String),
     /// More than [`MAX_ROWS`] rows.
     TooManyRows,
-    /// A [`SqlMode::ReadOnly`] statement wrote (and was rolled back).
+    /// A [`SqlMode::ReadOnly`] statement wrote (and was rolled back), or changed a
+    /// connection setting (and it was set back).
     ReadOnly,
     /// The rows read so far already exceed what a result may hold.
     TooLarge,
@@ -294,7 +296,7 @@ fn run_sql(db: &mut dyn Db, sql: &str, args: &[Value], caller: &Caller) -> Resul
         DbError::Sqlite(m) => RpcError::new(code::SQL_ERROR, m),
         DbError::ReadOnly => RpcError::new(
             code::READ_ONLY,
-            "the read scope cannot change data; the statement was rolled back (the write scope can)",
+            "the read scope cannot change data or the connection's settings; the statement was undone (the write scope can)",
         ),
         DbError::TooManyRows => {
             RpcError::new(code::RESULT_TOO_LARGE, format!("result has more than {MAX_ROWS} rows; add LIMIT/OFFSET"))

@@ -79,10 +79,17 @@ pub struct Config {
     /// does not hold sockets to Durable Objects that would otherwise hibernate.
     pub upstream_idle_ms: u64,
     /// Heartbeat: when something sent on an upstream has had no message back for this
-    /// long, a `Ping` goes out; no answer within as long again and the upstream is dropped
-    /// with clear errors. 5 s: a stalled backend is found in ~10 s, well before the 30 s
-    /// request timeout, and an active upstream costs no extra messages. 0 = off.
+    /// long, a `Ping` goes out; no answer within `backend_busy_ms` and the upstream is
+    /// dropped with clear errors. 5 s: a quiet upstream is asked soon, and an active one
+    /// costs no extra messages. 0 = off.
     pub heartbeat_ms: u64,
+    /// How long a backend may take to answer the heartbeat's `Ping` before it counts as
+    /// gone. A Durable Object runs one event at a time and sends nothing, not even its
+    /// runtime's auto-response, until the event ends (measured, RUNTIME.md §17); one event
+    /// may compute for up to its CPU limit, 30 s by default. So a busy object is told from
+    /// a dead one only by time: 30 s, and a stalled backend is found after
+    /// `heartbeat_ms` + 30 s. Raise it with the backend's `limits.cpu_ms`.
+    pub backend_busy_ms: u64,
     /// Tenants every keep-warm round pings (opening their upstreams if needed),
     /// comma-separated in `KEEP_WARM_TENANTS`.
     pub keep_warm_tenants: Vec<String>,
@@ -122,6 +129,7 @@ impl Default for Config {
             max_upstreams: 50,
             upstream_idle_ms: 5 * 60 * 1000,
             heartbeat_ms: 5_000,
+            backend_busy_ms: 30_000,
             keep_warm_tenants: Vec::new(),
             keep_warm_hottest: 10,
             seed: 0x5EED,
@@ -153,6 +161,7 @@ impl Config {
         "MAX_UPSTREAMS",
         "UPSTREAM_IDLE_MS",
         "HEARTBEAT_MS",
+        "BACKEND_BUSY_MS",
         "KEEP_WARM_TENANTS",
         "KEEP_WARM_HOTTEST",
     ];
@@ -186,6 +195,7 @@ impl Config {
                 "MAX_UPSTREAMS" => c.max_upstreams = num()? as usize,
                 "UPSTREAM_IDLE_MS" => c.upstream_idle_ms = num()?,
                 "HEARTBEAT_MS" => c.heartbeat_ms = num()?,
+                "BACKEND_BUSY_MS" => c.backend_busy_ms = num()?,
                 "KEEP_WARM_HOTTEST" => c.keep_warm_hottest = num()? as usize,
                 "KEEP_WARM_TENANTS" => {
                     c.keep_warm_tenants =
@@ -210,6 +220,10 @@ impl Config {
         // One isolate's upstreams: at least one, and few enough to list and scan.
         if !(1..=MAX_UPSTREAMS_LIMIT).contains(&c.max_upstreams) {
             return Err(format!("MAX_UPSTREAMS must be 1 to {MAX_UPSTREAMS_LIMIT}"));
+        }
+        // 0 would drop every upstream the moment its first heartbeat went out.
+        if c.backend_busy_ms == 0 {
+            return Err("BACKEND_BUSY_MS must be at least 1 (HEARTBEAT_MS=0 switches the heartbeat off)".to_owned());
         }
         if c.keep_warm_tenants.len() > c.max_upstreams {
             return Err("KEEP_WARM_TENANTS may name at most MAX_UPSTREAMS tenants".to_owned());
@@ -236,5 +250,14 @@ mod tests {
         let e = Config::from_vars(|n| (n == "MAX_CLIENTS").then(|| "lots".into())).expect_err("invalid");
         assert!(e.contains("MAX_CLIENTS"), "{e}");
         assert!(Config::from_vars(|n| (n == "BATCHING").then(|| "maybe".into())).is_err());
+    }
+
+    #[test]
+    fn a_backend_is_allowed_its_cpu_limit_to_answer_and_never_zero() {
+        assert_eq!(Config::default().backend_busy_ms, 30_000, "a Durable Object's default CPU limit per event");
+        let c = Config::from_vars(|n| (n == "BACKEND_BUSY_MS").then(|| "120000".into())).expect("valid");
+        assert_eq!(c.backend_busy_ms, 120_000);
+        let e = Config::from_vars(|n| (n == "BACKEND_BUSY_MS").then(|| "0".into())).expect_err("0");
+        assert!(e.contains("BACKEND_BUSY_MS"), "{e}");
     }
 }

@@ -89,7 +89,7 @@ fn idle_upstreams_close_after_their_ttl() {
 
 #[test]
 fn one_tenants_failing_backend_never_delays_or_errors_another() {
-    let mut sim = Sim::new(Config { heartbeat_ms: 1_000, ..Config::default() });
+    let mut sim = Sim::new(Config { heartbeat_ms: 1_000, backend_busy_ms: 1_000, ..Config::default() });
     sim.refusing.insert("down".into());
     sim.stalled.insert("stuck".into());
     let healthy = sim.client("ok", "/echo");
@@ -110,8 +110,9 @@ fn one_tenants_failing_backend_never_delays_or_errors_another() {
 }
 
 #[test]
-fn a_silent_backend_is_found_by_the_heartbeat_within_two_periods() {
-    let mut sim = Sim::new(Config { heartbeat_ms: 1_000, request_timeout_ms: 30_000, ..Config::default() });
+fn a_silent_backend_is_found_by_the_heartbeat_within_its_period_and_the_busy_bound() {
+    let cfg = Config { heartbeat_ms: 1_000, backend_busy_ms: 2_000, request_timeout_ms: 30_000, ..Config::default() };
+    let mut sim = Sim::new(cfg);
     sim.stalled.insert("t".into());
     let r = sim.request("t", "{}");
     let ws = sim.client("t", "/echo");
@@ -119,13 +120,41 @@ fn a_silent_backend_is_found_by_the_heartbeat_within_two_periods() {
     let up = sim.socket_of("t")[0];
     sim.advance(1_000);
     assert_eq!(sim.frames_seen.len(), 2, "one heartbeat ping went out");
-    sim.advance(999);
+    sim.advance(1_999);
     assert!(sim.last(r).is_none());
     sim.advance(1);
     assert!(sim.closed.contains(&(up, 1011)), "{:?}", sim.closed);
     assert!(matches!(sim.last(r), Some(Delivery::Failed { status: 502, .. })));
     assert!(matches!(sim.last(ws), Some(Delivery::Aborted { code: 1012, .. })));
     assert_eq!(sim.mux.counters().heartbeat_failures, 1);
+}
+
+/// A Durable Object computing one long statement answers nothing, not even its runtime's
+/// auto-response, until the statement ends (RUNTIME.md §17): silence shorter than
+/// HEARTBEAT_MS + BACKEND_BUSY_MS is a busy backend, and nobody is disconnected for it.
+#[test]
+fn a_busy_backend_keeps_its_clients_until_its_silence_outlasts_backend_busy_ms() {
+    let cfg = Config { heartbeat_ms: 1_000, request_timeout_ms: 60_000, ..Config::default() };
+    let (hb, busy) = (cfg.heartbeat_ms, cfg.backend_busy_ms);
+    let mut sim = Sim::new(cfg);
+    sim.stalled.insert("t".into());
+    // A client's context owns the upstream, as in the e2e test: no hand-over falls inside.
+    let ws = sim.client("t", "/echo");
+    sim.here = Here::Client(ws);
+    sim.run();
+    let r = sim.request("t", "{}");
+    sim.run();
+    let up = sim.socket_of("t")[0];
+    sim.advance(hb);
+    assert_eq!(sim.frames_seen.len(), 3, "the open, the request, one heartbeat ping");
+    sim.advance(busy - 1);
+    assert!(sim.closed.is_empty(), "busy, not gone: {:?}", sim.closed);
+    assert!(sim.last(r).is_none() && sim.last(ws).is_none(), "both still waiting");
+    assert_eq!(sim.mux.counters().heartbeat_failures, 0);
+    sim.advance(1);
+    assert!(sim.closed.contains(&(up, 1011)), "{:?}", sim.closed);
+    assert!(matches!(sim.last(r), Some(Delivery::Failed { status: 502, .. })));
+    assert!(matches!(sim.last(ws), Some(Delivery::Aborted { code: 1012, .. })));
 }
 
 #[test]

@@ -31,7 +31,8 @@ fn link_deadline(link: &Link, cfg: &Config) -> Option<u64> {
         Conn::Up { owner, .. } => {
             consider(link.pending_since.map(|t| t.saturating_add(wd)));
             if hb > 0 {
-                consider(link.heartbeat_sent.or(link.unanswered_since).map(|t| t.saturating_add(hb)));
+                let answer_by = link.heartbeat_sent.map(|t| t.saturating_add(cfg.backend_busy_ms));
+                consider(answer_by.or(link.unanswered_since.map(|t| t.saturating_add(hb))));
             }
             if owner.is_bounded() && !owner.expired && link.successor.is_none() && link.drain.is_none() {
                 consider(Some(owner.since.saturating_add(cfg.owner_lifetime_ms)));
@@ -160,10 +161,13 @@ impl Mux {
                     return true;
                 }
                 let silent_since = link.heartbeat_sent;
-                if hb > 0 && silent_since.is_some_and(|t| t.saturating_add(hb) <= now) {
+                // A busy backend answers nothing until its event ends: it has BACKEND_BUSY_MS.
+                let busy = self.cfg.backend_busy_ms;
+                if hb > 0 && silent_since.is_some_and(|t| t.saturating_add(busy) <= now) {
                     self.counters.heartbeat_failures += 1;
-                    let why =
-                        format!("heartbeat: no answer to a ping within HEARTBEAT_MS = {hb} ms while replies were owed");
+                    let why = format!(
+                        "heartbeat: no answer to a ping within BACKEND_BUSY_MS = {busy} ms while replies were owed"
+                    );
                     self.end_upstream(id, 1011, "backend silent", &why, now);
                     return true;
                 }

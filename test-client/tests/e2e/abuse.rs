@@ -360,3 +360,80 @@ fn oversized_results_and_batch_replies_are_errors_not_silence() {
     });
     stack.assert_clean_logs().expect("clean logs");
 }
+
+/// Rows the long statement counts: ~5 s of one core here, more than 2 × HEARTBEAT_MS
+/// (2 s in the test below) and well under REQUEST_TIMEOUT_MS and HEARTBEAT_MS +
+/// BACKEND_BUSY_MS (30 s, 31 s). The test asserts the statement did outlast 2 × HEARTBEAT_MS.
+const LONG_COUNT: u64 = 30_000_000;
+
+/// `f`'s output and how long it took.
+async fn timed<T>(f: impl std::future::Future<Output = T>) -> (T, Duration) {
+    let t = Instant::now();
+    let out = f.await;
+    (out, t.elapsed())
+}
+
+/// The next text message on `ws` within `secs` (a long statement's reply takes seconds).
+async fn text_within(ws: &mut Ws, secs: u64) -> Value {
+    let next = tokio::time::timeout(Duration::from_secs(secs), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(t))) => return serde_json::from_str::<Value>(&t).expect("JSON"),
+                Some(Ok(Message::Close(f))) => panic!("closed while waiting: {f:?}"),
+                Some(Ok(_)) => continue,
+                other => panic!("socket ended: {other:?}"),
+            }
+        }
+    });
+    next.await.expect("a reply in time")
+}
+
+/// One `read` statement keeps the tenant's Durable Object busy for longer than
+/// 2 × HEARTBEAT_MS. The object answers nothing meanwhile, not even its runtime's
+/// auto-response (RUNTIME.md §17), so the tenant's other calls wait for it; but a busy
+/// object is not a dead one: nobody is closed 1012 and no request gets 502 (before
+/// BACKEND_BUSY_MS, the heartbeat dropped the upstream at 2 × HEARTBEAT_MS, and both
+/// happened).
+#[test]
+fn a_long_read_statement_delays_its_tenant_and_disconnects_no_one() {
+    let _one = one_at_a_time();
+    let stack = start(&[("HEARTBEAT_MS", "1000")]);
+    runtime().block_on(async {
+        let url = format!("{}/ws", stack.snippet.ws());
+        let mut slow = ws_connect(&url, Some(&stack.mint("slow", "default", "read", 600))).await.expect("ws");
+        let (mut a, mut b) = (bystander(&stack).await, bystander(&stack).await);
+        let sql = format!(
+            "with recursive c(x) as (select 1 union all select x + 1 from c where x < {LONG_COUNT}) \
+             select count(*) from c"
+        );
+        let call = json!({ "jsonrpc": "2.0", "method": "sql", "params": { "sql": sql }, "id": 1 });
+        let started = Instant::now();
+        slow.send(Message::Text(call.to_string().into())).await.expect("send");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let ping = json!({ "jsonrpc": "2.0", "method": "ping", "id": 2 });
+        let rpc_url = format!("{}/rpc", stack.snippet.http());
+        let ((ra, da), (rb, db), ((status, body), dh)) = tokio::join!(
+            timed(rpc(&mut a, "echo", json!(["a"]), 2)),
+            timed(rpc(&mut b, "echo", json!(["b"]), 2)),
+            timed(post(&rpc_url, Some(&stack.client_token), &ping)),
+        );
+        let reply = text_within(&mut slow, 60).await;
+        let took = started.elapsed();
+        eprintln!(
+            "long statement: {took:?}; bystanders answered after {da:?} and {db:?}, an HTTP request after {dh:?} \
+             ({status})"
+        );
+        assert_eq!(reply["result"]["rows"], json!([[LONG_COUNT]]), "{reply}");
+        assert!(took > Duration::from_millis(2_500), "the statement must outlast 2 × HEARTBEAT_MS: {took:?}");
+        assert_eq!((ra["result"].clone(), rb["result"].clone()), (json!(["a"]), json!(["b"])));
+        assert_eq!((status, &body["result"]), (200, &json!("pong")), "{body}");
+        assert!(da > Duration::from_secs(1), "delayed behind the statement, not answered by someone else: {da:?}");
+        let stats = stack.snippet_stats().await.expect("stats");
+        let counts = ["heartbeatFailures", "backendDisconnects", "backendConnects"].map(|f| n(&stats, f));
+        assert_eq!(counts, [0, 0, 1], "{stats}");
+        for ws in [&mut a, &mut b, &mut slow] {
+            assert_eq!(rpc(ws, "ping", json!([]), 3).await["result"], "pong", "still connected");
+        }
+    });
+    stack.assert_clean_logs().expect("clean logs");
+}

@@ -176,6 +176,62 @@ const WRITES: [&str; 22] = [
     "create temp table t2 (v)",
 ];
 
+/// Settings of the object's one SQLite connection that a `read` caller might try to
+/// change: flags, not data, so a rollback does not undo them (RUNTIME.md §9). With each,
+/// whether it outlives the read-only transaction, so must be refused: `foreign_keys`
+/// cannot change inside a transaction and `defer_foreign_keys` ends with it, so those two
+/// may answer (the backend refuses either if it sees it changed). The last two are
+/// spelled to slip past a reading of the text.
+const SETTING_CHANGES: [(&str, bool); 9] = [
+    ("pragma ignore_check_constraints = 1", true),
+    ("pragma recursive_triggers = on", true),
+    ("pragma reverse_unordered_selects = yes", true),
+    ("pragma legacy_alter_table = true", true),
+    ("pragma case_sensitive_like = 1", true),
+    ("pragma foreign_keys = 0", false),
+    ("pragma defer_foreign_keys = 1", false),
+    ("PRAGMA/**/main.ignore_check_constraints/**/=/**/'1'", true),
+    ("select 1; pragma recursive_triggers = 1", true),
+];
+
+/// Every connection setting [`SETTING_CHANGES`] touches, in one row, as a writer sees it
+/// (`case_sensitive_like` cannot be read back; `'a' like 'A'` shows it).
+const SETTINGS_NOW: &str = "select (select * from pragma_ignore_check_constraints), \
+     (select * from pragma_recursive_triggers), (select * from pragma_reverse_unordered_selects), \
+     (select * from pragma_legacy_alter_table), (select * from pragma_foreign_keys), \
+     (select * from pragma_defer_foreign_keys), 'a' like 'A'";
+
+/// What a reader's settings did to writers before they were set back (issue 19): a
+/// `CHECK` a writer's insert violates is enforced, a self-updating trigger fires once, and
+/// `LIKE` ignores case.
+async fn writers_are_unaffected<F, Fut>(admin_sql: &F, url: &str, reader: &str)
+where
+    F: Fn(&'static str) -> Fut,
+    Fut: std::future::Future<Output = (u16, Value)>,
+{
+    assert_eq!(admin_sql("create table checked (x integer check (x > 0))").await.0, 200);
+    assert_eq!(admin_sql("create table counter (n integer)").await.0, 200);
+    assert_eq!(admin_sql("insert into counter values (0)").await.0, 200);
+    let bump = "create trigger bump after update on counter begin update counter set n = n + 1; end";
+    assert_eq!(admin_sql(bump).await.0, 200);
+    for sql in
+        ["pragma ignore_check_constraints = 1", "pragma recursive_triggers = 1", "pragma case_sensitive_like = 1"]
+    {
+        let (status, body) = post(url, Some(reader), &json!({ "sql": sql })).await;
+        assert_eq!(status, 403, "{sql}: {body}");
+    }
+    let (status, body) = admin_sql("insert into checked values (-1)").await;
+    assert_eq!(status, 400, "the writer's CHECK still holds: {body}");
+    assert!(body.to_string().contains("CHECK constraint failed"), "{body}");
+    let (status, body) = admin_sql("update counter set n = n + 1").await;
+    assert_eq!(status, 200, "the trigger does not recurse: {body}");
+    assert_eq!(admin_sql("select n from counter").await.1["rows"], json!([[2]]), "updated, then bumped once");
+    assert_eq!(admin_sql("select 'a' like 'A'").await.1["rows"], json!([[1]]), "LIKE still ignores case");
+    for sql in ["drop trigger bump", "drop table counter", "drop table checked"] {
+        assert_eq!(admin_sql(sql).await.0, 200, "{sql}");
+    }
+}
+
 #[test]
 fn a_read_scope_token_cannot_write_by_any_statement() {
     let _one = one_at_a_time();
@@ -196,14 +252,29 @@ fn a_read_scope_token_cannot_write_by_any_statement() {
             let rows = admin_sql("select id, body from notes order by id").await.1;
             let schema = admin_sql("select type, name, sql from sqlite_master order by name").await.1;
             let version = admin_sql("pragma user_version").await.1;
-            (rows["rows"].clone(), schema["rows"].clone(), version["rows"].clone())
+            let settings = admin_sql(SETTINGS_NOW).await.1;
+            (rows["rows"].clone(), schema["rows"].clone(), version["rows"].clone(), settings["rows"].clone())
         };
         let before = snapshot().await;
         assert_eq!(before.0, json!([[1, "original"]]));
+        assert_eq!(before.3, json!([[0, 0, 0, 0, 1, 0, 1]]), "SQLite's defaults");
         // Reads work.
         let (s, b) = post(&url, Some(&reader), &q("select body from notes")).await;
         assert_eq!((s, &b["rows"]), (200, &json!([["original"]])), "{b}");
         let mut outcomes = Vec::new();
+        // Settings first: after a string of several statements has run (the last of
+        // SETTING_CHANGES, one of WRITES), `case_sensitive_like` silently does nothing
+        // (RUNTIME.md §9), and these must see it take effect.
+        writers_are_unaffected(&admin_sql, &url, &reader).await;
+        assert_eq!(snapshot().await, before);
+        for (sql, changes_something) in SETTING_CHANGES {
+            let (status, body) = post(&url, Some(&reader), &q(sql)).await;
+            assert_eq!(snapshot().await, before, "{sql:?} changed the connection for everyone");
+            if changes_something {
+                assert_eq!((status, &body["code"]), (403, &json!(-32004)), "{sql:?}: {body}");
+            }
+            outcomes.push(format!("{status} {sql}"));
+        }
         for sql in WRITES {
             let (status, body) = post(&url, Some(&reader), &q(sql)).await;
             assert_ne!(status, 200, "a read token got a result for {sql:?}: {body}");

@@ -109,6 +109,53 @@ fn a_hibernated_object_answers_and_heartbeats_do_not_wake_it() {
     stack.assert_clean_logs().expect("clean logs");
 }
 
+/// The next message on `ws`, and when it came (since `t0`).
+async fn arrival(ws: &mut Ws, t0: std::time::Instant) -> (Message, Duration) {
+    let m = next_message(ws).await;
+    (m, t0.elapsed())
+}
+
+/// A Durable Object busy with one statement answers nothing until it ends, not even the
+/// runtime's auto-response, on its own sockets or (locally) on another object's
+/// (RUNTIME.md §17). That is why the snippet tells a busy backend from a dead one by time
+/// (`BACKEND_BUSY_MS`), not by an auto-response. Should this fail, the runtime answers
+/// while busy, and an auto-response heartbeat could tell the two apart.
+#[test]
+fn a_busy_object_answers_not_even_its_auto_response_until_its_statement_ends() {
+    let _one = one_at_a_time();
+    let stack = start(&[]);
+    runtime().block_on(async {
+        let url = |tenant: &str, path: &str| format!("{}/db/{tenant}/{path}", stack.backend.ws());
+        let mut slow = ws_connect(&url("busy", "ws"), Some(&stack.token)).await.expect("ws");
+        let mut same = ws_connect(&url("busy", "mux"), Some(&stack.token)).await.expect("mux");
+        let mut other = ws_connect(&url("not-busy", "ws"), Some(&stack.token)).await.expect("ws");
+        for ws in [&mut same, &mut other] {
+            ws.send(Message::Text("ping".into())).await.expect("ping");
+            assert_eq!(next_message(ws).await, Message::Text("pong".into()), "answered while idle");
+        }
+        let sql = "with recursive c(x) as (select 1 union all select x + 1 from c where x < 30000000) \
+                   select count(*) from c";
+        let call = json!({ "jsonrpc": "2.0", "method": "sql", "params": { "sql": sql }, "id": 1 });
+        let started = std::time::Instant::now();
+        slow.send(Message::Text(call.to_string().into())).await.expect("send");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for ws in [&mut same, &mut other] {
+            ws.send(Message::Text("ping".into())).await.expect("ping");
+        }
+        let ((reply, done), (pong, same_at), (pong2, other_at)) =
+            tokio::join!(arrival(&mut slow, started), arrival(&mut same, started), arrival(&mut other, started));
+        eprintln!(
+            "statement answered at {done:?}; auto-responses at {same_at:?} (same object), {other_at:?} (another)"
+        );
+        assert!(matches!(reply, Message::Text(ref t) if t.contains("30000000")), "{reply:?}");
+        assert!(done > Duration::from_secs(2), "the statement must take long enough to tell: {done:?}");
+        assert_eq!((pong, pong2), (Message::Text("pong".into()), Message::Text("pong".into())));
+        let ended = done.saturating_sub(Duration::from_millis(500));
+        assert!(same_at > ended && other_at > ended, "no auto-response while the statement ran");
+    });
+    stack.assert_clean_logs().expect("clean logs");
+}
+
 #[test]
 fn malformed_mux_frames_get_a_session_error_and_spare_other_streams() {
     let _one = one_at_a_time();
