@@ -139,7 +139,7 @@ impl Default for Config {
 
 impl Config {
     /// The wrangler vars that override a field, by name.
-    pub const VARS: [&'static str; 23] = [
+    pub const VARS: [&'static str; 24] = [
         "MAX_MESSAGE_BYTES",
         "MAX_CLIENTS",
         "MAX_STREAMS",
