@@ -12,13 +12,12 @@ use anyhow::{bail, Context as _, Result};
 
 /// Log lines that mean the context rules were broken (RUNTIME.md), or that a rejection
 /// the code should have expected went unhandled.
-pub const FORBIDDEN_LOG_LINES: [&str; 3] =
-    ["Cannot perform I/O on behalf of a different request", "hung", "Uncaught"];
+pub const FORBIDDEN_LOG_LINES: [&str; 3] = ["Cannot perform I/O on behalf of a different request", "hung", "Uncaught"];
 
-/// The line the local runtime writes for a WebSocket the Worker closed itself once its
-/// peer has gone (RUNTIME.md §16): a plain eight-line JavaScript Worker writes it too, with
-/// no stack, whatever the Worker does. Tests in which the snippet closes clients (1012 on
-/// an upstream lost, 1008 on a token's expiry, …) tolerate it, and say so.
+/// The line the local runtime writes when a connection ends without an orderly close on
+/// both sides (RUNTIME.md §16): a plain eight-line JavaScript Worker makes it write it too,
+/// with no stack, whatever the Worker does. Tests whose clients are closed by the snippet
+/// or dropped without a close handshake tolerate it, and say so.
 pub const RUNTIME_CLOSE_NOISE: &str = "Uncaught Error: Network connection lost.";
 
 /// How long a worker may take to build and answer (a cold wasm build is ~60 s here).

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use test_client::stack::RUNTIME_CLOSE_NOISE;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::common::*;
@@ -103,7 +103,8 @@ fn a_300_mb_chunked_body_is_refused_while_it_is_still_being_sent() {
         assert!(at < 64 * 1024 * 1024, "refused early, not after {at} bytes");
         assert!(grown <= 4 * 1024 * 1024, "the snippet held at most about the limit: wasm memory +{grown} bytes");
     });
-    stack.assert_clean_logs().expect("clean logs");
+    // The uploading client's connection is cut mid-body (RUNTIME.md §16).
+    stack.assert_clean_logs_tolerating(&[RUNTIME_CLOSE_NOISE]).expect("clean logs");
 }
 
 #[test]
@@ -202,7 +203,8 @@ fn a_client_that_never_reads_costs_the_snippet_nothing_and_others_nothing() {
         assert!(messages_down >= 400, "every echo was handed on to the runtime: {messages_down}");
         assert_eq!(n(&after, "backendConnects"), 1, "{after}");
     });
-    stack.assert_clean_logs().expect("clean logs");
+    // The non-reader's socket is dropped with megabytes unread (RUNTIME.md §16).
+    stack.assert_clean_logs_tolerating(&[RUNTIME_CLOSE_NOISE]).expect("clean logs");
 }
 
 #[test]
@@ -233,7 +235,8 @@ fn one_caller_holding_1005_idle_streams_is_refused_cleanly_past_its_limit() {
         assert_eq!(n(&stats, "refused"), 5, "{stats}");
         assert_eq!(n(&stats, "errors"), 0, "no stream was accepted and then failed: {stats}");
     });
-    stack.assert_clean_logs().expect("clean logs");
+    // The 1,000 held sockets are dropped without a close handshake (RUNTIME.md §16).
+    stack.assert_clean_logs_tolerating(&[RUNTIME_CLOSE_NOISE]).expect("clean logs");
 }
 
 /// A caller that opens and closes WebSockets in a loop (each costs the object an Open, a
@@ -269,7 +272,8 @@ fn a_caller_churning_upgrades_gets_429_and_bystanders_are_served() {
         let stats = stack.snippet_stats().await.expect("stats");
         assert!(n(&stats, "rateLimited") >= u64::from(refused), "{stats}");
     });
-    stack.assert_clean_logs().expect("clean logs");
+    // The churning client drops each socket right after its close frame (RUNTIME.md §16).
+    stack.assert_clean_logs_tolerating(&[RUNTIME_CLOSE_NOISE]).expect("clean logs");
 }
 
 /// Reply amplification: a 775-byte JSON-RPC batch asks for 4 MB of results. A client that

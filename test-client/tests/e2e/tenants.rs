@@ -197,26 +197,6 @@ fn a_frozen_backend_is_found_by_the_heartbeat_within_its_bound() {
     });
 }
 
-#[test]
-fn keep_warm_pings_listed_tenants_through_the_scheduled_handler() {
-    let _one = one_at_a_time();
-    let stack = start(&[("KEEP_WARM_TENANTS", "warm-1,warm-2")]);
-    runtime().block_on(async {
-        let res = reqwest::get(format!("{}/__scheduled?cron=*+*+*+*+*", stack.snippet.origin())).await.expect("GET");
-        assert_eq!(res.status().as_u16(), 200, "{}", res.text().await.unwrap_or_default());
-        let s = stats_until(&stack, |s| s["keepWarmPongs"].as_u64() >= Some(2)).await;
-        assert_eq!(n(&s, "keepWarmPings"), 2, "{s}");
-        assert_eq!(n(&s, "keepWarmPongs"), 2, "both answered: {s}");
-        let tenants: Vec<&str> =
-            s["upstreams"].as_array().expect("list").iter().filter_map(|u| u["tenant"].as_str()).collect();
-        assert!(tenants.contains(&"warm-1") && tenants.contains(&"warm-2"), "{s}");
-        for t in ["warm-1", "warm-2"] {
-            assert_eq!(do_stats(&stack, t).await["sockets"], 1, "{t}'s object has the snippet's upstream");
-        }
-    });
-    stack.assert_clean_logs().expect("clean logs");
-}
-
 /// Runs one scheduled round through the local runtime's trigger route and returns how
 /// long the request took: the route answers once the handler and everything it keeps
 /// alive with `waitUntil` (the upstreams it opened) are done.
@@ -235,15 +215,18 @@ fn upstream<'a>(s: &'a Value, tenant: &str) -> &'a Value {
     list.iter().find(|u| u["tenant"] == tenant).unwrap_or_else(|| panic!("no upstream for {tenant}: {s}"))
 }
 
-/// An HTTP request's or a scheduled round's context owns an upstream for at most
-/// OWNER_LIFETIME_MS, even when nobody else comes by: with no client on the isolate the
-/// upstream is retired (and the round returns); with an idle client, that client's
-/// context takes it over (and the round returns too).
+/// Keep-warm and bounded owners, on one stack. A scheduled round pings the listed tenants
+/// (opening their upstreams) and this isolate's hottest one. An HTTP request's or a
+/// scheduled round's context owns an upstream for at most OWNER_LIFETIME_MS, even when
+/// nobody else comes by: with no client on the isolate the upstream is retired (and the
+/// round returns); with an idle client, that client's context takes it over (and the round
+/// returns at once).
 #[test]
-fn bounded_owners_let_go_within_their_lifetime_when_nobody_comes_by() {
+fn keep_warm_rounds_and_bounded_owners_let_go_within_their_lifetime_when_nobody_comes_by() {
     let _one = one_at_a_time();
     let lifetime = Duration::from_millis(3_000);
-    let stack = start(&[("OWNER_LIFETIME_MS", "3000"), ("KEEP_WARM_TENANTS", "warm-1"), ("UPSTREAM_IDLE_MS", "60000")]);
+    let vars = [("OWNER_LIFETIME_MS", "3000"), ("KEEP_WARM_TENANTS", "warm-1,warm-2"), ("UPSTREAM_IDLE_MS", "60000")];
+    let stack = start(&vars);
     runtime().block_on(async {
         // One HTTP request, then quiet: retired, nothing left at the object.
         let ping = json!({ "jsonrpc": "2.0", "method": "ping", "id": 1 });
@@ -257,18 +240,32 @@ fn bounded_owners_let_go_within_their_lifetime_when_nobody_comes_by() {
         assert!(n(&s, "retirements") >= 1, "{s}");
         assert_eq!(do_stats(&stack, "http-1").await["sockets"], 0, "the object has no upstream left");
 
-        // A scheduled round with no client on the isolate returns once its upstream retires.
-        let took = cron_round(&stack).await;
-        eprintln!("scheduled round with no client: {took:?}");
-        assert!(took < lifetime + Duration::from_secs(3), "the round returned in {took:?}");
+        // A round through `wrangler dev --test-scheduled`'s route (it answers as soon as the
+        // handler returns): the listed tenants and the hottest one are pinged and answer,
+        // and each listed tenant's object holds the snippet's upstream.
+        let res = reqwest::get(format!("{}/__scheduled?cron=*+*+*+*+*", stack.snippet.origin())).await.expect("GET");
+        assert_eq!(res.status().as_u16(), 200, "{}", res.text().await.unwrap_or_default());
+        let s = stats_until(&stack, |s| s["keepWarmPongs"].as_u64() >= Some(3)).await;
+        assert_eq!((n(&s, "keepWarmPings"), n(&s, "keepWarmPongs")), (3, 3), "warm-1, warm-2 and http-1: {s}");
+        for t in ["warm-1", "warm-2"] {
+            assert_eq!(do_stats(&stack, t).await["sockets"], 1, "{t}'s object has the snippet's upstream");
+        }
+        // Nobody comes by: the round's upstreams retire within its lifetime.
+        tokio::time::sleep(lifetime + Duration::from_millis(1_500)).await;
         let s = stack.snippet_stats().await.expect("stats");
-        assert_eq!(n(&s, "keepWarmPongs"), 2, "warm-1 (listed) and http-1 (the hottest): {s}");
-        for t in ["warm-1", "http-1"] {
+        for t in ["warm-1", "warm-2", "http-1"] {
             assert_eq!(upstream(&s, t)["connected"], false, "{t}: {s}");
         }
 
-        // With an idle client (of another tenant) on the isolate, the round's upstream is
-        // handed to that client's context when the round's lifetime is up.
+        // A round through the runtime's own route, which answers only when everything the
+        // round keeps alive is done: with no client on the isolate it returns once its
+        // upstreams retire.
+        let took = cron_round(&stack).await;
+        eprintln!("scheduled round with no client: {took:?}");
+        assert!(took < lifetime + Duration::from_secs(3), "the round returned in {took:?}");
+
+        // With an idle client (of another tenant) on the isolate, the round's upstreams are
+        // handed to that client's context, and the round returns at once.
         let mut idle = ws_connect(&ws_url(&stack, "a", "/ws"), Some(&stack.client_token)).await.expect("ws");
         assert_eq!(rpc(&mut idle, "ping", json!([]), 1).await["result"], "pong");
         let handovers = n(&stack.snippet_stats().await.expect("stats"), "handovers");
