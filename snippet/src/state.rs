@@ -183,7 +183,7 @@ pub async fn holding<T>(me: Holder, here: Here, work: impl Future<Output = T>) -
                 registered = true;
             }
             let Shared { keeper, mux, .. } = s;
-            keeper.poll(me, js::now(), || mux.poll_timeout())
+            keeper.poll(me, js::now, || mux.poll_timeout())
         });
         let Some(at) = at else {
             timer = None;

@@ -123,9 +123,15 @@ impl Timekeeper {
     }
 
     /// In holder `h`'s own poll: when its timer must fire, if it is the keeper and there
-    /// is something to time (`deadline`, the core's, is asked only then). It is recorded
-    /// as armed for that time.
-    pub fn poll(&mut self, h: Holder, now: u64, deadline: impl FnOnce() -> Option<u64>) -> Option<u64> {
+    /// is something to time. The time and the core's `deadline` are asked only then: a
+    /// holder that is not the keeper (every client's delivery task but one, polled for
+    /// each message it delivers) costs a map lookup. It is recorded as armed for that time.
+    pub fn poll(
+        &mut self,
+        h: Holder,
+        now: impl FnOnce() -> u64,
+        deadline: impl FnOnce() -> Option<u64>,
+    ) -> Option<u64> {
         let held = self.holders.get_mut(&h)?;
         // It polled, so its context is alive.
         held.suspect = false;
@@ -138,7 +144,7 @@ impl Timekeeper {
             return None;
         }
         let errand = self.errand && matches!(h, Holder::Client(_));
-        let at = if errand { Some(now) } else { deadline() };
+        let at = if errand { Some(now()) } else { deadline() };
         if let Some(held) = self.holders.get_mut(&h) {
             held.armed = at;
         }
