@@ -53,7 +53,7 @@ pub fn upgrade(
     };
     let listeners = listen(id, &server);
     let here = Here::Client(id);
-    executor::spawn(state::holding(Holder::Client(id), here, deliver(id, server, listeners, expires_at)));
+    executor::spawn(state::holding(Holder::Client(id), here, None, deliver(id, server, listeners, expires_at)));
     state::settle(Here::Client(id), None);
     js::upgrade_response(&client, protocol.as_deref())
 }

@@ -191,7 +191,7 @@ pub fn scheduled(_event: JsValue, env: JsValue, ctx: JsValue) -> js_sys::Promise
                 js::sleep(50.0).await;
             }
         };
-        state::holding(Holder::Round(round), Here::Background, answered).await;
+        state::holding(Holder::Round(round), Here::Background, Some(ctx.clone()), answered).await;
         done.resolve(&JsValue::UNDEFINED);
     });
     promise

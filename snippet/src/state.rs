@@ -144,7 +144,10 @@ pub fn settle(here: Here, ctx: Option<&JsValue>) {
                 Action::Log(line) => logs.push(line),
             }
         }
-        let wanted = !s.mux.can_own(here) && s.mux.owner_wanted(now);
+        // A client's context is the preferred owner: any other context that settles asks
+        // for one when an upstream wants an owner (O(1) while no client is attached).
+        let wanted = !matches!(here, Here::Client(_)) || !s.mux.can_own(here);
+        let wanted = wanted && s.mux.owner_wanted(now);
         let duty = s.keeper.decide(s.mux.poll_timeout(), wanted, now);
         wakers.extend(s.waker_for(duty));
     });
@@ -166,9 +169,10 @@ pub fn settle(here: Here, ctx: Option<&JsValue>) {
 
 /// Runs `work` as timer holder `me`, a task of the context `here`: whenever the
 /// [`Timekeeper`] names it keeper, it also sleeps until the core's next deadline, in this
-/// context, and settles when that comes. It leaves the post when `work` ends or the task
-/// is dropped.
-pub async fn holding<T>(me: Holder, here: Here, work: impl Future<Output = T>) -> T {
+/// context, and settles when that comes. `ctx` is the context's ExecutionContext where it
+/// may own what it opens (a scheduled round: its upstreams hold `waitUntil`). It leaves
+/// the post when `work` ends or the task is dropped.
+pub async fn holding<T>(me: Holder, here: Here, ctx: Option<JsValue>, work: impl Future<Output = T>) -> T {
     let _membership = Membership::join(me);
     let mut work = pin!(work);
     let mut timer: Option<(u64, js::Sleep)> = None;
@@ -198,7 +202,7 @@ pub async fn holding<T>(me: Holder, here: Here, work: impl Future<Output = T>) -
         }
         timer = None;
         with(|s| s.keeper.fired(me));
-        settle(here, None);
+        settle(here, ctx.as_ref());
     })
     .await
 }

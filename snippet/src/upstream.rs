@@ -61,7 +61,7 @@ pub async fn pump(id: UpstreamId, url: String, token: String, owner: Here, keep_
         Here::Client(_) => owner,
         Here::Request | Here::Background | Here::Lingering => Here::Lingering,
     };
-    state::holding(Holder::Pump(id), here, run(id, &url, &token, here)).await;
+    state::holding(Holder::Pump(id), here, None, run(id, &url, &token, here)).await;
     state::with(|s| {
         s.pump_tasks.remove(&id);
         s.pump_wakers.remove(&id);

@@ -144,7 +144,14 @@ impl Timekeeper {
             return None;
         }
         let errand = self.errand && matches!(h, Holder::Client(_));
-        let at = if errand { Some(now()) } else { deadline() };
+        let at = if errand {
+            // An errand keeps the time it was first armed for: a client polled for every
+            // message it delivers must not put it off again and again.
+            let now = now();
+            Some(held.armed.filter(|t| *t <= now).unwrap_or(now))
+        } else {
+            deadline()
+        };
         if let Some(held) = self.holders.get_mut(&h) {
             held.armed = at;
         }

@@ -131,3 +131,14 @@ fn a_round_keeps_the_timer_when_no_client_is_there() {
     assert_eq!(k.poll(R1, || 1_000, || Some(4_000)), Some(4_000));
     assert_eq!(k.leave(R1, 2_000), Duty::Wake(P1), "the round returned; its pump takes over");
 }
+
+#[test]
+fn an_errand_keeps_its_time_however_often_the_keeper_is_polled() {
+    let mut k = Timekeeper::default();
+    k.join(C1);
+    assert_eq!(k.decide(Some(9_000), true, 1_000), Duty::Wake(C1));
+    assert_eq!(k.poll(C1, || 1_000, || Some(9_000)), Some(1_000));
+    assert_eq!(k.poll(C1, || 1_001, || Some(9_000)), Some(1_000), "not put off by a message");
+    k.fired(C1);
+    assert_eq!(k.poll(C1, || 1_002, || Some(9_000)), Some(9_000));
+}

@@ -293,12 +293,12 @@ impl Mux {
             self.counters.refused += 1;
             return Err(Refused::TooManyConnections { limit });
         }
+        self.admit(tenant, now)?;
         let rate = self.cfg.caller_requests_per_sec;
         if let Err(retry_after_ms) = self.callers.take(caller, quota::UPGRADE_COST, rate, now) {
             self.counters.rate_limited += 1;
             return Err(Refused::RateLimited { what: "requests", limit: rate, retry_after_ms });
         }
-        self.admit(tenant, now)?;
         if !self.callers.connect(caller, limit, self.cfg.caller_requests_per_sec, now) {
             self.counters.refused += 1;
             return Err(Refused::TooManyConnections { limit });
@@ -425,7 +425,7 @@ impl Mux {
     }
 
     /// Marks a stream's client gone: its connection allowance is returned once.
-    fn detach(&mut self, id: StreamId) {
+    fn detach(&mut self, id: StreamId, now: u64) {
         let Some(s) = self.streams.get_mut(&id) else { return };
         if s.detached {
             return;
@@ -435,6 +435,10 @@ impl Mux {
         if let Role::Client(c) = &s.role {
             self.attached_clients = self.attached_clients.saturating_sub(1);
             self.callers.disconnect(&c.caller);
+            if self.attached_clients == 0 {
+                // The last client that could have taken an expired owner's upstream over.
+                self.retire_unwanted(now);
+            }
         }
     }
 
@@ -477,7 +481,7 @@ impl Mux {
         }
         let client = s.is_client();
         let tenant = s.tenant.clone();
-        self.detach(id);
+        self.detach(id, now);
         if let Some(Conn::Up { owner, .. }) = self.links.get_mut(&tenant).map(|l| &mut l.conn) {
             if owner.stream == Some(id) {
                 owner.orphaned = true;
@@ -553,7 +557,7 @@ impl Mux {
         let stream = self.streams.get_mut(&id)?;
         let d = stream.inbox.pop_front()?;
         if d.is_final() {
-            self.detach(id);
+            self.detach(id, now);
             self.forget(id, now);
         }
         Some(d)

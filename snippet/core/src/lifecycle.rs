@@ -38,6 +38,19 @@ impl Mux {
         self.attached_clients > 0 && self.links.values().any(|l| l.needs_connect(now) || l.wants_client_owner())
     }
 
+    /// Retires every expired bounded owner's connection that nothing holds any more (called
+    /// when the last client leaves, or a link's queue empties).
+    pub(crate) fn retire_unwanted(&mut self, now: u64) {
+        if self.attached_clients > 0 {
+            return;
+        }
+        let tenants: Vec<String> =
+            self.links.values().filter(|l| l.expired_owner()).map(|l| l.tenant.clone()).collect();
+        for tenant in tenants {
+            self.retire_if_unwanted(&tenant, now);
+        }
+    }
+
     /// A `Connect` for the first link that needs a connection or a new owner, handed to
     /// `here`.
     pub(crate) fn poll_connect(&mut self, here: Here, now: u64) -> Option<Action> {
@@ -75,7 +88,10 @@ impl Mux {
             };
             link.successor = None;
             link.drain = Some(Drain { id: old, barrier_sent: false, reason: "handed over", started: now });
-            link.conn = Conn::Up { id, owner: s.owner };
+            // A successor whose client left while it connected is orphaned from the start.
+            let owner = Owner { orphaned: s.owner.stream.is_some_and(|c| !self.is_open(c)), ..s.owner };
+            let Some(link) = self.links.get_mut(&tenant) else { return false };
+            link.conn = Conn::Up { id, owner };
             link.handovers += 1;
             link.pending_since = None;
             self.counters.handovers += 1;
@@ -89,6 +105,8 @@ impl Mux {
         if attempt != id {
             return false;
         }
+        let owner = Owner { orphaned: owner.stream.is_some_and(|c| !self.is_open(c)), ..owner };
+        let Some(link) = self.links.get_mut(&tenant) else { return false };
         link.conn = Conn::Up { id, owner };
         if link.ever_up {
             self.counters.backend_reconnects += 1;
@@ -146,7 +164,9 @@ impl Mux {
         }
         let Some(link) = self.links.get_mut(tenant) else { return };
         let Conn::Up { id, owner } = link.conn else { return };
-        let quiet = link.requests == 0 && link.ready.is_empty() && link.control.is_empty();
+        // Session frames still queued (a heartbeat or keep-warm ping) go out on the next
+        // connection instead; they do not keep this one.
+        let quiet = link.requests == 0 && link.ready.is_empty();
         if !(owner.is_bounded() && owner.expired && quiet && link.successor.is_none() && link.drain.is_none()) {
             return;
         }

@@ -289,6 +289,11 @@ impl Link {
             && (self.clients > 0 || !self.ready.is_empty() || self.warm_until > now)
     }
 
+    /// Whether its open connection belongs to a bounded owner whose lifetime is up.
+    pub fn expired_owner(&self) -> bool {
+        self.up().is_some_and(|(_, o)| o.is_bounded() && o.expired)
+    }
+
     /// Whether a client's (long-lived) context should take the open connection over: its
     /// owner's client left, or it is owned by a bounded context.
     pub fn wants_client_owner(&self) -> bool {

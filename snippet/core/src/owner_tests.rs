@@ -199,3 +199,67 @@ fn a_request_that_collects_its_504_is_not_abandoned() {
     sim.advance(10_000);
     assert!(sim.abandoned_requests.is_empty());
 }
+
+/// A client starts a successor and leaves before it opens: the successor's owner is
+/// orphaned from the start, so another client's context is asked to take over.
+#[test]
+fn a_successor_whose_client_left_while_it_connected_is_orphaned() {
+    let mut sim = Sim::new(Config::default());
+    sim.here = Here::Request;
+    let _ = sim.request("t", "{}");
+    sim.run();
+    let a = sim.client("t", "/echo");
+    let b = sim.client("t", "/echo");
+    sim.here = Here::Client(a);
+    sim.manual = true;
+    sim.run();
+    let (successor, _) = sim.connecting[0].clone();
+    sim.mux.handle_client_closed(a, 1000, "", sim.now);
+    sim.here = Here::Lingering;
+    sim.accept(successor);
+    assert_eq!(sim.mux.upstream_stats(sim.now)[0].owner, OwnerKind::WebSocket);
+    assert!(sim.mux.owner_wanted(sim.now), "its client is gone: another client must take over");
+    sim.here = Here::Client(b);
+    sim.run();
+    let (next, _) = sim.connecting[0].clone();
+    sim.accept(next);
+    assert!(!sim.mux.owner_wanted(sim.now));
+}
+
+/// The lifetime ends just as a heartbeat falls due (a reply restarted the heartbeat's
+/// clock, since the request still counted when it came): the upstream is retired all the
+/// same, and the ping waits for the next connection.
+#[test]
+fn an_expired_owner_retires_even_when_a_heartbeat_falls_due_with_it() {
+    let cfg = Config { owner_lifetime_ms: 5_000, heartbeat_ms: 2_000, ..Config::default() };
+    let mut sim = Sim::new(cfg);
+    sim.here = Here::Request;
+    let _ = sim.request("t", "{}");
+    sim.run();
+    sim.here = Here::Lingering;
+    sim.advance(3_000);
+    sim.here = Here::Request;
+    let _ = sim.request("t", "{}");
+    sim.run();
+    sim.here = Here::Lingering;
+    sim.advance(2_000);
+    assert_eq!(sim.mux.counters().retirements, 1, "{:?}", sim.mux.counters());
+    assert_eq!(sim.mux.upstream_stats(sim.now)[0].owner, OwnerKind::None);
+}
+
+/// Clients were attached when the lifetime ended, and left before any took over: the
+/// upstream is retired when the last one leaves.
+#[test]
+fn an_expired_owner_retires_when_the_last_client_that_could_take_over_leaves() {
+    let mut sim = Sim::new(Config { owner_lifetime_ms: 1_000, ..Config::default() });
+    sim.here = Here::Request;
+    let _ = sim.request("t", "{}");
+    sim.run();
+    sim.here = Here::Lingering;
+    let c = sim.client("u", "/echo");
+    sim.advance(1_000);
+    assert_eq!(sim.mux.counters().retirements, 0, "a client could still take it over");
+    sim.mux.handle_client_closed(c, 1000, "", sim.now);
+    sim.run();
+    assert_eq!(sim.mux.counters().retirements, 1);
+}

@@ -156,6 +156,18 @@ impl Mux {
                 return true;
             }
             Conn::Up { id, owner } => {
+                // Before the heartbeat: a ping queued now would keep the link from looking
+                // quiet to the retirement check.
+                let lifetime_over = owner.since.saturating_add(self.cfg.owner_lifetime_ms) <= now;
+                if owner.is_bounded()
+                    && !owner.expired
+                    && lifetime_over
+                    && link.successor.is_none()
+                    && link.drain.is_none()
+                {
+                    self.owner_expired(tenant, now);
+                    return true;
+                }
                 if link.pending_since.is_some_and(due) {
                     self.trip(id, &format!("watchdog: queued frames saw no send for {wd} ms"), now);
                     return true;
@@ -179,16 +191,6 @@ impl Mux {
                         l.heartbeat_sent = Some(now);
                     }
                     self.queue_control(tenant, Control::Ping(PingKind::Heartbeat), now);
-                    return true;
-                }
-                let lifetime_over = owner.since.saturating_add(self.cfg.owner_lifetime_ms) <= now;
-                if owner.is_bounded()
-                    && !owner.expired
-                    && lifetime_over
-                    && link.successor.is_none()
-                    && link.drain.is_none()
-                {
-                    self.owner_expired(tenant, now);
                     return true;
                 }
             }

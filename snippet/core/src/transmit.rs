@@ -147,6 +147,8 @@ impl Mux {
         for sid in finished {
             self.forget(sid, now);
         }
+        // A departing client's Close was the last thing an expired owner's link carried.
+        self.retire_if_unwanted(&tenant, now);
         for sid in failed {
             self.fail_stream(sid, "a frame for this stream could not be encoded (too large for a message)", now);
         }
