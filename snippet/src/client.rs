@@ -53,7 +53,9 @@ pub fn upgrade(
     };
     let listeners = listen(id, &server);
     let here = Here::Client(id);
-    executor::spawn(state::holding(Holder::Client(id), here, None, deliver(id, server, listeners, expires_at)));
+    let task =
+        executor::spawn(state::holding(Holder::Client(id), here, None, deliver(id, server, listeners, expires_at)));
+    state::with(|s| s.client_tasks.insert(id, task));
     state::settle(Here::Client(id), None);
     js::upgrade_response(&client, protocol.as_deref())
 }
@@ -76,12 +78,14 @@ async fn expiry(expires_at: u64) {
 /// The client went away (or must be sent away): forget its route, tell the backend, wake
 /// its delivery task so it ends.
 fn detach(id: StreamId, code: u16, reason: &str) {
-    let waker = state::with(|s| {
+    let task = state::with(|s| {
         s.mux.handle_client_closed(id, code, reason, js::now());
-        s.stream_wakers.remove(&id)
+        s.stream_wakers.remove(&id);
+        s.client_tasks.get(&id).copied()
     });
-    if let Some(w) = waker {
-        w.wake();
+    // Called in the client's own context: polled here, whatever woke it before.
+    if let Some(task) = task {
+        executor::wake_here(task);
     }
     state::settle(Here::Client(id), None);
 }
@@ -186,6 +190,7 @@ async fn deliver(id: StreamId, ws: web_sys::WebSocket, listeners: Listeners, exp
     }
     state::with(|s| {
         s.stream_wakers.remove(&id);
+        s.client_tasks.remove(&id);
     });
     drop(listeners);
     // Its client is gone: another holder takes the timer over, if it was this one's.

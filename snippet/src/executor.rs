@@ -112,6 +112,37 @@ pub fn cancel(task: TaskId) {
     drop(removed);
 }
 
+/// Wakes `task` so that it is polled in the *current* context, which must be the task's
+/// own (a listener of its socket, or the task itself). A task already woken from another
+/// context waits for that resolution to be delivered, and workerd delivers it only while
+/// the task's context lives: a cross-context resolution is not pending I/O (RUNTIME.md §3).
+/// A client's context may end with the close event that detaches it, so a wake still in
+/// flight from another context would never arrive and the task would stay for good (the
+/// soak found 4–30 such tasks at rest). A fresh promise made and resolved here is polled
+/// as a microtask of this event; the late one then finds the task already polled.
+pub fn wake_here(task: TaskId) {
+    let id = task.0;
+    let rearm = TASKS.with(|t| {
+        let mut tasks = t.borrow_mut();
+        let task = tasks.get_mut(&id)?;
+        match task.state {
+            State::Armed | State::Scheduled => {
+                task.state = State::Scheduled;
+                task.resolvers = None;
+                Some(())
+            }
+            State::Polling => {
+                task.state = State::PollingWoken;
+                None
+            }
+            State::PollingWoken => None,
+        }
+    });
+    if rearm.is_some() {
+        arm().resolve(&JsValue::from(id));
+    }
+}
+
 fn wake(id: u32) {
     let to_resolve = TASKS.with(|t| {
         let mut tasks = t.borrow_mut();

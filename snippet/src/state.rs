@@ -37,6 +37,9 @@ pub struct Shared {
     pub pump_wakers: HashMap<UpstreamId, Waker>,
     /// The pumps' tasks, so an abandoned one can be dropped.
     pub pump_tasks: HashMap<UpstreamId, TaskId>,
+    /// The client streams' delivery tasks, so a close can have one polled in its own
+    /// context ([`executor::wake_here`]).
+    pub client_tasks: HashMap<StreamId, TaskId>,
     /// The tasks of HTTP requests waiting on a stream, so one whose context died can be
     /// dropped ([`Action::AbandonRequest`]).
     pub request_tasks: HashMap<StreamId, TaskId>,
@@ -74,6 +77,7 @@ thread_local! {
         stream_wakers: HashMap::new(),
         pump_wakers: HashMap::new(),
         pump_tasks: HashMap::new(),
+        client_tasks: HashMap::new(),
         request_tasks: HashMap::new(),
         keeper: Timekeeper::default(),
         holder_wakers: HashMap::new(),

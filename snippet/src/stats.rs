@@ -85,6 +85,12 @@ pub fn render() -> String {
         field("keepWarmPongs", c.keep_warm_pongs.to_string());
         field("wakePromises", executor::wake_promises_created().to_string());
         field("liveTasks", executor::live_tasks().to_string());
+        // Who holds the core's timer, and when it and the next deadline fall (ms from now).
+        let ms_from_now = |t: Option<u64>| t.map_or("null".into(), |t| (t as i64 - now as i64).to_string());
+        field("timerHolders", s.keeper.holders().to_string());
+        field("timerKeeper", s.keeper.keeper().map_or("null".into(), |k| json_string(&k.to_string())));
+        field("timerDueInMs", ms_from_now(s.keeper.armed()));
+        field("nextDeadlineInMs", ms_from_now(m.poll_timeout()));
         field("wasmMemoryBytes", wasm_memory_bytes().to_string());
         field("lastError", m.last_error().map(json_string).unwrap_or_else(|| "null".into()));
         let list: Vec<String> = upstreams.iter().map(upstream_json).collect();

@@ -41,6 +41,16 @@ pub enum Holder {
     Pump(UpstreamId),
 }
 
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Holder::Client(id) => write!(f, "client {id}"),
+            Holder::Round(n) => write!(f, "round {n}"),
+            Holder::Pump(id) => write!(f, "pump of {id}"),
+        }
+    }
+}
+
 /// What the glue must do after a settle, from [`Timekeeper::decide`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use = "a holder named here must be woken, or no context keeps the core's timer"]
@@ -96,6 +106,16 @@ impl Timekeeper {
     /// The current keeper, if any.
     pub fn keeper(&self) -> Option<Holder> {
         self.keeper
+    }
+
+    /// Holders alive now (for `/__stats`).
+    pub fn holders(&self) -> usize {
+        self.holders.len()
+    }
+
+    /// When the keeper's timer fires, if it holds one (for `/__stats`).
+    pub fn armed(&self) -> Option<u64> {
+        self.keeper.and_then(|k| self.holders.get(&k)).and_then(|h| h.armed)
     }
 
     /// After a settle: who must act so that a living context has a timer for the core's
