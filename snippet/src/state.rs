@@ -112,10 +112,11 @@ pub fn poll_delivery(id: StreamId, cx: &mut Context<'_>) -> Poll<Option<Delivery
 /// Carries out what the core decided, after any input, in the current context `here`:
 /// deadlines that passed are handled, upstreams the core wants are opened here (this
 /// context owns them; `ctx`, an HTTP request's ExecutionContext, keeps it alive for them),
-/// sleepers are woken (a wake only resolves the sleeper's own promise), abandoned tasks
+/// waiting tasks are woken (a wake only resolves the task's own promise), abandoned tasks
 /// are dropped, and the [`Timekeeper`] makes sure a living context times the next
-/// deadline — and, when this context may not own an upstream that needs an owner, that a
-/// client's context settles soon ([`Mux::owner_wanted`]).
+/// deadline — and, when an upstream wants a client's context as its owner and this
+/// context is not one that may be, that a client's context settles soon
+/// ([`Mux::owner_wanted`]).
 pub fn settle(here: Here, ctx: Option<&JsValue>) {
     let now = js::now();
     let mut connects = Vec::new();
