@@ -154,25 +154,35 @@ impl Mux {
         self.became_sendable(tenant, now);
     }
 
-    /// Retires `tenant`'s connection if its bounded owner's lifetime is up, no client is
-    /// attached to take it over and nothing is in flight on it or waiting for it: it drains
+    /// Retires `tenant`'s connection if its bounded owner's lifetime is up, none of its own
+    /// clients is attached (a client's context takes it over then) and nothing is in
+    /// flight on it or waiting for it: it drains
     /// behind a barrier and closes, and the next request opens a fresh one in its own
     /// context. The owner's context is then free to end (a scheduled round returns).
     pub(crate) fn retire_if_unwanted(&mut self, tenant: &str, now: u64) {
-        if self.attached_clients > 0 {
-            return;
-        }
+        let clients_attached = self.attached_clients > 0;
         let Some(link) = self.links.get_mut(tenant) else { return };
         let Conn::Up { id, owner } = link.conn else { return };
         // Session frames still queued (a heartbeat or keep-warm ping) go out on the next
         // connection instead; they do not keep this one.
         let quiet = link.requests == 0 && link.ready.is_empty();
-        if !(owner.is_bounded() && owner.expired && quiet && link.successor.is_none() && link.drain.is_none()) {
+        // Its own clients, while attached, are for a client's context to take over.
+        let wanted = link.clients > 0 && clients_attached;
+        if !(owner.is_bounded()
+            && owner.expired
+            && quiet
+            && !wanted
+            && link.successor.is_none()
+            && link.drain.is_none())
+        {
             return;
         }
         link.conn = Conn::Down;
         // Coming up again after this is no reconnect: nothing failed.
         link.ever_up = false;
+        // A keep-warm round's wish ends with its owner: otherwise the next context that
+        // comes by would reopen what was just retired.
+        link.warm_until = 0;
         link.drain = Some(Drain { id, barrier_sent: false, reason: "owner's lifetime over", started: now });
         link.pending_since = None;
         link.unanswered_since = None;
@@ -301,7 +311,7 @@ impl Mux {
 /// (preferred) client context and the owner is a bounded one.
 fn wants_handover(link: &Link, here: Here, lifetime: u64, now: u64) -> bool {
     let Some((_, owner)) = link.up() else { return false };
-    if link.successor.is_some() || link.drain.is_some() {
+    if link.successor.is_some() || link.drain.is_some() || !link.in_use() {
         return false;
     }
     if let (Here::Client(id), Some(owning)) = (here, owner.stream) {

@@ -294,11 +294,17 @@ impl Link {
         self.up().is_some_and(|(_, o)| o.is_bounded() && o.expired)
     }
 
-    /// Whether a client's (long-lived) context should take the open connection over: its
-    /// owner's client left, or it is owned by a bounded context.
+    /// Whether a client's (long-lived) context should take the open connection over: it is
+    /// in use, and its owner's client left or it is owned by a bounded context.
     pub fn wants_client_owner(&self) -> bool {
         let Some((_, owner)) = self.up() else { return false };
-        self.successor.is_none() && self.drain.is_none() && (owner.orphaned || owner.is_bounded())
+        self.in_use() && self.successor.is_none() && self.drain.is_none() && (owner.orphaned || owner.is_bounded())
+    }
+
+    /// Something depends on its connection: a client, a request, a queued frame. An
+    /// upstream nothing uses needs no new owner: it retires, goes idle or is evicted.
+    pub fn in_use(&self) -> bool {
+        self.clients > 0 || self.requests > 0 || !self.ready.is_empty()
     }
 
     /// The owner of the open connection, or none.

@@ -75,8 +75,10 @@ fn owners_are_handed_over_under_load_without_losing_anything() {
         let report = load::run(http.clone(), false).await.expect("load");
         assert!(report.passed, "{}", report.to_text());
         let s = stack.snippet_stats().await.expect("stats");
-        assert!(n(&s, "handovers") >= 2, "HTTP owners rotate: {s}");
-        assert_eq!(s["ownerKind"], "http", "{s}");
+        // Each HTTP owner lets go within its lifetime: handed to the next request while
+        // requests flow, retired when none is in flight (so "none" once the load stops).
+        assert!(n(&s, "handovers") + n(&s, "retirements") >= 2, "HTTP owners rotate: {s}");
+        assert!(s["ownerKind"] == "http" || s["ownerKind"] == "none", "{s}");
 
         // WebSocket clients (raw echo checks order) alongside HTTP: a WebSocket context
         // takes over from the HTTP owner while both kinds of traffic flow.
