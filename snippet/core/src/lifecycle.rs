@@ -310,10 +310,11 @@ impl Mux {
 /// client left, or a bounded (HTTP, background) owner's lifetime is up, or `here` is a
 /// (preferred) client context and the owner is a bounded one.
 fn wants_handover(link: &Link, here: Here, lifetime: u64, now: u64) -> bool {
-    let Some((_, owner)) = link.up() else { return false };
-    if link.successor.is_some() || link.drain.is_some() || !link.in_use() {
+    // In use, no hand-over under way, and an orphaned or bounded owner.
+    if !link.wants_client_owner() {
         return false;
     }
+    let Some((_, owner)) = link.up() else { return false };
     if let (Here::Client(id), Some(owning)) = (here, owner.stream) {
         if id == owning {
             return false;
