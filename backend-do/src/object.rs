@@ -3,22 +3,22 @@
 //! caller's identity (see `backend_core::authz`).
 //!
 //! The snippet's multiplexed sockets are `snippet_proxy_do`'s ([`MuxServer`], with
-//! `backend_core::Backend` as the app): it keeps their stream tables across hibernation.
-//! What is left here is the database, the direct sockets (`/ws`, `/echo`), whose
-//! attachment holds what they are (endpoint, tenant, caller), and the counters.
+//! `backend_core::Backend` as the app): it keeps their clients across hibernation and
+//! hand-overs. What is left here is the database, the direct sockets (`/ws`, `/echo`),
+//! whose attachment holds what they are (endpoint, tenant, caller), and the counters.
 
 use std::cell::Cell;
+use std::rc::Rc;
 
 use backend_core::authz::{self, Caller};
 use backend_core::route::{self, Endpoint};
 use backend_core::rpc::{self, stats_object, DbError, SqlMode};
-use backend_core::session::{Bound, SERVICES};
 use backend_core::{Backend, Db, SqlResult};
 use protocol::Identity;
 use serde_json::Value;
 // A direct socket (`ws` or `echo`) keeps the mux server's attachment shape, so every
 // socket of the object reads the same way after hibernation.
-use snippet_proxy_do::glue::{Attachment, MuxServer};
+use snippet_proxy_do::glue::{Attachment, Kv, MuxServer};
 use worker::*;
 
 use crate::sql;
@@ -26,17 +26,25 @@ use crate::sql;
 /// One tenant's database.
 #[durable_object]
 pub struct Database {
-    /// The snippet's sockets, and the object's state (`mux.state()`).
-    mux: MuxServer,
-    /// The raw `DurableObjectState` (for `storage.transactionSync`).
-    raw: wasm_bindgen::JsValue,
+    /// The snippet's sockets, the app over the database, and the object's state
+    /// (`mux.state()`).
+    mux: MuxServer<Backend<ObjectDb>>,
     /// The bearer token the snippet's upgrade must carry (the Worker checked it already).
     token: String,
-    /// Since this instance was constructed (reset by hibernation; `wakes` counts those).
+    counters: Rc<Counters>,
+}
+
+/// Since this instance was constructed (reset by hibernation; `wakes` counts those).
+#[derive(Default)]
+struct Counters {
     messages: Cell<u64>,
     http_requests: Cell<u64>,
     sockets_accepted: Cell<u64>,
     wakes: u64,
+}
+
+fn bump(c: &Cell<u64>) {
+    c.set(c.get() + 1);
 }
 
 fn now_secs() -> u64 {
@@ -59,14 +67,17 @@ fn json_response(status: u16, body: &Value) -> Result<Response> {
 }
 
 /// The object's storage plus what `stats` reports. Its `broadcast` reaches the direct
-/// sockets; the mux streams are reached through [`Bound`], which every call goes through.
-struct ObjectDb<'a> {
-    obj: &'a Database,
+/// sockets; the mux clients are reached through `backend_core::app::Bound`, which every call goes through.
+struct ObjectDb {
+    /// The raw `DurableObjectState` (for `storage.transactionSync`).
+    raw: wasm_bindgen::JsValue,
+    state: State,
+    counters: Rc<Counters>,
 }
 
-impl Db for ObjectDb<'_> {
+impl Db for ObjectDb {
     fn sql(&mut self, q: &str, params: &[Value], mode: SqlMode) -> std::result::Result<SqlResult, DbError> {
-        sql::run(&self.obj.raw, q, params, mode)
+        sql::run(&self.raw, q, params, mode)
     }
 
     /// Pushes to every direct JSON-RPC socket whose caller may read and whose token has
@@ -74,7 +85,7 @@ impl Db for ObjectDb<'_> {
     fn broadcast(&mut self, notification: &str) -> u64 {
         let now = now_secs();
         let mut delivered = 0;
-        for ws in self.obj.state().get_websockets_with_tag("ws") {
+        for ws in self.state.get_websockets_with_tag("ws") {
             let attachment = ws.deserialize_attachment::<Attachment>().ok().flatten().unwrap_or_default();
             let caller = Caller::new(Identity::from_hex(&attachment.identity).unwrap_or_default(), now);
             if caller.grants.read() && !caller.expired() && ws.send_with_str(notification).is_ok() {
@@ -84,19 +95,19 @@ impl Db for ObjectDb<'_> {
         delivered
     }
 
+    /// The object's figures (`Bound` adds the mux clients as `streams`).
     fn stats(&mut self) -> Value {
-        let state = self.obj.state();
-        let count = |tag: &str| state.get_websockets_with_tag(tag).len() as u64;
+        let count = |tag: &str| self.state.get_websockets_with_tag(tag).len() as u64;
+        let c = &self.counters;
         stats_object(&[
-            ("sockets", state.get_websockets().len() as u64),
+            ("sockets", self.state.get_websockets().len() as u64),
             ("muxSockets", count("mux")),
             ("wsSockets", count("ws")),
             ("echoSockets", count("echo")),
-            ("streams", self.obj.mux.streams() as u64),
-            ("messages", self.obj.messages.get()),
-            ("httpRequests", self.obj.http_requests.get()),
-            ("socketsAccepted", self.obj.sockets_accepted.get()),
-            ("wakes", self.obj.wakes),
+            ("messages", c.messages.get()),
+            ("httpRequests", c.http_requests.get()),
+            ("socketsAccepted", c.sockets_accepted.get()),
+            ("wakes", c.wakes),
         ])
     }
 }
@@ -106,16 +117,12 @@ impl Database {
         self.mux.state()
     }
 
-    fn db(&self) -> ObjectDb<'_> {
-        ObjectDb { obj: self }
-    }
-
     fn accept(&self, req: &Request, tenant: &str, endpoint: Endpoint) -> Result<Response> {
         let identity = identity_of(req)?;
         if endpoint == Endpoint::Mux {
             let res = self.mux.accept(req, &self.token, tenant)?;
             if res.status_code() == 101 {
-                self.sockets_accepted.set(self.sockets_accepted.get() + 1);
+                bump(&self.counters.sockets_accepted);
             }
             return Ok(res);
         }
@@ -131,7 +138,7 @@ impl Database {
             ..Attachment::default()
         };
         pair.server.serialize_attachment(&attachment)?;
-        self.sockets_accepted.set(self.sockets_accepted.get() + 1);
+        bump(&self.counters.sockets_accepted);
         Response::from_websocket(pair.client)
     }
 }
@@ -143,25 +150,20 @@ impl DurableObject for Database {
             state.set_websocket_auto_response(&pair);
         }
         let raw = wasm_bindgen::JsValue::from(state._inner());
-        let mux = MuxServer::new(sql::state_of(&raw), SERVICES);
         // Bookkeeping lives in the KV store, which no SQL statement can reach.
-        let wakes = mux
-            .kv()
+        let storage = js_sys::Reflect::get(&raw, &"storage".into()).unwrap_or(wasm_bindgen::JsValue::UNDEFINED);
+        let wakes = Kv::of(&storage)
+            .ok()
             .and_then(|kv| {
                 let n = kv.get_f64("wakes").ok().flatten().unwrap_or(0.0) + 1.0;
                 kv.put("wakes", &n.into()).ok().map(|_| n as u64)
             })
             .unwrap_or(0);
+        let counters = Rc::new(Counters { wakes, ..Counters::default() });
+        let db = ObjectDb { raw: raw.clone(), state: sql::state_of(&raw), counters: Rc::clone(&counters) };
+        let mux = MuxServer::new(sql::state_of(&raw), Backend::new(db));
         let token = env.secret("BACKEND_TOKEN").map(|s| s.to_string()).unwrap_or_default();
-        Database {
-            mux,
-            raw,
-            token,
-            messages: Cell::new(0),
-            http_requests: Cell::new(0),
-            sockets_accepted: Cell::new(0),
-            wakes,
-        }
+        Database { mux, token, counters }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
@@ -172,19 +174,13 @@ impl DurableObject for Database {
         if endpoint.is_websocket() {
             return self.accept(&req, tenant, endpoint);
         }
-        self.http_requests.set(self.http_requests.get() + 1);
+        bump(&self.counters.http_requests);
         let identity = identity_of(&req)?;
         let content_type = req.headers().get("Content-Type")?.unwrap_or_default();
         let body = req.bytes().await?;
         let service = if endpoint == Endpoint::Query { "/query" } else { "/rpc" };
-        let request = backend_core::session::HttpRequest {
-            method: "POST".into(),
-            path: service.into(),
-            content_type,
-            identity,
-            body,
-        };
-        let res = self.mux.request(&mut Backend::new(&mut self.db()), &request, tenant);
+        let request = protocol::Request { method: "POST".into(), path: service.into(), content_type, identity, body };
+        let res = self.mux.request(&request, tenant)?;
         let headers = Headers::new();
         if !res.content_type.is_empty() {
             headers.set("Content-Type", &res.content_type)?;
@@ -193,8 +189,8 @@ impl DurableObject for Database {
     }
 
     async fn websocket_message(&self, ws: WebSocket, message: WebSocketIncomingMessage) -> Result<()> {
-        self.messages.set(self.messages.get() + 1);
-        let Some(message) = self.mux.message(&mut Backend::new(&mut self.db()), &ws, message)? else {
+        bump(&self.counters.messages);
+        let Some(message) = self.mux.message(&ws, message)? else {
             return Ok(());
         };
         let attachment: Attachment = ws.deserialize_attachment()?.unwrap_or_default();
@@ -211,9 +207,8 @@ impl DurableObject for Database {
             WebSocketIncomingMessage::Binary(b) => b,
             WebSocketIncomingMessage::String(s) => s.into_bytes(),
         };
-        let reply = self
-            .mux
-            .with_out(&attachment.tenant, |out| rpc::handle(&bytes, &mut Bound::new(&mut self.db(), out), &caller));
+        let reply =
+            self.mux.with_out(&attachment.tenant, |app, out| rpc::handle(&bytes, &mut app.bound(out), &caller))?;
         match reply {
             Some(reply) => ws.send_with_str(reply),
             None => Ok(()),
@@ -221,7 +216,7 @@ impl DurableObject for Database {
     }
 
     async fn websocket_close(&self, ws: WebSocket, code: usize, reason: String, _was_clean: bool) -> Result<()> {
-        if !self.mux.close(&mut Backend::new(&mut self.db()), &ws, code, &reason) {
+        if !self.mux.close(&ws, code, &reason) {
             // Reciprocate with a code that may be sent (1005/1006/1015 are reserved).
             let _ = ws.close(Some(snippet_proxy_do::reciprocal_close_code(code)), Some(reason));
         }
@@ -229,7 +224,7 @@ impl DurableObject for Database {
     }
 
     async fn websocket_error(&self, ws: WebSocket, _error: Error) -> Result<()> {
-        if !self.mux.error(&mut Backend::new(&mut self.db()), &ws) {
+        if !self.mux.error(&ws) {
             let _ = ws.close(Some(1011), Some("socket error"));
         }
         Ok(())

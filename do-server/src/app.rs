@@ -2,6 +2,7 @@
 
 use protocol::{FrameKind, Identity, Request, Response, StreamId};
 
+use crate::ids::{ClientId, SocketId};
 use crate::out::Out;
 
 /// Most services an application may declare: a stream's service is stored as one byte
@@ -10,8 +11,12 @@ use crate::out::Out;
 pub const MAX_SERVICES: usize = u8::MAX as usize;
 
 /// A Durable Object application behind snippet-proxy. Every callback runs synchronously
-/// while one message of one mux socket is handled, so replies leave in the order of the
-/// frames that caused them (PROTOCOL.md §5.1) — keep it that way: no awaiting in here.
+/// while one input of the object is handled, so replies leave in the order of the frames
+/// that caused them (PROTOCOL.md §5.1) — keep it that way: no awaiting in here.
+///
+/// The application sees each client once, from its first `Open` to its real close,
+/// however many times the snippet hands its upstream over to a new socket in between
+/// (the stream is adopted by the new socket: no `on_close`, no `on_open`).
 pub trait App {
     /// The services a stream may open, by the path in its `Open` (e.g. `/rpc`). A
     /// stream's service is stored as its position here, so across deploys only ever
@@ -21,16 +26,15 @@ pub trait App {
 
     /// A client opened a stream to one of [`App::SERVICES`]; its identity has already
     /// been admitted (this tenant, not expired). `Err` refuses it: the snippet closes the
-    /// client (1008 for 401/403, 1013 for 503, else 1011). A stream that reopens an id in
-    /// use replaces the old one without an [`App::on_close`].
+    /// client (see `protocol::close::for_error`).
     fn on_open(&mut self, client: &Client, out: &mut Out<'_>) -> Result<(), Refusal> {
         let _ = (client, out);
         Ok(())
     }
 
-    /// A message on an open stream whose caller has not expired (an expired one gets 401
-    /// without reaching here). `Err` sends the stream an error, which ends it for the
-    /// snippet.
+    /// A message from a client whose caller has not expired (an expired one gets 401
+    /// and is closed without reaching here). `Err` sends the stream an error, which ends
+    /// it for the snippet, and the client closes ([`App::on_close`]).
     fn on_message(&mut self, client: &Client, msg: Msg<'_>, out: &mut Out<'_>) -> Result<(), Refusal>;
 
     /// One HTTP-like request (the snippet's `POST /rpc` and `/query`, or plain HTTP to the
@@ -38,31 +42,34 @@ pub trait App {
     /// stream to reply on: the answer is the returned response.
     fn on_request(&mut self, req: &Request, out: &mut Out<'_>) -> Response;
 
-    /// A stream ended: the client left (its close code and reason), or the whole mux
-    /// socket went (the socket's code and reason; broadcasts then reach the other
-    /// sockets only). The stream is already gone: replies to it reach nobody. Not called
-    /// for streams the app closed itself.
+    /// A client is gone for good, with the code and reason of its end: the client's own
+    /// close, the app's [`Out::close`], an error the stream was answered with, a second
+    /// `Open` of its stream id, or the loss of its socket (when no hand-over took it on
+    /// within the grace window). Called once per client. The client is already gone:
+    /// sends to it reach nobody.
     fn on_close(&mut self, client: &Client, code: u16, reason: &str, out: &mut Out<'_>) {
         let _ = (client, code, reason, out);
     }
 }
 
-/// One client: an open stream on a mux socket.
+/// One client: a stream the snippet opened for one of its callers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Client {
-    /// The stream id, unique on its socket only (PROTOCOL.md §4.1).
+    /// The stream id on the client's current socket (a hand-over keeps it).
     pub stream: StreamId,
     /// The service it opened, one of [`App::SERVICES`].
     pub service: &'static str,
     /// Who the snippet authenticated (subject, tenant, scopes, expiry).
     pub identity: Identity,
+    id: ClientId,
     /// `service`'s storage byte: its position in [`App::SERVICES`] plus one.
     code: u8,
 }
 
 impl Client {
-    /// The client opening `stream` to `path`, if `path` is one of `services`.
+    /// The client opening `stream` on `socket` to `path`, if `path` is one of `services`.
     pub(crate) fn open(
+        socket: SocketId,
         stream: StreamId,
         path: &str,
         identity: Identity,
@@ -70,24 +77,46 @@ impl Client {
     ) -> Option<Client> {
         let (i, service) = services.iter().enumerate().find(|(_, s)| **s == path)?;
         let code = u8::try_from(i + 1).ok()?;
-        Some(Client { stream, service, identity, code })
+        Some(Client { stream, service, identity, id: ClientId::new(socket, stream), code })
+    }
+
+    /// Who this client is, the same across hand-overs: what to send to
+    /// ([`Out::send`]) and to key per-client state by.
+    pub fn id(&self) -> ClientId {
+        self.id
     }
 
     /// Storage form: `service:u8` (position in the app's services + 1) then the encoded
     /// identity — for backend-do, 1 = `/rpc`, 2 = `/echo`, as it has always stored them.
-    pub fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = vec![self.code];
         out.extend_from_slice(&self.identity.encode());
         out
     }
 
-    /// Reads [`Client::encode`]'s output for `stream`; `None` for a service `services`
-    /// does not have or a malformed identity.
-    pub fn decode(stream: StreamId, buf: &[u8], services: &'static [&'static str]) -> Option<Client> {
+    /// Reads [`Client::encode`]'s output; `None` for a service `services` does not have
+    /// or a malformed identity.
+    pub(crate) fn decode(
+        id: ClientId,
+        stream: StreamId,
+        buf: &[u8],
+        services: &'static [&'static str],
+    ) -> Option<Client> {
         let (&code, rest) = buf.split_first()?;
         let service = services.get(usize::from(code).checked_sub(1)?)?;
         let identity = Identity::decode(rest).ok()?;
-        Some(Client { stream, service, identity, code })
+        Some(Client { stream, service, identity, id, code })
+    }
+
+    /// The same client under id `id` (an adopted client's stored origin).
+    pub(crate) fn with_id(self, id: ClientId) -> Client {
+        Client { id, ..self }
+    }
+
+    /// Whether `other` is this client opened again: the same stream id, service and
+    /// caller (what the snippet re-sends on the new socket of a hand-over).
+    pub(crate) fn same_open(&self, other: &Client) -> bool {
+        self.stream == other.stream && self.code == other.code && self.identity == other.identity
     }
 }
 

@@ -1,17 +1,19 @@
 //! The worker-rs glue (feature `worker`): what a Durable Object calls to serve the
-//! snippet's mux sockets with the Hibernation API. It owns sockets, storage and the
-//! clock; every decision is the core's ([`Session`]).
+//! snippet's mux sockets with the Hibernation API. It keeps sockets, storage and a
+//! timer; every decision is the core's ([`Object`]).
 //!
 //! Hibernation: the object's constructor runs again after every wake, so nothing that
 //! must survive lives only in memory. A mux socket's attachment says what it is (tag
-//! [`TAG`], tenant, a random socket id); its stream table is kept in the synchronous KV
-//! store, one key per stream (`mux/{socket}/{stream:010}`, PROTOCOL.md §8), written as
-//! each message changes it and read back lazily the first time a woken instance needs it.
+//! [`TAG`], tenant, its [`SocketId`]); its clients are rows of the synchronous KV store
+//! ([`crate::store`]), written as the core asks and read back, all at once, the first
+//! time a woken instance needs them.
 
 mod kv;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::{JsCast, JsValue};
@@ -19,22 +21,14 @@ use worker::{Error, Request, Response, Result, State, WebSocket, WebSocketIncomi
 
 pub use kv::Kv;
 
-use crate::{
-    authorized, detached, push_batches, reciprocal_close_code, respond, socket_key, stream_key, stream_prefix, App,
-    Client, Fanout, Msg, Out, Session, SOCKET_PREFIX,
-};
+use crate::{authorized, store, Action, App, Client, Msg, Object, Out, SocketId};
 
 /// The tag mux sockets are accepted with (and their attachment's `endpoint`).
 pub const TAG: &str = "mux";
 
-/// Random bits in a socket id: ids only need to differ among one object's live sockets,
-/// and 48 bits (12 hex digits) make a collision among even thousands negligible.
-const SOCKET_ID_BITS: i32 = 48;
-
 /// What a socket is, kept in its attachment so it survives hibernation. The shape is
 /// backend-do's, so an application may keep its own sockets' attachments in the same
-/// form (`endpoint` other than [`TAG`]) and sockets accepted before this crate existed
-/// still read.
+/// form (`endpoint` other than [`TAG`]).
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Attachment {
     /// The socket's tag: [`TAG`] for the mux server's, the application's own otherwise.
@@ -42,7 +36,7 @@ pub struct Attachment {
     /// The tenant this object serves.
     #[serde(default)]
     pub tenant: String,
-    /// Mux sockets: the id under which their streams are stored.
+    /// Mux sockets: their [`SocketId`], under which their clients are stored.
     #[serde(default)]
     pub socket: String,
     /// The application's direct sockets: the caller, hex-encoded (`Identity::to_hex`).
@@ -50,34 +44,56 @@ pub struct Attachment {
     pub identity: String,
 }
 
-fn now_secs() -> u64 {
-    (js_sys::Date::now() / 1000.0).max(0.0) as u64
+fn now_ms() -> u64 {
+    js_sys::Date::now().max(0.0) as u64
 }
 
 fn json_error(status: u16, message: &str) -> Result<Response> {
     Ok(Response::from_json(&serde_json::json!({ "error": message }))?.with_status(status))
 }
 
-/// The mux side of one Durable Object: keep one in the object, built in its constructor.
-pub struct MuxServer {
-    state: State,
-    kv: Option<Kv>,
-    /// The app's [`App::SERVICES`], to read stored tables back.
-    services: &'static [&'static str],
-    /// Stream tables of the mux sockets, by socket id (reloaded from storage after a wake).
-    sessions: RefCell<HashMap<String, Session>>,
+/// The object's core, built from storage the first time a woken instance needs it.
+enum Slot<A: App> {
+    Asleep(A),
+    Awake(Object<A>),
+    /// Only while the core is being built.
+    Empty,
 }
 
-impl MuxServer {
-    /// The server of the object whose state is `state`, for an app whose
-    /// [`App::SERVICES`] are `services`. [`MuxServer::state`] gives the state back.
-    pub fn new(state: State, services: &'static [&'static str]) -> MuxServer {
+/// What the glue shares with its timer.
+struct Inner<A: App> {
+    kv: Option<Kv>,
+    slot: RefCell<Slot<A>>,
+    /// The mux sockets by id (this instance's objects: the runtime gives new ones after
+    /// a wake).
+    sockets: RefCell<HashMap<SocketId, WebSocket>>,
+    /// When the armed timer fires (ms), if one is armed.
+    timer_at: Cell<Option<u64>>,
+}
+
+/// The mux side of one Durable Object serving app `A`: keep one in the object, built in
+/// its constructor.
+pub struct MuxServer<A: App + 'static> {
+    state: State,
+    inner: Rc<Inner<A>>,
+}
+
+impl<A: App + 'static> MuxServer<A> {
+    /// The server of the object whose state is `state`, for `app`.
+    /// [`MuxServer::state`] gives the state back.
+    pub fn new(state: State, app: A) -> MuxServer<A> {
         // `State` hides its storage object; the KV store is reached through the raw one.
         let raw = JsValue::from(state._inner());
         let storage = js_sys::Reflect::get(&raw, &"storage".into()).unwrap_or(JsValue::UNDEFINED);
         let kv = Kv::of(&storage).ok();
         let state = State::from(raw.unchecked_into::<worker::worker_sys::DurableObjectState>());
-        MuxServer { state, kv, services, sessions: RefCell::new(HashMap::new()) }
+        let inner = Inner {
+            kv,
+            slot: RefCell::new(Slot::Asleep(app)),
+            sockets: RefCell::new(HashMap::new()),
+            timer_at: Cell::new(None),
+        };
+        MuxServer { state, inner: Rc::new(inner) }
     }
 
     /// The object's state.
@@ -85,10 +101,10 @@ impl MuxServer {
         &self.state
     }
 
-    /// The object's synchronous KV store, if it is SQLite-backed (without it, stream
-    /// tables do not survive hibernation).
+    /// The object's synchronous KV store, if it is SQLite-backed (without it, clients do
+    /// not survive hibernation).
     pub fn kv(&self) -> Option<&Kv> {
-        self.kv.as_ref()
+        self.inner.kv.as_ref()
     }
 
     /// Accepts the snippet's upgrade for `tenant`'s object: 500 without a configured
@@ -106,158 +122,189 @@ impl MuxServer {
             return json_error(426, "this endpoint needs a WebSocket upgrade");
         }
         let pair = WebSocketPair::new()?;
-        self.state.accept_websocket_with_tags(&pair.server, &[TAG]);
-        self.sweep();
-        let socket = format!("{:012x}", (js_sys::Math::random() * 2f64.powi(SOCKET_ID_BITS)) as u64);
-        if let Some(kv) = &self.kv {
-            kv.put_bytes(&socket_key(&socket), tenant.as_bytes()).map_err(Error::RustError)?;
-        }
-        self.sessions.borrow_mut().insert(socket.clone(), Session::new(tenant));
-        let attachment =
-            Attachment { endpoint: TAG.to_owned(), tenant: tenant.to_owned(), socket, identity: String::new() };
+        let socket = SocketId::from_bits((js_sys::Math::random() * 2f64.powi(SocketId::BITS as i32)) as u64);
+        let attachment = Attachment {
+            endpoint: TAG.to_owned(),
+            tenant: tenant.to_owned(),
+            socket: socket.to_string(),
+            identity: String::new(),
+        };
         pair.server.serialize_attachment(&attachment)?;
+        self.state.accept_websocket_with_tags(&pair.server, &[TAG]);
+        self.wake();
+        self.inner.sockets.borrow_mut().insert(socket, pair.server);
+        let live: Vec<SocketId> = self.inner.sockets.borrow().keys().copied().collect();
+        self.inner.run(|o| o.handle_accept(socket, tenant, &live, now_ms()))?;
         Response::from_websocket(pair.client)
     }
 
-    /// Handles a message from `websocket_message`. A mux socket's message is handled for
-    /// `app` and answered (`Ok(None)`); any other socket's message is handed back.
-    pub fn message<A: App>(
+    /// Handles a message from `websocket_message`. A mux socket's message is handled and
+    /// answered (`Ok(None)`); any other socket's message is handed back.
+    pub fn message(
         &self,
-        app: &mut A,
         ws: &WebSocket,
         message: WebSocketIncomingMessage,
     ) -> Result<Option<WebSocketIncomingMessage>> {
-        let attachment: Attachment = ws.deserialize_attachment()?.unwrap_or_default();
-        if attachment.endpoint != TAG {
-            return Ok(Some(message));
-        }
-        if A::SERVICES != self.services {
-            return Err(Error::RustError("MuxServer::new was given other services than the app's".into()));
-        }
+        let Some(socket) = mux_socket(ws) else { return Ok(Some(message)) };
+        self.wake();
         let bytes = match message {
             WebSocketIncomingMessage::Binary(b) => b,
             // The snippet sends binary only; text is decoded as a batch all the same (a
             // stray one gets a session error).
             WebSocketIncomingMessage::String(s) => s.into_bytes(),
         };
-        let socket = attachment.socket.as_str();
-        let now = now_secs();
-        let (outcome, changes) = self.with_session(socket, &attachment.tenant, |s| {
-            let outcome = s.handle_message(app, &bytes, now, &mut Others { server: self, except: Some(socket) });
-            let changes: Vec<(u32, Option<Vec<u8>>)> =
-                outcome.touched().into_iter().map(|id| (id, s.streams.get(&id).map(Client::encode))).collect();
-            (outcome, changes)
-        });
-        if let Some(kv) = &self.kv {
-            for (id, entry) in changes {
-                let key = stream_key(socket, id);
-                match entry {
-                    Some(entry) => kv.put_bytes(&key, &entry),
-                    None => kv.delete(&key),
-                }
-                .map_err(Error::RustError)?;
-            }
-        }
-        for reply in outcome.replies {
-            ws.send_with_bytes(reply)?;
-        }
+        self.inner.run(|o| o.handle_message(socket, &bytes, now_ms()))?;
         Ok(None)
     }
 
-    /// Handles `websocket_close`: for a mux socket, every stream on it ends
-    /// ([`App::on_close`] with the socket's code), its table is deleted and the close is
-    /// answered (with the same code, or 1000 for one a close frame cannot carry).
+    /// Handles `websocket_close`: the close is answered (with the same code, or 1000 for
+    /// one a close frame cannot carry) and the socket's clients move on with a hand-over
+    /// under way, or close. Returns whether it was a mux socket.
+    pub fn close(&self, ws: &WebSocket, code: usize, reason: &str) -> bool {
+        let Some(socket) = mux_socket(ws) else { return false };
+        self.wake();
+        let code = u16::try_from(code).unwrap_or(1006);
+        let _ = self.inner.run(|o| o.handle_closed(socket, code, reason, now_ms()));
+        self.inner.sockets.borrow_mut().remove(&socket);
+        true
+    }
+
+    /// Handles `websocket_error` like [`MuxServer::close`], closing the socket with 1011.
     /// Returns whether it was a mux socket.
-    pub fn close<A: App>(&self, app: &mut A, ws: &WebSocket, code: usize, reason: &str) -> bool {
-        let Some(attachment) = mux_attachment(ws) else { return false };
-        self.end(app, &attachment, u16::try_from(code).unwrap_or(1006), reason);
-        let _ = ws.close(Some(reciprocal_close_code(code)), Some(reason));
+    pub fn error(&self, ws: &WebSocket) -> bool {
+        let Some(socket) = mux_socket(ws) else { return false };
+        self.wake();
+        let _ = self.inner.run(|o| o.handle_error(socket, now_ms()));
+        self.inner.sockets.borrow_mut().remove(&socket);
         true
     }
 
-    /// Handles `websocket_error` like [`MuxServer::close`] (streams end with 1006), and
-    /// closes the socket with 1011. Returns whether it was a mux socket.
-    pub fn error<A: App>(&self, app: &mut A, ws: &WebSocket) -> bool {
-        let Some(attachment) = mux_attachment(ws) else { return false };
-        self.end(app, &attachment, 1006, "socket error");
-        let _ = ws.close(Some(1011), Some("socket error"));
-        true
-    }
-
-    /// Sends `msg` at once to every stream of every mux socket whose client passes
-    /// `filter` (from outside any socket's message: plain HTTP, a timer, another kind of
-    /// socket). Returns how many streams it went to.
-    pub fn broadcast(&self, filter: &dyn Fn(&Client) -> bool, msg: Msg<'_>) -> u64 {
-        Others { server: self, except: None }.broadcast(filter, msg)
+    /// Sends `msg` at once to every open, unexpired client that passes `filter` (from
+    /// outside any socket's message: plain HTTP, a timer, another kind of socket).
+    /// Returns how many it went to.
+    pub fn broadcast(&self, filter: &dyn Fn(&Client) -> bool, msg: Msg<'_>) -> Result<u64> {
+        self.wake();
+        self.inner.run(|o| o.broadcast(filter, msg, now_ms()))
     }
 
     /// Answers a request that came as plain HTTP to the object (not over a mux socket)
     /// exactly as the same request over one: admission for `tenant`, then
     /// [`App::on_request`], whose broadcasts reach every mux socket.
-    pub fn request<A: App>(&self, app: &mut A, req: &crate::Request, tenant: &str) -> crate::Response {
-        self.with_out(tenant, |out| respond(app, req, out))
+    pub fn request(&self, req: &crate::Request, tenant: &str) -> Result<crate::Response> {
+        self.wake();
+        self.inner.run(|o| o.request(req, tenant, now_ms()))
     }
 
-    /// Runs `f` with an [`Out`] outside any mux socket (see [`crate::detached`]): its
-    /// broadcasts reach every mux socket.
-    pub fn with_out<R>(&self, tenant: &str, f: impl FnOnce(&mut Out<'_>) -> R) -> R {
-        detached(tenant, now_secs(), &mut Others { server: self, except: None }, f)
+    /// Runs `f` with the app and an [`Out`] outside any mux socket: for work that arrives
+    /// another way (a socket of the application's own, a timer).
+    pub fn with_out<R>(&self, tenant: &str, f: impl FnOnce(&mut A, &mut Out<'_>) -> R) -> Result<R> {
+        self.wake();
+        self.inner.run(|o| o.with_out(tenant, now_ms(), f))
     }
 
-    /// Open streams on all mux sockets (loading tables as needed).
-    pub fn streams(&self) -> usize {
-        self.live().iter().map(|a| self.with_session(&a.socket, &a.tenant, |s| s.streams.len())).sum()
+    /// Open clients on every mux socket.
+    pub fn clients(&self) -> usize {
+        self.wake();
+        self.inner.run(|o| o.clients()).unwrap_or(0)
     }
 
-    /// The attachments of the live mux sockets.
-    fn live(&self) -> Vec<Attachment> {
-        self.state.get_websockets_with_tag(TAG).iter().filter_map(mux_attachment).collect()
-    }
-
-    /// Runs `f` on the stream table of mux socket `socket`, loading it from storage first
-    /// if this instance has not seen it since it woke. The table is taken out of the map
-    /// while `f` runs: `f` may broadcast (or count streams), which visits every table
-    /// again, and a `RefCell` borrow held across that would panic (resetting the object).
-    fn with_session<R>(&self, socket: &str, tenant: &str, f: impl FnOnce(&mut Session) -> R) -> R {
-        let taken = self.sessions.borrow_mut().remove(socket);
-        let mut session = taken.unwrap_or_else(|| self.load(socket, tenant));
-        let result = f(&mut session);
-        self.sessions.borrow_mut().insert(socket.to_owned(), session);
-        result
-    }
-
-    /// A socket's table as stored; the tenant stored with it wins over the attachment's.
-    fn load(&self, socket: &str, tenant: &str) -> Session {
-        let Some(kv) = &self.kv else { return Session::new(tenant) };
-        let stored = kv.get_bytes(&socket_key(socket)).ok().flatten().and_then(|t| String::from_utf8(t).ok());
-        let entries = kv.list_bytes(&stream_prefix(socket)).unwrap_or_default();
-        Session::restore(stored.as_deref().unwrap_or(tenant), self.services, entries)
-    }
-
-    /// Ends every stream of a socket that has gone and deletes its table.
-    fn end<A: App>(&self, app: &mut A, attachment: &Attachment, code: u16, reason: &str) {
-        let socket = attachment.socket.as_str();
-        let taken = self.sessions.borrow_mut().remove(socket);
-        let mut session = taken.unwrap_or_else(|| self.load(socket, &attachment.tenant));
-        session.end(app, code, reason, now_secs(), &mut Others { server: self, except: Some(socket) });
-        let Some(kv) = &self.kv else { return };
-        for (key, _) in kv.list_bytes(&stream_prefix(socket)).unwrap_or_default() {
-            let _ = kv.delete(&key);
+    /// Builds the core from storage if this instance has not yet: every live mux socket
+    /// and every stored row. Clients of sockets that died meanwhile close for the app.
+    fn wake(&self) {
+        let asleep = matches!(*self.inner.slot.borrow(), Slot::Asleep(_));
+        if !asleep {
+            return;
         }
-        let _ = kv.delete(&socket_key(socket));
+        let mut live = Vec::new();
+        for ws in self.state.get_websockets_with_tag(TAG) {
+            let Some(a) = mux_attachment(&ws) else { continue };
+            let Some(id) = SocketId::parse(&a.socket) else { continue };
+            live.push((id, a.tenant));
+            self.inner.sockets.borrow_mut().insert(id, ws);
+        }
+        let rows = match &self.inner.kv {
+            Some(kv) => kv.list_bytes(store::SOCKET_PREFIX).unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let slot = std::mem::replace(&mut *self.inner.slot.borrow_mut(), Slot::Empty);
+        if let Slot::Asleep(app) = slot {
+            let object = Object::restore(app, live, rows, now_ms());
+            *self.inner.slot.borrow_mut() = Slot::Awake(object);
+            let _ = self.inner.carry_out();
+        }
+    }
+}
+
+impl<A: App + 'static> Inner<A> {
+    /// Runs `f` on the core, then carries out what it asks for and arms its timer.
+    fn run<R>(self: &Rc<Self>, f: impl FnOnce(&mut Object<A>) -> R) -> Result<R> {
+        let r = {
+            let mut slot = self.slot.borrow_mut();
+            let Slot::Awake(object) = &mut *slot else {
+                return Err(Error::RustError("the mux server's core is not built".into()));
+            };
+            f(object)
+        };
+        self.carry_out()?;
+        self.arm();
+        Ok(r)
     }
 
-    /// Deletes the stored tables of mux sockets that no longer exist (a socket that died
-    /// without a close event leaves its keys behind).
-    fn sweep(&self) {
-        let Some(kv) = &self.kv else { return };
-        let live = self.live();
-        for (key, _) in kv.list_bytes(SOCKET_PREFIX).unwrap_or_default() {
-            let socket = key.split('/').nth(1).unwrap_or_default();
-            if !live.iter().any(|a| a.socket == socket) {
-                let _ = kv.delete(&key);
+    /// Sends, closes and stores what the core decided, in order. A send to a socket that
+    /// has gone is dropped (its close event is on its way).
+    fn carry_out(&self) -> Result<()> {
+        loop {
+            let action = match &mut *self.slot.borrow_mut() {
+                Slot::Awake(object) => object.poll_action(),
+                _ => None,
+            };
+            let Some(action) = action else { return Ok(()) };
+            match action {
+                Action::Send { socket, message } => {
+                    if let Some(ws) = self.sockets.borrow().get(&socket) {
+                        let _ = ws.send_with_bytes(message);
+                    }
+                }
+                Action::Close { socket, code, reason } => {
+                    if let Some(ws) = self.sockets.borrow().get(&socket) {
+                        let _ = ws.close(Some(code), Some(reason));
+                    }
+                }
+                Action::Put { key, value } => {
+                    if let Some(kv) = &self.kv {
+                        kv.put_bytes(&key, &value).map_err(Error::RustError)?;
+                    }
+                }
+                Action::Delete { key } => {
+                    if let Some(kv) = &self.kv {
+                        kv.delete(&key).map_err(Error::RustError)?;
+                    }
+                }
             }
         }
+    }
+
+    /// Arms a timer for the core's next deadline, unless one fires by then already. The
+    /// object stays awake while it is armed (the grace window is seconds long).
+    fn arm(self: &Rc<Self>) {
+        let due = match &*self.slot.borrow() {
+            Slot::Awake(object) => object.poll_timeout(),
+            _ => None,
+        };
+        let Some(due) = due else { return };
+        if self.timer_at.get().is_some_and(|at| at <= due) {
+            return;
+        }
+        self.timer_at.set(Some(due));
+        let inner = Rc::clone(self);
+        let wait = Duration::from_millis(due.saturating_sub(now_ms()));
+        worker::wasm_bindgen_futures::spawn_local(async move {
+            worker::Delay::from(wait).await;
+            if inner.timer_at.get() == Some(due) {
+                inner.timer_at.set(None);
+            }
+            let _ = inner.run(|o| o.handle_timeout(now_ms()));
+        });
     }
 }
 
@@ -266,29 +313,7 @@ fn mux_attachment(ws: &WebSocket) -> Option<Attachment> {
     ws.deserialize_attachment::<Attachment>().ok().flatten().filter(|a| a.endpoint == TAG && !a.socket.is_empty())
 }
 
-/// Every mux socket of the object but `except` (the one whose message is being handled:
-/// the core reaches its streams itself).
-struct Others<'s> {
-    server: &'s MuxServer,
-    except: Option<&'s str>,
-}
-
-impl Fanout for Others<'_> {
-    fn broadcast(&mut self, filter: &dyn Fn(&Client) -> bool, msg: Msg<'_>) -> u64 {
-        let mut delivered = 0;
-        for ws in self.server.state.get_websockets_with_tag(TAG) {
-            let Some(a) = mux_attachment(&ws) else { continue };
-            if Some(a.socket.as_str()) == self.except {
-                continue;
-            }
-            let ids: Vec<u32> = self.server.with_session(&a.socket, &a.tenant, |s| {
-                s.streams.values().filter(|c| filter(c)).map(|c| c.stream.0).collect()
-            });
-            let batches = push_batches(&ids, msg);
-            if !batches.is_empty() && batches.into_iter().all(|b| ws.send_with_bytes(b).is_ok()) {
-                delivered += ids.len() as u64;
-            }
-        }
-        delivered
-    }
+/// A mux socket's id, if `ws` is one.
+fn mux_socket(ws: &WebSocket) -> Option<SocketId> {
+    mux_attachment(ws).and_then(|a| SocketId::parse(&a.socket))
 }

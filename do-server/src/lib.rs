@@ -23,17 +23,24 @@
 
 mod admit;
 mod app;
+mod close;
+mod frames;
+mod ids;
+mod object;
 mod out;
-mod session;
+pub mod store;
+mod table;
+#[cfg(test)]
+mod vectors;
 
 #[cfg(feature = "worker")]
 pub mod glue;
 
 pub use admit::{authorized, check_open, check_request, constant_time_eq};
 pub use app::{App, Client, Msg, Refusal, MAX_SERVICES};
-pub use out::{detached, push_batches, Fanout, NoFanout, Out, MAX_BATCH_BYTES, MAX_CLOSE_REASON};
+pub use close::{reciprocal_close_code, sendable_close_code};
+pub use frames::MAX_STREAMS;
+pub use ids::{ClientId, SocketId};
+pub use object::{Action, Counters, Object, HANDOVER_GRACE_MS, HANDOVER_WINDOW_MS};
+pub use out::{Out, MAX_BATCH_BYTES, MAX_CLOSE_REASON};
 pub use protocol::{Identity, Request, Response, StreamId};
-pub use session::{
-    reciprocal_close_code, respond, socket_key, stream_key, stream_of_key, stream_prefix, Outcome, Session,
-    MAX_STREAMS, SOCKET_PREFIX,
-};

@@ -1,12 +1,15 @@
-//! How the application answers: [`Out`] collects replies for the socket being handled
-//! into batches under [`MAX_BATCH_BYTES`], and hands broadcasts to the other sockets
-//! through a [`Fanout`] the glue supplies.
+//! How the application answers: [`Out`] sends to clients on whichever socket they are,
+//! closes them, and broadcasts. What it sends waits in each socket's outbox, in order,
+//! and leaves as batches under [`MAX_BATCH_BYTES`] when the object's current input is
+//! handled.
 
 use std::collections::BTreeMap;
 
 use protocol::{encode_frame, Close, ErrorFrame, FrameKind, StreamId};
 
 use crate::app::{Client, Msg};
+use crate::ids::{ClientId, SocketId};
+use crate::table::Tables;
 
 /// Reply batches are closed before they would pass this many bytes (a lone larger frame
 /// travels alone). The snippet's own default batch bound: big enough to amortise the
@@ -17,29 +20,10 @@ pub const MAX_BATCH_BYTES: usize = 256 * 1024;
 /// payload, 2 of them the code); the snippet passes the reason on to its client as is.
 pub const MAX_CLOSE_REASON: usize = 123;
 
-/// The mux sockets other than the one being handled. The glue implements it over every
-/// socket of the object (loading their stream tables after hibernation); a test or a
-/// single-socket setup uses [`NoFanout`].
-pub trait Fanout {
-    /// Sends `msg`, at once, to every stream of every other socket whose client passes
-    /// `filter`. Returns how many streams it went to.
-    fn broadcast(&mut self, filter: &dyn Fn(&Client) -> bool, msg: Msg<'_>) -> u64;
-}
-
-/// No other sockets.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct NoFanout;
-
-impl Fanout for NoFanout {
-    fn broadcast(&mut self, _: &dyn Fn(&Client) -> bool, _: Msg<'_>) -> u64 {
-        0
-    }
-}
-
 /// Frames packed into messages of at most [`MAX_BATCH_BYTES`] (a lone larger frame gets
 /// a message of its own).
-#[derive(Default)]
-struct Batches {
+#[derive(Debug, Default)]
+pub(crate) struct Batches {
     done: Vec<Vec<u8>>,
     open: Vec<u8>,
 }
@@ -56,81 +40,62 @@ impl Batches {
         encode_frame(&mut self.open, kind, stream, payload)
     }
 
-    fn finish(mut self) -> Vec<Vec<u8>> {
+    /// The messages so far, in order; the batches start empty again.
+    pub(crate) fn take(&mut self) -> Vec<Vec<u8>> {
+        let mut out = std::mem::take(&mut self.done);
         if self.open.len() > 1 {
-            self.done.push(self.open);
+            out.push(std::mem::take(&mut self.open));
         }
-        self.done
+        self.open.clear();
+        out
     }
 }
 
-/// The messages carrying `msg` to each of `streams` (server push), split so that none
-/// passes [`MAX_BATCH_BYTES`] however many streams listen. Empty when `msg` is too large
-/// for any message.
-pub fn push_batches(streams: &[u32], msg: Msg<'_>) -> Vec<Vec<u8>> {
-    let mut out = Batches::default();
-    for id in streams {
-        if out.push(msg.kind(), StreamId(*id), msg.as_bytes()).is_err() {
-            return Vec::new();
-        }
-    }
-    out.finish()
-}
-
-/// What one incoming message (or one detached call) has produced so far.
-#[derive(Default)]
-pub(crate) struct Sink {
-    batches: Batches,
-    /// Broadcasts to this socket's own streams: they leave first, as they always have
-    /// (a push is sent the moment it is made, before the reply batch is complete).
-    pushes: Vec<Vec<u8>>,
-    /// Streams the application closed: the session forgets them after the callback.
-    pub(crate) closing: Vec<StreamId>,
+/// Every socket's outbox.
+#[derive(Debug, Default)]
+pub(crate) struct Outboxes {
+    pub(crate) by_socket: BTreeMap<SocketId, Batches>,
     /// Streams answered with an `Error` frame, and its code. The snippet ends a stream on
-    /// any error of its own, and never sends its `Close`; so the session forgets them too,
+    /// any error of its own and never sends its `Close`, so the object forgets them too,
     /// or an upstream that lives for days would fill its table with streams nobody has.
-    pub(crate) errored: Vec<(StreamId, u16)>,
+    pub(crate) errored: Vec<(SocketId, StreamId, u16)>,
+    /// Clients the application closed, with the code and reason: forgotten after the
+    /// callback, then closed for the app like any other.
+    pub(crate) closing: Vec<(ClientId, u16, String)>,
+    /// `Error` frames sent.
     pub(crate) errors: u64,
 }
 
-impl Sink {
-    /// Queues a frame; one too large for any message becomes an error for its stream,
-    /// so the client hears why instead of waiting.
-    pub(crate) fn push(&mut self, kind: FrameKind, stream: StreamId, payload: &[u8]) {
-        if self.batches.push(kind, stream, payload).is_err() {
+impl Outboxes {
+    /// Queues a frame for `socket`; one too large for any message becomes an error for
+    /// its stream, so the client hears why instead of waiting.
+    pub(crate) fn push(&mut self, socket: SocketId, kind: FrameKind, stream: StreamId, payload: &[u8]) {
+        let batches = self.by_socket.entry(socket).or_default();
+        if batches.push(kind, stream, payload).is_err() {
             let why = format!("the reply of {} bytes is larger than a message may carry", payload.len());
-            self.error(stream, 500, why);
+            self.error(socket, stream, 500, why);
         }
     }
 
-    pub(crate) fn error(&mut self, stream: StreamId, code: u16, message: String) {
+    /// Queues an `Error` frame; the stream (unless it is the session) ends with it.
+    pub(crate) fn error(&mut self, socket: SocketId, stream: StreamId, code: u16, message: String) {
         self.errors += 1;
         if stream != StreamId::SESSION {
-            self.errored.push((stream, code));
+            self.errored.push((socket, stream, code));
         }
-        self.push(FrameKind::Error, stream, &ErrorFrame { code, message }.encode());
-    }
-
-    /// The messages to send, in order.
-    pub(crate) fn finish(self) -> Vec<Vec<u8>> {
-        let mut out = self.pushes;
-        out.extend(self.batches.finish());
-        out
+        self.push(socket, FrameKind::Error, stream, &ErrorFrame { code, message }.encode());
     }
 }
 
 /// The application's way to answer, handed to every [`crate::App`] callback.
 pub struct Out<'a> {
-    pub(crate) sink: &'a mut Sink,
-    /// The stream table of the socket being handled; `None` outside any socket (plain
-    /// HTTP to the object, a socket that has gone).
-    pub(crate) own: Option<&'a BTreeMap<u32, Client>>,
-    /// The stream whose `Open` is being handled: not in the table yet, but it may be
-    /// replied to (a greeting).
-    pub(crate) opening: Option<StreamId>,
-    pub(crate) fanout: &'a mut dyn Fanout,
+    pub(crate) tables: &'a Tables,
+    pub(crate) outboxes: &'a mut Outboxes,
+    /// The client whose `Open` is being handled, and its socket: not in the tables yet,
+    /// but it may be sent to (a greeting).
+    pub(crate) opening: Option<(ClientId, SocketId, StreamId)>,
     pub(crate) tenant: &'a str,
-    pub(crate) now_secs: u64,
+    pub(crate) now_ms: u64,
 }
 
 impl Out<'_> {
@@ -139,58 +104,62 @@ impl Out<'_> {
         self.tenant
     }
 
-    /// The time the message is handled at, in seconds since the epoch (what expiry is
+    /// The time the input is handled at, in seconds since the epoch (what expiry is
     /// checked against).
     pub fn now_secs(&self) -> u64 {
-        self.now_secs
+        self.now_ms / 1000
     }
 
-    /// Sends `msg` to `stream` on the socket being handled, after everything queued
-    /// before it. A stream that is not open there (closed, never opened, or no socket at
-    /// all) gets nothing.
-    pub fn reply(&mut self, stream: StreamId, msg: Msg<'_>) {
-        if self.is_open(stream) {
-            self.sink.push(msg.kind(), stream, msg.as_bytes());
+    /// Open clients, on every mux socket of the object.
+    pub fn clients(&self) -> usize {
+        self.tables.len()
+    }
+
+    /// Where client `id` is now (its socket and stream), if it is open.
+    fn locate(&self, id: ClientId) -> Option<(SocketId, StreamId)> {
+        if self.outboxes.closing.iter().any(|(c, _, _)| *c == id) {
+            return None;
+        }
+        if let Some((_, socket, stream)) = self.opening.filter(|(o, _, _)| *o == id) {
+            return Some((socket, stream));
+        }
+        let (socket, client) = self.tables.find(id)?;
+        let errored = self.outboxes.errored.iter().any(|(s, st, _)| *s == socket && *st == client.stream);
+        (!errored).then_some((socket, client.stream))
+    }
+
+    /// Sends `msg` to client `id`, after everything queued for its socket before. A
+    /// client that is not open (closed, errored, or unknown) gets nothing.
+    pub fn send(&mut self, id: ClientId, msg: Msg<'_>) {
+        if let Some((socket, stream)) = self.locate(id) {
+            self.outboxes.push(socket, msg.kind(), stream, msg.as_bytes());
         }
     }
 
-    fn is_open(&self, stream: StreamId) -> bool {
-        self.opening == Some(stream) || self.own.is_some_and(|own| own.contains_key(&stream.0))
-    }
-
-    /// Closes `stream` on the socket being handled with `code` (RFC 6455; the snippet
-    /// turns 1005/1006/1015 into 1000) and `reason` (cut to [`MAX_CLOSE_REASON`] bytes),
-    /// and forgets it: the snippet sends nothing more for it.
-    pub fn close(&mut self, stream: StreamId, code: u16, reason: &str) {
-        if !self.is_open(stream) {
-            return;
-        }
+    /// Closes client `id` with `code` and `reason` (cut to [`MAX_CLOSE_REASON`] bytes):
+    /// the snippet sends nothing more for it, and once the current callback returns the
+    /// app hears [`crate::App::on_close`] with the same code and reason, as for any
+    /// other end. A code a close frame may not carry becomes 1000.
+    pub fn close(&mut self, id: ClientId, code: u16, reason: &str) {
+        let Some((socket, stream)) = self.locate(id) else { return };
+        let code = crate::sendable_close_code(code);
         let reason = protocol::truncate_utf8(reason, MAX_CLOSE_REASON).to_owned();
-        self.sink.push(FrameKind::Close, stream, &Close { code, reason }.encode());
-        self.sink.closing.push(stream);
+        self.outboxes.push(socket, FrameKind::Close, stream, &Close { code, reason: reason.clone() }.encode());
+        self.outboxes.closing.push((id, code, reason));
     }
 
-    /// Sends `msg` to every stream, on every mux socket of the object, whose client
-    /// passes `filter`, unprompted and at once: on the socket being handled it leaves
-    /// before this message's replies. Returns how many streams it went to.
+    /// Sends `msg` at once to every open client, on every mux socket of the object, whose
+    /// caller has not expired and who passes `filter`. Returns how many it went to.
     pub fn broadcast(&mut self, filter: &dyn Fn(&Client) -> bool, msg: Msg<'_>) -> u64 {
+        let now_secs = self.now_secs();
         let mut delivered = 0;
-        if let Some(own) = self.own {
-            let ids: Vec<u32> = own.values().filter(|c| filter(c)).map(|c| c.stream.0).collect();
-            let batches = push_batches(&ids, msg);
-            if !batches.is_empty() {
-                delivered += ids.len() as u64;
-                self.sink.pushes.extend(batches);
+        for (socket, client) in self.tables.clients() {
+            if client.identity.expired(now_secs) || !filter(client) || self.locate(client.id()).is_none() {
+                continue;
             }
+            self.outboxes.push(socket, msg.kind(), client.stream, msg.as_bytes());
+            delivered += 1;
         }
-        delivered + self.fanout.broadcast(filter, msg)
+        delivered
     }
-}
-
-/// Runs `f` with an [`Out`] that belongs to no socket: for work that arrives another way
-/// (plain HTTP to the object, a direct WebSocket) and may broadcast to the mux clients.
-/// Its replies and closes reach nobody.
-pub fn detached<R>(tenant: &str, now_secs: u64, fanout: &mut dyn Fanout, f: impl FnOnce(&mut Out<'_>) -> R) -> R {
-    let mut sink = Sink::default();
-    f(&mut Out { sink: &mut sink, own: None, opening: None, fanout, tenant, now_secs })
 }

@@ -1,12 +1,14 @@
 //! A deterministic pair for tests (quinn-proto's `Pair`): the real [`Mux`] against the
-//! real backend session (`backend_core::Session`) of each tenant, on a simulated clock.
+//! real backend object core of each tenant (`snippet_proxy_do::Object` running
+//! backend-do's app), on a simulated clock.
 //! Every upstream message is handed over synchronously; time moves only when a test
 //! says so.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use backend_core::rpc::{DbError, SqlMode};
-use backend_core::{Db, Session, SqlResult};
+use backend_core::{Backend, Db, SqlResult};
+use snippet_proxy_do::{Object, SocketId};
 
 use super::*;
 
@@ -26,10 +28,10 @@ impl Db for NoDb {
     }
 }
 
-/// One simulated upstream socket, with the backend's session for it.
+/// One simulated upstream socket, and its id at the tenant's object.
 struct Socket {
     tenant: String,
-    session: Session,
+    at_object: SocketId,
     open: bool,
 }
 
@@ -39,6 +41,8 @@ pub(crate) struct Sim {
     /// The context that polls actions (and so owns what it connects).
     pub here: Here,
     sockets: BTreeMap<UpstreamId, Socket>,
+    /// Each tenant's backend object.
+    objects: HashMap<String, Object<Backend<NoDb>>>,
     /// Connects wait here until [`Sim::accept`] when `manual` is set.
     pub connecting: Vec<(UpstreamId, String)>,
     pub manual: bool,
@@ -83,6 +87,7 @@ impl Sim {
             now: 1_000,
             here: Here::Background,
             sockets: BTreeMap::new(),
+            objects: HashMap::new(),
             connecting: Vec::new(),
             manual: false,
             refusing: HashSet::new(),
@@ -179,9 +184,7 @@ impl Sim {
 
     /// The backend end of a socket closes it (a restart).
     pub fn drop_socket(&mut self, id: UpstreamId) {
-        if let Some(s) = self.sockets.get_mut(&id) {
-            s.open = false;
-        }
+        self.object_hears_closed(id, 1006);
         let now = self.now;
         self.mux.handle_upstream_closed(id, "backend closed the connection (1006)", now);
         self.run();
@@ -208,19 +211,57 @@ impl Sim {
             self.mux.handle_upstream_closed(id, "cannot connect to backend: refused", now);
             return;
         }
-        let session = Session::new(&tenant);
-        self.sockets.insert(id, Socket { tenant, session, open: true });
+        let at_object = SocketId::from_bits(self.sockets.len() as u64 + 1);
+        let live: Vec<SocketId> = self
+            .sockets
+            .values()
+            .filter(|s| s.open && s.tenant == tenant)
+            .map(|s| s.at_object)
+            .chain([at_object])
+            .collect();
         let now = self.now;
+        let object = self.objects.entry(tenant.clone()).or_insert_with(|| Object::new(Backend::new(NoDb)));
+        object.handle_accept(at_object, &tenant, &live, now);
+        self.sockets.insert(id, Socket { tenant: tenant.clone(), at_object, open: true });
+        self.object_sends(&tenant);
         if !self.mux.handle_connected(id, now) {
             self.close(id, 1000);
         }
     }
 
     fn close(&mut self, id: UpstreamId, code: u16) {
-        if let Some(s) = self.sockets.get_mut(&id) {
-            if s.open {
-                s.open = false;
-                self.closed.push((id, code));
+        if self.sockets.get(&id).is_some_and(|s| s.open) {
+            self.closed.push((id, code));
+        }
+        self.object_hears_closed(id, code);
+    }
+
+    /// The tenant's object hears that socket `id` closed (and answers what it decides).
+    fn object_hears_closed(&mut self, id: UpstreamId, code: u16) {
+        let Some(s) = self.sockets.get_mut(&id).filter(|s| s.open) else { return };
+        s.open = false;
+        let (tenant, at_object) = (s.tenant.clone(), s.at_object);
+        let now = self.now;
+        if let Some(object) = self.objects.get_mut(&tenant) {
+            object.handle_closed(at_object, code, "", now);
+        }
+        self.object_sends(&tenant);
+    }
+
+    /// Delivers what the tenant's object sent to the sockets still open.
+    fn object_sends(&mut self, tenant: &str) {
+        let Some(object) = self.objects.get_mut(tenant) else { return };
+        let mut sends = Vec::new();
+        while let Some(action) = object.poll_action() {
+            if let snippet_proxy_do::Action::Send { socket, message } = action {
+                sends.push((socket, message));
+            }
+        }
+        let now = self.now;
+        for (socket, message) in sends {
+            let to = self.sockets.iter().find(|(_, s)| s.open && s.at_object == socket).map(|(id, _)| *id);
+            if let Some(id) = to {
+                self.mux.handle_upstream_message(id, &message, now);
             }
         }
     }
@@ -243,9 +284,7 @@ impl Sim {
                     Action::Abandon(id) => {
                         self.abandoned.push(id);
                         self.connecting.retain(|(c, _)| *c != id);
-                        if let Some(s) = self.sockets.get_mut(&id) {
-                            s.open = false;
-                        }
+                        self.object_hears_closed(id, 1006);
                     }
                     Action::AbandonRequest(id) => self.abandoned_requests.push(id),
                     Action::Log(l) => self.logs.push(l),
@@ -282,15 +321,21 @@ impl Sim {
     fn backend_receives(&mut self, id: UpstreamId, msg: &[u8]) {
         let frames = protocol::decode_message(msg).map(|f| f.count()).unwrap_or(0);
         self.frames_seen.push(frames);
-        let Some(sock) = self.sockets.get_mut(&id) else { return };
+        let Some(sock) = self.sockets.get(&id) else { return };
         if self.stalled.contains(&sock.tenant) || self.stalled_sockets.contains(&id) {
             return;
         }
-        let out = sock.session.handle_message(msg, &mut NoDb, self.now / 1000);
+        let (tenant, at_object) = (sock.tenant.clone(), sock.at_object);
         let now = self.now;
-        for reply in out.replies {
-            self.mux.handle_upstream_message(id, &reply, now);
+        if let Some(object) = self.objects.get_mut(&tenant) {
+            object.handle_message(at_object, msg, now);
         }
+        self.object_sends(&tenant);
+    }
+
+    /// What the tenant's backend object has done with its clients.
+    pub fn object_counters(&self, tenant: &str) -> snippet_proxy_do::Counters {
+        self.objects.get(tenant).map(Object::counters).unwrap_or_default()
     }
 
     /// Text messages a stream received, in order.

@@ -352,6 +352,10 @@ fn handover_drains_the_old_upstream_behind_a_barrier_and_loses_nothing() {
         (0..10).map(|i| format!("before{i}")).chain((0..10).map(|i| format!("during{i}"))).collect();
     assert_eq!(sim.texts(a), want);
     assert_eq!(sim.mux.upstream_stats(sim.now)[0].owner, OwnerKind::WebSocket);
+    // The backend's object saw the re-opens as its clients moving, not leaving (here the
+    // old socket's close reached it first: its clients waited for their re-opens).
+    let object = sim.object_counters("t");
+    assert_eq!((object.adopted, object.lost), (2, 0), "{object:?}");
 }
 
 #[test]

@@ -3,39 +3,44 @@
 //! requests. Streams, admission, batching and hibernation are the mux server's; what is
 //! left here is what this backend does with a client's message.
 
-use snippet_proxy_do::{App, Client, Msg, NoFanout, Out, Refusal};
+use protocol::{Request, Response};
+use snippet_proxy_do::{App, Client, Msg, Out, Refusal};
 
 use crate::authz::{Caller, Grants};
 use crate::rpc::{self, Db, DbError, SqlMode, SqlResult};
-/// An HTTP request as the backend sees it (the same shape as a `Request` frame).
-pub use protocol::Request as HttpRequest;
-/// An HTTP response as the backend builds it.
-pub use protocol::Response as HttpResponse;
-use protocol::{Request, Response};
-pub use snippet_proxy_do::{push_batches, Outcome, MAX_BATCH_BYTES, MAX_STREAMS};
 
 /// `/rpc`: each message is a JSON-RPC request (or batch).
 pub const RPC: &str = "/rpc";
 /// `/echo`: each message comes back verbatim.
 pub const ECHO: &str = "/echo";
-/// The stream services, in storage order: 1 = `/rpc`, 2 = `/echo` (append only).
-pub const SERVICES: &[&str] = &[RPC, ECHO];
 
 /// The backend as a mux application, over the object's database.
-pub struct Backend<'d> {
-    db: &'d mut dyn Db,
+pub struct Backend<D: Db> {
+    db: D,
 }
 
-impl<'d> Backend<'d> {
+impl<D: Db> Backend<D> {
     /// The application over `db` (whose `broadcast` reaches what the object has besides
-    /// mux streams: its direct sockets).
-    pub fn new(db: &'d mut dyn Db) -> Backend<'d> {
+    /// mux clients: its direct sockets).
+    pub fn new(db: D) -> Backend<D> {
         Backend { db }
+    }
+
+    /// The database (tests read what it was asked).
+    #[cfg(test)]
+    pub(crate) fn bound_db(&mut self) -> &mut D {
+        &mut self.db
+    }
+
+    /// The database, with the mux clients of `out` in reach of its `broadcast`.
+    pub fn bound<'x, 'o>(&'x mut self, out: &'x mut Out<'o>) -> Bound<'x, 'o> {
+        Bound { db: &mut self.db, out }
     }
 }
 
-impl App for Backend<'_> {
-    const SERVICES: &'static [&'static str] = SERVICES;
+impl<D: Db> App for Backend<D> {
+    /// Stored as their position: 1 = `/rpc`, 2 = `/echo` (append only).
+    const SERVICES: &'static [&'static str] = &[RPC, ECHO];
 
     fn on_message(&mut self, client: &Client, msg: Msg<'_>, out: &mut Out<'_>) -> Result<(), Refusal> {
         match client.service {
@@ -43,13 +48,13 @@ impl App for Backend<'_> {
                 Err(Refusal::new(403, "the echo service needs the read scope"))
             }
             ECHO => {
-                out.reply(client.stream, msg);
+                out.send(client.id(), msg);
                 Ok(())
             }
             _ => {
                 let caller = Caller::new(client.identity.clone(), out.now_secs());
-                if let Some(answer) = rpc::handle(msg.as_bytes(), &mut Bound::new(self.db, out), &caller) {
-                    out.reply(client.stream, Msg::Text(&answer));
+                if let Some(answer) = rpc::handle(msg.as_bytes(), &mut self.bound(out), &caller) {
+                    out.send(client.id(), Msg::Text(&answer));
                 }
                 Ok(())
             }
@@ -58,7 +63,7 @@ impl App for Backend<'_> {
 
     fn on_request(&mut self, req: &Request, out: &mut Out<'_>) -> Response {
         let caller = Caller::new(req.identity.clone(), out.now_secs());
-        http(req, &mut Bound::new(self.db, out), &caller)
+        http(req, &mut self.bound(out), &caller)
     }
 }
 
@@ -76,7 +81,7 @@ pub struct Bound<'x, 'o> {
 }
 
 impl<'x, 'o> Bound<'x, 'o> {
-    /// `db` with `out`'s mux clients.
+    /// `db` with `out`'s mux clients (for a caller that is not the app: a direct socket).
     pub fn new(db: &'x mut dyn Db, out: &'x mut Out<'o>) -> Bound<'x, 'o> {
         Bound { db, out }
     }
@@ -87,45 +92,19 @@ impl Db for Bound<'_, '_> {
         self.db.sql(q, params, mode)
     }
 
+    /// The database's figures, and the mux clients open on every socket.
     fn stats(&mut self) -> serde_json::Value {
-        self.db.stats()
+        let mut stats = self.db.stats();
+        if let Some(fields) = stats.as_object_mut() {
+            fields.insert("streams".into(), (self.out.clients() as u64).into());
+        }
+        stats
     }
 
     fn broadcast(&mut self, notification: &str) -> u64 {
         let now = self.out.now_secs();
         let direct = self.db.broadcast(notification);
         direct + self.out.broadcast(&|c| listening(c, now), Msg::Text(notification))
-    }
-}
-
-/// One mux socket's stream table run with [`Backend`] and no other sockets: what the
-/// unit tests and the snippet's simulator (`snippet/core/src/sim.rs`) talk to. The
-/// object itself goes through `snippet_proxy_do::glue`, which adds storage and fan-out.
-#[derive(Debug, Clone, Default)]
-pub struct Session(pub snippet_proxy_do::Session);
-
-impl Session {
-    /// An empty table for `tenant`'s object.
-    pub fn new(tenant: &str) -> Session {
-        Session(snippet_proxy_do::Session::new(tenant))
-    }
-
-    /// Handles one message from the snippet (see [`snippet_proxy_do::Session::handle_message`]).
-    pub fn handle_message(&mut self, msg: &[u8], db: &mut dyn Db, now_secs: u64) -> Outcome {
-        self.0.handle_message(&mut Backend::new(db), msg, now_secs, &mut NoFanout)
-    }
-}
-
-impl std::ops::Deref for Session {
-    type Target = snippet_proxy_do::Session;
-    fn deref(&self) -> &Self::Target {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Session {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.0
     }
 }
 

@@ -1,0 +1,124 @@
+//! What the object does with each frame the snippet sends on one of its sockets
+//! (PROTOCOL.md §4.2).
+
+use protocol::{Close, Frame, FrameKind, Open, Request, StreamId};
+
+use crate::admit::check_open;
+use crate::app::{App, Client, Msg};
+use crate::close::REPLACED;
+use crate::ids::SocketId;
+use crate::object::{respond, Object};
+use crate::out::Out;
+use crate::table::Table;
+
+/// Most clients one socket may have open: the protocol's limit, which the snippet never
+/// exceeds on one upstream, so a snippet within its limits is never refused here, while
+/// one socket still cannot grow the object's memory and storage without end.
+pub const MAX_STREAMS: usize = protocol::MAX_SESSION_STREAMS;
+
+/// A snippet `Ping` on stream 0 with a 9-byte payload starting with this purpose is a
+/// hand-over barrier (PROTOCOL.md §5.3).
+const BARRIER_PURPOSE: u8 = 1;
+
+impl<A: App> Object<A> {
+    pub(crate) fn handle_frame(&mut self, socket: SocketId, f: Frame<'_>, now: u64) {
+        match f.kind {
+            FrameKind::Open => self.handle_open(socket, f.stream, f.payload, now),
+            FrameKind::Text | FrameKind::Binary => {
+                self.handle_data(socket, f.stream, Msg::of_frame(f.kind, f.payload), now)
+            }
+            FrameKind::Close => self.handle_close_frame(socket, f.stream, f.payload, now),
+            FrameKind::Request => self.handle_request(socket, f.stream, f.payload, now),
+            // Answered in place, after every reply to the frames before it: the barrier
+            // the snippet's hand-over waits for (PROTOCOL.md §5.2).
+            FrameKind::Ping => {
+                if f.stream == StreamId::SESSION && f.payload.len() == 9 && f.payload.first() == Some(&BARRIER_PURPOSE)
+                {
+                    self.mark_barrier(socket, now);
+                }
+                self.outboxes.push(socket, FrameKind::Pong, f.stream, f.payload);
+            }
+            FrameKind::Pong | FrameKind::Response | FrameKind::Error => {}
+        }
+    }
+
+    /// Why `open` on `socket`'s `stream` may not become a client, as an error frame's
+    /// code and message; else the client it opens.
+    fn admit(&self, socket: SocketId, stream: StreamId, payload: &[u8], now: u64) -> Result<Client, (u16, String)> {
+        let open = Open::decode(payload).map_err(|e| (400, format!("bad open frame: {e}")))?;
+        if stream == StreamId::SESSION {
+            return Err((400, "stream 0 is the session; it cannot be opened".into()));
+        }
+        let Some(client) = Client::open(socket, stream, &open.path, open.identity, A::SERVICES) else {
+            let known = A::SERVICES.join(" or ");
+            return Err((404, format!("no service at {:?} (try {known})", open.path)));
+        };
+        let table = self.tables.socket(socket).map_or(&EMPTY, |t| t);
+        check_open(&client.identity, &table.tenant, now / 1000).map_err(|why| (403, why))?;
+        if table.clients.len() >= MAX_STREAMS && !table.clients.contains_key(&stream) {
+            return Err((503, format!("too many streams on this session (limit {MAX_STREAMS})")));
+        }
+        Ok(client)
+    }
+
+    fn handle_open(&mut self, socket: SocketId, stream: StreamId, payload: &[u8], now: u64) {
+        let client = match self.admit(socket, stream, payload, now) {
+            Ok(c) => c,
+            Err((code, why)) => return self.outboxes.error(socket, stream, code, why),
+        };
+        if let Some(old) = self.forget(socket, stream) {
+            // A second Open of an id in use: the old client ends, a new one begins.
+            self.end(&old, REPLACED.0, REPLACED.1, now);
+            self.settle(now);
+        } else if let Some(adopted) = self.adopt(socket, &client, now) {
+            // A hand-over: the client moves here and the app hears nothing.
+            self.counters.adopted += 1;
+            self.store(socket, &adopted);
+            self.tables.insert(socket, adopted);
+            return;
+        }
+        match self.call(socket, None, Some(&client), now, |app, c, out| app.on_open(c, out)) {
+            Some(Ok(())) => {
+                self.store(socket, &client);
+                self.tables.insert(socket, client);
+            }
+            Some(Err(refusal)) => self.outboxes.error(socket, stream, refusal.code, refusal.message),
+            None => {}
+        }
+    }
+
+    fn handle_data(&mut self, socket: SocketId, stream: StreamId, msg: Msg<'_>, now: u64) {
+        let Some(client) = self.tables.client(socket, stream) else {
+            return self.outboxes.error(socket, stream, 404, format!("unknown stream {stream}"));
+        };
+        if client.identity.expired(now / 1000) {
+            return self.outboxes.error(socket, stream, 401, "the caller's token has expired".into());
+        }
+        if let Some(Err(refusal)) =
+            self.call(socket, Some(stream), None, now, |app, c, out| app.on_message(c, msg, out))
+        {
+            self.outboxes.error(socket, stream, refusal.code, refusal.message);
+        }
+    }
+
+    fn handle_close_frame(&mut self, socket: SocketId, stream: StreamId, payload: &[u8], now: u64) {
+        let Some(client) = self.forget(socket, stream) else { return };
+        // The snippet always sends a well-formed close; a malformed one still ends the
+        // stream, as "no status".
+        let close = Close::decode(payload).unwrap_or(Close { code: 1005, reason: String::new() });
+        self.end(&client, close.code, &close.reason, now);
+    }
+
+    fn handle_request(&mut self, socket: SocketId, stream: StreamId, payload: &[u8], now: u64) {
+        let req = match Request::decode(payload) {
+            Ok(r) => r,
+            Err(e) => return self.outboxes.error(socket, stream, 400, format!("bad request frame: {e}")),
+        };
+        let tenant = self.tables.socket(socket).map_or("", |t| t.tenant.as_str());
+        let mut out = Out { tables: &self.tables, outboxes: &mut self.outboxes, opening: None, tenant, now_ms: now };
+        let res = respond(&mut self.app, &req, &mut out);
+        self.outboxes.push(socket, FrameKind::Response, stream, &res.encode());
+    }
+}
+
+static EMPTY: Table = Table { tenant: String::new(), clients: std::collections::BTreeMap::new(), barrier_at: None };

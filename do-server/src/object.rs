@@ -1,0 +1,466 @@
+//! The mux side of one Durable Object, without I/O (the snippet core's shape): every
+//! socket's clients, hand-overs between sockets, fan-out and admission. The glue hands
+//! it each event with the time (`handle_*`) and carries out what it asks for
+//! ([`Object::poll_action`]: send, close a socket, write or delete a stored row), and
+//! wakes it at [`Object::poll_timeout`] ([`Object::handle_timeout`]).
+//!
+//! The rule it keeps: the application sees a client once, from its first `Open` to its
+//! real close, across any number of hand-overs. The snippet moves an upstream to a new
+//! socket by sending a barrier `Ping` on the old one, re-opening every stream (same id,
+//! path and identity) on the new one, then closing the old one (PROTOCOL.md §5.2). A
+//! re-open adopts the client from the old socket; the old socket's clients that were not
+//! re-opened when it closes wait out [`HANDOVER_GRACE_MS`], then close for real.
+
+use std::collections::VecDeque;
+
+use protocol::{Request, Response, StreamId};
+
+use crate::admit::check_request;
+use crate::app::{App, Client, Msg};
+use crate::close::{ended_by_error, reciprocal_close_code, UPSTREAM_LOST};
+use crate::ids::{ClientId, SocketId};
+use crate::out::{Out, Outboxes};
+use crate::store::{self, Row};
+use crate::table::Tables;
+
+/// How long after a barrier `Ping` a socket's clients may be re-opened on another socket
+/// and keep their identity: the snippet re-opens them as soon as the barrier's `Pong`
+/// returns, which its watchdog bounds to 5 s, so this is that with a wide margin for a
+/// busy object.
+pub const HANDOVER_WINDOW_MS: u64 = 30_000;
+
+/// How long the clients of a socket that closed during a hand-over wait for their
+/// re-open before they close for real: the re-opens are sent before the old socket's
+/// close, but on another socket, so they may arrive after it; this covers the delay
+/// between two sockets of one isolate several times over.
+pub const HANDOVER_GRACE_MS: u64 = 5_000;
+
+/// What the object asks the glue to do, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub enum Action {
+    /// Send `message` (one batch) on `socket`.
+    Send {
+        /// The socket.
+        socket: SocketId,
+        /// The batch.
+        message: Vec<u8>,
+    },
+    /// Close `socket` with `code` and `reason` (answering its close, or after an error).
+    Close {
+        /// The socket.
+        socket: SocketId,
+        /// A code a close frame may carry.
+        code: u16,
+        /// The reason.
+        reason: String,
+    },
+    /// Store `value` at `key` (see [`crate::store`]).
+    Put {
+        /// The row's key.
+        key: String,
+        /// Its value.
+        value: Vec<u8>,
+    },
+    /// Delete the row at `key`.
+    Delete {
+        /// The row's key.
+        key: String,
+    },
+}
+
+/// What the object has done since it was made (reset by hibernation).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Clients re-opened on a new socket by a hand-over, kept without a close or an open.
+    pub adopted: u64,
+    /// Clients whose socket closed during a hand-over: they waited for their re-open.
+    pub orphaned: u64,
+    /// Clients closed because their socket went and no hand-over took them on.
+    pub lost: u64,
+    /// `Error` frames sent.
+    pub errors: u64,
+}
+
+/// A client whose socket closed during a hand-over, waiting for its re-open.
+#[derive(Debug)]
+struct Orphan {
+    client: Client,
+    until: u64,
+}
+
+/// The mux side of one Durable Object serving application `A`.
+pub struct Object<A: App> {
+    pub(crate) app: A,
+    /// The tenant the object serves (its sockets' tenant), for callbacks outside any socket.
+    tenant: String,
+    pub(crate) tables: Tables,
+    pub(crate) outboxes: Outboxes,
+    orphans: Vec<Orphan>,
+    actions: VecDeque<Action>,
+    pub(crate) counters: Counters,
+}
+
+impl<A: App> Object<A> {
+    /// An object with no sockets yet.
+    pub fn new(app: A) -> Object<A> {
+        Object {
+            app,
+            tenant: String::new(),
+            tables: Tables::default(),
+            outboxes: Outboxes::default(),
+            orphans: Vec::new(),
+            actions: VecDeque::new(),
+            counters: Counters::default(),
+        }
+    }
+
+    /// The object as it was before hibernation: `live` are the mux sockets the runtime
+    /// still has (id and the tenant it was accepted for), `rows` every stored row under
+    /// [`store::SOCKET_PREFIX`]. Rows of sockets that are gone (they died without a close
+    /// event: a restart, a deploy) are deleted and their clients closed, as lost.
+    pub fn restore(
+        app: A,
+        live: impl IntoIterator<Item = (SocketId, String)>,
+        rows: impl IntoIterator<Item = (String, Vec<u8>)>,
+        now: u64,
+    ) -> Object<A> {
+        let mut object = Object::new(app);
+        for (socket, tenant) in live {
+            object.tables.add_socket(socket, &tenant);
+        }
+        let mut dead = Tables::default();
+        let mut origins = Vec::new();
+        for (key, value) in rows {
+            let Some(row) = Row::of(&key) else { continue };
+            let socket = row.socket();
+            let live = object.tables.socket(socket).is_some();
+            let tables = if live { &mut object.tables } else { &mut dead };
+            tables.add_socket(socket, "");
+            match row {
+                Row::Tenant(_) => {
+                    let stored = String::from_utf8(value).unwrap_or_default();
+                    if let Some(t) = tables.socket_mut(socket).filter(|t| t.tenant.is_empty()) {
+                        t.tenant = stored;
+                    }
+                }
+                Row::Barrier(_) => {
+                    if let Some(t) = tables.socket_mut(socket) {
+                        t.barrier_at = store::decode_time(&value);
+                    }
+                }
+                Row::Client(_, stream) => {
+                    let id = ClientId::new(socket, stream);
+                    if let Some(client) = Client::decode(id, stream, &value, A::SERVICES) {
+                        tables.insert(socket, client);
+                    }
+                }
+                Row::Origin(_, stream) => origins.push((socket, stream, value)),
+                Row::Other(_) => {}
+            }
+            if !live {
+                object.actions.push_back(Action::Delete { key });
+            }
+        }
+        // An adopted client keeps the id it was first opened with.
+        for (socket, stream, origin) in origins {
+            let origin = std::str::from_utf8(&origin).ok().and_then(SocketId::parse);
+            let tables = if object.tables.socket(socket).is_some() { &mut object.tables } else { &mut dead };
+            if let (Some(origin), Some(client)) = (origin, tables.remove(socket, stream)) {
+                tables.insert(socket, client.with_id(ClientId::new(origin, stream)));
+            }
+        }
+        if let Some((_, t)) = object.tables.sockets().find(|(_, t)| !t.tenant.is_empty()) {
+            object.tenant = t.tenant.clone();
+        }
+        let lost: Vec<Client> = dead.clients().map(|(_, c)| c.clone()).collect();
+        object.close_lost(lost, now);
+        object.flush();
+        object
+    }
+
+    /// The application.
+    pub fn app(&self) -> &A {
+        &self.app
+    }
+
+    /// The application, to change.
+    pub fn app_mut(&mut self) -> &mut A {
+        &mut self.app
+    }
+
+    /// Open clients, on every socket.
+    pub fn clients(&self) -> usize {
+        self.tables.len()
+    }
+
+    /// Mux sockets.
+    pub fn sockets(&self) -> usize {
+        self.tables.sockets().count()
+    }
+
+    /// What the object has done since it was made.
+    pub fn counters(&self) -> Counters {
+        Counters { errors: self.outboxes.errors, ..self.counters }
+    }
+
+    /// The next thing to carry out, in order.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When [`Object::handle_timeout`] is next due (ms), if anything waits.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        self.orphans.iter().map(|o| o.until).min()
+    }
+
+    /// Time passed: clients that waited out their grace window for a re-open close.
+    pub fn handle_timeout(&mut self, now: u64) {
+        let (due, waiting): (Vec<Orphan>, Vec<Orphan>) =
+            std::mem::take(&mut self.orphans).into_iter().partition(|o| o.until <= now);
+        self.orphans = waiting;
+        self.close_lost(due.into_iter().map(|o| o.client).collect(), now);
+        self.flush();
+    }
+
+    /// The snippet connected a new mux socket for `tenant`. `live` are every mux socket
+    /// the runtime still has: sockets the object knows that are not among them died
+    /// without a close event, and their clients close.
+    pub fn handle_accept(&mut self, socket: SocketId, tenant: &str, live: &[SocketId], now: u64) {
+        let gone: Vec<SocketId> = self.tables.sockets().map(|(s, _)| s).filter(|s| !live.contains(s)).collect();
+        for s in gone {
+            self.drop_socket(s, false, now);
+        }
+        self.tables.add_socket(socket, tenant);
+        if !tenant.is_empty() {
+            self.tenant = tenant.to_owned();
+        }
+        self.actions.push_back(Action::Put { key: store::socket_key(socket), value: tenant.as_bytes().to_vec() });
+        self.flush();
+    }
+
+    /// Mux socket `socket` closed with `code` and `reason`: the close is answered, and its
+    /// clients move on (a hand-over under way), wait for their re-open, or close.
+    pub fn handle_closed(&mut self, socket: SocketId, code: u16, reason: &str, now: u64) {
+        let code = reciprocal_close_code(usize::from(code));
+        self.actions.push_back(Action::Close { socket, code, reason: reason.to_owned() });
+        self.drop_socket(socket, true, now);
+        self.flush();
+    }
+
+    /// Mux socket `socket` failed: it is closed with 1011, then handled as closed.
+    pub fn handle_error(&mut self, socket: SocketId, now: u64) {
+        self.actions.push_back(Action::Close { socket, code: 1011, reason: "socket error".into() });
+        self.drop_socket(socket, true, now);
+        self.flush();
+    }
+
+    /// Handles one message from the snippet on `socket`. Never panics; a malformed frame
+    /// gets a session-level `Error` (stream 0) and ends the handling of that message only:
+    /// earlier frames are answered (the snippet, though, ends the upstream on it).
+    pub fn handle_message(&mut self, socket: SocketId, msg: &[u8], now: u64) {
+        if self.tables.socket(socket).is_none() {
+            // Not accepted through this object (its tenant unknown): every Open is refused.
+            self.tables.add_socket(socket, "");
+        }
+        match protocol::decode_message(msg) {
+            Err(e) => {
+                let head: Vec<String> = msg.iter().take(8).map(|b| format!("{b:02x}")).collect();
+                let what = format!("bad message ({} bytes, starting {}): {e}", msg.len(), head.join(" "));
+                self.outboxes.error(socket, StreamId::SESSION, 400, what);
+            }
+            Ok(frames) => {
+                for frame in frames {
+                    match frame {
+                        Ok(f) => self.handle_frame(socket, f, now),
+                        Err(e) => {
+                            self.outboxes.error(socket, StreamId::SESSION, 400, format!("bad frame: {e}"));
+                            break;
+                        }
+                    }
+                    self.settle(now);
+                }
+            }
+        }
+        self.flush();
+    }
+
+    /// Answers a request that came another way than over a mux socket (plain HTTP to the
+    /// object) exactly as over one: admission for `tenant`, then [`App::on_request`],
+    /// whose broadcasts reach every mux socket.
+    pub fn request(&mut self, req: &Request, tenant: &str, now: u64) -> Response {
+        self.with_out(tenant, now, |app, out| respond(app, req, out))
+    }
+
+    /// Runs `f` with an [`Out`] that belongs to no socket, for work that arrives another
+    /// way (plain HTTP, a timer, a socket of the application's own): its sends and
+    /// broadcasts reach the mux clients.
+    pub fn with_out<R>(&mut self, tenant: &str, now: u64, f: impl FnOnce(&mut A, &mut Out<'_>) -> R) -> R {
+        let mut out = Out { tables: &self.tables, outboxes: &mut self.outboxes, opening: None, tenant, now_ms: now };
+        let r = f(&mut self.app, &mut out);
+        self.settle(now);
+        self.flush();
+        r
+    }
+
+    /// Sends `msg` to every open, unexpired client that passes `filter` (see
+    /// [`Out::broadcast`]). Returns how many it went to.
+    pub fn broadcast(&mut self, filter: &dyn Fn(&Client) -> bool, msg: Msg<'_>, now: u64) -> u64 {
+        let tenant = std::mem::take(&mut self.tenant);
+        let n = self.with_out(&tenant, now, |_, out| out.broadcast(filter, msg));
+        self.tenant = tenant;
+        n
+    }
+
+    /// Calls `f` with the app and an [`Out`] for `socket`'s tenant.
+    pub(crate) fn call<R>(
+        &mut self,
+        socket: SocketId,
+        stream: Option<StreamId>,
+        opening: Option<&Client>,
+        now: u64,
+        f: impl FnOnce(&mut A, &Client, &mut Out<'_>) -> R,
+    ) -> Option<R> {
+        let tenant = self.tables.socket(socket).map_or("", |t| t.tenant.as_str());
+        let client = match (opening, stream) {
+            (Some(c), _) => c,
+            (None, Some(stream)) => self.tables.client(socket, stream)?,
+            (None, None) => return None,
+        };
+        let opening = opening.map(|c| (c.id(), socket, c.stream));
+        let mut out = Out { tables: &self.tables, outboxes: &mut self.outboxes, opening, tenant, now_ms: now };
+        Some(f(&mut self.app, client, &mut out))
+    }
+
+    /// Applies what the last callback decided: clients the app closed, and clients whose
+    /// stream got an `Error`, are forgotten and closed for the app (whose `on_close` may
+    /// decide more of both).
+    pub(crate) fn settle(&mut self, now: u64) {
+        loop {
+            let closing = std::mem::take(&mut self.outboxes.closing);
+            let errored = std::mem::take(&mut self.outboxes.errored);
+            if closing.is_empty() && errored.is_empty() {
+                return;
+            }
+            for (id, code, reason) in closing {
+                let socket = self.tables.find(id).map(|(s, _)| s);
+                if let Some(client) = socket.and_then(|s| self.forget(s, id.stream())) {
+                    self.end(&client, code, &reason, now);
+                }
+            }
+            for (socket, stream, code) in errored {
+                if let Some(client) = self.forget(socket, stream) {
+                    let (code, reason) = ended_by_error(code);
+                    self.end(&client, code, reason, now);
+                }
+            }
+        }
+    }
+
+    /// Takes a client off its socket and out of storage.
+    pub(crate) fn forget(&mut self, socket: SocketId, stream: StreamId) -> Option<Client> {
+        let client = self.tables.remove(socket, stream)?;
+        self.unstore(socket, &client);
+        Some(client)
+    }
+
+    /// The app hears that `client` is gone for good.
+    pub(crate) fn end(&mut self, client: &Client, code: u16, reason: &str, now: u64) {
+        let tenant = self.tenant.as_str();
+        let mut out = Out { tables: &self.tables, outboxes: &mut self.outboxes, opening: None, tenant, now_ms: now };
+        self.app.on_close(client, code, reason, &mut out);
+    }
+
+    /// Clients whose socket went for good.
+    fn close_lost(&mut self, lost: Vec<Client>, now: u64) {
+        for client in lost {
+            self.counters.lost += 1;
+            self.end(&client, UPSTREAM_LOST.0, UPSTREAM_LOST.1, now);
+            self.settle(now);
+        }
+    }
+
+    /// Forgets a socket that went. Its clients wait for their re-open if a hand-over was
+    /// under way on it (`closed`: it closed, rather than vanished), else close.
+    fn drop_socket(&mut self, socket: SocketId, closed: bool, now: u64) {
+        self.outboxes.by_socket.remove(&socket);
+        let Some(table) = self.tables.remove_socket(socket) else { return };
+        self.actions.push_back(Action::Delete { key: store::socket_key(socket) });
+        if table.barrier_at.is_some() {
+            self.actions.push_back(Action::Delete { key: store::barrier_key(socket) });
+        }
+        for client in table.clients.values() {
+            self.unstore(socket, client);
+        }
+        let handing_over = closed && table.barrier_at.is_some_and(|at| now.saturating_sub(at) <= HANDOVER_WINDOW_MS);
+        if handing_over {
+            self.counters.orphaned += table.clients.len() as u64;
+            let until = now + HANDOVER_GRACE_MS;
+            self.orphans.extend(table.clients.into_values().map(|client| Orphan { client, until }));
+        } else {
+            self.close_lost(table.clients.into_values().collect(), now);
+        }
+    }
+
+    /// Takes a client re-opened on `socket` from the socket it was on, if a hand-over is
+    /// moving it: a socket whose barrier is recent, or the orphans of one that closed.
+    pub(crate) fn adopt(&mut self, socket: SocketId, opened: &Client, now: u64) -> Option<Client> {
+        let recent = |at: Option<u64>| at.is_some_and(|at| now.saturating_sub(at) <= HANDOVER_WINDOW_MS);
+        let donor = self.tables.sockets().find_map(|(s, t)| {
+            let moving = s != socket && recent(t.barrier_at);
+            moving.then(|| t.clients.get(&opened.stream).filter(|c| c.same_open(opened)).map(|_| s)).flatten()
+        });
+        if let Some(donor) = donor {
+            return self.forget(donor, opened.stream);
+        }
+        let i = self.orphans.iter().position(|o| o.client.same_open(opened))?;
+        Some(self.orphans.swap_remove(i).client)
+    }
+
+    /// Stores a client that is now on `socket`.
+    pub(crate) fn store(&mut self, socket: SocketId, client: &Client) {
+        let key = store::stream_key(socket, client.stream);
+        self.actions.push_back(Action::Put { key, value: client.encode() });
+        if client.id().origin() != socket {
+            let key = store::origin_key(socket, client.stream);
+            self.actions.push_back(Action::Put { key, value: client.id().origin().to_string().into_bytes() });
+        }
+    }
+
+    fn unstore(&mut self, socket: SocketId, client: &Client) {
+        self.actions.push_back(Action::Delete { key: store::stream_key(socket, client.stream) });
+        if client.id().origin() != socket {
+            self.actions.push_back(Action::Delete { key: store::origin_key(socket, client.stream) });
+        }
+    }
+
+    /// Marks a hand-over barrier on `socket` (stored: the re-opens may meet a woken
+    /// instance).
+    pub(crate) fn mark_barrier(&mut self, socket: SocketId, now: u64) {
+        if let Some(t) = self.tables.socket_mut(socket) {
+            t.barrier_at = Some(now);
+            self.actions.push_back(Action::Put { key: store::barrier_key(socket), value: store::encode_time(now) });
+        }
+    }
+
+    /// Turns the outboxes into `Send` actions, socket by socket, in order.
+    fn flush(&mut self) {
+        for (socket, batches) in &mut self.outboxes.by_socket {
+            for message in batches.take() {
+                self.actions.push_back(Action::Send { socket: *socket, message });
+            }
+        }
+    }
+}
+
+/// Answers one request for the app after admission (a refused caller gets a JSON 401 or
+/// 403 and never reaches [`App::on_request`]).
+pub(crate) fn respond<A: App>(app: &mut A, req: &Request, out: &mut Out<'_>) -> Response {
+    match check_request(req, out.tenant, out.now_secs()) {
+        Ok(()) => app.on_request(req, out),
+        Err(refused) => refused,
+    }
+}
+
+#[cfg(test)]
+mod tests;

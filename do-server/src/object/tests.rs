@@ -1,0 +1,203 @@
+//! What the session vectors do not show: refusals by the app, limits, batching under
+//! the cap, what is stored and how a woken object reads it back, and that no input
+//! makes the core panic.
+
+use protocol::{decode_message, encode_frame, ErrorFrame, FrameKind, Open, StreamId};
+
+use super::*;
+use crate::vectors::{who, VectorApp};
+use crate::{Refusal, MAX_BATCH_BYTES, MAX_STREAMS};
+
+const NOW: u64 = 1_000_000_000;
+const A: SocketId = SocketId::from_bits_const(10);
+const B: SocketId = SocketId::from_bits_const(11);
+
+fn batch(items: &[(FrameKind, u32, Vec<u8>)]) -> Vec<u8> {
+    let mut msg = Vec::new();
+    protocol::begin_message(&mut msg);
+    for (k, s, p) in items {
+        encode_frame(&mut msg, *k, StreamId(*s), p).expect("small");
+    }
+    msg
+}
+
+fn open(stream: u32, path: &str, subject: &str) -> (FrameKind, u32, Vec<u8>) {
+    (FrameKind::Open, stream, Open { path: path.into(), identity: who(subject) }.encode())
+}
+
+/// A frame sent: its socket, kind, stream and payload.
+type Sent = (SocketId, FrameKind, u32, Vec<u8>);
+
+/// What came out: the frames sent, the storage actions, and how many messages.
+fn drain<A: App>(o: &mut Object<A>) -> (Vec<Sent>, Vec<Action>, usize) {
+    let (mut frames, mut store, mut messages) = (Vec::new(), Vec::new(), 0);
+    while let Some(a) = o.poll_action() {
+        match a {
+            Action::Send { socket, message } => {
+                messages += 1;
+                assert!(message.len() <= MAX_BATCH_BYTES || decode_message(&message).expect("v").count() == 1);
+                for f in decode_message(&message).expect("version") {
+                    let f = f.expect("frame");
+                    frames.push((socket, f.kind, f.stream.0, f.payload.to_vec()));
+                }
+            }
+            other @ (Action::Put { .. } | Action::Delete { .. }) => store.push(other),
+            Action::Close { .. } => {}
+        }
+    }
+    (frames, store, messages)
+}
+
+/// The vectors' app that refuses mallory.
+#[derive(Default)]
+struct Picky(VectorApp);
+
+impl App for Picky {
+    const SERVICES: &'static [&'static str] = VectorApp::SERVICES;
+    fn on_open(&mut self, client: &Client, out: &mut Out<'_>) -> Result<(), Refusal> {
+        if client.identity.subject == "mallory" {
+            return Err(Refusal::new(403, "not in this room"));
+        }
+        out.send(client.id(), Msg::Text("welcome"));
+        self.0.on_open(client, out)
+    }
+    fn on_message(&mut self, client: &Client, msg: Msg<'_>, out: &mut Out<'_>) -> Result<(), Refusal> {
+        if msg == Msg::Binary(&[0]) {
+            return Err(Refusal::new(415, "no zeros"));
+        }
+        self.0.on_message(client, msg, out)
+    }
+    fn on_request(&mut self, req: &Request, out: &mut Out<'_>) -> Response {
+        self.0.on_request(req, out)
+    }
+    fn on_close(&mut self, client: &Client, code: u16, reason: &str, out: &mut Out<'_>) {
+        self.0.on_close(client, code, reason, out)
+    }
+}
+
+#[test]
+fn the_app_refuses_opens_and_messages_with_error_frames_and_a_greeting_reaches_the_opener() {
+    let mut o = Object::new(Picky::default());
+    o.handle_accept(A, "room", &[A], NOW);
+    o.handle_message(A, &batch(&[open(1, "/rpc", "mallory"), open(2, "/echo", "bob")]), NOW);
+    o.handle_message(A, &batch(&[(FrameKind::Binary, 2, vec![0])]), NOW);
+    let (frames, _, _) = drain(&mut o);
+    let got: Vec<(FrameKind, u32)> = frames.iter().map(|f| (f.1, f.2)).collect();
+    assert_eq!(got, [(FrameKind::Error, 1), (FrameKind::Text, 2), (FrameKind::Error, 2)]);
+    assert_eq!(ErrorFrame::decode(&frames[2].3).expect("error").code, 415);
+    assert_eq!(o.clients(), 0, "a refused message ends its stream");
+    let events = &o.app().0.events;
+    assert_eq!(events.len(), 2, "bob opened and closed, mallory never reached the app: {events:?}");
+    assert_eq!(events[1]["close"]["code"], 1011);
+}
+
+#[test]
+fn a_socket_holds_at_most_max_streams_and_replies_are_batched_under_the_cap() {
+    let mut o = Object::new(VectorApp::default());
+    o.handle_accept(A, "room", &[A], NOW);
+    let opens: Vec<_> = (1..=MAX_STREAMS as u32 + 1).map(|i| open(i, "/echo", "e")).collect();
+    o.handle_message(A, &batch(&opens), NOW);
+    let (frames, _, _) = drain(&mut o);
+    assert_eq!(o.clients(), MAX_STREAMS);
+    let e = ErrorFrame::decode(&frames.last().expect("refusal").3).expect("error");
+    assert_eq!((e.code, frames.len()), (503, 1));
+
+    // Eight echoes of 100 KiB with a barrier after the fifth: several messages, none
+    // over the cap, the Pong after the fifth echo.
+    let mut items: Vec<_> = (1..=8).map(|i| (FrameKind::Binary, i, vec![i as u8; 100 * 1024])).collect();
+    items.insert(5, (FrameKind::Ping, 0, vec![1, 0, 0, 0, 0, 0, 0, 0, 7]));
+    o.handle_message(A, &batch(&items), NOW);
+    let (frames, _, messages) = drain(&mut o);
+    assert!(messages >= 3, "{messages} messages");
+    let order: Vec<(FrameKind, u32)> = frames.iter().map(|f| (f.1, f.2)).collect();
+    let mut expected: Vec<(FrameKind, u32)> = (1..=8).map(|i| (FrameKind::Binary, i)).collect();
+    expected.insert(5, (FrameKind::Pong, 0));
+    assert_eq!(order, expected);
+
+    // A broadcast to every stream is split the same way.
+    let n = o.broadcast(&|_| true, Msg::Text(&"n".repeat(1024)), NOW);
+    let (frames, _, messages) = drain(&mut o);
+    assert_eq!((n, frames.len()), (MAX_STREAMS as u64, MAX_STREAMS));
+    assert!(messages >= (MAX_STREAMS * 1034) / MAX_BATCH_BYTES, "{messages}");
+}
+
+#[test]
+fn a_woken_object_reads_its_sockets_back_and_closes_the_clients_of_dead_ones() {
+    let mut o = Object::new(VectorApp::default());
+    o.handle_accept(A, "room", &[A], NOW);
+    o.handle_accept(B, "room", &[A, B], NOW);
+    o.handle_message(A, &batch(&[open(1, "/rpc", "alice"), open(2, "/echo", "bob")]), NOW);
+    o.handle_message(A, &batch(&[(FrameKind::Ping, 0, vec![1, 0, 0, 0, 0, 0, 0, 0, 7])]), NOW);
+    o.handle_message(B, &batch(&[open(1, "/rpc", "alice"), open(3, "/rpc", "carol")]), NOW + 1);
+    let alice = o.tables.find_by(B, StreamId(1)).map(Client::id).expect("alice moved to B");
+    // The rows as the glue would have stored them.
+    let mut rows = std::collections::BTreeMap::new();
+    for a in drain(&mut o).1 {
+        match a {
+            Action::Put { key, value } => drop(rows.insert(key, value)),
+            Action::Delete { key } => drop(rows.remove(&key)),
+            _ => {}
+        }
+    }
+    let keys: Vec<&str> = rows.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "mux/00000000000a",
+            "mux/00000000000a/0000000002",
+            "mux/00000000000a/barrier",
+            "mux/00000000000b",
+            "mux/00000000000b/0000000001",
+            "mux/00000000000b/0000000001/origin",
+            "mux/00000000000b/0000000003",
+        ]
+    );
+    rows.insert("mux/00000000000b/0000000009".into(), vec![7]); // undecodable: skipped
+    rows.insert("wakes".into(), vec![1]); // the app's own: untouched
+
+    // Hibernation; B is still there, A died without a close event.
+    let mut woken = Object::restore(VectorApp::default(), [(B, "room".to_owned())], rows.clone(), NOW + 2);
+    assert_eq!((woken.sockets(), woken.clients()), (1, 2));
+    assert_eq!(woken.tables.find_by(B, StreamId(1)).map(Client::id), Some(alice), "an adopted client keeps its id");
+    let events = std::mem::take(&mut woken.app_mut().events);
+    assert_eq!(events.len(), 1, "bob, on the dead socket, closes: {events:?}");
+    assert_eq!(events[0]["close"]["client"], "00000000000a:2");
+    let deleted: Vec<String> = std::iter::from_fn(|| woken.poll_action())
+        .filter_map(|a| if let Action::Delete { key } = a { Some(key) } else { None })
+        .collect();
+    assert_eq!(deleted, ["mux/00000000000a", "mux/00000000000a/0000000002", "mux/00000000000a/barrier"]);
+    woken.handle_message(B, &batch(&[(FrameKind::Text, 1, b"all:back".to_vec())]), NOW + 3);
+    let (frames, _, _) = drain(&mut woken);
+    assert_eq!(frames.iter().map(|f| f.2).collect::<Vec<_>>(), [1, 3]);
+}
+
+#[test]
+fn no_input_makes_the_core_panic() {
+    use proptest::prelude::*;
+    let frame = (0u8..12, 0u32..6, proptest::collection::vec(any::<u8>(), 0..24));
+    let msgs = proptest::collection::vec(proptest::collection::vec(frame, 0..6), 1..12);
+    proptest!(ProptestConfig::with_cases(300), |(msgs in msgs, close_at in 0usize..12)| {
+        let mut o = Object::new(VectorApp::default());
+        o.handle_accept(A, "room", &[A], NOW);
+        o.handle_accept(B, "room", &[A, B], NOW);
+        for (i, frames) in msgs.iter().enumerate() {
+            let mut msg = vec![protocol::VERSION];
+            for (kind, stream, payload) in frames {
+                msg.push(*kind);
+                msg.push(0);
+                msg.extend_from_slice(&stream.to_be_bytes());
+                let payload = if *kind == 1 { Open { path: "/rpc".into(), identity: who("p") }.encode() } else { payload.clone() };
+                msg.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+                msg.extend_from_slice(&payload);
+            }
+            let socket = if i % 2 == 0 { A } else { B };
+            o.handle_message(socket, &msg, NOW + i as u64);
+            if i == close_at {
+                o.handle_closed(A, 1000, "handed over", NOW + i as u64);
+            }
+            while o.poll_action().is_some() {}
+        }
+        o.handle_timeout(NOW + HANDOVER_GRACE_MS + 100);
+        prop_assert_eq!(o.poll_timeout(), None);
+    });
+}
