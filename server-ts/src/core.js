@@ -16,8 +16,19 @@ import { Session } from './session.js'
 const encoder = new TextEncoder()
 const EMPTY = new Uint8Array(0)
 
-/** How long after a barrier Ping a socket's streams may move to another socket. */
+/** How long after a barrier Ping a socket's streams may move to another socket (do-server's HANDOVER_WINDOW_MS). */
 const HANDOVER_WINDOW_MS = 30_000
+/** How long the clients of a socket closed mid-hand-over wait for their re-open (do-server's HANDOVER_GRACE_MS). */
+const HANDOVER_GRACE_MS = 5_000
+/** What a client whose socket went, with no hand-over to take it on, is told it ended with. */
+const UPSTREAM_LOST = [1006, 'upstream lost']
+
+/** The close code and reason the snippet gives a client whose stream got error `code`, as the app hears it. */
+export function endedByError(code) {
+  if (code === 401 || code === 403) return [1008, 'refused by the backend: not allowed']
+  if (code === 503) return [1013, 'refused by the backend: too busy']
+  return [1011, 'refused by the backend']
+}
 /** Close codes the snippet forwards to a client (PROTOCOL.md §2.1). */
 const validCloseCode = (c) => Number.isInteger(c) && ((c >= 1000 && c <= 1003) || (c >= 1007 && c <= 1014) || (c >= 3000 && c <= 4999))
 
@@ -54,8 +65,10 @@ export class Core {
     this.services = options.services === undefined ? ['/rpc', '/echo'] : options.services
     this.maxStreams = Math.min(options.maxStreams ?? MAX_SESSION_STREAMS, MAX_SESSION_STREAMS)
     this.maxBatchBytes = options.maxBatchBytes ?? MAX_BATCH_BYTES
-    this.graceMs = options.handoverGraceMs ?? 5000
+    this.graceMs = options.handoverGraceMs ?? HANDOVER_GRACE_MS
     this.now = options.now ?? (() => Date.now())
+    this.newSocketId = options.socketId ?? randomSocketId
+    this.setTimer = options.setTimeout ?? ((fn, ms) => setTimeout(fn, ms))
     this.store = new StreamStore(ctx?.storage?.kv ?? null, options.storagePrefix ?? 'mux/')
     this.sessions = new Map() // socket id → Session, filled lazily after a wake
     this.gone = new Set() // sockets closed since this instance woke (the runtime may still list them)
@@ -207,17 +220,17 @@ export class Core {
       if (info) live.add(info.socket)
     }
     for (const [socket, session] of this.sessions) {
-      if (!live.has(socket)) this.drop(session, 1006, 'upstream lost', false)
+      if (!live.has(socket)) this.drop(session, false)
     }
     const dead = [...this.store.storedSockets()].filter((socket) => !live.has(socket))
-    for (const socket of dead) this.drop(this.load(socket, ''), 1006, 'upstream lost', false)
+    for (const socket of dead) this.drop(this.load(socket, ''), false)
   }
 
   /** Takes on a newly upgraded mux socket for `tenant`: hibernatable, tagged, with its own table. */
   register(ws, tenant) {
     this.ctx.acceptWebSocket(ws, [this.tag])
     this.sweep()
-    const socket = randomSocketId()
+    const socket = this.newSocketId()
     this.store.saveTenant(socket, tenant)
     ws.serializeAttachment({ endpoint: 'mux', tenant, socket, identity: '' })
     this.info.set(ws, { socket, tenant, barrierAt: 0 })
@@ -426,12 +439,15 @@ export class Core {
     } catch {
       // already closed
     }
-    const r = this.drop(session, 1006, 'upstream closed', false)
+    const r = this.drop(session, true)
     return isThenable(r) ? r.then(() => true) : true
   }
 
-  /** Forgets a socket (memory and storage) and closes its clients, or parks them for a hand-over. */
-  drop(session, code, reason, wasClean) {
+  /**
+   * Forgets a socket (memory and storage). Its clients wait for their re-open if a
+   * hand-over was under way on it (`closed`: it closed, rather than vanished), else close.
+   */
+  drop(session, closed) {
     session.closed = true
     this.gone.add(session.id)
     this.sessions.delete(session.id)
@@ -442,20 +458,20 @@ export class Core {
     const streams = [...session.streams.values()]
     session.streams.clear()
     if (!streams.length) return undefined
-    if (session.barrierAt && this.now() - session.barrierAt <= HANDOVER_WINDOW_MS) {
+    if (closed && session.barrierAt && this.now() - session.barrierAt <= HANDOVER_WINDOW_MS) {
       // Closed mid-hand-over: the new socket may not have re-opened them yet.
       for (const st of streams) {
         const list = this.orphans.get(st.stream) ?? []
         list.push(st)
         this.orphans.set(st.stream, list)
       }
-      setTimeout(() => this.expireOrphans(streams, code, reason, wasClean), this.graceMs)
+      this.setTimer(() => this.expireOrphans(streams), this.graceMs)
       return undefined
     }
-    return this.closeAll(streams, code, reason, wasClean)
+    return this.closeAll(streams)
   }
 
-  expireOrphans(streams, code, reason, wasClean) {
+  expireOrphans(streams) {
     const left = []
     for (const st of streams) {
       const list = this.orphans.get(st.stream)
@@ -465,14 +481,15 @@ export class Core {
       if (!list.length) this.orphans.delete(st.stream)
       left.push(st)
     }
-    return this.closeAll(left, code, reason, wasClean)
+    return this.closeAll(left)
   }
 
-  closeAll(streams, code, reason, wasClean) {
+  /** Clients whose socket went for good: each closes for the app as lost. */
+  closeAll(streams) {
     let chain
     for (const st of streams) {
       st.open = false
-      chain = after(chain, () => this.call('onClose', [st.client, code, reason, wasClean]))
+      chain = after(chain, () => this.call('onClose', [st.client, UPSTREAM_LOST[0], UPSTREAM_LOST[1], false]))
     }
     return chain
   }

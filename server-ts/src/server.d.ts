@@ -102,6 +102,10 @@ export interface SnippetProxyOptions {
   handoverGraceMs?: number
   /** The clock, in ms since the epoch (default Date.now). */
   now?: () => number
+  /** Makes a new mux socket's id, 12 lowercase hex digits (default random; tests pass their own). */
+  socketId?: () => string
+  /** Schedules the end of a hand-over's grace window (default setTimeout; tests pass a simulated clock's). */
+  setTimeout?: (fn: () => unknown, ms: number) => unknown
 }
 
 export declare class SnippetProxyServer {

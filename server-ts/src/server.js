@@ -3,9 +3,9 @@
 // WebSockets with the Hibernation API, keeps each socket's stream table in the object's
 // synchronous KV storage, answers the protocol itself (Ping/Pong, errors, limits,
 // admission) and hands the application one client object per stream, as if each client
-// had connected to the object directly. The behaviour is that of the Rust reference
-// backend (backend-do/src/object.rs, backend-do/core/src/session.rs) as
-// protocol/PROTOCOL.md describes it; the README lists where it deliberately differs.
+// had connected to the object directly. The behaviour is that of the Rust crate
+// snippet-proxy-do (do-server/), pinned by the session vectors both replay
+// (protocol/vectors/session.json); the README lists where the API's shape differs.
 //
 // This file is the public API: SnippetProxyServer, MuxClient, and the HTTP edge (the
 // upgrade in accept() and the HTTP fallback in fetch()). Both check the bearer token
@@ -119,7 +119,7 @@ export class SnippetProxyServer {
   /**
    * @param ctx the Durable Object's state (`this.ctx`)
    * @param handlers {onOpen, onMessage, onClose, onRequest, onError}, all optional
-   * @param options {token, tenant, services, tag, storagePrefix, maxStreams, maxBatchBytes, handoverGraceMs, now}
+   * @param options {token, tenant, services, tag, storagePrefix, maxStreams, maxBatchBytes, handoverGraceMs, now, socketId, setTimeout}
    */
   constructor(ctx, handlers = {}, options = {}) {
     this.#core = new Core(ctx, handlers, options, (st) => new MuxClient(st))

@@ -13,10 +13,12 @@ import {
 } from './protocol.js'
 import { checkAdmission, debugStr, isExpired } from './authz.js'
 import { after, isThenable } from './async.js'
+import { endedByError } from './core.js'
 
 const encoder = new TextEncoder()
-// Text frames reach the application as strings (the snippet only sends valid UTF-8).
-const lenientUtf8 = new TextDecoder('utf-8', { ignoreBOM: true })
+// Text frames reach the application as strings; one that is not UTF-8 (a client's runtime
+// never sends one) arrives as an ArrayBuffer, as binary.
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true })
 const EMPTY = new Uint8Array(0)
 
 /** Snippet ping purposes (PROTOCOL.md §5.3): a 9-byte payload, purpose 1 = hand-over barrier. */
@@ -32,6 +34,18 @@ function noService(services, path) {
   const list = Array.isArray(services) ? services : []
   const hint = list.length > 1 ? `${list.slice(0, -1).join(', ')} or ${list[list.length - 1]}` : list.join('')
   return `no service at ${debugStr(path)}${hint ? ` (try ${hint})` : ''}`
+}
+
+/** A Text frame's payload as a string, or (Binary, or text that is not UTF-8) an ArrayBuffer. */
+function messageData(f) {
+  if (f.kind === FrameKind.Text) {
+    try {
+      return strictUtf8.decode(f.payload)
+    } catch {
+      // handled as binary below
+    }
+  }
+  return f.payload.slice().buffer
 }
 
 /** One mux socket: its stream table, its outbox and its queue of messages. */
@@ -209,12 +223,12 @@ export class Session {
     if (!st) return this.error(f.stream, 404, `unknown stream ${f.stream}`)
     if (isExpired(st.identity, core.nowSecs())) {
       this.error(f.stream, 401, "the caller's token has expired")
-      // The snippet ends a stream on any Error (closing its client 1008): so does this side.
+      // The snippet ends a stream on any Error (closing its client): so does this side.
       core.forget(st)
-      return core.call('onClose', [st.client, 1008, 'token expired', false])
+      const [code, reason] = endedByError(401)
+      return core.call('onClose', [st.client, code, reason, false])
     }
-    const data = f.kind === FrameKind.Text ? lenientUtf8.decode(f.payload) : f.payload.slice().buffer
-    return core.call('onMessage', [st.client, data])
+    return core.call('onMessage', [st.client, messageData(f)])
   }
 
   closeFrame(id, payload) {
@@ -257,7 +271,8 @@ export class Session {
       const st = this.streams.get(stream)
       if (st) {
         core.forget(st)
-        core.defer(() => core.call('onClose', [st.client, 1011, 'reply too large', false]))
+        const [code, reason] = endedByError(500)
+        core.defer(() => core.call('onClose', [st.client, code, reason, false]))
       }
       return false
     }

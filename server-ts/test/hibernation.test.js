@@ -195,7 +195,7 @@ test('hand-over when the old socket closes first: its streams wait a grace perio
   await deliver(server, newWs, msg(open(1)))
   assert.equal(server.clients()[0], c1)
   await new Promise((r) => setTimeout(r, 60))
-  assert.deepEqual(events, [['close', 2, 1006, 'upstream closed', false]], 'the stream nobody re-opened closes after the grace period')
+  assert.deepEqual(events, [['close', 2, 1006, 'upstream lost', false]], 'the stream nobody re-opened closes after the grace period')
 })
 
 test('no barrier, no hand-over: equal ids from another socket are other clients', async () => {

@@ -351,7 +351,7 @@ test('a single reply larger than a message may carry becomes Error 500 for its s
   const frames = takeFrames(ws)
   assert.deepEqual(frames.map((f) => [f.kind, f.stream]), [['Error', 1], ['Text', 2]])
   assert.deepEqual(frames[0].error, { code: 500, message: 'the reply of 33554432 bytes is larger than a message may carry' })
-  assert.deepEqual(events.at(-1), ['close', 1, 1011, 'reply too large', false])
+  assert.deepEqual(events.at(-1), ['close', 1, 1011, 'refused by the backend', false])
   assert.deepEqual(server.clients().map((c) => c.stream), [2])
 })
 
@@ -391,7 +391,7 @@ test('data for a caller whose token has expired gets 401 and ends the stream', a
   await deliver(server, ws, msg(textFrame(1, 'too late'), textFrame(1, 'and again')))
   const frames = takeFrames(ws).map((f) => [f.stream, f.error.code, f.error.message])
   assert.deepEqual(frames, [[1, 401, "the caller's token has expired"], [1, 404, 'unknown stream 1']])
-  assert.deepEqual(events.at(-1), ['close', 1, 1008, 'token expired', false])
+  assert.deepEqual(events.at(-1), ['close', 1, 1008, 'refused by the backend: not allowed', false])
 })
 
 test('onOpen that throws refuses the stream with Error 500; handler errors go to onError', async () => {
@@ -460,7 +460,7 @@ test('a closed or failed mux socket closes all its clients and forgets its stora
   events.length = 0
   assert.equal(server.webSocketClose(ws, 1005, '', true), true)
   assert.deepEqual(ws.closed, { code: 1000, reason: '' })
-  assert.deepEqual(events, [['close', 1, 1006, 'upstream closed', false], ['close', 2, 1006, 'upstream closed', false]])
+  assert.deepEqual(events, [['close', 1, 1006, 'upstream lost', false], ['close', 2, 1006, 'upstream lost', false]])
   assert.deepEqual(ctx.storage.kv.keys(`mux/${socket}`), [])
   assert.equal(server.webSocketClose(ws, 1000, '', true), true, 'a second close is harmless')
 
@@ -468,7 +468,7 @@ test('a closed or failed mux socket closes all its clients and forgets its stora
   await deliver(server, ws2, msg(open(1)))
   assert.equal(server.webSocketError(ws2, new Error('x')), true)
   assert.deepEqual(ws2.closed, { code: 1011, reason: 'socket error' })
-  assert.deepEqual(events.slice(2), [['open', 1, '/rpc', 'alice'], ['close', 1, 1006, 'upstream closed', false]])
+  assert.deepEqual(events.slice(2), [['open', 1, '/rpc', 'alice'], ['close', 1, 1006, 'upstream lost', false]])
 })
 
 test('storage of sockets that died without a close event is swept at the next accept', async () => {
