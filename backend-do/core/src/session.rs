@@ -7,12 +7,13 @@ use snippet_proxy_do::{App, Client, Msg, NoFanout, Out, Refusal};
 
 use crate::authz::{Caller, Grants};
 use crate::rpc::{self, Db, DbError, SqlMode, SqlResult};
+pub use protocol::facts::MAX_BATCH_BYTES;
 /// An HTTP request as the backend sees it (the same shape as a `Request` frame).
 pub use protocol::Request as HttpRequest;
 /// An HTTP response as the backend builds it.
 pub use protocol::Response as HttpResponse;
 use protocol::{Request, Response};
-pub use snippet_proxy_do::{push_batches, Outcome, MAX_BATCH_BYTES, MAX_STREAMS};
+pub use snippet_proxy_do::{push_batches, Outcome, MAX_STREAMS};
 
 /// `/rpc`: each message is a JSON-RPC request (or batch).
 pub const RPC: &str = "/rpc";
