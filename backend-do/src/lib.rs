@@ -27,7 +27,7 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     let (tenant, endpoint) = match route::parse(&path) {
         Ok(r) => r,
         Err(RouteError::NotFound) => return json_error(404, "not found; see GET /"),
-        Err(RouteError::BadTenant) => return json_error(400, "tenant names are 1-64 characters of [A-Za-z0-9_.-]"),
+        Err(RouteError::BadTenant) => return json_error(400, protocol::facts::TENANT_RULE),
     };
     // Fail closed: without a configured token nobody gets in.
     let token = env.secret("BACKEND_TOKEN").map(|s| s.to_string()).unwrap_or_default();

@@ -14,6 +14,7 @@ use backend_core::authz::{self, Caller};
 use backend_core::route::{self, Endpoint};
 use backend_core::rpc::{self, stats_object, DbError, SqlMode};
 use backend_core::{Backend, Db, SqlResult};
+use protocol::facts::{CloseCode, TOKEN_EXPIRED};
 use protocol::Identity;
 use serde_json::Value;
 // A direct socket (`ws` or `echo`) keeps the mux server's attachment shape, so every
@@ -197,7 +198,8 @@ impl DurableObject for Database {
         let identity = Identity::from_hex(&attachment.identity).unwrap_or_default();
         let caller = Caller::new(identity, now_secs());
         if caller.expired() {
-            let _ = ws.close(Some(1008), Some("token expired"));
+            let (code, reason) = TOKEN_EXPIRED;
+            let _ = ws.close(Some(code.get()), Some(reason));
             return Ok(());
         }
         let bytes = match message {
@@ -217,8 +219,9 @@ impl DurableObject for Database {
 
     async fn websocket_close(&self, ws: WebSocket, code: usize, reason: String, _was_clean: bool) -> Result<()> {
         if !self.mux.close(&ws, code, &reason) {
-            // Reciprocate with a code that may be sent (1005/1006/1015 are reserved).
-            let _ = ws.close(Some(snippet_proxy_do::reciprocal_close_code(code)), Some(reason));
+            // Reciprocate with a code that may be sent; one no close frame can carry is 1000.
+            let code = u16::try_from(code).map_or(CloseCode::NORMAL, |c| CloseCode::new(c).sendable());
+            let _ = ws.close(Some(code.get()), Some(reason));
         }
         Ok(())
     }

@@ -1,10 +1,12 @@
 // Backoff, tokens, close codes and the diagnosis of a refused upgrade.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
+import { readFileSync } from 'node:fs'
 import { ClosedError } from '../snippet-proxy-client.js'
 import { setup, opened, settle } from './fakes.js'
 
 const tokenOf = (url) => new URL(url).searchParams.get('access_token')
+const facts = JSON.parse(readFileSync(new URL('../../protocol/vectors/facts.json', import.meta.url), 'utf8'))
 
 /** Drops the open socket with `code` and returns the wait before the next attempt. */
 async function dropAndMeasure(t, code = 1012) {
@@ -158,7 +160,7 @@ test('a refused upgrade (1006 before open) is diagnosed: 401, 403 and 400 fail w
   const cases = [
     [401, 'invalid token: the token has expired', 'unauthorized'],
     [403, 'the token is not for tenant room1', 'forbidden'],
-    [400, 'a tenant name is 1-64 characters of [A-Za-z0-9_.-]', 'bad request'],
+    [400, facts.tenant.rule, 'bad request'],
   ]
   for (const [status, error, label] of cases) {
     const t = setup({ token: () => 'tok', respond: () => ({ status, body: { error, requestId: 'req-1' } }) })

@@ -26,7 +26,7 @@ pub trait App {
 
     /// A client opened a stream to one of [`App::SERVICES`]; its identity has already
     /// been admitted (this tenant, not expired). `Err` refuses it: the snippet closes the
-    /// client (see `protocol::close::for_error`).
+    /// client (`protocol::facts::error_close`).
     fn on_open(&mut self, client: &Client, out: &mut Out<'_>) -> Result<(), Refusal> {
         let _ = (client, out);
         Ok(())

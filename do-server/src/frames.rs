@@ -1,11 +1,12 @@
 //! What the object does with each frame the snippet sends on one of its sockets
 //! (PROTOCOL.md §4.2).
 
+use protocol::facts::CloseCode;
 use protocol::{Close, Frame, FrameKind, Open, Request, StreamId};
 
 use crate::admit::check_open;
 use crate::app::{App, Client, Msg};
-use crate::close::REPLACED;
+use crate::close::CLIENT_REPLACED;
 use crate::ids::SocketId;
 use crate::object::{respond, Object};
 use crate::out::Out;
@@ -68,7 +69,7 @@ impl<A: App> Object<A> {
         };
         if let Some(old) = self.forget(socket, stream) {
             // A second Open of an id in use: the old client ends, a new one begins.
-            self.end(&old, REPLACED.0, REPLACED.1, now);
+            self.end(&old, CLIENT_REPLACED.0.get(), CLIENT_REPLACED.1, now);
             self.settle(now);
         } else if let Some(adopted) = self.adopt(socket, &client, now) {
             // A hand-over: the client moves here and the app hears nothing.
@@ -105,7 +106,7 @@ impl<A: App> Object<A> {
         let Some(client) = self.forget(socket, stream) else { return };
         // The snippet always sends a well-formed close; a malformed one still ends the
         // stream, as "no status".
-        let close = Close::decode(payload).unwrap_or(Close { code: 1005, reason: String::new() });
+        let close = Close::decode(payload).unwrap_or(Close { code: CloseCode::NO_STATUS.get(), reason: String::new() });
         self.end(&client, close.code, &close.reason, now);
     }
 

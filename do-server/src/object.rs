@@ -17,7 +17,7 @@ use protocol::{Request, Response, StreamId};
 
 use crate::admit::check_request;
 use crate::app::{App, Client, Msg};
-use crate::close::{ended_by_error, reciprocal_close_code, UPSTREAM_LOST};
+use crate::close::{error_close, reciprocal_close_code, CLIENT_LOST};
 use crate::ids::{ClientId, SocketId};
 use crate::out::{Out, Outboxes};
 use crate::store::{self, Row};
@@ -350,8 +350,8 @@ impl<A: App> Object<A> {
             }
             for (socket, stream, code) in errored {
                 if let Some(client) = self.forget(socket, stream) {
-                    let (code, reason) = ended_by_error(code);
-                    self.end(&client, code, reason, now);
+                    let (code, reason) = error_close(code);
+                    self.end(&client, code.get(), reason, now);
                 }
             }
         }
@@ -375,7 +375,7 @@ impl<A: App> Object<A> {
     fn close_lost(&mut self, lost: Vec<Client>, now: u64) {
         for client in lost {
             self.counters.lost += 1;
-            self.end(&client, UPSTREAM_LOST.0, UPSTREAM_LOST.1, now);
+            self.end(&client, CLIENT_LOST.0.get(), CLIENT_LOST.1, now);
             self.settle(now);
         }
     }

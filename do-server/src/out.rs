@@ -11,14 +11,7 @@ use crate::app::{Client, Msg};
 use crate::ids::{ClientId, SocketId};
 use crate::table::Tables;
 
-/// Reply batches are closed before they would pass this many bytes (a lone larger frame
-/// travels alone). The snippet's own default batch bound: big enough to amortise the
-/// per-message cost, small enough that no stream's replies wait long behind another's.
-pub const MAX_BATCH_BYTES: usize = 256 * 1024;
-
-/// Longest close reason a WebSocket close frame may carry (RFC 6455: 125 bytes of
-/// payload, 2 of them the code); the snippet passes the reason on to its client as is.
-pub const MAX_CLOSE_REASON: usize = 123;
+pub use protocol::facts::{MAX_BATCH_BYTES, MAX_CLOSE_REASON};
 
 /// Frames packed into messages of at most [`MAX_BATCH_BYTES`] (a lone larger frame gets
 /// a message of its own).

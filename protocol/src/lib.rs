@@ -31,9 +31,9 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
 mod error;
+pub mod facts;
 mod identity;
 mod payload;
-pub mod tenant;
 
 pub use error::DecodeError;
 pub use identity::{Identity, ANONYMOUS, ANY_TENANT, IDENTITY_HEADER};
@@ -50,7 +50,7 @@ pub const HEADER_LEN: usize = 10;
 
 /// Largest upstream message: the runtime closes a WebSocket (1009) that receives a
 /// larger one (workerd's default receive limit is 32 MiB), which would end every stream
-/// on it. Senders split batches well below this (see each side's batch bound).
+/// on it. Senders split batches well below this ([`facts::MAX_BATCH_BYTES`]).
 pub const MAX_MESSAGE_BYTES: usize = 32 * 1024 * 1024;
 
 /// Largest payload a single frame may carry: a message holding only this frame is

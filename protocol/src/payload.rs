@@ -1,6 +1,7 @@
 //! Payloads of the structured frame kinds. Strings are `len:u16` + UTF-8 bytes; integers
 //! are big-endian; a trailing body takes the rest of the payload.
 
+use crate::facts::CloseCode;
 use crate::{DecodeError, Identity};
 
 /// Payload of an [`crate::FrameKind::Open`] frame: a client WebSocket stream begins.
@@ -45,7 +46,8 @@ pub struct Response {
 pub struct Close {
     /// WebSocket close code.
     pub code: u16,
-    /// Human-readable reason (at most 123 bytes when forwarded to a WebSocket).
+    /// Human-readable reason (at most [`crate::facts::MAX_CLOSE_REASON`] bytes when
+    /// forwarded to a WebSocket).
     pub reason: String,
 }
 
@@ -195,7 +197,7 @@ impl Close {
     /// Decodes the payload. An empty payload means 1005 (no status received).
     pub fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
         if buf.is_empty() {
-            return Ok(Close { code: 1005, reason: String::new() });
+            return Ok(Close { code: CloseCode::NO_STATUS.get(), reason: String::new() });
         }
         let mut r = Reader::new(buf);
         Ok(Close { code: r.u16()?, reason: r.rest_str("reason")? })

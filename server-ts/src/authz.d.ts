@@ -13,7 +13,11 @@ type AnyIdentity = { subject: string; tenant: string; scopes: string; expiresAt:
 /** The caller of an HTTP request that carried the backend token but no identity header. */
 export declare const OPERATOR: Readonly<{ subject: 'operator'; tenant: '*'; scopes: 'admin'; expiresAt: bigint }>
 
-/** 1–64 characters of [A-Za-z0-9_.-], not `.` or `..`. */
+/** The tenant of paths without `/db/{tenant}`. */
+export declare const DEFAULT_TENANT: string
+/** The tenant-name rule, as a refusal of a bad name states it. */
+export declare const TENANT_RULE: string
+/** Whether `name` is a tenant name (TENANT_RULE): the rule the snippet and the Rust backend use. */
 export declare function isValidTenant(name: unknown): boolean
 /** Exact, case-sensitive match in the space-separated scopes. */
 export declare function hasScope(identity: AnyIdentity, scope: string): boolean

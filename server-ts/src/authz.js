@@ -3,15 +3,23 @@
 // backend trusts it only because the socket carried the backend's bearer token.
 
 import { ANY_TENANT } from './protocol.js'
+import { FACTS } from './facts.js'
 
 /** The identity of a caller that presented the backend token itself (HTTP without an identity header). */
 export const OPERATOR = Object.freeze({ subject: 'operator', tenant: ANY_TENANT, scopes: 'admin', expiresAt: 0n })
 
-const TENANT_RE = /^[A-Za-z0-9_.-]{1,64}$/
+/** The tenant of paths without `/db/{tenant}`. */
+export const DEFAULT_TENANT = FACTS.tenant.default
+/** The tenant-name rule, as a refusal of a bad name states it. */
+export const TENANT_RULE = FACTS.tenant.rule
 
-/** 1–64 characters of [A-Za-z0-9_.-], not `.` or `..` (the rule the snippet and the Rust backend use). */
+const TENANT_CHARS = new Set(FACTS.tenant.chars)
+
+/** Whether `name` is a tenant name by the rule the snippet and the Rust backend use (TENANT_RULE). */
 export function isValidTenant(name) {
-  return typeof name === 'string' && TENANT_RE.test(name) && name !== '.' && name !== '..'
+  const { min_len: min, max_len: max, path_steps: pathSteps } = FACTS.tenant
+  return typeof name === 'string' && name.length >= min && name.length <= max && !pathSteps.includes(name) &&
+    [...name].every((c) => TENANT_CHARS.has(c))
 }
 
 /** Whether `scope` is among the identity's space-separated scopes (exact, case-sensitive). */

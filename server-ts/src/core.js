@@ -7,7 +7,10 @@
 // is in store.js. It is kept apart from server.js so that the public classes show only
 // their API.
 
-import { FrameKind, MAX_BATCH_BYTES, MAX_FRAME_PAYLOAD, MAX_SESSION_STREAMS, encodeClose, toBytes, toHex, truncateUtf8 } from './protocol.js'
+import {
+  CLIENT_LOST, FrameKind, MAX_BATCH_BYTES, MAX_CLOSE_REASON, MAX_FRAME_PAYLOAD, MAX_SESSION_STREAMS, encodeClose,
+  isAllowedCloseCode, sendableCloseCode, toBytes, toHex, truncateUtf8,
+} from './protocol.js'
 import { checkAdmission, isExpired, secondsOf } from './authz.js'
 import { after, isThenable } from './async.js'
 import { SOCKET_RE, StreamStore } from './store.js'
@@ -20,17 +23,6 @@ const EMPTY = new Uint8Array(0)
 const HANDOVER_WINDOW_MS = 30_000
 /** How long the clients of a socket closed mid-hand-over wait for their re-open (do-server's HANDOVER_GRACE_MS). */
 const HANDOVER_GRACE_MS = 5_000
-/** What a client whose socket went, with no hand-over to take it on, is told it ended with. */
-const UPSTREAM_LOST = [1006, 'upstream lost']
-
-/** The close code and reason the snippet gives a client whose stream got error `code`, as the app hears it. */
-export function endedByError(code) {
-  if (code === 401 || code === 403) return [1008, 'refused by the backend: not allowed']
-  if (code === 503) return [1013, 'refused by the backend: too busy']
-  return [1011, 'refused by the backend']
-}
-/** Close codes the snippet forwards to a client (PROTOCOL.md §2.1). */
-const validCloseCode = (c) => Number.isInteger(c) && ((c >= 1000 && c <= 1003) || (c >= 1007 && c <= 1014) || (c >= 3000 && c <= 4999))
 
 function randomSocketId() {
   const b = new Uint8Array(6)
@@ -351,8 +343,8 @@ export class Core {
 
   clientClose(st, code = 1000, reason = '') {
     if (!st.open) return
-    if (!validCloseCode(code)) throw new RangeError(`close code ${code} is not one a client may be closed with`)
-    const text = new TextDecoder().decode(truncateUtf8(String(reason ?? ''), 123))
+    if (!isAllowedCloseCode(code)) throw new RangeError(`close code ${code} is not one a client may be closed with`)
+    const text = new TextDecoder().decode(truncateUtf8(String(reason ?? ''), MAX_CLOSE_REASON))
     // The snippet closes the client and sends nothing back: the stream ends here.
     st.session.enqueue(FrameKind.Close, st.stream, encodeClose({ code, reason: text }))
     this.forget(st)
@@ -435,7 +427,7 @@ export class Core {
     const session = this.session(info, ws)
     try {
       if (failed) ws.close(1011, 'socket error')
-      else ws.close(code === 1005 || code === 1006 || code === 1015 ? 1000 : code, reason)
+      else ws.close(sendableCloseCode(code), reason)
     } catch {
       // already closed
     }
@@ -489,7 +481,7 @@ export class Core {
     let chain
     for (const st of streams) {
       st.open = false
-      chain = after(chain, () => this.call('onClose', [st.client, UPSTREAM_LOST[0], UPSTREAM_LOST[1], false]))
+      chain = after(chain, () => this.call('onClose', [st.client, CLIENT_LOST.code, CLIENT_LOST.reason, false]))
     }
     return chain
   }

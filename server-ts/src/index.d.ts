@@ -5,6 +5,7 @@ export type {
   DurableObjectContextLike, Identity, ProxiedRequest, ProxiedResponse, SnippetProxyHandlers, SnippetProxyOptions,
 } from './server.js'
 export {
-  OPERATOR, authorized, checkAdmission, constantTimeEqual, grants, hasScope, isExpired, isValidTenant,
+  DEFAULT_TENANT, OPERATOR, TENANT_RULE, authorized, checkAdmission, constantTimeEqual, grants, hasScope, isExpired,
+  isValidTenant,
 } from './authz.js'
 export * as protocol from './protocol.js'

@@ -3,6 +3,7 @@
 
 export { SnippetProxyServer, MuxClient } from './server.js'
 export {
-  OPERATOR, authorized, checkAdmission, constantTimeEqual, grants, hasScope, isExpired, isValidTenant,
+  DEFAULT_TENANT, OPERATOR, TENANT_RULE, authorized, checkAdmission, constantTimeEqual, grants, hasScope, isExpired,
+  isValidTenant,
 } from './authz.js'
 export * as protocol from './protocol.js'

@@ -6,6 +6,9 @@ export declare const MAX_MESSAGE_BYTES: number
 export declare const MAX_FRAME_PAYLOAD: number
 export declare const MAX_SESSION_STREAMS: number
 export declare const MAX_BATCH_BYTES: number
+export declare const MAX_CLOSE_REASON: number
+/** The close of a client whose token expired; a client reconnects at once with a fresh token. */
+export declare const TOKEN_EXPIRED: Readonly<{ code: number; reason: string }>
 export declare const SESSION: 0
 export declare const ANY_TENANT: '*'
 export declare const IDENTITY_HEADER: 'X-Snippet-Identity'
@@ -23,6 +26,13 @@ export declare const FrameKind: {
 }
 export type FrameKind = (typeof FrameKind)[keyof typeof FrameKind]
 export type FrameKindName = keyof typeof FrameKind
+
+/** Whether a close frame may carry `code` and the other end accepts it: what a client may close with, and what a backend may close a client with. */
+export declare function isAllowedCloseCode(code: unknown): boolean
+/** The code to close a socket with for `code` (e.g. to answer a peer's close): itself, unless the runtime only reports it and `close()` refuses it. */
+export declare function sendableCloseCode(code: number): number
+/** The close the snippet gives a client whose stream got an Error frame with HTTP-like `code`. */
+export declare function errorClose(code: number): { code: number; reason: string }
 
 /** The variant name of a kind byte, or undefined for an unknown one. */
 export declare function kindName(kind: number): FrameKindName | undefined

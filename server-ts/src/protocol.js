@@ -6,6 +6,11 @@
 //
 // Integers are big-endian and unsigned. `expiresAt` is a BigInt here (it is a u64 on the
 // wire and may exceed 2^53).
+//
+// The close codes, the Error-to-close mapping and the limits every side agrees on come
+// from facts.js, generated from protocol/vectors/facts.json (protocol/src/facts.rs).
+
+import { FACTS } from './facts.js'
 
 /** The version byte that starts every message. */
 export const VERSION = 2
@@ -18,7 +23,15 @@ export const MAX_FRAME_PAYLOAD = MAX_MESSAGE_BYTES - 1 - HEADER_LEN
 /** Most streams one socket may have open; an Open past it is refused (503). */
 export const MAX_SESSION_STREAMS = 10_000
 /** Reply messages are closed before they would pass this many bytes (a lone larger frame travels alone). */
-export const MAX_BATCH_BYTES = 256 * 1024
+export const MAX_BATCH_BYTES = FACTS.max_batch_bytes
+/** Longest close reason in bytes: longer ones are cut at a character boundary (truncateUtf8). */
+export const MAX_CLOSE_REASON = FACTS.max_close_reason
+/** The close of a client whose token expired: `{ code, reason }`; a client reconnects at once with a fresh token. */
+export const TOKEN_EXPIRED = Object.freeze({ code: FACTS.token_expired.code, reason: FACTS.token_expired.reason })
+/** What the application hears a client ended with when its socket went and no hand-over took it on: `{ code, reason }`. */
+export const CLIENT_LOST = Object.freeze({ code: FACTS.client_lost.code, reason: FACTS.client_lost.reason })
+/** What the application hears a client ended with when the snippet opened its stream id again: `{ code, reason }`. */
+export const CLIENT_REPLACED = Object.freeze({ code: FACTS.client_replaced.code, reason: FACTS.client_replaced.reason })
 /** Stream 0: the connection itself (session errors, pings). */
 export const SESSION = 0
 /** The tenant of an identity that may use every tenant. */
@@ -38,6 +51,27 @@ export const FrameKind = Object.freeze({
   Ping: 8,
   Pong: 9,
 })
+
+/**
+ * Whether a close frame may carry `code` and the other end accepts it: what a client may
+ * close with, and what a backend may close a client with.
+ */
+export function isAllowedCloseCode(code) {
+  return Number.isInteger(code) && FACTS.close_codes.allowed.some(([first, last]) => code >= first && code <= last)
+}
+
+/** The code to close a socket with for `code` (e.g. to answer a peer's close): itself, unless the runtime only reports it and `close()` refuses it. */
+export function sendableCloseCode(code) {
+  const { reported_only: reportedOnly, reported_only_sent_as: sentAs } = FACTS.close_codes
+  return reportedOnly.includes(code) ? sentAs : code
+}
+
+/** The close (`{ code, reason }`) the snippet gives a client whose stream got an Error frame with HTTP-like `code`. */
+export function errorClose(code) {
+  const { rows, otherwise } = FACTS.error_close
+  const close = rows.find((row) => row.errors.includes(code)) ?? otherwise
+  return { code: close.code, reason: close.reason }
+}
 
 const KIND_NAMES = ['', 'Open', 'Text', 'Binary', 'Close', 'Request', 'Response', 'Error', 'Ping', 'Pong']
 

@@ -40,8 +40,8 @@ export declare class MuxClient {
   /** A Text (string) or Binary message to the client; a no-op once closed. */
   send(data: string | ArrayBuffer | ArrayBufferView): void
   /**
-   * Closes the client (1000 by default; 1000–1003, 1007–1014, 3000–4999 allowed, else
-   * RangeError). The reason is cut to 123 bytes. onClose follows.
+   * Closes the client (1000 by default; a code `protocol.isAllowedCloseCode` refuses throws
+   * RangeError). The reason is cut to `protocol.MAX_CLOSE_REASON` bytes. onClose follows.
    */
   close(code?: number, reason?: string): void
   /** Keeps a structured-cloneable value with the client, in storage (survives hibernation and hand-over). */

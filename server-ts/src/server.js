@@ -14,7 +14,7 @@
 // store.js (the stream tables in ctx.storage.kv).
 
 import { IDENTITY_HEADER, identityFromHex } from './protocol.js'
-import { OPERATOR, authorized, isExpired, isValidTenant } from './authz.js'
+import { DEFAULT_TENANT, OPERATOR, TENANT_RULE, authorized, isExpired, isValidTenant } from './authz.js'
 import { Core } from './core.js'
 
 function jsonError(status, message) {
@@ -30,7 +30,7 @@ function tenantOf(core, request) {
   if (typeof t === 'function') t = t(request)
   if (t === undefined || t === null) {
     const parts = new URL(request.url).pathname.replace(/^\/+|\/+$/g, '').split('/')
-    t = parts[0] === 'db' && parts.length >= 2 ? parts[1] : 'default'
+    t = parts[0] === 'db' && parts.length >= 2 ? parts[1] : DEFAULT_TENANT
   }
   return isValidTenant(t) ? t : null
 }
@@ -47,7 +47,7 @@ async function httpFallback(core, request, options) {
   const refused = authorize(core, request)
   if (refused) return refused
   const tenant = tenantOf(core, request)
-  if (tenant === null) return jsonError(400, 'tenant names are 1-64 characters of [A-Za-z0-9_.-]')
+  if (tenant === null) return jsonError(400, TENANT_RULE)
   let identity = OPERATOR
   const hex = request.headers.get(IDENTITY_HEADER)
   if (hex !== null) {
@@ -96,7 +96,7 @@ export class MuxClient {
   get expired() { return isExpired(this.#st.identity, this.#st.core.nowSecs()) }
   /** Sends a Text (string) or Binary (ArrayBuffer, view) message to this client. A no-op once closed. */
   send(data) { this.#st.core.clientSend(this.#st, data) }
-  /** Closes this client with a code (1000 by default) and reason (cut to 123 bytes); onClose follows. */
+  /** Closes this client with an allowed code (1000 by default) and a reason cut to MAX_CLOSE_REASON bytes; onClose follows. */
   close(code, reason) { this.#st.core.clientClose(this.#st, code, reason) }
   /** Keeps a structured-cloneable value with this client, in storage: it survives hibernation. */
   serializeAttachment(value) { this.#st.core.setAttachment(this.#st, value) }
@@ -134,7 +134,7 @@ export class SnippetProxyServer {
       return jsonError(426, 'this endpoint needs a WebSocket upgrade')
     }
     const tenant = tenantOf(core, request)
-    if (tenant === null) return jsonError(400, 'tenant names are 1-64 characters of [A-Za-z0-9_.-]')
+    if (tenant === null) return jsonError(400, TENANT_RULE)
     const pair = new WebSocketPair()
     const client = pair[0]
     const server = pair[1]

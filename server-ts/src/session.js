@@ -7,19 +7,20 @@
 // it through `this.core`.
 
 import {
-  DecodeError, FrameKind, HEADER_LEN, MAX_FRAME_PAYLOAD, MAX_SESSION_STREAMS, SESSION, decodeClose,
-  decodeMessage, decodeOpen, decodeRequest, encodeError, encodeIdentity, encodeMessage, encodeResponse, toBytes,
-  toHex,
+  CLIENT_REPLACED, DecodeError, FrameKind, HEADER_LEN, MAX_FRAME_PAYLOAD, MAX_SESSION_STREAMS, SESSION, decodeClose,
+  decodeMessage, decodeOpen, decodeRequest, encodeError, encodeIdentity, encodeMessage, encodeResponse, errorClose,
+  toBytes, toHex,
 } from './protocol.js'
 import { checkAdmission, debugStr, isExpired } from './authz.js'
 import { after, isThenable } from './async.js'
-import { endedByError } from './core.js'
 
 const encoder = new TextEncoder()
 // Text frames reach the application as strings; one that is not UTF-8 (a client's runtime
 // never sends one) arrives as an ArrayBuffer, as binary.
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true })
 const EMPTY = new Uint8Array(0)
+/** The code a Close frame with no payload stands for (RFC 6455: no status received). */
+const NO_STATUS = 1005
 
 /** Snippet ping purposes (PROTOCOL.md §5.3): a 9-byte payload, purpose 1 = hand-over barrier. */
 const BARRIER_PURPOSE = 1
@@ -198,7 +199,7 @@ export class Session {
       // A second Open of a live id replaces its service and identity, as the reference
       // backend does; the application sees the old client close and a new one open.
       core.forget(existing)
-      replaced = core.call('onClose', [existing.client, 1000, 'replaced by a new Open', true])
+      replaced = core.call('onClose', [existing.client, CLIENT_REPLACED.code, CLIENT_REPLACED.reason, true])
     } else {
       const moved = core.adopt(this, id, open.path, idBytes)
       if (moved) return undefined
@@ -225,7 +226,7 @@ export class Session {
       this.error(f.stream, 401, "the caller's token has expired")
       // The snippet ends a stream on any Error (closing its client): so does this side.
       core.forget(st)
-      const [code, reason] = endedByError(401)
+      const { code, reason } = errorClose(401)
       return core.call('onClose', [st.client, code, reason, false])
     }
     return core.call('onMessage', [st.client, messageData(f)])
@@ -239,7 +240,7 @@ export class Session {
     try {
       close = decodeClose(payload)
     } catch {
-      close = { code: 1005, reason: '' }
+      close = { code: NO_STATUS, reason: '' }
     }
     return this.core.call('onClose', [st.client, close.code, close.reason, true])
   }
@@ -271,7 +272,7 @@ export class Session {
       const st = this.streams.get(stream)
       if (st) {
         core.forget(st)
-        const [code, reason] = endedByError(500)
+        const { code, reason } = errorClose(500)
         core.defer(() => core.call('onClose', [st.client, code, reason, false]))
       }
       return false

@@ -8,6 +8,7 @@ use std::task::Poll;
 
 use mux_core::keeper::Holder;
 use mux_core::{Delivery, Here, Identity, Refused, StreamId};
+use protocol::facts::{CloseCode, TOKEN_EXPIRED};
 use wasm_bindgen::prelude::*;
 
 use crate::executor;
@@ -125,9 +126,9 @@ fn listen(id: StreamId, ws: &web_sys::WebSocket) -> Listeners {
     let on_close = Closure::new(move |e: web_sys::CloseEvent| {
         // Reciprocate so the client sees an orderly close (the runtime's close handshake
         // expects the receiving side to answer); a code a client may not send gets 1002.
-        let (reply, forward) = mux_core::client_close(e.code());
-        js::close(&sock, reply, if reply == 1002 { "invalid close code" } else { "" });
-        detach(id, forward, &e.reason());
+        let code = CloseCode::new(e.code()).from_client();
+        js::close(&sock, code.get(), if code == CloseCode::PROTOCOL_ERROR { "invalid close code" } else { "" });
+        detach(id, code.get(), &e.reason());
     });
     let on_error = Closure::new(move |_e: web_sys::Event| detach(id, 1006, "client socket error"));
     Listeners::attach(ws, on_message, on_close, on_error)
@@ -145,8 +146,9 @@ async fn deliver(id: StreamId, ws: web_sys::WebSocket, listeners: Listeners, exp
         })
         .await;
         let Some(next) = next else {
-            js::close(&ws, 1008, "token expired");
-            detach(id, 1008, "token expired");
+            let (code, reason) = TOKEN_EXPIRED;
+            js::close(&ws, code.get(), reason);
+            detach(id, code.get(), reason);
             break;
         };
         let sent = match next {

@@ -1,6 +1,7 @@
 //! The few JavaScript APIs the snippet needs that web-sys does not describe for workerd.
 
 use js_sys::Promise;
+use protocol::facts::CloseCode;
 use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
@@ -431,13 +432,11 @@ pub fn send_binary(ws: &web_sys::WebSocket, bytes: &[u8]) -> Result<(), JsValue>
     ws.send_with_array_buffer_view(&js_sys::Uint8Array::from(bytes))
 }
 
-/// Closes a socket with a code and reason; falls back to a bare close if the runtime
-/// refuses the code. Errors (already closed) are ignored: closing is best effort.
+/// Closes a socket with a code (a reported-only one as 1000: [`CloseCode::sendable`]) and
+/// reason; falls back to a bare close if the runtime refuses them. Errors (already closed)
+/// are ignored: closing is best effort.
 pub fn close(ws: &web_sys::WebSocket, code: u16, reason: &str) {
-    let code = match code {
-        1005 | 1006 | 1015 => 1000,
-        c => c,
-    };
+    let code = CloseCode::new(code).sendable().get();
     if ws.close_with_code_and_reason(code, reason).is_err() {
         let _ = ws.close();
     }

@@ -133,7 +133,7 @@ async fn route(req: web_sys::Request, env: &JsValue, ctx: &JsValue) -> Result<we
     // (stop and say why) from a network failure (retry).
     let refused = |r: Result<web_sys::Response, JsValue>| r.inspect(|r| cors::decorate(r, origin.as_deref()));
     if routed == Routed::BadTenant {
-        return refused(js::json_error(400, tenant::RULE));
+        return refused(js::json_error(400, protocol::facts::TENANT_RULE));
     }
     let auth::Admitted { identity, caller } = match need {
         None => auth::Admitted { identity: mux_core::Identity::default(), caller: String::new() },

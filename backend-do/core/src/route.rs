@@ -1,8 +1,8 @@
 //! URL routing and bearer-token checks for the backend Worker, with no runtime types.
 
 /// The tenant used when a path names none (`/rpc` = `/db/default/rpc`); the names are
-/// checked by the rule the snippet uses too ([`protocol::tenant::is_valid`]).
-pub use protocol::tenant::{DEFAULT_TENANT, MAX_TENANT_LEN};
+/// checked by the rule the snippet uses too ([`protocol::facts::is_valid_tenant`]).
+pub use protocol::facts::{DEFAULT_TENANT, MAX_TENANT_LEN};
 
 /// An entry point of the backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +53,7 @@ impl Endpoint {
 pub enum RouteError {
     /// No such endpoint.
     NotFound,
-    /// The tenant name is not one [`protocol::tenant::is_valid`] accepts.
+    /// The tenant name is not one [`protocol::facts::is_valid_tenant`] accepts.
     BadTenant,
 }
 
@@ -66,7 +66,7 @@ pub fn parse(path: &str) -> Result<(&str, Endpoint), RouteError> {
         _ => return Err(RouteError::NotFound),
     };
     let endpoint = Endpoint::parse(endpoint).ok_or(RouteError::NotFound)?;
-    if !protocol::tenant::is_valid(tenant) {
+    if !protocol::facts::is_valid_tenant(tenant) {
         return Err(RouteError::BadTenant);
     }
     Ok((tenant, endpoint))

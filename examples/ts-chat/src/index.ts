@@ -13,11 +13,14 @@
 
 import { DurableObject } from 'cloudflare:workers'
 import {
+  DEFAULT_TENANT,
   MuxClient,
   SnippetProxyServer,
+  TENANT_RULE,
   authorized,
   grants,
   isValidTenant,
+  protocol,
   type Identity,
   type ProxiedRequest,
   type ProxiedResponse,
@@ -45,7 +48,7 @@ function json(status: number, value: unknown): Response {
 function route(pathname: string): { tenant: string; endpoint: string } | null {
   const parts = pathname.replace(/^\/+|\/+$/g, '').split('/')
   if (parts.length === 3 && parts[0] === 'db') return { tenant: parts[1], endpoint: parts[2] }
-  if (parts.length === 1) return { tenant: 'default', endpoint: parts[0] }
+  if (parts.length === 1) return { tenant: DEFAULT_TENANT, endpoint: parts[0] }
   return null
 }
 
@@ -57,7 +60,7 @@ export default {
     if (url.pathname === '/') return new Response(HELP)
     const r = route(url.pathname)
     if (!r || !ENDPOINTS.has(r.endpoint)) return json(404, { error: 'not found; see GET /' })
-    if (!isValidTenant(r.tenant)) return json(400, { error: 'tenant names are 1-64 characters of [A-Za-z0-9_.-]' })
+    if (!isValidTenant(r.tenant)) return json(400, { error: TENANT_RULE })
     // Checked here too, so that nobody without the token wakes an object.
     if (!env.BACKEND_TOKEN) return json(500, { error: 'BACKEND_TOKEN is not configured' })
     if (!authorized(request.headers.get('Authorization'), env.BACKEND_TOKEN)) {
@@ -165,7 +168,7 @@ export class Room extends DurableObject<Env> {
   async webSocketClose(ws: WebSocket, code: number, reason: string, wasClean: boolean): Promise<void> {
     if (await this.mux.webSocketClose(ws, code, reason, wasClean)) return
     try {
-      ws.close(code === 1005 || code === 1006 || code === 1015 ? 1000 : code, reason)
+      ws.close(protocol.sendableCloseCode(code), reason)
     } catch {
       // already closed
     }

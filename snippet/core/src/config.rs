@@ -115,7 +115,7 @@ impl Default for Config {
             max_queued_bytes_per_stream: 4 * 1024 * 1024,
             max_queued_bytes: 32 * 1024 * 1024,
             batching: true,
-            max_batch_bytes: 256 * 1024,
+            max_batch_bytes: protocol::facts::MAX_BATCH_BYTES,
             request_timeout_ms: 30_000,
             reconnect_base_ms: 100,
             reconnect_max_ms: 5_000,
@@ -200,7 +200,7 @@ impl Config {
                 "KEEP_WARM_TENANTS" => {
                     c.keep_warm_tenants =
                         raw.split(',').map(str::trim).filter(|t| !t.is_empty()).map(String::from).collect();
-                    if let Some(bad) = c.keep_warm_tenants.iter().find(|t| !protocol::tenant::is_valid(t)) {
+                    if let Some(bad) = c.keep_warm_tenants.iter().find(|t| !protocol::facts::is_valid_tenant(t)) {
                         return Err(format!("KEEP_WARM_TENANTS: \"{bad}\" is not a tenant name"));
                     }
                 }

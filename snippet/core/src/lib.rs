@@ -86,7 +86,7 @@ pub enum Refused {
         /// A fair time to retry (ms).
         retry_after_ms: u64,
     },
-    /// Not a tenant name ([`protocol::tenant::is_valid`]).
+    /// Not a tenant name ([`protocol::facts::is_valid_tenant`]).
     BadTenant,
 }
 
@@ -106,7 +106,7 @@ impl std::fmt::Display for Refused {
             Refused::PoolFull { limit, .. } => {
                 write!(f, "all {limit} upstream slots of this isolate are busy with other tenants; retry shortly")
             }
-            Refused::BadTenant => write!(f, "{}", tenant::RULE),
+            Refused::BadTenant => write!(f, "{}", protocol::facts::TENANT_RULE),
         }
     }
 }
@@ -659,24 +659,9 @@ fn splitmix64(seed: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// How to answer a client's close frame with `code`: (the code to close the client with,
-/// the code to tell the backend). A valid code is reciprocated and passed on; 1005 (the
-/// client sent no code) and 1006 (the connection dropped) are reported by the runtime, not
-/// sent, and become 1000 and 1001; any other code a client may not send (RFC 6455 §7.4:
-/// 0–999, 1004, 1015, 1016–2999, 5000+) is a protocol error, answered with 1002 and never
-/// forwarded — the backend never sees an invalid code.
-pub fn client_close(code: u16) -> (u16, u16) {
-    match code {
-        1000..=1003 | 1007..=1014 | 3000..=4999 => (code, code),
-        1005 => (1000, 1000),
-        1006 => (1001, 1001),
-        _ => (1002, 1002),
-    }
-}
-
-/// WebSocket close reasons are limited to 123 bytes.
+/// `s` cut to what a close frame carries ([`protocol::facts::MAX_CLOSE_REASON`]).
 pub(crate) fn truncate_reason(s: &str) -> String {
-    protocol::truncate_utf8(s, 123).to_owned()
+    protocol::truncate_utf8(s, protocol::facts::MAX_CLOSE_REASON).to_owned()
 }
 
 /// Minimal JSON string escaping (the core has no serde dependency).

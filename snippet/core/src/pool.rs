@@ -42,7 +42,7 @@ pub struct UpstreamStats {
 impl Mux {
     /// Makes sure `tenant` has a link, taking a slot if needed.
     pub(crate) fn admit(&mut self, tenant: &str, now: u64) -> Result<(), Refused> {
-        if !protocol::tenant::is_valid(tenant) {
+        if !protocol::facts::is_valid_tenant(tenant) {
             return Err(Refused::BadTenant);
         }
         if let Some(link) = self.links.get_mut(tenant) {

@@ -2,12 +2,10 @@
 //!
 //! Routes: `/db/{tenant}/ws`, `/db/{tenant}/ws/echo`, `/db/{tenant}/rpc`,
 //! `/db/{tenant}/query`, and the same without the prefix for tenant
-//! [`protocol::tenant::DEFAULT_TENANT`]. `BACKEND_URL` holds `{tenant}` where the name goes.
+//! [`DEFAULT_TENANT`]. `BACKEND_URL` holds `{tenant}` where the name goes. The names
+//! themselves follow [`protocol::facts::is_valid_tenant`].
 
-pub use protocol::tenant::{is_valid, DEFAULT_TENANT, MAX_TENANT_LEN};
-
-/// The rule, as a refusal states it.
-pub const RULE: &str = "tenant names are 1-64 characters of [A-Za-z0-9_.-] (not . or ..)";
+use protocol::facts::{is_valid_tenant, DEFAULT_TENANT};
 
 /// Where `BACKEND_URL` puts the tenant's name.
 pub const PLACEHOLDER: &str = "{tenant}";
@@ -62,7 +60,7 @@ pub fn route(path: &str) -> Routed<'_> {
     if let Some(rest) = path.strip_prefix("/db/") {
         let Some((tenant, endpoint)) = rest.split_once('/') else { return Routed::Other };
         let Some(endpoint) = Endpoint::parse(endpoint) else { return Routed::Other };
-        return if is_valid(tenant) { Routed::Tenant(tenant, endpoint) } else { Routed::BadTenant };
+        return if is_valid_tenant(tenant) { Routed::Tenant(tenant, endpoint) } else { Routed::BadTenant };
     }
     match path.strip_prefix('/').and_then(Endpoint::parse) {
         Some(e) => Routed::Tenant(DEFAULT_TENANT, e),

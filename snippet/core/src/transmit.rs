@@ -272,11 +272,8 @@ impl Mux {
     /// The backend refused a stream. Clients get a close code (or status) that says what
     /// kind of refusal it was; the backend's own message goes to the log.
     fn stream_error(&mut self, id: StreamId, e: ErrorFrame) -> Delivery {
-        let (code, reason) = match e.code {
-            401 | 403 => (1008, "refused by the backend: not allowed"),
-            503 => (1013, "refused by the backend: too busy; retry later"),
-            _ => (1011, "refused by the backend"),
-        };
+        let (code, reason) = protocol::facts::error_close(e.code);
+        let code = code.get();
         let detail = format!("backend refused stream {id} ({}): {}", e.code, e.message);
         match self.streams.get(&id).map(Stream::is_client) {
             Some(false) => Delivery::Failed { status: e.code.max(400), reason, detail },
