@@ -55,7 +55,8 @@ fn json_error(status: u16, message: &str) -> Result<Response> {
 /// The object's core, built from storage the first time a woken instance needs it.
 enum Slot<A: App> {
     Asleep(A),
-    Awake(Object<A>),
+    // Boxed: the core is much larger than an app waiting to be woken.
+    Awake(Box<Object<A>>),
     /// Only while the core is being built.
     Empty,
 }
@@ -229,7 +230,7 @@ impl<A: App + 'static> MuxServer<A> {
         let slot = std::mem::replace(&mut *self.inner.slot.borrow_mut(), Slot::Empty);
         if let Slot::Asleep(app) = slot {
             let object = Object::restore(app, live, rows, now_ms());
-            *self.inner.slot.borrow_mut() = Slot::Awake(object);
+            *self.inner.slot.borrow_mut() = Slot::Awake(Box::new(object));
             let _ = self.inner.carry_out();
         }
     }

@@ -103,9 +103,11 @@ impl Out<'_> {
         self.now_ms / 1000
     }
 
-    /// Open clients, on every mux socket of the object.
-    pub fn clients(&self) -> usize {
-        self.tables.len()
+    /// Every open client, on every mux socket of the object (the client being opened
+    /// is not among them yet). After hibernation too: the clients come back from storage
+    /// even when the app's own memory did not.
+    pub fn clients(&self) -> impl Iterator<Item = &Client> {
+        self.tables.clients().map(|(_, c)| c)
     }
 
     /// Where client `id` is now (its socket and stream), if it is open.

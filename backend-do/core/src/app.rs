@@ -96,7 +96,7 @@ impl Db for Bound<'_, '_> {
     fn stats(&mut self) -> serde_json::Value {
         let mut stats = self.db.stats();
         if let Some(fields) = stats.as_object_mut() {
-            fields.insert("streams".into(), (self.out.clients() as u64).into());
+            fields.insert("streams".into(), (self.out.clients().count() as u64).into());
         }
         stats
     }

@@ -116,7 +116,16 @@ export class Room extends DurableObject<Env> {
   mux = new SnippetProxyServer(
     this.ctx,
     {
-      onOpen: (client) => this.opened(client),
+      // One fixed, greppable line per arrival and per departure, the same as the Rust
+      // example's (examples/rs-presence; the e2e test counts them). client.id stays the
+      // same across the snippet's hand-overs, which the app never sees.
+      onOpen: (client) => {
+        console.log(`presence: open ${client.id} ${client.identity.subject}`)
+        this.opened(client)
+      },
+      onClose: (client, code, reason) => {
+        console.log(`presence: close ${client.id} ${client.identity.subject} ${code} ${reason}`)
+      },
       onMessage: (client, data) => this.message(client, data),
       onRequest: (req) => this.request(req),
     },

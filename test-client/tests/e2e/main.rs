@@ -8,6 +8,7 @@ mod backend;
 mod browser;
 mod common;
 mod limits;
+mod presence;
 mod proxy;
 mod resilience;
 mod tenants;

@@ -1,0 +1,86 @@
+//! The Durable Object: one presence room per tenant. All it adds to a worker-rs object
+//! is a [`MuxServer`] and one call in each handler; the room itself is [`Room`].
+
+use protocol::{Identity, IDENTITY_HEADER};
+use snippet_proxy_do::glue::MuxServer;
+use worker::*;
+
+use crate::room::Room;
+use crate::{json_error, route, Endpoint};
+
+/// One tenant's room.
+#[durable_object]
+pub struct Presence {
+    /// The snippet's mux sockets and the app. Built in the constructor, which runs again
+    /// after every wake from hibernation: the server reads its clients back from storage.
+    mux: MuxServer<Room>,
+    /// The token the snippet's upgrade carries (`BACKEND_TOKEN`; the Worker checked it
+    /// already, the server checks it again on accepting).
+    token: String,
+}
+
+impl DurableObject for Presence {
+    fn new(state: State, env: Env) -> Self {
+        let token = env.secret("BACKEND_TOKEN").map(|s| s.to_string()).unwrap_or_default();
+        Presence { mux: MuxServer::new(state, Room), token }
+    }
+
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        let path = req.path();
+        let Some((tenant, endpoint)) = route(&path) else {
+            return json_error(404, "not found");
+        };
+        match endpoint {
+            // Bearer check (401), upgrade check (426), then a hibernatable socket.
+            Endpoint::Mux => self.mux.accept(&req, &self.token, tenant),
+            // Plain HTTP: the snippet's fallback when it has no upstream, or an operator.
+            // Answered by the same `Room::on_request`, after the same admission.
+            Endpoint::Rpc => {
+                let identity = identity_of(&req)?;
+                let content_type = req.headers().get("Content-Type")?.unwrap_or_default();
+                let body = req.bytes().await?;
+                let request = snippet_proxy_do::Request {
+                    method: req.method().to_string(),
+                    path: "/rpc".into(),
+                    content_type,
+                    identity,
+                    body,
+                };
+                let res = self.mux.request(&request, tenant)?;
+                let headers = Headers::new();
+                if !res.content_type.is_empty() {
+                    headers.set("Content-Type", &res.content_type)?;
+                }
+                Ok(Response::from_bytes(res.body)?.with_status(res.status).with_headers(headers))
+            }
+        }
+    }
+
+    // Every socket this object accepts is a mux socket, so `message` never hands one back
+    // (it would be `Ok(Some(msg))`), and `close` and `error` always handle theirs.
+    async fn websocket_message(&self, ws: WebSocket, message: WebSocketIncomingMessage) -> Result<()> {
+        self.mux.message(&ws, message).map(drop)
+    }
+
+    async fn websocket_close(&self, ws: WebSocket, code: usize, reason: String, _was_clean: bool) -> Result<()> {
+        self.mux.close(&ws, code, &reason);
+        Ok(())
+    }
+
+    async fn websocket_error(&self, ws: WebSocket, _error: Error) -> Result<()> {
+        self.mux.error(&ws);
+        Ok(())
+    }
+}
+
+/// Who sent a request over plain HTTP: the caller the snippet verified, in
+/// [`IDENTITY_HEADER`] — trusted only because the request also carried the backend token
+/// — or, without the header, the token's holder: an operator of every tenant.
+fn identity_of(req: &Request) -> Result<Identity> {
+    match req.headers().get(IDENTITY_HEADER)? {
+        Some(hex) => {
+            Identity::from_hex(hex.trim()).map_err(|e| Error::RustError(format!("bad {IDENTITY_HEADER} header: {e}")))
+        }
+        None => Ok(Identity { subject: "operator".into(), tenant: protocol::ANY_TENANT.into(), ..Identity::default() }),
+    }
+}
