@@ -134,7 +134,10 @@ impl<A: App + 'static> MuxServer<A> {
         self.state.accept_websocket_with_tags(&pair.server, &[TAG]);
         self.wake();
         self.inner.sockets.borrow_mut().insert(socket, pair.server);
-        let live: Vec<SocketId> = self.inner.sockets.borrow().keys().copied().collect();
+        // The runtime's list, not this instance's map: a socket that died without a close
+        // event (a restart, a deploy) is missing only from the former.
+        let live: Vec<SocketId> = self.state.get_websockets_with_tag(TAG).iter().filter_map(mux_socket).collect();
+        self.inner.sockets.borrow_mut().retain(|id, _| live.contains(id));
         self.inner.run(|o| o.handle_accept(socket, tenant, &live, now_ms()))?;
         Response::from_websocket(pair.client)
     }
