@@ -1,6 +1,7 @@
 //! Starts the real stack — backend-do and the snippet, each under `wrangler dev`
 //! (workerd) on loopback — on free ports, waits until both answer, and stops what it
-//! started by process group. Used by the end-to-end tests and `test-client bench`.
+//! started by process group. Each Worker's custom build runs once per process
+//! ([`dev_config`]). Used by the end-to-end tests and `test-client bench`.
 
 use std::fs::File;
 use std::net::TcpListener;
@@ -20,12 +21,21 @@ pub const FORBIDDEN_LOG_LINES: [&str; 3] = ["Cannot perform I/O on behalf of a d
 /// or dropped without a close handshake tolerate it, and say so.
 pub const RUNTIME_CLOSE_NOISE: &str = "Uncaught Error: Network connection lost.";
 
-/// How long a worker may take to build and answer (a cold wasm build is ~60 s here).
+/// How long a worker may take to answer once `wrangler dev` runs (~1 s here; a Worker
+/// without a custom build is bundled by wrangler first).
 const READY_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Stops a worker's process group when the process that started it is gone, however it
+/// ended: it waits for end of file on its stdin, whose other end only that process holds
+/// (a test binary's statics are never dropped, and a killed one runs no destructor).
+/// `$0` is the process group. It ignores the terminal's signals, in a group of its own.
+const REAPER: &str = r#"trap '' INT HUP; read -r _ || true; kill -s TERM -- "-$0" 2>/dev/null; sleep 2; kill -s KILL -- "-$0" 2>/dev/null"#;
 
 /// One `wrangler dev` process.
 pub struct Worker {
     child: Option<Child>,
+    /// A `sh` running [`REAPER`] for `child`'s process group.
+    reaper: Option<Child>,
     /// Its HTTP port on 127.0.0.1.
     pub port: u16,
     /// Its DevTools inspector port on 127.0.0.1.
@@ -33,21 +43,24 @@ pub struct Worker {
     log: PathBuf,
     dir: PathBuf,
     args: Vec<String>,
-    /// Where [`Worker::http`] and [`Worker::ws`] point: `/db/{tenant}` of a snippet whose
-    /// tests address one tenant, empty otherwise (the unprefixed routes, tenant default).
-    prefix: String,
+    /// The tenant [`Worker::http`] and [`Worker::ws`] address: `default` means the
+    /// unprefixed routes, any other `/db/{tenant}`.
+    tenant: String,
 }
 
 impl Worker {
+    /// Starts `wrangler dev` for the Worker in `dir` on `port`, its inspector on
+    /// `inspector` ([`free_ports`]).
     fn spawn(
         root: &Path,
         dir: &Path,
-        port: u16,
+        [port, inspector]: [u16; 2],
         vars: &[(String, String)],
         log: PathBuf,
-        persist: &Path,
     ) -> Result<Worker> {
-        let inspector = free_port()?;
+        // Its own, next to its log: two runtimes starting at once on one persist folder
+        // collide on its shared SQLite files (SQLITE_BUSY, and the runtime exits).
+        let persist = log.with_extension("state");
         let mut args: Vec<String> = vec![
             "dev".into(),
             "--ip".into(),
@@ -66,7 +79,20 @@ impl Worker {
             args.push("--var".into());
             args.push(format!("{k}:{v}"));
         }
-        let mut w = Worker { child: None, port, inspector, log, dir: dir.to_owned(), args, prefix: String::new() };
+        if let Some(config) = dev_config(dir, &log.with_extension("wrangler.toml"))? {
+            args.push("--config".into());
+            args.push(config.display().to_string());
+        }
+        let mut w = Worker {
+            child: None,
+            reaper: None,
+            port,
+            inspector,
+            log,
+            dir: dir.to_owned(),
+            args,
+            tenant: "default".into(),
+        };
         w.start(root)?;
         Ok(w)
     }
@@ -89,7 +115,17 @@ impl Worker {
             .process_group(0)
             .spawn()
             .context("starting wrangler dev")?;
+        let reaper = Command::new("sh")
+            .arg("-c")
+            .arg(REAPER)
+            .arg(child.id().to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn();
         self.child = Some(child);
+        self.reaper = Some(reaper.context("starting the reaper of wrangler dev")?);
         Ok(())
     }
 
@@ -114,11 +150,43 @@ impl Worker {
             }
             let _ = child.wait();
         }
+        // Its group is gone: the reaper has nothing left to do (killed before its stdin
+        // closes, so it never signals a group id the system may have handed out again).
+        if let Some(mut reaper) = self.reaper.take() {
+            let _ = reaper.kill();
+            let _ = reaper.wait();
+        }
+    }
+
+    /// Whether its `wrangler dev` still runs.
+    pub fn running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// The log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// How many bytes the log has now: where the lines of what happens next begin.
+    pub fn log_len(&self) -> u64 {
+        std::fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// The lines of the log that begin at a byte in `from..to` ([`Worker::log_len`]s;
+    /// `None`: to the end). A line being written when a mark was taken belongs to the
+    /// window it began in, so consecutive windows hold every line exactly once.
+    pub fn log_lines(&self, from: u64, to: Option<u64>) -> String {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut bytes = Vec::new();
+        // From one byte before `from`: whether `from` starts a line.
+        let start = from.saturating_sub(1);
+        if let Ok(mut f) = File::open(&self.log) {
+            if f.seek(SeekFrom::Start(start)).is_ok() {
+                let _ = f.read_to_end(&mut bytes);
+            }
+        }
+        String::from_utf8_lossy(lines_between(&bytes, start, from, to.unwrap_or(u64::MAX))).into_owned()
     }
 
     /// The `workerd` processes this worker's `wrangler dev` started (found by process
@@ -193,12 +261,32 @@ impl Worker {
     /// Base URL of the tenant routes, e.g. `http://127.0.0.1:8787` or
     /// `http://127.0.0.1:8787/db/room` (then `/rpc` is that tenant's).
     pub fn http(&self) -> String {
-        format!("http://127.0.0.1:{}{}", self.port, self.prefix)
+        format!("http://127.0.0.1:{}{}", self.port, self.prefix())
     }
 
     /// Base WebSocket URL of the tenant routes, e.g. `ws://127.0.0.1:8787/db/room`.
     pub fn ws(&self) -> String {
-        format!("ws://127.0.0.1:{}{}", self.port, self.prefix)
+        format!("ws://127.0.0.1:{}{}", self.port, self.prefix())
+    }
+
+    /// `/db/{tenant}`, or nothing for tenant `default` (the unprefixed routes).
+    fn prefix(&self) -> String {
+        if self.tenant == "default" {
+            String::new()
+        } else {
+            format!("/db/{}", self.tenant)
+        }
+    }
+
+    /// The tenant [`Worker::http`] and [`Worker::ws`] address.
+    pub fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
+    /// Points [`Worker::http`] and [`Worker::ws`] at `tenant`'s routes (`default`: the
+    /// unprefixed ones).
+    pub fn set_tenant(&mut self, tenant: &str) {
+        tenant.clone_into(&mut self.tenant);
     }
 
     /// The server's own URL, for routes outside any tenant (`/__stats`, `/`).
@@ -206,11 +294,9 @@ impl Worker {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// Points [`Worker::http`] and [`Worker::ws`] at `tenant`'s routes.
+    /// [`Worker::set_tenant`], by value.
     fn address(mut self, tenant: &str) -> Worker {
-        if tenant != "default" {
-            self.prefix = format!("/db/{tenant}");
-        }
+        self.set_tenant(tenant);
         self
     }
 }
@@ -242,7 +328,8 @@ pub struct StackOpts {
 /// A running backend + snippet pair.
 pub struct Stack {
     root: PathBuf,
-    /// Scratch directory: logs and the Durable Object's persisted state.
+    /// Scratch directory: logs, and each worker's persisted state (the backend's Durable
+    /// Objects in `backend.state`).
     pub dir: PathBuf,
     /// The backend-do worker.
     pub backend: Worker,
@@ -256,6 +343,18 @@ pub struct Stack {
     pub client_token: String,
     /// An operator JWT (`admin`, tenant `*`), for `/__stats`.
     pub admin_token: String,
+    /// Keep [`Stack::dir`] when dropped (set by [`Stack::keep_files`]).
+    keep_files: bool,
+}
+
+/// Where both logs ended at some moment ([`Stack::log_marks`]): what was written after it
+/// is what happened since.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogMarks {
+    /// Bytes in the backend's log.
+    pub backend: u64,
+    /// Bytes in the snippet's log.
+    pub snippet: u64,
 }
 
 /// Seconds since the epoch.
@@ -266,6 +365,17 @@ pub fn now_secs() -> u64 {
 /// A port that was free a moment ago.
 pub fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// `N` different ports that were free a moment ago (held at once while chosen, so no
+/// two are the same).
+pub fn free_ports<const N: usize>() -> Result<[u16; N]> {
+    let listeners = (0..N).map(|_| TcpListener::bind("127.0.0.1:0")).collect::<std::io::Result<Vec<_>>>()?;
+    let mut ports = [0; N];
+    for (port, l) in ports.iter_mut().zip(&listeners) {
+        *port = l.local_addr()?.port();
+    }
+    Ok(ports)
 }
 
 /// The repository root: `SNIPPET_PROXY_ROOT`, or the nearest ancestor of the current
@@ -303,17 +413,137 @@ fn wait_ready(worker: &mut Worker, path: &str) -> Result<()> {
     bail!("worker on {addr} not ready after {READY_TIMEOUT:?}; log:\n{}", tail(&worker.log(), 40))
 }
 
-/// A minimal blocking GET (readiness probes run before any runtime exists).
+/// A minimal blocking GET (readiness probes run before any runtime exists): the status of
+/// the response's first line. The dev server keeps the connection open for seconds after
+/// the response despite `Connection: close` (waiting for the end cost each probe ~5 s), so
+/// once the status line is in it reads only what follows at once (closing before the
+/// response is all read makes the runtime log a broken pipe).
 fn http_get_status(addr: &str, path: &str) -> Result<u16> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
     let mut buf = Vec::new();
-    s.read_to_end(&mut buf)?;
+    let mut chunk = [0u8; 4096];
+    while !buf.windows(2).any(|w| w == b"\r\n") {
+        let n = s.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    s.set_read_timeout(Some(Duration::from_millis(200)))?;
+    while matches!(s.read(&mut chunk), Ok(1..)) {}
     let head = String::from_utf8_lossy(&buf);
     let status = head.split_whitespace().nth(1).context("no status")?;
     Ok(status.parse()?)
+}
+
+/// A Worker's `wrangler.toml` taken apart: the command of its custom `[build]`, and the
+/// rest of it with `main` made absolute, so that it works from anywhere.
+struct CustomBuild {
+    command: String,
+    /// Where the command runs (`[build] cwd`, else the Worker's folder).
+    cwd: PathBuf,
+    config: String,
+}
+
+/// Splits `toml` (the `wrangler.toml` of the Worker in `dir`); `None` when it has no
+/// `[build]` table with a `command`.
+fn custom_build(dir: &Path, toml: &str) -> Option<CustomBuild> {
+    let (mut command, mut cwd, mut config) = (None, dir.to_owned(), String::new());
+    let mut table = String::new();
+    let value = |line: &str, key: &str| -> Option<String> {
+        let rest = line.trim().strip_prefix(key)?.trim_start().strip_prefix('=')?.trim();
+        let quote = rest.chars().next().filter(|q| *q == '"' || *q == '\'')?;
+        Some(rest[1..].rsplit_once(quote)?.0.to_owned())
+    };
+    for line in toml.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with('[') {
+            table = trimmed.split(']').next().unwrap_or_default().trim_start_matches('[').trim().to_owned();
+        }
+        if table == "build" {
+            if let Some(c) = value(line, "command") {
+                command = Some(c);
+            } else if let Some(c) = value(line, "cwd") {
+                cwd = dir.join(c);
+            }
+            continue;
+        }
+        match value(line, "main").filter(|_| table.is_empty()) {
+            Some(main) => {
+                let main = dir.join(main).display().to_string();
+                config.push_str(&format!("main = \"{}\"\n", main.replace('\\', "\\\\").replace('"', "\\\"")));
+            }
+            None => {
+                config.push_str(line);
+                config.push('\n');
+            }
+        }
+    }
+    Some(CustomBuild { command: command?, cwd, config })
+}
+
+/// The Worker folders this process has built.
+static BUILT: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// Runs the custom builds of the Workers in `dirs` that this process has not built yet,
+/// side by side.
+fn build_once(dirs: &[&Path]) -> Result<()> {
+    let mut built = BUILT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let todo: Vec<(PathBuf, CustomBuild)> = dirs
+        .iter()
+        .filter(|d| !built.iter().any(|b| b == *d))
+        .filter_map(|d| {
+            let toml = std::fs::read_to_string(d.join("wrangler.toml")).ok()?;
+            Some((d.to_path_buf(), custom_build(d, &toml)?))
+        })
+        .collect();
+    let results: Vec<Result<PathBuf>> = std::thread::scope(|scope| {
+        let runs: Vec<_> = todo
+            .iter()
+            .map(|(dir, b)| {
+                scope.spawn(move || -> Result<PathBuf> {
+                    let started = Instant::now();
+                    let out = Command::new("sh")
+                        .arg("-c")
+                        .arg(&b.command)
+                        .current_dir(&b.cwd)
+                        .stdin(Stdio::null())
+                        .output()
+                        .with_context(|| format!("running {:?}", b.command))?;
+                    if !out.status.success() {
+                        let log =
+                            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+                        bail!("{:?} in {} failed ({}):\n{}", b.command, b.cwd.display(), out.status, tail(&log, 40));
+                    }
+                    eprintln!("built {} in {:.1} s", dir.display(), started.elapsed().as_secs_f64());
+                    Ok(dir.clone())
+                })
+            })
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a build thread panicked")))).collect()
+    });
+    for r in results {
+        built.push(r?);
+    }
+    Ok(())
+}
+
+/// The `--config` for `wrangler dev` of the Worker in `dir`, written to `path`: its
+/// `wrangler.toml` without the custom `[build]`, which [`build_once`] has run instead;
+/// `None` for a Worker without one (then `wrangler dev` reads its own). `wrangler dev`
+/// runs a custom build at every start, twice (wrangler 4.86: for the entry point, and
+/// again once its file watcher is ready), and again whenever a watched file changes: on
+/// two cores that was 15–20 s of a stack's 20–30 s start, and a reload in the middle of a
+/// test when someone saved a source file. Built once per process, a Worker starts in ~2 s.
+fn dev_config(dir: &Path, path: &Path) -> Result<Option<PathBuf>> {
+    let Ok(toml) = std::fs::read_to_string(dir.join("wrangler.toml")) else { return Ok(None) };
+    let Some(custom) = custom_build(dir, &toml) else { return Ok(None) };
+    build_once(&[dir])?;
+    std::fs::write(path, custom.config).context("writing the wrangler dev config")?;
+    Ok(Some(path.to_owned()))
 }
 
 /// The vars that point a snippet at the local backend (its URL template).
@@ -322,6 +552,32 @@ fn snippet_vars(token: &str, backend_port: u16) -> Vec<(String, String)> {
         ("BACKEND_TOKEN".to_owned(), token.to_owned()),
         ("BACKEND_URL".to_owned(), format!("ws://127.0.0.1:{backend_port}/db/{{tenant}}/mux")),
     ]
+}
+
+/// Of `bytes`, a log's contents from offset `start` (`from - 1`, or 0), the lines that
+/// begin at an offset in `from..to`.
+fn lines_between(bytes: &[u8], start: u64, from: u64, to: u64) -> &[u8] {
+    let mut rest = bytes;
+    let mut at = start;
+    if from > 0 {
+        // The byte before `from`, and the rest of a line begun before it, are not ours.
+        let skip = if rest.first() == Some(&b'\n') {
+            1
+        } else {
+            rest.iter().position(|b| *b == b'\n').map_or(rest.len(), |i| i + 1)
+        };
+        at += skip as u64;
+        rest = &rest[skip..];
+    }
+    let mut len = 0;
+    for line in rest.split_inclusive(|b| *b == b'\n') {
+        if at >= to {
+            break;
+        }
+        len += line.len();
+        at += line.len() as u64;
+    }
+    &rest[..len]
 }
 
 /// The last `n` lines of a log.
@@ -333,39 +589,51 @@ pub fn tail(log: &str, n: usize) -> String {
 impl Stack {
     /// Starts backend-do and the snippet pointed at it, with a fresh random token.
     pub fn start(opts: StackOpts) -> Result<Stack> {
+        let mut attempt = 1;
+        loop {
+            match Stack::start_once(&opts) {
+                // Another process took a port between its choice and `wrangler dev`
+                // binding it: choose again.
+                Err(e) if attempt < 3 && format!("{e:#}").contains("Address already in use") => {
+                    eprintln!("a port was taken before wrangler dev bound it: starting again");
+                    attempt += 1;
+                }
+                started => return started,
+            }
+        }
+    }
+
+    fn start_once(opts: &StackOpts) -> Result<Stack> {
+        let started = Instant::now();
         let root = repo_root()?;
         let dir = std::env::temp_dir().join(format!("snippet-proxy-{}-{}", std::process::id(), fastrand::u64(..)));
         std::fs::create_dir_all(&dir)?;
         let token: String = std::iter::repeat_with(fastrand::alphanumeric).take(32).collect();
         let auth_secret: String = std::iter::repeat_with(fastrand::alphanumeric).take(48).collect();
-        let backend_port = free_port()?;
-        let snippet_port = free_port()?;
+        let [backend_port, backend_inspector, snippet_port, snippet_inspector] = free_ports()?;
         let tenant = opts.tenant.clone().unwrap_or_else(|| "default".into());
         let mut backend_vars = vec![("BACKEND_TOKEN".to_owned(), token.clone())];
-        backend_vars.extend(opts.backend_vars);
+        backend_vars.extend(opts.backend_vars.iter().cloned());
         let mut snippet_vars = snippet_vars(&token, backend_port);
         // Blank, not absent: `wrangler dev` would otherwise take .dev.vars' AUTH_SECRET.
         let secret = if opts.no_auth_secret { String::new() } else { auth_secret.clone() };
         snippet_vars.push(("AUTH_SECRET".to_owned(), secret));
-        snippet_vars.extend(opts.snippet_vars);
-        let persist = dir.join("state");
-        let mut backend = Worker::spawn(
-            &root,
-            &root.join(opts.backend_dir.as_deref().unwrap_or("backend-do")),
-            backend_port,
-            &backend_vars,
-            dir.join("backend.log"),
-            &persist,
-        )?;
-        let mut snippet = Worker::spawn(&root, &root, snippet_port, &snippet_vars, dir.join("snippet.log"), &persist)?
-            .address(&tenant);
+        snippet_vars.extend(opts.snippet_vars.iter().cloned());
+        let backend_dir = root.join(opts.backend_dir.as_deref().unwrap_or("backend-do"));
+        // Both at once, the first time (each Worker is built once per process).
+        build_once(&[&backend_dir, &root])?;
+        let ports = [backend_port, backend_inspector];
+        let mut backend = Worker::spawn(&root, &backend_dir, ports, &backend_vars, dir.join("backend.log"))?;
+        let ports = [snippet_port, snippet_inspector];
+        let mut snippet = Worker::spawn(&root, &root, ports, &snippet_vars, dir.join("snippet.log"))?.address(&tenant);
         wait_ready(&mut backend, "/")?;
         wait_ready(&mut snippet, "/")?;
         let mint = |scope: &str| {
             crate::token::hs256(auth_secret.as_bytes(), &crate::token::claims("e2e", "*", scope, 3600, now_secs()))
         };
         let (client_token, admin_token) = (mint("read write publish"), mint("admin"));
-        Ok(Stack { root, dir, backend, snippet, token, auth_secret, client_token, admin_token })
+        eprintln!("stack up in {:.1} s ({})", started.elapsed().as_secs_f64(), dir.display());
+        Ok(Stack { root, dir, backend, snippet, token, auth_secret, client_token, admin_token, keep_files: false })
     }
 
     /// Mints an HS256 token for this stack's snippet.
@@ -379,12 +647,12 @@ impl Stack {
     /// Starts another snippet against the same backend, on `tenant`, with extra vars
     /// (the benchmark compares configurations side by side).
     pub fn extra_snippet(&self, tenant: &str, vars: &[(&str, &str)]) -> Result<Worker> {
-        let port = free_port()?;
+        let ports = free_ports()?;
         let mut all = snippet_vars(&self.token, self.backend.port);
         all.push(("AUTH_SECRET".to_owned(), self.auth_secret.clone()));
         all.extend(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         let log = self.dir.join(format!("snippet-{tenant}.log"));
-        let mut w = Worker::spawn(&self.root, &self.root, port, &all, log, &self.dir.join("state"))?.address(tenant);
+        let mut w = Worker::spawn(&self.root, &self.root, ports, &all, log)?.address(tenant);
         wait_ready(&mut w, "/")?;
         Ok(w)
     }
@@ -392,9 +660,9 @@ impl Stack {
     /// Starts the Worker in `dir` (relative to the repository) with `vars`: a control
     /// worker such as the soak's pass-through.
     pub fn extra_worker(&self, dir: &str, vars: &[(String, String)]) -> Result<Worker> {
-        let port = free_port()?;
+        let ports = free_ports()?;
         let log = self.dir.join(format!("{}.log", dir.replace('/', "-")));
-        let mut w = Worker::spawn(&self.root, &self.root.join(dir), port, vars, log, &self.dir.join("state"))?;
+        let mut w = Worker::spawn(&self.root, &self.root.join(dir), ports, vars, log)?;
         wait_ready(&mut w, "/")?;
         Ok(w)
     }
@@ -413,7 +681,25 @@ impl Stack {
 
     /// Both logs, labelled.
     pub fn logs(&self) -> String {
-        format!("--- backend log ---\n{}\n--- snippet log ---\n{}", self.backend.log(), self.snippet.log())
+        self.logs_between(LogMarks::default(), None)
+    }
+
+    /// Where both logs end now.
+    pub fn log_marks(&self) -> LogMarks {
+        LogMarks { backend: self.backend.log_len(), snippet: self.snippet.log_len() }
+    }
+
+    /// The lines of both logs between two marks ([`Worker::log_lines`]), labelled.
+    pub fn logs_between(&self, from: LogMarks, to: Option<LogMarks>) -> String {
+        let [(_, backend), (_, snippet)] = self.log_windows(from, to);
+        format!("--- backend log ---\n{backend}\n--- snippet log ---\n{snippet}")
+    }
+
+    fn log_windows(&self, from: LogMarks, to: Option<LogMarks>) -> [(&'static str, String); 2] {
+        [
+            ("backend", self.backend.log_lines(from.backend, to.map(|t| t.backend))),
+            ("snippet", self.snippet.log_lines(from.snippet, to.map(|t| t.snippet))),
+        ]
     }
 
     /// Fails with the log tails if either log has a line from [`FORBIDDEN_LOG_LINES`].
@@ -425,7 +711,13 @@ impl Stack {
     /// line the runtime itself writes in a situation the test creates on purpose (see
     /// [`RUNTIME_CLOSE_NOISE`]), never one the code could prevent.
     pub fn assert_clean_logs_tolerating(&self, noise: &[&str]) -> Result<()> {
-        for (name, log) in [("backend", self.backend.log()), ("snippet", self.snippet.log())] {
+        self.assert_clean_logs_between(LogMarks::default(), None, noise)
+    }
+
+    /// [`Stack::assert_clean_logs_tolerating`] for the lines between two marks (`None`:
+    /// to the end): on a stack several tests share, those of one test.
+    pub fn assert_clean_logs_between(&self, from: LogMarks, to: Option<LogMarks>, noise: &[&str]) -> Result<()> {
+        for (name, log) in self.log_windows(from, to) {
             for bad in FORBIDDEN_LOG_LINES {
                 let found = log.lines().find(|l| l.contains(bad) && !noise.iter().any(|n| l.contains(n)));
                 if let Some(line) = found {
@@ -434,6 +726,17 @@ impl Stack {
             }
         }
         Ok(())
+    }
+
+    /// Whether both `wrangler dev` processes still run.
+    pub fn running(&mut self) -> bool {
+        self.backend.running() && self.snippet.running()
+    }
+
+    /// Keeps [`Stack::dir`] (logs, state) when the stack is dropped, for a failure to be
+    /// looked into. A stack dropped while its thread panics keeps it anyway.
+    pub fn keep_files(&mut self) {
+        self.keep_files = true;
     }
 
     /// The snippet's `/__stats` (with the operator token).
@@ -448,8 +751,52 @@ impl Drop for Stack {
         self.backend.stop();
         if std::thread::panicking() {
             eprintln!("{}", tail(&self.logs(), 80));
-        } else {
+        } else if !self.keep_files {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{custom_build, lines_between};
+    use std::path::Path;
+
+    /// The copy `wrangler dev` runs keeps everything but `[build]`, with `main` absolute.
+    #[test]
+    fn a_custom_build_is_taken_out_of_the_config() {
+        let toml = "name = \"w\"\nmain = \"build/index.js\"\n\n[build]\ncommand = \"bash ../b.sh w\"\n\
+                    watch_dir = [\"src\", \"../p/src\"]\n\n[[durable_objects.bindings]]\nname = \"DB\"\n\
+                    [triggers]\ncrons = [\"* * * * *\"]\n";
+        let b = custom_build(Path::new("/repo/w"), toml).expect("a custom build");
+        assert_eq!(b.command, "bash ../b.sh w");
+        assert_eq!(b.cwd, Path::new("/repo/w"));
+        assert_eq!(
+            b.config,
+            "name = \"w\"\nmain = \"/repo/w/build/index.js\"\n\n[[durable_objects.bindings]]\nname = \"DB\"\n\
+             [triggers]\ncrons = [\"* * * * *\"]\n"
+        );
+        assert!(custom_build(Path::new("/x"), "name = \"x\"\nmain = \"src/index.ts\"\n").is_none());
+    }
+
+    /// Windows cut at marks taken anywhere — mid-line included — hold every line once.
+    #[test]
+    fn consecutive_log_windows_hold_every_line_exactly_once() {
+        let log = b"one\ntwo\nthree\nfour";
+        let window = |from: u64, to: u64| {
+            let start = from.saturating_sub(1);
+            String::from_utf8_lossy(lines_between(&log[start as usize..], start, from, to)).into_owned()
+        };
+        assert_eq!(window(0, u64::MAX), "one\ntwo\nthree\nfour");
+        // A mark at a line's start: that line is the next window's.
+        assert_eq!(window(0, 4), "one\n");
+        assert_eq!(window(4, u64::MAX), "two\nthree\nfour");
+        // A mark inside "three": it began before, so it is the first window's.
+        assert_eq!(window(0, 10), "one\ntwo\nthree\n");
+        assert_eq!(window(10, u64::MAX), "four");
+        assert_eq!(window(4, 10), "two\nthree\n");
+        // A window that sees only the rest of a line begun before it is empty.
+        assert_eq!(window(10, 14), "");
+        assert_eq!(window(18, u64::MAX), "");
     }
 }

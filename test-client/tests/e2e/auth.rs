@@ -6,7 +6,7 @@ use std::time::Duration;
 use futures_util::SinkExt;
 use protocol::{decode_message, ErrorFrame, FrameKind, Identity, Open, StreamId};
 use serde_json::{json, Value};
-use test_client::stack::{now_secs, Stack, StackOpts};
+use test_client::stack::{now_secs, Stack};
 use test_client::token::{self, EdDsaKey, Es256Key};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::Response;
@@ -14,11 +14,27 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::common::*;
 
-/// The bystander still gets answers, and nobody caused a second upstream.
-async fn still_fine(stack: &Stack, ws: &mut Ws) {
-    assert_eq!(rpc(ws, "echo", json!(["still here"]), 99).await["result"], json!(["still here"]));
-    let stats = stack.snippet_stats().await.expect("stats");
-    assert_eq!(n(&stats, "backendConnects"), 1, "{stats}");
+/// A client of the test's tenant that must keep working, and the snippet's counters once
+/// it was answered (its upstream up).
+struct Bystander {
+    ws: Ws,
+    joined: Value,
+}
+
+impl Bystander {
+    async fn join(stack: &Stack) -> Bystander {
+        let ws = bystander(stack).await;
+        Bystander { ws, joined: stack.snippet_stats().await.expect("stats") }
+    }
+
+    /// It still gets answers, and nobody caused another upstream since it joined (on a
+    /// stack of the test's own: its upstream is the only one). Then it leaves politely.
+    async fn still_fine(mut self, stack: &Stack) {
+        assert_eq!(rpc(&mut self.ws, "echo", json!(["still here"]), 99).await["result"], json!(["still here"]));
+        let stats = stack.snippet_stats().await.expect("stats");
+        assert_eq!(delta(&self.joined, &stats, "backendConnects"), 0, "{stats}");
+        close_politely(self.ws).await;
+    }
 }
 
 /// An upgrade with extra headers: Ok(response headers) or Err((status, body)).
@@ -57,10 +73,8 @@ fn bearer(t: &str) -> String {
 
 #[test]
 fn anonymous_sql_and_anonymous_upgrades_are_refused() {
-    let _one = one_at_a_time();
-    let stack = start(&[]);
-    runtime().block_on(async {
-        let mut by = bystander(&stack).await;
+    e2e().run(async |stack| {
+        let by = Bystander::join(stack).await;
         let http = stack.snippet.http();
         let evil = json!({ "sql": "create table t(v); insert into t values (1)" });
         for path in ["/query", "/rpc"] {
@@ -78,19 +92,16 @@ fn anonymous_sql_and_anonymous_upgrades_are_refused() {
             post(&format!("{http}/query"), Some(&stack.client_token), &json!({ "sql": "select * from t" })).await;
         assert_eq!(s, 400, "{b}");
         assert!(b.to_string().contains("no such table"), "{b}");
-        still_fine(&stack, &mut by).await;
+        by.still_fine(stack).await;
     });
-    stack.assert_clean_logs().expect("clean logs");
 }
 
 #[test]
 fn forged_expired_early_none_wrong_key_and_confused_tokens_are_refused() {
-    let _one = one_at_a_time();
     let (ec, ed, stranger) = (Es256Key::generate(), EdDsaKey::generate(), Es256Key::generate());
     let jwks = json!({ "keys": [ec.public_jwk("ec1"), ed.public_jwk("ed1")] }).to_string();
-    let stack = start(&[("AUTH_JWKS", &jwks)]);
-    runtime().block_on(async {
-        let mut by = bystander(&stack).await;
+    e2e().vars(&[("AUTH_JWKS", &jwks)]).run(async |stack| {
+        let by = Bystander::join(stack).await;
         let now = now_secs();
         let good = token::claims("eve", "*", "read", 600, now);
         let secret = stack.auth_secret.as_bytes();
@@ -139,13 +150,12 @@ fn forged_expired_early_none_wrong_key_and_confused_tokens_are_refused() {
             let ws = format!("{}/ws?access_token={t}", stack.snippet.ws());
             assert_eq!(upgrade(&ws, &[]).await.err().map(|e| e.0), Some(401), "{what} (upgrade)");
         }
-        still_fine(&stack, &mut by).await;
+        by.still_fine(stack).await;
         let logs = stack.logs();
         for (what, t) in refused.iter().chain(&accepted) {
             assert!(!logs.contains(t.as_str()), "{what}: a token reached a log");
         }
     });
-    stack.assert_clean_logs().expect("clean logs");
 }
 
 /// Each kind of write a read-scope caller might try, and a query that shows whether it
@@ -234,14 +244,14 @@ where
 
 #[test]
 fn a_read_scope_token_cannot_write_by_any_statement() {
-    let _one = one_at_a_time();
-    let stack = start(&[]);
-    runtime().block_on(async {
-        let mut by = bystander(&stack).await;
+    // On the shared stack, under a tenant of its own: a database nobody else has touched.
+    const TENANT: &str = "read-scope";
+    e2e().tenant(TENANT).run(async |stack| {
+        let by = Bystander::join(stack).await;
         let url = format!("{}/query", stack.snippet.http());
         let q = |sql: &str| json!({ "sql": sql });
-        let writer = stack.mint("w", "default", "write", 600);
-        let reader = stack.mint("r", "default", "read", 600);
+        let writer = stack.mint("w", TENANT, "write", 600);
+        let reader = stack.mint("r", TENANT, "read", 600);
         let admin_sql = |sql: &'static str| {
             let (url, writer) = (url.clone(), writer.clone());
             async move { post(&url, Some(&writer), &json!({ "sql": sql })).await }
@@ -302,18 +312,15 @@ fn a_read_scope_token_cannot_write_by_any_statement() {
                 assert!(!b.to_string().contains("no such table"), "refused, not missing: {b}");
             }
         }
-        still_fine(&stack, &mut by).await;
+        by.still_fine(stack).await;
     });
-    stack.assert_clean_logs().expect("clean logs");
 }
 
 #[test]
 fn a_token_in_the_query_or_protocol_works_for_browser_style_upgrades_and_is_not_forwarded() {
-    let _one = one_at_a_time();
-    let stack = start(&[]);
-    let t = stack.mint("browser-user", "default", "read", 600);
-    runtime().block_on(async {
-        let mut by = bystander(&stack).await;
+    e2e().run(async |stack| {
+        let t = stack.mint("browser-user", "default", "read", 600);
+        let by = Bystander::join(stack).await;
         // HTTP routes take the token only in the header (a URL ends up in request logs).
         let (status, _, _) =
             post_with(&format!("{}/rpc?access_token={t}", stack.snippet.http()), &[], &json!({})).await;
@@ -339,29 +346,29 @@ fn a_token_in_the_query_or_protocol_works_for_browser_style_upgrades_and_is_not_
         let only_token =
             upgrade(&format!("{}/ws", stack.snippet.ws()), &[("Sec-WebSocket-Protocol", &format!("bearer.{t}"))]).await;
         assert_eq!(only_token.err().map(|e| e.0), Some(400), "a lone token entry cannot be chosen as the protocol");
-        still_fine(&stack, &mut by).await;
+        by.still_fine(stack).await;
+        // What reaches the backend is frames; had the token been forwarded or logged
+        // anywhere on the way (URL, header, subprotocol), one of the two logs would hold
+        // it. All of both logs: on a shared stack, no test may have logged a token.
+        let logs = stack.logs();
+        assert!(!logs.contains("access_token="), "no URL with a token is logged");
+        assert!(!logs.contains(&t), "the token is in no log");
     });
-    stack.assert_clean_logs().expect("clean logs");
-    // What reaches the backend is frames; had the token been forwarded or logged anywhere
-    // on the way (URL, header, subprotocol), one of the two logs would hold it.
-    let logs = stack.logs();
-    assert!(!logs.contains("access_token="), "no URL with a token is logged");
-    assert!(!logs.contains(&t), "the token is in no log");
 }
 
 #[test]
 fn cross_origin_upgrades_are_refused_and_cors_answers_the_allowed_list() {
-    let _one = one_at_a_time();
-    let stack = start(&[("ALLOWED_ORIGINS", "https://app.example")]);
-    runtime().block_on(async {
-        let mut by = bystander(&stack).await;
+    e2e().vars(&[("ALLOWED_ORIGINS", "https://app.example")]).run(async |stack| {
+        let by = Bystander::join(stack).await;
         let t = stack.client_token.clone();
         let ws = format!("{}/ws?access_token={t}", stack.snippet.ws());
         let evil = upgrade(&ws, &[("Origin", "https://evil.example")]).await;
         assert_eq!(evil.err().map(|e| e.0), Some(403), "cross-site WebSocket hijacking");
-        assert!(upgrade(&ws, &[("Origin", "https://app.example")]).await.is_ok());
+        let (app, _) = upgrade(&ws, &[("Origin", "https://app.example")]).await.expect("an allowed origin");
+        close_politely(app).await;
         let own = stack.snippet.http();
-        assert!(upgrade(&ws, &[("Origin", &own)]).await.is_ok(), "the snippet's own pages");
+        let (page, _) = upgrade(&ws, &[("Origin", &own)]).await.expect("the snippet's own pages");
+        close_politely(page).await;
 
         let rpc_url = format!("{own}/rpc");
         let client = reqwest::Client::new();
@@ -399,17 +406,14 @@ fn cross_origin_upgrades_are_refused_and_cors_answers_the_allowed_list() {
         let (status, _, _) =
             post_with(&rpc_url, &[("Origin", "https://evil.example"), ("Authorization", &bearer(&t))], &ping).await;
         assert_eq!(status, 403);
-        still_fine(&stack, &mut by).await;
+        by.still_fine(stack).await;
     });
-    stack.assert_clean_logs().expect("clean logs");
 }
 
 #[test]
 fn a_token_for_tenant_a_is_refused_on_tenant_b() {
-    let _one = one_at_a_time();
-    let stack = start_with(&[], Some("tenant-b"));
-    runtime().block_on(async {
-        let mut by = bystander(&stack).await;
+    e2e().tenant("tenant-b").run(async |stack| {
+        let by = Bystander::join(stack).await;
         let for_a = stack.mint("a-user", "tenant-a", "read write", 600);
         let for_b = stack.mint("b-user", "tenant-b", "read write", 600);
         let ws = format!("{}/ws", stack.snippet.ws());
@@ -448,17 +452,14 @@ fn a_token_for_tenant_a_is_refused_on_tenant_b() {
                 None => assert_eq!((f.kind, f.payload), (FrameKind::Text, &b"hi"[..])),
             }
         }
-        still_fine(&stack, &mut by).await;
+        by.still_fine(stack).await;
     });
-    stack.assert_clean_logs().expect("clean logs");
 }
 
 #[test]
 fn stats_need_an_operator_token() {
-    let _one = one_at_a_time();
-    let stack = start(&[]);
-    runtime().block_on(async {
-        let mut by = bystander(&stack).await;
+    e2e().run(async |stack| {
+        let by = Bystander::join(stack).await;
         let url = format!("{}/__stats", stack.snippet.origin());
         let get = |t: Option<String>| {
             let mut req = reqwest::Client::new().get(&url);
@@ -476,16 +477,14 @@ fn stats_need_an_operator_token() {
             "a tenant's admin is no operator"
         );
         assert_eq!(get(Some(stack.admin_token.clone())).await.expect("get").status().as_u16(), 200);
-        still_fine(&stack, &mut by).await;
+        by.still_fine(stack).await;
     });
 }
 
 #[test]
 fn a_session_is_closed_with_1008_when_its_token_expires() {
-    let _one = one_at_a_time();
-    let stack = start(&[]);
-    runtime().block_on(async {
-        let mut by = bystander(&stack).await;
+    e2e().run(async |stack| {
+        let by = Bystander::join(stack).await;
         let short = stack.mint("brief", "default", "read", 3);
         let mut ws = ws_connect(&format!("{}/ws", stack.snippet.ws()), Some(&short)).await.expect("ws");
         assert_eq!(rpc(&mut ws, "ping", json!([]), 1).await["result"], "pong");
@@ -509,29 +508,20 @@ fn a_session_is_closed_with_1008_when_its_token_expires() {
         let (status, challenge, body) = post_with(&rpc_url, &[("Authorization", &bearer(&short))], &ping).await;
         assert_eq!(status, 401, "{body}");
         assert!(challenge.unwrap_or_default().contains("expired"), "{body}");
-        still_fine(&stack, &mut by).await;
+        by.still_fine(stack).await;
     });
-    stack.assert_clean_logs().expect("clean logs");
 }
 
+/// Two configurations, so two stacks of their own, one after the other.
 #[test]
 fn without_a_key_everything_fails_closed_and_anonymous_access_is_opt_in() {
-    let _one = one_at_a_time();
-    let closed = Stack::start(StackOpts { no_auth_secret: true, ..StackOpts::default() }).expect("stack");
-    runtime().block_on(async {
+    e2e().no_auth_secret().run(async |closed| {
         let (status, body) = post(&format!("{}/rpc", closed.snippet.http()), None, &json!({})).await;
         assert_eq!(status, 500, "{body}");
         assert!(body["error"].as_str().unwrap_or_default().contains("AUTH_SECRET"), "{body}");
         assert_eq!(ws_connect(&format!("{}/ws", closed.snippet.ws()), None).await.err(), Some(500));
     });
-    drop(closed);
-    let open = Stack::start(StackOpts {
-        no_auth_secret: true,
-        snippet_vars: vec![("ALLOW_ANONYMOUS".into(), "true".into())],
-        ..StackOpts::default()
-    })
-    .expect("stack");
-    runtime().block_on(async {
+    e2e().no_auth_secret().vars(&[("ALLOW_ANONYMOUS", "true")]).run(async |open| {
         let url = format!("{}/query", open.snippet.http());
         let (s, b) = post(&url, None, &json!({ "sql": "select 41 + 1 as x" })).await;
         assert_eq!((s, &b["rows"]), (200, &json!([[42]])), "anonymous read: {b}");

@@ -12,9 +12,7 @@ use crate::common::*;
 
 #[test]
 fn every_entry_point_wants_the_bearer_token() {
-    let _one = one_at_a_time();
-    let stack = start(&[]);
-    runtime().block_on(async {
+    e2e().run(async |stack| {
         let ws = stack.backend.ws();
         for endpoint in ["mux", "ws", "echo"] {
             let url = format!("{ws}/db/auth/{endpoint}");
@@ -32,17 +30,15 @@ fn every_entry_point_wants_the_bearer_token() {
             assert_eq!(post(&url, Some("nope"), &ping).await.0, 401);
         }
         assert_eq!(post(&format!("{http}/db/auth/rpc"), Some(&stack.token), &ping).await.1["result"], "pong");
+        // All of both logs: on a shared stack, no test may have logged it.
+        assert!(!stack.logs().contains(&stack.token), "the token is never logged");
     });
-    assert!(!stack.logs().contains(&stack.token), "the token is never logged");
 }
 
 #[test]
 fn sql_rows_survive_a_restart_of_the_runtime() {
-    let _one = one_at_a_time();
-    let mut stack = start(&[]);
-    let rt = runtime();
-    let query = |sql: &str, params: Value| json!({ "sql": sql, "params": params });
-    rt.block_on(async {
+    e2e().own_stack("restarts the backend").run_mut(async |stack| {
+        let query = |sql: &str, params: Value| json!({ "sql": sql, "params": params });
         // Through the snippet's shared upstream (POST /query, the {sql, params} shape)…
         let url = format!("{}/query", stack.snippet.http());
         let (s, b) = post(
@@ -63,9 +59,9 @@ fn sql_rows_survive_a_restart_of_the_runtime() {
         let (s, b) = post(&url, Some(&stack.client_token), &query("select nope from notes", json!([]))).await;
         assert_eq!(s, 400, "SQL errors are 400 with SQLite's message: {b}");
         assert!(b["error"].as_str().unwrap_or_default().contains("nope"), "{b}");
-    });
-    stack.restart_backend().expect("backend restarts");
-    rt.block_on(async {
+
+        stack.restart_backend().expect("backend restarts");
+
         // …and read back directly after the restart.
         let url = format!("{}/db/default/query", stack.backend.http());
         let (s, b) = post(&url, Some(&stack.token), &query("select id, body from notes order by id", json!([]))).await;
@@ -80,9 +76,7 @@ fn sql_rows_survive_a_restart_of_the_runtime() {
 /// multiplexed through the snippet still get correct answers (state from attachments).
 #[test]
 fn a_hibernated_object_answers_and_heartbeats_do_not_wake_it() {
-    let _one = one_at_a_time();
-    let stack = start_with(&[], Some("hib"));
-    runtime().block_on(async {
+    e2e().tenant("hib").run(async |stack| {
         let mut direct =
             ws_connect(&format!("{}/db/hib/ws", stack.backend.ws()), Some(&stack.token)).await.expect("ws");
         let mut via_snippet =
@@ -106,7 +100,6 @@ fn a_hibernated_object_answers_and_heartbeats_do_not_wake_it() {
         let sql = json!({ "sql": "select ? + 1 as n", "params": [41] });
         assert_eq!(rpc(&mut direct, "sql", sql, 3).await["result"]["rows"], json!([[42]]));
     });
-    stack.assert_clean_logs().expect("clean logs");
 }
 
 /// The next message on `ws`, and when it came (since `t0`).
@@ -122,9 +115,7 @@ async fn arrival(ws: &mut Ws, t0: std::time::Instant) -> (Message, Duration) {
 /// while busy, and an auto-response heartbeat could tell the two apart.
 #[test]
 fn a_busy_object_answers_not_even_its_auto_response_until_its_statement_ends() {
-    let _one = one_at_a_time();
-    let stack = start(&[]);
-    runtime().block_on(async {
+    e2e().run(async |stack| {
         let url = |tenant: &str, path: &str| format!("{}/db/{tenant}/{path}", stack.backend.ws());
         let mut slow = ws_connect(&url("busy", "ws"), Some(&stack.token)).await.expect("ws");
         let mut same = ws_connect(&url("busy", "mux"), Some(&stack.token)).await.expect("mux");
@@ -153,14 +144,11 @@ fn a_busy_object_answers_not_even_its_auto_response_until_its_statement_ends() {
         let ended = done.saturating_sub(Duration::from_millis(500));
         assert!(same_at > ended && other_at > ended, "no auto-response while the statement ran");
     });
-    stack.assert_clean_logs().expect("clean logs");
 }
 
 #[test]
 fn malformed_mux_frames_get_a_session_error_and_spare_other_streams() {
-    let _one = one_at_a_time();
-    let stack = start(&[]);
-    runtime().block_on(async {
+    e2e().run(async |stack| {
         // A client of the snippet keeps working throughout.
         let mut bystander =
             ws_connect(&format!("{}/ws", stack.snippet.ws()), Some(&stack.client_token)).await.expect("ws");
@@ -201,29 +189,28 @@ fn malformed_mux_frames_get_a_session_error_and_spare_other_streams() {
 
         assert_eq!(rpc(&mut bystander, "ping", json!([]), 2).await["result"], "pong");
     });
-    stack.assert_clean_logs().expect("clean logs");
 }
 
+/// On the shared stack, under a tenant of its own: every stream of it is this test's.
 #[test]
 fn the_backend_pushes_to_streams_unprompted() {
-    let _one = one_at_a_time();
-    let stack = start(&[]);
-    runtime().block_on(async {
+    const TENANT: &str = "pushes";
+    e2e().tenant(TENANT).run(async |stack| {
         let mut a = ws_connect(&format!("{}/ws", stack.snippet.ws()), Some(&stack.client_token)).await.expect("ws");
         let mut b = ws_connect(&format!("{}/ws", stack.snippet.ws()), Some(&stack.client_token)).await.expect("ws");
         let mut direct =
-            ws_connect(&format!("{}/db/default/ws", stack.backend.ws()), Some(&stack.token)).await.expect("ws");
+            ws_connect(&format!("{}/db/{TENANT}/ws", stack.backend.ws()), Some(&stack.token)).await.expect("ws");
         assert_eq!(rpc(&mut b, "ping", json!([]), 1).await["result"], "pong"); // b's stream is open
         assert_eq!(rpc(&mut direct, "ping", json!([]), 1).await["result"], "pong");
         let reply = rpc(&mut a, "broadcast", json!({ "message": "hello" }), 7).await;
         assert_eq!(reply["result"]["delivered"], 3, "a, b and the direct socket: {reply}");
         // An admin's stats over a multiplexed stream (reads the same stream tables).
-        let admin = stack.mint("ops", "default", "admin", 600);
+        let admin = stack.mint("ops", TENANT, "admin", 600);
         let mut c = ws_connect(&format!("{}/ws", stack.snippet.ws()), Some(&admin)).await.expect("ws");
         let stats = rpc(&mut c, "stats", json!([]), 8).await;
         assert!(stats["result"]["streams"].as_u64().is_some_and(|n| n >= 3), "{stats}");
         // A caller without read gets no broadcasts.
-        let publisher = stack.mint("pub", "default", "publish", 600);
+        let publisher = stack.mint("pub", TENANT, "publish", 600);
         let mut p = ws_connect(&format!("{}/ws", stack.snippet.ws()), Some(&publisher)).await.expect("ws");
         let reply = rpc(&mut p, "broadcast", json!({ "message": "second" }), 9).await;
         assert_eq!(reply["result"]["delivered"], 4, "a, b, c and direct; not the publisher: {reply}");

@@ -11,51 +11,55 @@ use crate::common::*;
 
 #[test]
 fn two_browser_pages_through_the_snippet_survive_a_backend_restart() {
-    let _one = one_at_a_time();
-    let mut stack = start(&[]);
-    let root = test_client::stack::repo_root().expect("repo root");
-    let artifacts = root.join("target/browser-artifacts");
-    let mut child = Command::new("node")
-        .arg("client/browser-test/demo.mjs")
-        .current_dir(&root)
-        .env("SNIPPET_ORIGIN", stack.snippet.origin())
-        .env("CLIENT_TOKEN", &stack.client_token)
-        .env("ADMIN_TOKEN", &stack.admin_token)
-        .env("ARTIFACTS", &artifacts)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("node runs the browser test");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut out = String::new();
-    let mut restarts = 0;
-    for line in stdout.lines() {
-        let line = line.expect("browser test output");
-        if line.trim() == "RESTART_BACKEND" {
-            stack.restart_backend().expect("backend restarts");
-            restarts += 1;
-            writeln!(stdin, "RESTARTED").expect("answer the browser test");
-            continue;
-        }
-        println!("{line}");
-        out.push_str(&line);
-        out.push('\n');
-    }
-    let status = child.wait().expect("node exits");
-    assert!(
-        status.success(),
-        "the browser test failed ({status}):\n{out}\n{}",
-        test_client::stack::tail(&stack.logs(), 60)
-    );
-    assert!(restarts >= 1, "the backend was restarted mid-session");
-    // node's test runner closes with `# pass N` / `# fail N` (TAP) or `ℹ pass N` (spec).
-    let count = |what: &str| {
-        out.lines().find_map(|l| l.trim_start_matches(['#', 'ℹ', ' ']).strip_prefix(what)?.trim().parse::<u32>().ok())
-    };
-    assert_eq!(count("fail "), Some(0), "node's test runner reported failures:\n{out}");
-    assert!(count("pass ").is_some_and(|n| n >= 3), "every browser test ran:\n{out}");
-    assert!(artifacts.join("demo.png").is_file(), "the demo screenshot is saved");
-    // The backend restart has the snippet close the pages with 1012 (RUNTIME.md §16).
-    stack.assert_clean_logs_tolerating(&[test_client::stack::RUNTIME_CLOSE_NOISE]).expect("clean logs");
+    e2e()
+        .own_stack("restarts the backend mid-session")
+        // The backend restart has the snippet close the pages with 1012 (RUNTIME.md §16).
+        .tolerating(&[test_client::stack::RUNTIME_CLOSE_NOISE])
+        .run_mut(async |stack| {
+            let root = test_client::stack::repo_root().expect("repo root");
+            let artifacts = root.join("target/browser-artifacts");
+            let mut child = Command::new("node")
+                .arg("client/browser-test/demo.mjs")
+                .current_dir(&root)
+                .env("SNIPPET_ORIGIN", stack.snippet.origin())
+                .env("CLIENT_TOKEN", &stack.client_token)
+                .env("ADMIN_TOKEN", &stack.admin_token)
+                .env("ARTIFACTS", &artifacts)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("node runs the browser test");
+            let mut stdin = child.stdin.take().expect("stdin");
+            let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+            let mut out = String::new();
+            let mut restarts = 0;
+            // Blocking reads: this body has the test's thread to itself.
+            for line in stdout.lines() {
+                let line = line.expect("browser test output");
+                if line.trim() == "RESTART_BACKEND" {
+                    stack.restart_backend().expect("backend restarts");
+                    restarts += 1;
+                    writeln!(stdin, "RESTARTED").expect("answer the browser test");
+                    continue;
+                }
+                println!("{line}");
+                out.push_str(&line);
+                out.push('\n');
+            }
+            let status = child.wait().expect("node exits");
+            assert!(
+                status.success(),
+                "the browser test failed ({status}):\n{out}\n{}",
+                test_client::stack::tail(&stack.logs(), 60)
+            );
+            assert!(restarts >= 1, "the backend was restarted mid-session");
+            // node's test runner closes with `# pass N` / `# fail N` (TAP) or `ℹ pass N` (spec).
+            let count = |what: &str| {
+                out.lines()
+                    .find_map(|l| l.trim_start_matches(['#', 'ℹ', ' ']).strip_prefix(what)?.trim().parse::<u32>().ok())
+            };
+            assert_eq!(count("fail "), Some(0), "node's test runner reported failures:\n{out}");
+            assert!(count("pass ").is_some_and(|n| n >= 3), "every browser test ran:\n{out}");
+            assert!(artifacts.join("demo.png").is_file(), "the demo screenshot is saved");
+        });
 }

@@ -1,6 +1,8 @@
 //! End-to-end tests: the real backend-do and snippet under `wrangler dev` (workerd),
-//! driven by the test client's own load generator. Each test starts its own stack on
-//! free ports; `./x test` runs them one at a time.
+//! driven by the test client's own load generator, on free ports. Every test runs through
+//! `common::e2e()`: tests of the default configuration share one stack per backend, the
+//! others start their own, and every test's log lines are checked (`common.rs` says how);
+//! `./x test` runs them one at a time.
 
 mod abuse;
 mod auth;

@@ -25,36 +25,37 @@ fn assert_only_clear_errors(r: &Report) {
     assert_eq!(r.ok + per_request, r.sent, "every request got a reply or an error:\n{}", r.to_text());
 }
 
-/// The client whose context owns the upstream leaves while others keep sending.
+/// The client whose context owns the upstream leaves while others keep sending. On the
+/// shared stack, under a tenant of its own: the first client opens its upstream, so owns it.
 #[test]
 fn the_owners_client_leaves_mid_stream_and_nothing_is_lost() {
-    let _one = one_at_a_time();
-    let stack = start(&[]);
-    runtime().block_on(async {
+    const TENANT: &str = "owner-leaves";
+    // The owner's socket is dropped without a close handshake (RUNTIME.md §16).
+    e2e().tenant(TENANT).tolerating(&[RUNTIME_CLOSE_NOISE]).run(async |stack| {
+        let start = stack.snippet_stats().await.expect("stats");
         let url = format!("{}/ws", stack.snippet.ws());
         let mut owner = ws_connect(&url, Some(&stack.client_token)).await.expect("ws");
         assert_eq!(rpc(&mut owner, "ping", json!([]), 1).await["result"], "pong");
         let stats = stack.snippet_stats().await.expect("stats");
-        assert_eq!(stats["ownerKind"], "websocket", "{stats}");
+        assert_eq!(upstream(&stats, TENANT)["ownerKind"], "websocket", "{stats}");
 
-        let others = LoadOpts { clients: 8, messages: 300, in_flight: 4, ..client_load(&stack, url.clone()) };
+        let others = LoadOpts { clients: 8, messages: 300, in_flight: 4, ..client_load(stack, url.clone()) };
         let run = tokio::spawn(load::run(others, false));
         tokio::time::sleep(Duration::from_millis(300)).await;
         drop(owner); // mid-stream, without a close handshake
         let report = run.await.expect("task").expect("load");
         assert_passed(&report, 2400);
         // New clients still get through afterwards.
-        let after = LoadOpts { clients: 4, messages: 50, ..client_load(&stack, url) };
+        let after = LoadOpts { clients: 4, messages: 50, ..client_load(stack, url) };
         assert_passed(&load::run(after, false).await.expect("load"), 200);
-        let stats = stats_until(&stack, |s| s["activeClients"] == 0).await;
-        assert_eq!(n(&stats, "errors"), 0, "{stats}");
-        assert!(n(&stats, "handovers") >= 1, "a remaining client's context took over: {stats}");
-        assert_eq!(stats["ownerKind"], "websocket", "{stats}");
-        assert_eq!(n(&stats, "backendConnects"), 1, "no reconnect, only hand-overs: {stats}");
-        assert_eq!(n(&stats, "backendReconnects"), 0, "{stats}");
+        let stats = stats_until(stack, |s| s["activeClients"] == 0).await;
+        let ours = upstream(&stats, TENANT);
+        assert_eq!(errors_of(TENANT, &start, &stats), 0, "{stats}");
+        assert!(ours["handovers"].as_u64() >= Some(1), "a remaining client's context took over: {stats}");
+        assert_eq!(ours["ownerKind"], "websocket", "{stats}");
+        assert_eq!(delta(&start, &stats, "backendConnects"), 1, "no reconnect, only hand-overs: {stats}");
+        assert_eq!(delta(&start, &stats, "backendReconnects"), 0, "{stats}");
     });
-    // The owner's socket is dropped without a close handshake (RUNTIME.md §16).
-    stack.assert_clean_logs_tolerating(&[RUNTIME_CLOSE_NOISE]).expect("clean logs");
 }
 
 /// HTTP-owned upstreams are handed over when their (here 1 s) lifetime is up, again and
@@ -62,15 +63,13 @@ fn the_owners_client_leaves_mid_stream_and_nothing_is_lost() {
 /// and message is answered, in order, on a chain of upstreams.
 #[test]
 fn owners_are_handed_over_under_load_without_losing_anything() {
-    let _one = one_at_a_time();
-    let stack = start(&[("OWNER_LIFETIME_MS", "1000")]);
-    runtime().block_on(async {
+    e2e().vars(&[("OWNER_LIFETIME_MS", "1000")]).run(async |stack| {
         let http = LoadOpts {
             clients: 8,
             in_flight: 2,
             duration: Some(5.0),
             method: Method::Ping,
-            ..client_load(&stack, format!("{}/rpc", stack.snippet.http()))
+            ..client_load(stack, format!("{}/rpc", stack.snippet.http()))
         };
         let report = load::run(http.clone(), false).await.expect("load");
         assert!(report.passed, "{}", report.to_text());
@@ -87,19 +86,18 @@ fn owners_are_handed_over_under_load_without_losing_anything() {
             in_flight: 4,
             duration: Some(4.0),
             method: Method::Raw,
-            ..client_load(&stack, format!("{}/ws/echo", stack.snippet.ws()))
+            ..client_load(stack, format!("{}/ws/echo", stack.snippet.ws()))
         };
         let (a, b) = tokio::join!(load::run(ws, false), load::run(http, false));
         let (a, b) = (a.expect("ws load"), b.expect("http load"));
         assert!(a.passed, "{}", a.to_text());
         assert!(b.passed, "{}", b.to_text());
-        let s = stats_until(&stack, |s| s["activeClients"] == 0).await;
+        let s = stats_until(stack, |s| s["activeClients"] == 0).await;
         assert!(n(&s, "handovers") >= 3, "{s}");
         assert_eq!(n(&s, "errors"), 0, "{s}");
         assert_eq!(n(&s, "backendReconnects"), 0, "hand-overs, not reconnects: {s}");
         assert_eq!(n(&s, "droppedDeliveries"), 0, "{s}");
     });
-    stack.assert_clean_logs().expect("clean logs");
 }
 
 /// The backend stops and comes back while WebSocket and HTTP clients are busy: every
@@ -107,85 +105,87 @@ fn owners_are_handed_over_under_load_without_losing_anything() {
 /// bound, and /__stats adds up afterwards.
 #[test]
 fn backend_restart_mid_load_gives_every_request_a_reply_or_a_clear_error() {
-    let _one = one_at_a_time();
     // Short timeouts, so that "at rest for 2 × the longest of them" is seconds.
     let timeouts = [("REQUEST_TIMEOUT_MS", "3000"), ("WATCHDOG_MS", "2000"), ("UPSTREAM_IDLE_MS", "2000")];
-    let mut stack = start(&[&[("RECONNECT_MAX_MS", "2000")][..], &timeouts].concat());
-    let rt = runtime();
-    let baseline = rt.block_on(stack.snippet_stats()).expect("stats");
-    let ws = LoadOpts {
-        clients: 8,
-        duration: Some(4.0),
-        in_flight: 2,
-        ..client_load(&stack, format!("{}/ws", stack.snippet.ws()))
-    };
-    let http = LoadOpts {
-        clients: 8,
-        duration: Some(4.0),
-        in_flight: 2,
-        method: Method::Ping,
-        ..client_load(&stack, format!("{}/rpc", stack.snippet.http()))
-    };
-    let (ws_run, http_run) = rt.block_on(async {
-        assert_passed(
-            &load::run(LoadOpts { messages: 20, ..ws.clone() }.without_duration(), false).await.expect("load"),
-            160,
-        );
-        (tokio::spawn(load::run(ws.clone(), false)), tokio::spawn(load::run(http.clone(), false)))
-    });
-    std::thread::sleep(Duration::from_millis(1500));
-    stack.stop_backend();
-    std::thread::sleep(Duration::from_millis(1500));
-    let restarted = {
-        stack.restart_backend().expect("backend restarts");
-        Instant::now()
-    };
-    rt.block_on(async {
-        let ws_report = ws_run.await.expect("task").expect("ws load");
-        let http_report = http_run.await.expect("task").expect("http load");
-        assert_only_clear_errors(&ws_report);
-        assert_only_clear_errors(&http_report);
-        assert!(!ws_report.errors.is_empty() || !http_report.errors.is_empty(), "the outage was noticed");
+    e2e()
+        .vars(&[&[("RECONNECT_MAX_MS", "2000")][..], &timeouts].concat())
+        .own_stack("stops and restarts the backend")
+        // The outage closes the WebSocket clients with 1012 (RUNTIME.md §16).
+        .tolerating(&[RUNTIME_CLOSE_NOISE])
+        .run_mut(async |stack| {
+            let baseline = stack.snippet_stats().await.expect("stats");
+            let ws = LoadOpts {
+                clients: 8,
+                duration: Some(4.0),
+                in_flight: 2,
+                ..client_load(stack, format!("{}/ws", stack.snippet.ws()))
+            };
+            let http = LoadOpts {
+                clients: 8,
+                duration: Some(4.0),
+                in_flight: 2,
+                method: Method::Ping,
+                ..client_load(stack, format!("{}/rpc", stack.snippet.http()))
+            };
+            assert_passed(
+                &load::run(LoadOpts { messages: 20, ..ws.clone() }.without_duration(), false).await.expect("load"),
+                160,
+            );
+            // The load runs on the runtime's workers while this body stops and restarts
+            // the backend (blocking calls, on the test's thread).
+            let ws_run = tokio::spawn(load::run(ws.clone(), false));
+            let http_run = tokio::spawn(load::run(http.clone(), false));
+            std::thread::sleep(Duration::from_millis(1500));
+            stack.stop_backend();
+            std::thread::sleep(Duration::from_millis(1500));
+            let restarted = {
+                stack.restart_backend().expect("backend restarts");
+                Instant::now()
+            };
+            let ws_report = ws_run.await.expect("task").expect("ws load");
+            let http_report = http_run.await.expect("task").expect("http load");
+            assert_only_clear_errors(&ws_report);
+            assert_only_clear_errors(&http_report);
+            assert!(!ws_report.errors.is_empty() || !http_report.errors.is_empty(), "the outage was noticed");
 
-        // A new client's first message is answered within the backoff bound (2 s) + slack.
-        let mut c = ws_connect(&format!("{}/ws", stack.snippet.ws()), Some(&stack.client_token)).await.expect("ws");
-        let asked = Instant::now();
-        assert_eq!(rpc(&mut c, "ping", json!([]), 1).await["result"], "pong");
-        let waited = asked.elapsed();
-        assert!(
-            waited < Duration::from_millis(3500),
-            "reconnected after {waited:?} (restart done {:?} ago)",
-            restarted.elapsed()
-        );
-        drop(c);
+            // A new client's first message is answered within the backoff bound (2 s) + slack.
+            let mut c = ws_connect(&format!("{}/ws", stack.snippet.ws()), Some(&stack.client_token)).await.expect("ws");
+            let asked = Instant::now();
+            assert_eq!(rpc(&mut c, "ping", json!([]), 1).await["result"], "pong");
+            let waited = asked.elapsed();
+            assert!(
+                waited < Duration::from_millis(3500),
+                "reconnected after {waited:?} (restart done {:?} ago)",
+                restarted.elapsed()
+            );
+            drop(c);
 
-        assert_passed(&load::run(LoadOpts { messages: 50, ..ws }.without_duration(), false).await.expect("load"), 400);
-        assert_passed(
-            &load::run(LoadOpts { messages: 20, ..http }.without_duration(), false).await.expect("load"),
-            160,
-        );
+            let ws_more = LoadOpts { messages: 50, ..ws }.without_duration();
+            assert_passed(&load::run(ws_more, false).await.expect("load"), 400);
+            let http_more = LoadOpts { messages: 20, ..http }.without_duration();
+            assert_passed(&load::run(http_more, false).await.expect("load"), 160);
 
-        let s = stats_until(&stack, |s| s["activeClients"] == 0 && s["pendingRequests"] == 0).await;
-        assert_eq!(s["backendConnected"], true, "{s}");
-        assert!(n(&s, "backendReconnects") >= 1, "{s}");
-        assert_eq!(n(&s, "backendConnects"), 1 + n(&s, "backendReconnects"), "{s}");
-        assert!(n(&s, "connectAttempts") >= n(&s, "backendConnects"), "{s}");
-        assert_eq!((n(&s, "activeClients"), n(&s, "pendingRequests")), (0, 0), "{s}");
-        assert_eq!(n(&s, "messagesProxied"), n(&s, "messagesUp") + n(&s, "messagesDown"), "{s}");
-        assert!(n(&s, "framesSent") >= n(&s, "batchesSent"), "{s}");
-        assert!(n(&s, "errors") > 0, "the outage is counted: {s}");
-        assert!(n(&s, "fallbacks") > 0, "HTTP requests went direct while the upstream was down: {s}");
+            let s = stats_until(stack, |s| s["activeClients"] == 0 && s["pendingRequests"] == 0).await;
+            assert_eq!(s["backendConnected"], true, "{s}");
+            assert!(n(&s, "backendReconnects") >= 1, "{s}");
+            assert_eq!(n(&s, "backendConnects"), 1 + n(&s, "backendReconnects"), "{s}");
+            assert!(n(&s, "connectAttempts") >= n(&s, "backendConnects"), "{s}");
+            assert_eq!((n(&s, "activeClients"), n(&s, "pendingRequests")), (0, 0), "{s}");
+            assert_eq!(n(&s, "messagesProxied"), n(&s, "messagesUp") + n(&s, "messagesDown"), "{s}");
+            assert!(n(&s, "framesSent") >= n(&s, "batchesSent"), "{s}");
+            assert!(n(&s, "errors") > 0, "the outage is counted: {s}");
+            assert!(n(&s, "fallbacks") > 0, "HTTP requests went direct while the upstream was down: {s}");
 
-        // At rest for 2 × the longest timeout, nothing outlives its purpose: no task,
-        // stream, request or upstream beyond what an idle isolate holds.
-        tokio::time::sleep(Duration::from_millis(6_000)).await;
-        let rest = stats_until(&stack, |s| s["liveTasks"] == baseline["liveTasks"] && s["upstreamsOpen"] == 0).await;
-        eprintln!(
-            "at rest: liveTasks {} (baseline {}), wasmMemoryBytes {}",
-            rest["liveTasks"], baseline["liveTasks"], rest["wasmMemoryBytes"]
-        );
-        for field in ["liveTasks", "pendingRequests", "activeClients", "streamsHeld", "upstreamsOpen"] {
-            assert_eq!(rest[field], baseline[field], "{field} back to its baseline: {rest}");
-        }
-    });
+            // At rest for 2 × the longest timeout, nothing outlives its purpose: no task,
+            // stream, request or upstream beyond what an idle isolate holds.
+            tokio::time::sleep(Duration::from_millis(6_000)).await;
+            let rest = stats_until(stack, |s| s["liveTasks"] == baseline["liveTasks"] && s["upstreamsOpen"] == 0).await;
+            eprintln!(
+                "at rest: liveTasks {} (baseline {}), wasmMemoryBytes {}",
+                rest["liveTasks"], baseline["liveTasks"], rest["wasmMemoryBytes"]
+            );
+            for field in ["liveTasks", "pendingRequests", "activeClients", "streamsHeld", "upstreamsOpen"] {
+                assert_eq!(rest[field], baseline[field], "{field} back to its baseline: {rest}");
+            }
+        });
 }
