@@ -46,6 +46,8 @@ pub struct Worker {
     /// The tenant [`Worker::http`] and [`Worker::ws`] address: `default` means the
     /// unprefixed routes, any other `/db/{tenant}`.
     tenant: String,
+    /// Where the log stood when `wrangler dev` last started.
+    started_at: u64,
 }
 
 impl Worker {
@@ -92,6 +94,7 @@ impl Worker {
             dir: dir.to_owned(),
             args,
             tenant: "default".into(),
+            started_at: 0,
         };
         w.start(root)?;
         Ok(w)
@@ -104,6 +107,7 @@ impl Worker {
             bail!("{} is missing: run ./x setup", wrangler.display());
         }
         let log = File::options().create(true).append(true).open(&self.log).context("worker log")?;
+        self.started_at = self.log_len();
         let child = Command::new(wrangler)
             .args(&self.args)
             .current_dir(&self.dir)
@@ -367,12 +371,31 @@ pub fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// `N` different ports that were free a moment ago (held at once while chosen, so no
-/// two are the same).
+/// `N` different ports that were free a moment ago, below the range the system hands out
+/// for outgoing connections: a port from that range (what binding port 0 gives) can be
+/// taken by any client's connection before `wrangler dev` binds it, and with load tests
+/// running beside, it was ("Address already in use"). Held at once while chosen, so no
+/// two are the same.
 pub fn free_ports<const N: usize>() -> Result<[u16; N]> {
-    let listeners = (0..N).map(|_| TcpListener::bind("127.0.0.1:0")).collect::<std::io::Result<Vec<_>>>()?;
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let ephemeral = range.split_whitespace().next().and_then(|p| p.parse::<u16>().ok()).unwrap_or(32768);
+    let (low, high) = if ephemeral > 12_000 { (10_000, ephemeral) } else { (0, 0) };
+    let mut held = Vec::with_capacity(N);
+    for _ in 0..N * 100 {
+        if held.len() == N {
+            break;
+        }
+        // Below the ephemeral range when there is room there, else whatever the system gives.
+        let port = if high > low { fastrand::u16(low..high) } else { 0 };
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+            held.push(l);
+        }
+    }
+    if held.len() < N {
+        bail!("no {N} free ports found");
+    }
     let mut ports = [0; N];
-    for (port, l) in ports.iter_mut().zip(&listeners) {
+    for (port, l) in ports.iter_mut().zip(&held) {
         *port = l.local_addr()?.port();
     }
     Ok(ports)
@@ -395,6 +418,11 @@ pub fn repo_root() -> Result<PathBuf> {
     bail!("cannot find the snippet-proxy checkout; set SNIPPET_PROXY_ROOT")
 }
 
+/// What `wrangler dev` logs once its runtime serves, and when the runtime could not start:
+/// then wrangler keeps running, and its proxy answers every request with an error.
+const READY_LINE: &str = "Ready on http";
+const START_FAILED: [&str; 2] = ["The Workers runtime failed to start", "Address already in use"];
+
 fn wait_ready(worker: &mut Worker, path: &str) -> Result<()> {
     let deadline = Instant::now() + READY_TIMEOUT;
     let addr = format!("127.0.0.1:{}", worker.port);
@@ -404,11 +432,16 @@ fn wait_ready(worker: &mut Worker, path: &str) -> Result<()> {
                 bail!("wrangler dev exited early ({status}); log:\n{}", tail(&worker.log(), 40));
             }
         }
-        // Any HTTP answer means the runtime is up (a misconfigured worker answers 500).
-        if http_get_status(&addr, path).is_ok() {
+        let log = worker.log_lines(worker.started_at, None);
+        if START_FAILED.iter().any(|f| log.contains(f)) {
+            bail!("the runtime of wrangler dev failed to start; log:\n{}", tail(&log, 40));
+        }
+        // Any HTTP answer of a runtime that says it is ready will do (a misconfigured
+        // worker answers 500).
+        if log.contains(READY_LINE) && http_get_status(&addr, path).is_ok() {
             return Ok(());
         }
-        std::thread::sleep(Duration::from_millis(250));
+        std::thread::sleep(Duration::from_millis(100));
     }
     bail!("worker on {addr} not ready after {READY_TIMEOUT:?}; log:\n{}", tail(&worker.log(), 40))
 }
@@ -594,7 +627,7 @@ impl Stack {
             match Stack::start_once(&opts) {
                 // Another process took a port between its choice and `wrangler dev`
                 // binding it: choose again.
-                Err(e) if attempt < 3 && format!("{e:#}").contains("Address already in use") => {
+                Err(e) if attempt < 3 && format!("{e:#}").contains(START_FAILED[1]) => {
                     eprintln!("a port was taken before wrangler dev bound it: starting again");
                     attempt += 1;
                 }

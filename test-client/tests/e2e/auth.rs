@@ -28,12 +28,12 @@ impl Bystander {
     }
 
     /// It still gets answers, and nobody caused another upstream since it joined (on a
-    /// stack of the test's own: its upstream is the only one). Then it leaves politely.
+    /// stack of the test's own: its upstream is the only one).
     async fn still_fine(mut self, stack: &Stack) {
         assert_eq!(rpc(&mut self.ws, "echo", json!(["still here"]), 99).await["result"], json!(["still here"]));
         let stats = stack.snippet_stats().await.expect("stats");
         assert_eq!(delta(&self.joined, &stats, "backendConnects"), 0, "{stats}");
-        close_politely(self.ws).await;
+        park(self.ws);
     }
 }
 
@@ -365,10 +365,10 @@ fn cross_origin_upgrades_are_refused_and_cors_answers_the_allowed_list() {
         let evil = upgrade(&ws, &[("Origin", "https://evil.example")]).await;
         assert_eq!(evil.err().map(|e| e.0), Some(403), "cross-site WebSocket hijacking");
         let (app, _) = upgrade(&ws, &[("Origin", "https://app.example")]).await.expect("an allowed origin");
-        close_politely(app).await;
+        park(app);
         let own = stack.snippet.http();
         let (page, _) = upgrade(&ws, &[("Origin", &own)]).await.expect("the snippet's own pages");
-        close_politely(page).await;
+        park(page);
 
         let rpc_url = format!("{own}/rpc");
         let client = reqwest::Client::new();

@@ -159,6 +159,8 @@ impl E2e {
     /// Runs `body` against the stack, then checks the logs.
     pub fn run(self, body: impl AsyncFnOnce(&Stack)) {
         let _one = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
+        // Left by a test that panicked on a stack of its own (now gone).
+        unpark();
         let started = Instant::now();
         let shares = self.shares();
         if shares {
@@ -177,6 +179,7 @@ impl E2e {
     pub fn run_mut(self, body: impl AsyncFnOnce(&mut Stack)) {
         assert!(self.own.is_some(), "a test that changes its stack says why it needs one of its own: .own_stack(…)");
         let _one = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
+        unpark();
         let started = Instant::now();
         self.run_own(|rt, stack| rt.block_on(body(stack)));
         eprintln!("{} took {:.1} s on a stack of its own", test_name(), started.elapsed().as_secs_f64());
@@ -191,6 +194,7 @@ impl E2e {
         // A panic drops the stack while unwinding: it prints its logs and keeps its files.
         body(&rt, &mut stack);
         let end = stack.log_marks();
+        unpark();
         drop(rt);
         stack.assert_clean_logs_between(LogMarks::default(), Some(end), self.noise).expect("clean logs");
         stack.assert_clean_logs_between(end, None, &[RUNTIME_CLOSE_NOISE]).expect("clean logs after the test");
@@ -230,7 +234,8 @@ impl E2e {
         let rt = runtime();
         let outcome = catch_unwind(AssertUnwindSafe(|| rt.block_on(body(&*stack))));
         let end = stack.log_marks();
-        // What the test still holds (sockets of spawned tasks) goes here.
+        // What the test still holds (parked sockets, those of spawned tasks) goes here.
+        unpark();
         drop(rt);
         let mut failure = match outcome {
             Err(panic) => Some(Failure::Panicked(panic)),
@@ -526,13 +531,28 @@ pub async fn with_bystander<T>(stack: &Stack, abuse: impl std::future::Future<Ou
         loaded / unloaded.max(0.001)
     );
     assert_eq!(rpc(&mut ws, "echo", json!(["still here"]), 99).await["result"], json!(["still here"]));
-    close_politely(ws).await;
+    park(ws);
     (out, unloaded, loaded)
 }
 
+/// Sockets a test is done with, kept open until its body has returned: the runtime may
+/// write its close line for any WebSocket that ends, orderly or not (RUNTIME.md §16), and
+/// only after the body does the harness allow that line in every test.
+static PARKED: Mutex<Vec<Ws>> = Mutex::new(Vec::new());
+
+/// Keeps `ws` open until the test's body has returned ([`PARKED`]).
+pub fn park(ws: Ws) {
+    PARKED.lock().unwrap_or_else(PoisonError::into_inner).push(ws);
+}
+
+/// Ends the parked sockets (the test's body has returned).
+fn unpark() {
+    drop(std::mem::take(&mut *PARKED.lock().unwrap_or_else(PoisonError::into_inner)));
+}
+
 /// Closes `ws` as a well-behaved client does: a Close (1000), then reading until the
-/// server's Close ends the socket (at most 5 s). Dropped instead, it would end without a
-/// close handshake, which the runtime logs (RUNTIME.md §16).
+/// server's Close ends the socket (at most 5 s). (The runtime may still write its close
+/// line, RUNTIME.md §16; [`park`] a socket the test itself does not need to close.)
 pub async fn close_politely(mut ws: Ws) {
     use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFrame};
     let frame = CloseFrame { code: CloseCode::Normal, reason: "".into() };
