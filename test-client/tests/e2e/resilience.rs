@@ -93,7 +93,12 @@ fn owners_are_handed_over_under_load_without_losing_anything() {
         assert!(a.passed, "{}", a.to_text());
         assert!(b.passed, "{}", b.to_text());
         let s = stats_until(stack, |s| s["activeClients"] == 0).await;
-        assert!(n(&s, "handovers") >= 3, "{s}");
+        // Owners rotated again and again, and at least once with requests in flight. How
+        // many rotations were hand-overs depends on timing (an owner with nothing in flight
+        // retires instead; a WebSocket context that opened first has nothing to take over),
+        // so the count is of both.
+        let (handovers, retirements) = (n(&s, "handovers"), n(&s, "retirements"));
+        assert!(handovers >= 1 && handovers + retirements >= 3, "{s}");
         assert_eq!(n(&s, "errors"), 0, "{s}");
         assert_eq!(n(&s, "backendReconnects"), 0, "hand-overs, not reconnects: {s}");
         assert_eq!(n(&s, "droppedDeliveries"), 0, "{s}");
