@@ -1,39 +1,14 @@
-//! The front door's glue: reads the token from the request, checks its signature with
-//! WebCrypto (`crypto.subtle`), and asks the core (`mux_core::auth`) for every decision.
-//!
-//! Imported keys are cached per isolate. A `CryptoKey` is plain data, not an I/O object,
-//! so keys imported by one request are used by others (measured: the e2e suite verifies
-//! thousands of tokens across requests against one cached key).
+//! The front door's glue: reads the token from the request, finds its keys (the shared
+//! secret, `AUTH_JWKS`, or the remote set of its issuer: `jwks`), checks its signature
+//! with WebCrypto (`crypto`), and asks the core (`mux_core::auth`) for every decision.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use js_sys::{Array, Object, Promise, Reflect, Uint8Array};
-use mux_core::auth::{self, Alg, AuthConfig, AuthError, KeyRef, Need};
+use mux_core::auth::{self, sources, AuthConfig, AuthError, Need, Source};
 use mux_core::Identity;
-use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::JsFuture;
 
-use crate::js;
-
-#[wasm_bindgen]
-extern "C" {
-    #[wasm_bindgen(js_namespace = ["crypto", "subtle"], js_name = importKey, catch)]
-    fn import_key(
-        format: &str,
-        data: &JsValue,
-        alg: &JsValue,
-        extractable: bool,
-        usages: &Array,
-    ) -> Result<Promise, JsValue>;
-    #[wasm_bindgen(js_namespace = ["crypto", "subtle"], js_name = verify, catch)]
-    fn subtle_verify(
-        alg: &JsValue,
-        key: &JsValue,
-        signature: &Uint8Array,
-        data: &Uint8Array,
-    ) -> Result<Promise, JsValue>;
-}
+use crate::{crypto, js, jwks};
 
 /// Bytes of token text the cache of verified tokens may hold (~800 typical tokens). A
 /// client that sends the same token with every request then pays for one signature check,
@@ -42,8 +17,6 @@ extern "C" {
 const VERIFIED_CACHE_BYTES: usize = 256 * 1024;
 
 thread_local! {
-    /// Imported keys: index 0 is `AUTH_SECRET`, index i + 1 is `AUTH_JWKS` entry i.
-    static KEYS: RefCell<Vec<Option<JsValue>>> = const { RefCell::new(Vec::new()) };
     /// Tokens whose signature and claims were verified, by their whole text (never by a
     /// part of it: a cached signature must not vouch for another header or payload), with
     /// what they gave. Expiry is checked again on every use.
@@ -60,6 +33,12 @@ struct Verified {
 
 fn cached(token: &str) -> Option<Verified> {
     VERIFIED.with(|v| v.borrow().0.get(token).cloned())
+}
+
+/// Forgets every verified token: a remote set changed, and a key that left it must stop
+/// vouching for the tokens it signed.
+pub fn forget_verified() {
+    VERIFIED.with(|v| *v.borrow_mut() = (HashMap::new(), 0));
 }
 
 fn remember(token: String, verified: &Verified) {
@@ -97,89 +76,25 @@ impl From<AuthError> for Refusal {
     }
 }
 
-fn obj(fields: &[(&str, &JsValue)]) -> JsValue {
-    let o = Object::new();
-    for (k, v) in fields {
-        let _ = Reflect::set(&o, &(*k).into(), v);
-    }
-    o.into()
-}
-
-/// The WebCrypto algorithm object for importing and verifying with a key of `alg`.
-fn algorithm(alg: Alg) -> (JsValue, JsValue) {
-    match alg {
-        Alg::Hs256 => {
-            let a = obj(&[("name", &"HMAC".into()), ("hash", &"SHA-256".into())]);
-            (a.clone(), a)
-        }
-        Alg::Es256 => (
-            obj(&[("name", &"ECDSA".into()), ("namedCurve", &"P-256".into())]),
-            obj(&[("name", &"ECDSA".into()), ("hash", &"SHA-256".into())]),
-        ),
-        Alg::EdDsa => {
-            let a = obj(&[("name", &"Ed25519".into())]);
-            (a.clone(), a)
-        }
-    }
-}
-
-async fn imported(cfg: &AuthConfig, key: KeyRef) -> Result<JsValue, String> {
-    let slot = match key {
-        KeyRef::Secret => 0,
-        KeyRef::Jwk(i) => i + 1,
-    };
-    if let Some(k) = KEYS.with(|keys| keys.borrow().get(slot).cloned().flatten()) {
-        return Ok(k);
-    }
-    let usages = Array::of1(&"verify".into());
-    let promise = match key {
-        KeyRef::Secret => {
+/// Whether the token's signature verifies with the keys of `source`.
+async fn signature_verifies(cfg: &AuthConfig, source: Source, token: &auth::Unverified<'_>) -> Result<bool, Refusal> {
+    let (sig, data) = (token.signature.as_slice(), token.signing_input);
+    let checked = match source {
+        Source::Secret => {
             let secret = cfg.secret.as_deref().unwrap_or_default();
-            import_key("raw", &Uint8Array::from(secret).into(), &algorithm(Alg::Hs256).0, false, &usages)
+            crypto::hmac_verifies(secret, sig, data).await
         }
-        KeyRef::Jwk(i) => {
-            let Some(k) = cfg.keys.get(i) else { return Err(format!("AUTH_JWKS has no key {i}")) };
-            let mut fields: Vec<(&str, JsValue)> =
-                vec![("kty", k.kty.as_str().into()), ("crv", k.crv.as_str().into()), ("x", k.x.as_str().into())];
-            if let Some(y) = &k.y {
-                fields.push(("y", y.as_str().into()));
-            }
-            let refs: Vec<(&str, &JsValue)> = fields.iter().map(|(n, v)| (*n, v)).collect();
-            import_key("jwk", &obj(&refs), &algorithm(k.alg).0, false, &usages)
+        Source::Static => {
+            let keys = sources::candidates(&cfg.keys, token)?;
+            crypto::jwk_verifies(&keys, token.alg, sig, data).await
+        }
+        Source::Remote { set, .. } => {
+            let set = jwks::keys(set, token.alg, token.kid.as_deref()).await?;
+            let keys = sources::candidates(&set, token)?;
+            crypto::jwk_verifies(&keys, token.alg, sig, data).await
         }
     };
-    let what = match key {
-        KeyRef::Secret => "AUTH_SECRET".to_owned(),
-        KeyRef::Jwk(i) => format!("AUTH_JWKS key {i}"),
-    };
-    let promise = promise.map_err(|e| format!("{what} cannot be imported: {}", js::describe(&e)))?;
-    let k = JsFuture::from(promise).await.map_err(|e| format!("{what} cannot be imported: {}", js::describe(&e)))?;
-    KEYS.with(|keys| {
-        let mut keys = keys.borrow_mut();
-        if keys.len() <= slot {
-            keys.resize(slot + 1, None);
-        }
-        if let Some(s) = keys.get_mut(slot) {
-            *s = Some(k.clone());
-        }
-    });
-    Ok(k)
-}
-
-async fn signature_verifies(cfg: &AuthConfig, token: &auth::Unverified<'_>) -> Result<bool, Refusal> {
-    let sig = Uint8Array::from(token.signature.as_slice());
-    let data = Uint8Array::from(token.signing_input);
-    for key in cfg.keys_for(token)? {
-        let k = imported(cfg, key).await.map_err(Refusal::Server)?;
-        let promise = subtle_verify(&algorithm(token.alg).1, &k, &sig, &data)
-            .map_err(|e| Refusal::Server(format!("crypto.subtle.verify: {}", js::describe(&e))))?;
-        // A rejection here means the inputs were unusable (e.g. a wrong-length
-        // signature for the curve): that is a bad token, not a server fault.
-        if JsFuture::from(promise).await.ok().and_then(|v| v.as_bool()) == Some(true) {
-            return Ok(true);
-        }
-    }
-    Ok(false)
+    checked.map_err(Refusal::Server)
 }
 
 /// The identity `token` gives at `now_secs`: from the cache when it was verified before
@@ -191,11 +106,12 @@ async fn verify(cfg: &AuthConfig, token: String, now_secs: u64) -> Result<Verifi
         }
         return Ok(v);
     }
-    let unverified = auth::jwt::parse(&token)?;
-    if !signature_verifies(cfg, &unverified).await? {
+    let unverified = auth::jwt::parse_with(&token, &cfg.claims)?;
+    let source = cfg.source_for(&unverified)?;
+    if !signature_verifies(cfg, source, &unverified).await? {
         return Err(AuthError::Invalid("the signature does not verify").into());
     }
-    let identity = cfg.identity(&unverified.claims, now_secs)?;
+    let identity = cfg.identity(&unverified.claims, now_secs, source)?;
     let verified = Verified { identity, issuer: unverified.claims.iss.clone() };
     remember(token, &verified);
     Ok(verified)
