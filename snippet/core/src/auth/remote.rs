@@ -51,7 +51,8 @@ pub const DEFAULT_MAX_AGE_MS: u64 = 10 * 60 * 1000;
 /// its removal even when no token ever names an unknown `kid`.
 pub const MAX_MAX_AGE_MS: u64 = 60 * 60 * 1000;
 
-/// Default `AUTH_JWKS_COOLDOWN_SECS`: least time between two fetches of one set, 30 s (the
+/// Default `AUTH_JWKS_COOLDOWN_SECS`: least time from the end of one fetch of a set to the
+/// start of the next, 30 s (the
 /// cooldown of jose's remote key sets). Bounds what tokens with made-up `kid`s can make the
 /// snippet fetch: one per cooldown per set per isolate. Also the floor of freshness, so a
 /// `max-age=0` or `no-store` does not make every request a fetch.
@@ -303,6 +304,9 @@ impl KeySets {
             return;
         }
         s.fetch = None;
+        // The cooldown runs from the end of an attempt: a fetch that takes longer than the
+        // cooldown (a stalled provider) must not be followed at once by the next one.
+        s.last_attempt = Some(now);
         s.failures += 1;
         self.wake.extend(s.waiters.drain(..));
         if let Some(c) = self.counts.get_mut(set) {
@@ -369,6 +373,7 @@ impl KeySets {
         }
         s.good = Some(Good { keys: Rc::new(parsed.keys), fresh_until: now.saturating_add(fresh), usable_until });
         s.fetch = None;
+        s.last_attempt = Some(now);
         s.failures = 0;
         self.wake.extend(s.waiters.drain(..));
         changed

@@ -177,17 +177,17 @@ fn an_outage_is_served_from_the_last_good_keys_for_the_stale_window_then_503() {
         }
     };
     assert_eq!(now, 7_000, "usable until freshness (2 s) + stale window (5 s)");
-    assert_eq!(attempts, vec![2_000, 4_000, 6_000], "one attempt per cooldown");
+    assert_eq!(attempts, vec![2_000, 4_100, 6_200], "one attempt per cooldown after the last one ended");
     assert!(served_stale >= 45, "{served_stale}");
     assert_eq!(refusal.status(), 503);
-    assert_eq!(refusal.retry_after_secs(), Some(1), "the next attempt is 1 s away");
+    assert_eq!(refusal.retry_after_secs(), Some(2), "the next attempt is 1.21 s away");
     assert!(k.poll_log().is_some_and(|l| l.contains("1 keys")));
     let failure = k.poll_log().unwrap_or_default();
     assert!(failure.contains("HTTP 500") && failure.contains("last good keys serve"), "{failure}");
     // The provider is back: the next attempt (after the cooldown) restores service.
-    let t = ticket(lookup(&mut k, 0, "a", 8_000));
-    k.handle_fetched(t, ok(body(&["a"], 'y'), None), 8_100);
-    assert!(matches!(lookup(&mut k, 0, "a", 8_200), Step::Keys(_)));
+    let t = ticket(lookup(&mut k, 0, "a", 8_300));
+    k.handle_fetched(t, ok(body(&["a"], 'y'), None), 8_400);
+    assert!(matches!(lookup(&mut k, 0, "a", 8_500), Step::Keys(_)));
     assert_eq!(k.counts(0), SetCounts { fetches: 5, failures: 3, keys: 1 });
 }
 
@@ -223,7 +223,8 @@ fn a_fetcher_that_never_reports_is_given_up_and_its_waiters_time_out() {
     let step = lookup(&mut k, 0, "a", until);
     assert_eq!(
         step.clone(),
-        Step::Refuse(AuthError::Unavailable("the identity provider's keys cannot be fetched now", COOLDOWN - until))
+        Step::Refuse(AuthError::Unavailable("the identity provider's keys cannot be fetched now", COOLDOWN)),
+        "the cooldown runs from the give-up"
     );
     assert!(!k.waiting(waiter), "woken by the give-up");
     assert!(wakes(&mut k).contains(&waiter));
@@ -231,7 +232,8 @@ fn a_fetcher_that_never_reports_is_given_up_and_its_waiters_time_out() {
     assert!(!k.handle_fetched(lost, ok(body(&["a"], 'y'), None), until + 1));
     assert_eq!(k.counts(0), SetCounts { fetches: 1, failures: 1, keys: 0 });
     // After the cooldown a new request fetches again.
-    assert!(matches!(lookup(&mut k, 0, "a", COOLDOWN), Step::Fetch { .. }));
+    assert!(matches!(lookup(&mut k, 0, "a", until + COOLDOWN - 1), Step::Refuse(_)));
+    assert!(matches!(lookup(&mut k, 0, "a", until + COOLDOWN), Step::Fetch { .. }));
 }
 
 #[test]
@@ -250,6 +252,19 @@ fn two_issuers_sharing_a_kid_never_see_each_others_keys() {
     };
     assert_ne!(key(&mut k, 0), key(&mut k, 1));
     assert_eq!(k.totals().fetches, 2);
+}
+
+#[test]
+fn a_fetch_longer_than_the_cooldown_is_not_followed_at_once_by_another() {
+    let urls = vec!["https://idp/jwks.json".to_owned()];
+    let mut k = KeySets::new(&urls, Limits { cooldown_ms: 1_000, stale_ms: 0 });
+    let t = ticket(lookup(&mut k, 0, "a", 0));
+    // A stalled provider: the fetcher gives up at its 5 s timeout.
+    k.handle_fetched(t, Err("no answer within 5 s".into()), FETCH_TIMEOUT_MS);
+    let refused = lookup(&mut k, 0, "a", FETCH_TIMEOUT_MS);
+    assert!(matches!(refused, Step::Refuse(AuthError::Unavailable(_, 1_000))), "{refused:?}");
+    assert!(matches!(lookup(&mut k, 0, "a", FETCH_TIMEOUT_MS + 999), Step::Refuse(_)));
+    assert!(matches!(lookup(&mut k, 0, "a", FETCH_TIMEOUT_MS + 1_000), Step::Fetch { .. }));
 }
 
 #[test]
