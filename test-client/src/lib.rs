@@ -4,6 +4,7 @@
 #![deny(missing_docs)]
 
 pub mod bench;
+mod bench_idp;
 mod bench_pool;
 pub mod jose;
 pub mod keyserver;
