@@ -136,3 +136,21 @@ fn fingerprints_tell_keys_apart_whatever_their_kid() {
     assert!(s.keys[0].fits(Alg::Rs256, Some("a")) && !s.keys[0].fits(Alg::Rs256, Some("b")));
     assert!(s.keys[0].fits(Alg::Ps256, None));
 }
+
+/// A set made by an independent implementation (`jose`, through
+/// `test-client/jose/jose.mjs`): RS256 2048, PS256 4096, ES256 and EdDSA public keys.
+#[test]
+fn a_set_made_by_jose_is_read_whole() {
+    let s = parse_key_set(include_bytes!("testdata/jose-set.json")).expect("jose's set");
+    let got: Vec<(Option<&str>, Vec<Alg>)> = s.keys.iter().map(|k| (k.kid.as_deref(), k.algs.clone())).collect();
+    assert_eq!(
+        got,
+        vec![
+            (Some("rs1"), vec![Alg::Rs256]),
+            (Some("ps1"), vec![Alg::Ps256]),
+            (Some("es1"), vec![Alg::Es256]),
+            (Some("ed1"), vec![Alg::EdDsa]),
+        ]
+    );
+    assert!(s.skipped.is_empty());
+}
