@@ -29,6 +29,9 @@ thread_local! {
 struct Verified {
     identity: Identity,
     issuer: Option<String>,
+    /// Whose keys vouched for it: a remote set's verdict lasts only while that set is
+    /// usable (see [`verify`]).
+    source: Option<Source>,
 }
 
 fn cached(token: &str) -> Option<Verified> {
@@ -100,7 +103,14 @@ async fn signature_verifies(cfg: &AuthConfig, source: Source, token: &auth::Unve
 /// The identity `token` gives at `now_secs`: from the cache when it was verified before
 /// (expiry checked again), else checked — signature, then claims — and remembered.
 async fn verify(cfg: &AuthConfig, token: String, now_secs: u64) -> Result<Verified, Refusal> {
-    if let Some(v) = cached(&token) {
+    // A token verified with a remote set is taken from the cache only while that set is
+    // usable: past its stale window the keys that vouched for it are no longer trusted,
+    // so the token goes the whole way again (a fetch, or the 503).
+    let cached = cached(&token).filter(|v| match v.source {
+        Some(Source::Remote { set, .. }) => jwks::usable(set),
+        _ => true,
+    });
+    if let Some(v) = cached {
         if v.identity.expired(now_secs) {
             return Err(AuthError::Invalid("the token has expired").into());
         }
@@ -112,7 +122,7 @@ async fn verify(cfg: &AuthConfig, token: String, now_secs: u64) -> Result<Verifi
         return Err(AuthError::Invalid("the signature does not verify").into());
     }
     let identity = cfg.identity(&unverified.claims, now_secs, source)?;
-    let verified = Verified { identity, issuer: unverified.claims.iss.clone() };
+    let verified = Verified { identity, issuer: unverified.claims.iss.clone(), source: Some(source) };
     remember(token, &verified);
     Ok(verified)
 }
@@ -138,8 +148,8 @@ pub async fn admit(
         header("Sec-WebSocket-Protocol").as_deref(),
         upgrade,
     )?;
-    let Verified { identity, issuer } = match picked {
-        None => Verified { identity: cfg.anonymous()?, issuer: None },
+    let Verified { identity, issuer, .. } = match picked {
+        None => Verified { identity: cfg.anonymous()?, issuer: None, source: None },
         Some((token, _source)) => verify(cfg, token, js::now() / 1000).await?,
     };
     cfg.authorize(&identity, tenant, need)?;

@@ -44,6 +44,12 @@ pub fn totals() -> SetCounts {
     with_sets(|s| s.totals())
 }
 
+/// Whether remote set `set` still has keys it may serve now (fresh or within the stale
+/// window).
+pub fn usable(set: usize) -> bool {
+    with_sets(|s| s.usable(set, js::now()))
+}
+
 /// Logs what the core has to say and wakes the waiters it names — outside any borrow, as
 /// a wake may run code that borrows again.
 fn flush() {

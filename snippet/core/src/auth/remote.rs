@@ -379,6 +379,12 @@ impl KeySets {
         changed
     }
 
+    /// Whether set `set` has keys it may serve at `now` (fresh, or stale within the
+    /// window). A verdict reached with its keys is worth keeping only while this holds.
+    pub fn usable(&self, set: usize, now: u64) -> bool {
+        self.sets.get(set).and_then(|s| s.good.as_ref()).is_some_and(|g| now < g.usable_until)
+    }
+
     /// A waiting task was dropped: forget it.
     pub fn handle_gone(&mut self, waiter: WaiterId) {
         for s in &mut self.sets {

@@ -177,6 +177,7 @@ fn an_outage_is_served_from_the_last_good_keys_for_the_stale_window_then_503() {
         }
     };
     assert_eq!(now, 7_000, "usable until freshness (2 s) + stale window (5 s)");
+    assert!(k.usable(0, 6_999) && !k.usable(0, 7_000), "what the glue asks before trusting a cached verdict");
     assert_eq!(attempts, vec![2_000, 4_100, 6_200], "one attempt per cooldown after the last one ended");
     assert!(served_stale >= 45, "{served_stale}");
     assert_eq!(refusal.status(), 503);
