@@ -21,6 +21,9 @@ thread_local! {
     /// part of it: a cached signature must not vouch for another header or payload), with
     /// what they gave. Expiry is checked again on every use.
     static VERIFIED: RefCell<(HashMap<String, Verified>, usize)> = RefCell::new((HashMap::new(), 0));
+    /// Bumped by [`forget_verified`]: a verdict reached across a key set's change (its
+    /// keys read before, its check finished after) is not remembered.
+    static GENERATION: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 /// What a verified token gave: the identity, and its issuer (`iss`), which is no part of
@@ -42,6 +45,7 @@ fn cached(token: &str) -> Option<Verified> {
 /// vouching for the tokens it signed.
 pub fn forget_verified() {
     VERIFIED.with(|v| *v.borrow_mut() = (HashMap::new(), 0));
+    GENERATION.with(|g| g.set(g.get().wrapping_add(1)));
 }
 
 fn remember(token: String, verified: &Verified) {
@@ -116,6 +120,7 @@ async fn verify(cfg: &AuthConfig, token: String, now_secs: u64) -> Result<Verifi
         }
         return Ok(v);
     }
+    let generation = GENERATION.with(std::cell::Cell::get);
     let unverified = auth::jwt::parse_with(&token, &cfg.claims)?;
     let source = cfg.source_for(&unverified)?;
     if !signature_verifies(cfg, source, &unverified).await? {
@@ -123,7 +128,9 @@ async fn verify(cfg: &AuthConfig, token: String, now_secs: u64) -> Result<Verifi
     }
     let identity = cfg.identity(&unverified.claims, now_secs, source)?;
     let verified = Verified { identity, issuer: unverified.claims.iss.clone(), source: Some(source) };
-    remember(token, &verified);
+    if GENERATION.with(std::cell::Cell::get) == generation {
+        remember(token, &verified);
+    }
     Ok(verified)
 }
 
