@@ -7,7 +7,6 @@
 //! §10; the e2e suite verifies tokens from many requests against one cached key).
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 
 use js_sys::{Array, Object, Promise, Reflect, Uint8Array};
 use mux_core::auth::{Alg, Jwk};
@@ -43,8 +42,9 @@ const MAX_IMPORTED_KEYS: usize = 64;
 thread_local! {
     /// The imported `AUTH_SECRET`.
     static SECRET: RefCell<Option<JsValue>> = const { RefCell::new(None) };
-    /// Imported public keys by (fingerprint, algorithm).
-    static KEYS: RefCell<HashMap<(String, Alg), JsValue>> = RefCell::new(HashMap::new());
+    /// Imported public keys by (fingerprint, algorithm). A list, not a map: at most
+    /// [`MAX_IMPORTED_KEYS`] entries, and a map type of its own costs ~1.7 KB of wasm.
+    static KEYS: RefCell<Vec<((String, Alg), JsValue)>> = const { RefCell::new(Vec::new()) };
 }
 
 fn obj(fields: &[(&str, &JsValue)]) -> JsValue {
@@ -88,7 +88,8 @@ async fn imported_secret(secret: &[u8]) -> Result<JsValue, String> {
 
 async fn imported_jwk(key: &Jwk, alg: Alg) -> Result<JsValue, String> {
     let id = (key.material.fingerprint(), alg);
-    if let Some(k) = KEYS.with(|keys| keys.borrow().get(&id).cloned()) {
+    let found = KEYS.with(|keys| keys.borrow().iter().find(|(k, _)| *k == id).map(|(_, v)| v.clone()));
+    if let Some(k) = found {
         return Ok(k);
     }
     let fields: Vec<(&str, JsValue)> = key.material.jwk_fields().into_iter().map(|(n, v)| (n, v.into())).collect();
@@ -101,7 +102,7 @@ async fn imported_jwk(key: &Jwk, alg: Alg) -> Result<JsValue, String> {
         if keys.len() >= MAX_IMPORTED_KEYS {
             keys.clear();
         }
-        keys.insert(id, k.clone());
+        keys.push((id, k.clone()));
     });
     Ok(k)
 }

@@ -10,7 +10,6 @@
 //! pending I/O of its own (RUNTIME.md §3), and a fetcher whose context died wakes nobody.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::rc::Rc;
@@ -26,8 +25,9 @@ use crate::js;
 thread_local! {
     /// The isolate's remote sets: plain data, shared by every context.
     static SETS: RefCell<KeySets> = RefCell::new(KeySets::new(&[], Limits::default()));
-    /// The wakers of waiting tasks, by the core's name for them.
-    static WAITERS: RefCell<HashMap<WaiterId, Waker>> = RefCell::new(HashMap::new());
+    /// The wakers of waiting tasks, by the core's name for them (a list: few wait at once,
+    /// and a map type of its own costs ~1.7 KB of wasm).
+    static WAITERS: RefCell<Vec<(WaiterId, Waker)>> = const { RefCell::new(Vec::new()) };
 }
 
 fn with_sets<R>(f: impl FnOnce(&mut KeySets) -> R) -> R {
@@ -58,7 +58,9 @@ fn flush() {
         let woken: Vec<WaiterId> = std::iter::from_fn(|| s.poll_wake()).collect();
         let wakers: Vec<Waker> = WAITERS.with(|w| {
             let mut w = w.borrow_mut();
-            woken.iter().filter_map(|id| w.remove(id)).collect()
+            let (wake, keep): (Vec<_>, Vec<_>) = w.drain(..).partition(|(id, _)| woken.contains(id));
+            *w = keep;
+            wake.into_iter().map(|(_, waker)| waker).collect()
         });
         (logs, wakers)
     });
@@ -99,7 +101,7 @@ struct Waiting(WaiterId);
 impl Drop for Waiting {
     fn drop(&mut self) {
         with_sets(|s| s.handle_gone(self.0));
-        WAITERS.with(|w| w.borrow_mut().remove(&self.0));
+        WAITERS.with(|w| w.borrow_mut().retain(|(id, _)| *id != self.0));
     }
 }
 
@@ -116,7 +118,11 @@ async fn wait(waiter: WaiterId, until: u64) {
         if Pin::new(&mut timer).poll(cx).is_ready() || !with_sets(|s| s.waiting(waiter)) {
             return Poll::Ready(());
         }
-        WAITERS.with(|w| w.borrow_mut().insert(waiter, cx.waker().clone()));
+        WAITERS.with(|w| {
+            let mut w = w.borrow_mut();
+            w.retain(|(id, _)| *id != waiter);
+            w.push((waiter, cx.waker().clone()));
+        });
         Poll::Pending
     })
     .await

@@ -140,7 +140,7 @@ impl KeySet {
             .skipped
             .iter()
             .map(|s| match &s.kid {
-                Some(kid) => format!("key {} (kid {kid:?}): {}", s.index, s.reason),
+                Some(kid) => format!("key {} (kid \"{}\"): {}", s.index, printable(kid), s.reason),
                 None => format!("key {}: {}", s.index, s.reason),
             })
             .collect();
@@ -149,9 +149,16 @@ impl KeySet {
 
     /// The `kid`s of the usable keys, for the log (`-` for a key without one).
     pub fn kids(&self) -> String {
-        let kids: Vec<&str> = self.keys.iter().map(|k| k.kid.as_deref().unwrap_or("-")).collect();
+        let kids: Vec<String> = self.keys.iter().map(|k| printable(k.kid.as_deref().unwrap_or("-"))).collect();
         kids.join(", ")
     }
+}
+
+/// `s` for a log line: control characters (a line break in a `kid` could forge a line)
+/// become `?`, and it is cut at 64 characters. Written out rather than with `{:?}`, whose
+/// escaping code would cost the snippet's wasm about 2.5 KB.
+pub fn printable(s: &str) -> String {
+    s.chars().take(64).map(|c| if c.is_control() { '?' } else { c }).collect()
 }
 
 /// Bits of a big-endian unsigned number (leading zero bytes ignored).
@@ -180,7 +187,7 @@ fn read_key(k: &Json) -> Result<Jwk, (String, bool)> {
     let malformed = |why: String| Err((why, true));
     if let Some(u) = text("use")? {
         if u != "sig" {
-            return unsupported(format!("use is {u:?}, not \"sig\""));
+            return unsupported(format!("use is \"{}\", not \"sig\"", printable(u)));
         }
     }
     if let Some(ops) = k.get("key_ops") {
@@ -204,9 +211,9 @@ fn read_key(k: &Json) -> Result<Jwk, (String, bool)> {
                 Some("RS256") => vec![Alg::Rs256],
                 Some("PS256") => vec![Alg::Ps256],
                 Some(other) if other.starts_with("RS") || other.starts_with("PS") => {
-                    return unsupported(format!("alg {other} (RS256 and PS256 are verified)"))
+                    return unsupported(format!("alg {} (RS256 and PS256 are verified)", printable(other)))
                 }
-                Some(other) => return malformed(format!("alg {other} does not fit an RSA key")),
+                Some(other) => return malformed(format!("alg {} does not fit an RSA key", printable(other))),
             };
             let (n, n_bytes) = b64("n")?;
             let (e, e_bytes) = b64("e")?;
@@ -222,7 +229,10 @@ fn read_key(k: &Json) -> Result<Jwk, (String, bool)> {
         }
         "EC" if crv == "P-256" => {
             if alg.is_some_and(|a| a != "ES256") {
-                return malformed(format!("alg {} does not fit an EC P-256 key (ES256)", alg.unwrap_or_default()));
+                return malformed(format!(
+                    "alg {} does not fit an EC P-256 key (ES256)",
+                    printable(alg.unwrap_or_default())
+                ));
             }
             let ((x, xb), (y, yb)) = (b64("x")?, b64("y")?);
             if xb.len() != 32 || yb.len() != 32 {
@@ -233,7 +243,10 @@ fn read_key(k: &Json) -> Result<Jwk, (String, bool)> {
         "OKP" if crv == "Ed25519" => {
             // "Ed25519" is the fully specified name of RFC 9864; "EdDSA" the classic one.
             if alg.is_some_and(|a| a != "EdDSA" && a != "Ed25519") {
-                return malformed(format!("alg {} does not fit an Ed25519 key (EdDSA)", alg.unwrap_or_default()));
+                return malformed(format!(
+                    "alg {} does not fit an Ed25519 key (EdDSA)",
+                    printable(alg.unwrap_or_default())
+                ));
             }
             let (x, xb) = b64("x")?;
             if xb.len() != 32 {
@@ -241,9 +254,11 @@ fn read_key(k: &Json) -> Result<Jwk, (String, bool)> {
             }
             (Material::Ed25519 { x }, vec![Alg::EdDsa])
         }
-        "EC" | "OKP" => return unsupported(format!("{kty} curve {crv:?} (P-256 and Ed25519 are verified)")),
+        "EC" | "OKP" => {
+            return unsupported(format!("{kty} curve \"{}\" (P-256 and Ed25519 are verified)", printable(crv)))
+        }
         "" => return malformed("no kty".into()),
-        other => return unsupported(format!("kty {other} (RSA, EC P-256 and OKP Ed25519 are verified)")),
+        other => return unsupported(format!("kty {} (RSA, EC P-256 and OKP Ed25519 are verified)", printable(other))),
     };
     let kid = text("kid")?.map(str::to_owned);
     Ok(Jwk { kid, algs, material })
@@ -266,7 +281,7 @@ pub fn parse_key_set(raw: &[u8]) -> Result<KeySet, String> {
             continue;
         }
         if let Some(m) = PRIVATE_MEMBERS.iter().find(|m| k.get(m).is_some()) {
-            return Err(format!("key {index} is a private key (it has {m:?}); publish only the public part"));
+            return Err(format!("key {index} is a private key (it has \"{m}\"); publish only the public part"));
         }
         match read_key(k) {
             Ok(key) => set.keys.push(key),
