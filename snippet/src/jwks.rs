@@ -8,6 +8,7 @@
 //! own context (RUNTIME.md §2); contexts share only the core's plain data. Every waiter
 //! also sleeps on a timer of its own until the fetch's deadline: a waiting request needs
 //! pending I/O of its own (RUNTIME.md §3), and a fetcher whose context died wakes nobody.
+//! What was measured of it: RUNTIME.md §18.
 
 use std::cell::RefCell;
 use std::future::{poll_fn, Future};
