@@ -46,6 +46,13 @@ extern "C" {
     #[wasm_bindgen(method, getter, js_name = resolve)]
     fn resolve_fn(this: &Resolvers) -> JsValue;
 
+    /// `AbortController`: ends a fetch (and the reading of its body) from a timer.
+    type AbortController;
+    #[wasm_bindgen(constructor, catch)]
+    fn new() -> Result<AbortController, JsValue>;
+    #[wasm_bindgen(method, getter)]
+    fn signal(this: &AbortController) -> JsValue;
+
     /// `Request.body`'s default reader (bound by hand: web-sys's stream types would add
     /// more code than the three calls used here).
     type BodyReader;
@@ -55,10 +62,11 @@ extern "C" {
     fn cancel(this: &BodyReader) -> Promise;
 }
 
-/// The request body, read chunk by chunk. `Ok(None)` as soon as more than `limit` bytes
-/// arrived: the stream is cancelled there, so a chunked upload (no `Content-Length`)
-/// costs at most `limit` bytes of memory and is refused while the client still sends.
-pub async fn read_body(req: &web_sys::Request, limit: usize) -> Result<Option<Vec<u8>>, JsValue> {
+/// The body of a request (or a fetched response), read chunk by chunk. `Ok(None)` as
+/// soon as more than `limit` bytes arrived: the stream is cancelled there, so a chunked
+/// upload (no `Content-Length`) costs at most `limit` bytes of memory and is refused while
+/// the client still sends.
+pub async fn read_body(req: &JsValue, limit: usize) -> Result<Option<Vec<u8>>, JsValue> {
     let stream = js_sys::Reflect::get(req, &"body".into())?;
     if stream.is_null() || stream.is_undefined() {
         return Ok(Some(Vec::new()));
@@ -162,6 +170,45 @@ impl Drop for Sleep {
             let _ = clear_timeout(&self.handle);
         }
     }
+}
+
+/// An abort signal that fires after `ms`, for a fetch of this context. Aborting makes
+/// the fetch's own promises reject — the fetch, then any read of its body — so the
+/// awaiting code sees the timeout as an error where it waits; no future is dropped with
+/// a promise still pending (whose later rejection workerd would log as uncaught).
+/// Dropping the guard clears the timer.
+pub struct AbortAfter {
+    signal: JsValue,
+    handle: JsValue,
+}
+
+impl AbortAfter {
+    /// Starts the timer.
+    pub fn new(ms: f64) -> Result<AbortAfter, String> {
+        let controller = AbortController::new().map_err(|e| describe(&e))?;
+        let abort = js_sys::Reflect::get(&controller, &"abort".into())
+            .ok()
+            .and_then(|f| f.dyn_into::<js_sys::Function>().ok())
+            .ok_or("AbortController.abort is missing")?;
+        let handle = set_timeout(&abort.bind0(&controller), ms);
+        Ok(AbortAfter { signal: controller.signal(), handle })
+    }
+
+    /// The `AbortSignal` to give the fetch.
+    pub fn signal(&self) -> &JsValue {
+        &self.signal
+    }
+}
+
+impl Drop for AbortAfter {
+    fn drop(&mut self) {
+        let _ = clear_timeout(&self.handle);
+    }
+}
+
+/// `fetch(url, init)` in the current context.
+pub fn fetch_with(url: &str, init: &web_sys::RequestInit) -> Promise {
+    global_fetch(url, init)
 }
 
 /// A WebSocket's message/close/error listeners, removed when dropped. The owning task
@@ -377,12 +424,16 @@ pub fn fail(status: u16, reason: &str, detail: &str) -> Result<web_sys::Response
     json_error_with_id(status, reason, &id)
 }
 
-/// A refusal at the door: 400, 401 (with `WWW-Authenticate`) or 403. Nothing is logged:
+/// A refusal at the door: 400, 401 (with `WWW-Authenticate`), 403, or 503 with
+/// `Retry-After` (the identity provider's keys cannot be had now). Nothing is logged:
 /// refusals are the door working, and the log must never hold a token.
 pub fn refuse(e: &mux_core::auth::AuthError) -> Result<web_sys::Response, JsValue> {
     let res = json_error(e.status(), &e.reason())?;
     if let Some(challenge) = e.www_authenticate() {
         res.headers().set("WWW-Authenticate", &challenge)?;
+    }
+    if let Some(secs) = e.retry_after_secs() {
+        res.headers().set("Retry-After", &secs.to_string())?;
     }
     Ok(res)
 }

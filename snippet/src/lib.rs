@@ -8,9 +8,11 @@
 mod auth;
 mod client;
 mod cors;
+mod crypto;
 mod executor;
 mod http;
 mod js;
+mod jwks;
 mod site;
 mod state;
 mod stats;
@@ -82,6 +84,10 @@ fn configure(env: &JsValue) -> Option<String> {
             Ok(cfg) => {
                 s.mux = mux_core::Mux::new(mux_core::Config { seed: js::random_u64(), ..cfg });
                 s.mux.count_request();
+                jwks::configure(&door.remote.urls, door.remote.limits);
+                if let Some(line) = &door.skipped_static {
+                    js::log_error(&format!("AUTH_JWKS: {line}"));
+                }
                 s.door = std::rc::Rc::new(door);
                 s.configured = true;
                 None

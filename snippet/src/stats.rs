@@ -58,6 +58,11 @@ pub fn render() -> String {
         field("streamsHeld", m.streams_held().to_string());
         field("requestsPerSecond", fixed2(rps));
         field("errors", c.errors.to_string());
+        // Remote key sets (AUTH_JWKS_URL): fetches started, failed, keys held now.
+        let sets = crate::jwks::totals();
+        field("jwksFetches", sets.fetches.to_string());
+        field("jwksFetchFailures", sets.failures.to_string());
+        field("jwksKeys", sets.keys.to_string());
         // The most recently used upstream's owner (each upstream's is in `upstreams`).
         let owner = upstreams.first().map_or(mux_core::OwnerKind::None, |u| u.owner);
         field("ownerKind", json_string(owner.as_str()));

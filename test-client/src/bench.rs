@@ -42,6 +42,10 @@ pub struct BenchOpts {
     /// Also write BENCHMARKS.md at the repository root.
     #[arg(long)]
     pub markdown: bool,
+    /// Run one section only: `idp` (verification cost per algorithm, a key set's first
+    /// fetch). Its rows go to bench.json; BENCHMARKS.md is left alone.
+    #[arg(long, value_parser = ["idp"])]
+    pub only: Option<String>,
 }
 
 /// One measured comparison.
@@ -189,6 +193,15 @@ pub async fn run(opts: BenchOpts) -> Result<BenchReport> {
     let mut rows = Vec::new();
     let mut raw = serde_json::Map::new();
     let say = |s: &str| eprintln!("bench: {s}");
+    if opts.only.as_deref() == Some("idp") {
+        say("identity providers only: verification cost per algorithm");
+        let stack = tokio::task::block_in_place(|| Stack::start(StackOpts::default()))?;
+        crate::bench_idp::run(&stack, &mut rows, &mut raw, opts.round_trips.min(300) as usize).await?;
+        let report = BenchReport { machine: machine(), rows, raw: Value::Object(raw) };
+        std::fs::create_dir_all(&opts.out)?;
+        std::fs::write(opts.out.join("bench-idp.json"), serde_json::to_string_pretty(&report)?)?;
+        return Ok(report);
+    }
 
     // Cold start: fresh stacks; the first request after "ready" (the readiness probe has
     // loaded each worker's wasm; the Durable Object and the upstream are still new).
@@ -498,6 +511,10 @@ pub async fn run(opts: BenchOpts) -> Result<BenchReport> {
     );
     drop(anon);
 
+    // 7b. Identity providers: each algorithm's verification, and a key set's first fetch.
+    say("identity providers: verification cost per algorithm");
+    crate::bench_idp::run(&stack, &mut rows, &mut raw, n).await?;
+
     // 8. Many tenants: connections, eviction churn, memory per stream and per upstream.
     crate::bench_pool::run(&stack, &mut rows, &mut raw).await?;
 
@@ -544,7 +561,7 @@ pub async fn run(opts: BenchOpts) -> Result<BenchReport> {
 
 /// Median time of sequential JSON-RPC pings over HTTP (one connection kept alive), one per
 /// token given (`None`: no token).
-async fn http_p50<'a>(url: &str, tokens: impl Iterator<Item = Option<&'a str>>) -> Result<f64> {
+pub(crate) async fn http_p50<'a>(url: &str, tokens: impl Iterator<Item = Option<&'a str>>) -> Result<f64> {
     let client = reqwest::Client::new();
     let mut times = Vec::new();
     for token in tokens {

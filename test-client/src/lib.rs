@@ -4,7 +4,10 @@
 #![deny(missing_docs)]
 
 pub mod bench;
+mod bench_idp;
 mod bench_pool;
+pub mod jose;
+pub mod keyserver;
 pub mod load;
 pub mod snippet_stats;
 pub mod soak;
@@ -42,7 +45,8 @@ pub enum Cmd {
     /// Churn clients across many tenants through a small pool, checking every reply,
     /// counts at rest and memory against a pass-through Worker (see BENCHMARKS.md).
     Soak(soak::SoakOpts),
-    /// Mint an HS256 JWT for the snippet; prints the token alone on the last line of stdout.
+    /// Mint a JWT for the snippet (HS256, or RS256/PS256/ES256/EdDSA with --alg and --key);
+    /// prints the token alone on the last line of stdout.
     Token(token::TokenOpts),
 }
 
@@ -87,7 +91,7 @@ pub async fn run(opts: Opts) -> Result<ExitCode> {
             if opts.json {
                 println!("{}", serde_json::to_string_pretty(&minted)?);
             } else {
-                eprintln!("HS256 JWT, claims {}", minted.claims);
+                eprintln!("JWT, claims {}", minted.claims);
                 println!("{}", minted.token);
             }
             Ok(ExitCode::SUCCESS)
@@ -151,6 +155,21 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        let o = Opts::try_parse_from([
+            "test-client",
+            "token",
+            "--sub",
+            "a",
+            "--alg",
+            "RS256",
+            "--key",
+            "k.json",
+            "--claim",
+            "org_id=acme",
+        ])
+        .expect("parses");
+        assert!(matches!(o.command, Cmd::Token(t) if t.alg == "RS256" && t.claims == ["org_id=acme"]));
+        assert!(Opts::try_parse_from(["test-client", "token", "--sub", "a", "--alg", "RS512"]).is_err());
         assert!(Opts::try_parse_from(["test-client", "token", "--sub", "a", "--ttl", "1y"]).is_err());
         assert!(Opts::try_parse_from(["test-client", "token"]).is_err(), "--sub is required");
     }

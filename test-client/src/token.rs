@@ -203,7 +203,8 @@ pub fn dev_secret(root: &Path) -> Result<String> {
     bail!("no AUTH_SECRET line in {} (run ./x setup)", path.display())
 }
 
-/// Mint an HS256 token for the snippet's auth check.
+/// Mint a token for the snippet's auth check: HS256 with the shared secret, or — with
+/// `--alg` and `--key` — RS256, PS256, ES256 or EdDSA signed by `jose` (Node).
 #[derive(Debug, clap::Args)]
 pub struct TokenOpts {
     /// Subject (`sub` claim): who the token is for.
@@ -228,6 +229,35 @@ pub struct TokenOpts {
     /// Audience (`aud` claim), added when given.
     #[arg(long)]
     pub aud: Option<String>,
+    /// Signature algorithm: HS256 (the shared secret) or RS256, PS256, ES256, EdDSA (a
+    /// private JWK in --key, signed by the `jose` npm package under Node).
+    #[arg(long, default_value = "HS256", value_parser = ["HS256", "RS256", "PS256", "ES256", "EdDSA"])]
+    pub alg: String,
+    /// The private JWK to sign with (for --alg other than HS256). When the file does not
+    /// exist, a new key is made and written there, and its public set beside it
+    /// (FILE.jwks.json, for AUTH_JWKS or a key-set server).
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<std::path::PathBuf>,
+    /// Extra claim NAME=VALUE (VALUE is JSON if it parses, else a string), e.g.
+    /// `--claim 'https://example.com/tenant=acme' --claim 'permissions=["read"]'`; repeatable.
+    #[arg(long = "claim", value_name = "NAME=VALUE")]
+    pub claims: Vec<String>,
+}
+
+/// The private JWK in `path`, made (with its public set at `path.jwks.json`) if missing.
+fn private_jwk(path: &Path, alg: &str) -> Result<Value> {
+    if !path.exists() {
+        let root = crate::stack::repo_root()?;
+        let kid = format!("{}-{}", alg.to_ascii_lowercase(), fastrand::u32(..));
+        let key = crate::jose::generate(&root, &[(alg, &kid)], 2048)?.remove(0);
+        std::fs::write(path, serde_json::to_string_pretty(&key.private)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        let set = path.with_extension("jwks.json");
+        std::fs::write(&set, crate::jose::key_set(&[&key]).to_string())?;
+        eprintln!("made a new {alg} key in {} (public set: {})", path.display(), set.display());
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not a JWK", path.display()))
 }
 
 /// A minted token and the claims it carries; serializes as `{"token":..,"claims":..}`.
@@ -239,13 +269,8 @@ pub struct Minted {
     pub claims: Value,
 }
 
-/// Mints the HS256 token `opts` describe, valid from now, and returns it with its claims.
+/// Mints the token `opts` describe, valid from now, and returns it with its claims.
 pub fn mint(opts: TokenOpts) -> Result<Minted> {
-    let secret = match opts.secret {
-        Some(secret) => secret,
-        None => dev_secret(&crate::stack::repo_root()?)?,
-    };
-    ensure!(!secret.is_empty(), "the HMAC secret is empty");
     let ttl = i64::try_from(opts.ttl).with_context(|| format!("TTL {}s is too large", opts.ttl))?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).context("system clock before 1970")?.as_secs();
     let mut claims = claims(&opts.sub, &opts.tenant, &opts.scope, ttl, now);
@@ -255,6 +280,23 @@ pub fn mint(opts: TokenOpts) -> Result<Minted> {
     if let Some(aud) = opts.aud {
         claims["aud"] = aud.into();
     }
+    for extra in &opts.claims {
+        let (name, value) = extra.split_once('=').with_context(|| format!("--claim {extra:?}: expected NAME=VALUE"))?;
+        claims[name] = serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_owned()));
+    }
+    if opts.alg != "HS256" {
+        let path = opts.key.as_deref().context("--alg other than HS256 needs --key FILE (a private JWK)")?;
+        let key = private_jwk(path, &opts.alg)?;
+        let kid = key["kid"].as_str().map(str::to_owned);
+        let job = crate::jose::SignJob { alg: opts.alg.clone(), key, kid, claims: claims.clone() };
+        let token = crate::jose::sign(&crate::stack::repo_root()?, &[job])?.remove(0);
+        return Ok(Minted { token, claims });
+    }
+    let secret = match opts.secret {
+        Some(secret) => secret,
+        None => dev_secret(&crate::stack::repo_root()?)?,
+    };
+    ensure!(!secret.is_empty(), "the HMAC secret is empty");
     let token = hs256(secret.as_bytes(), &claims);
     Ok(Minted { token, claims })
 }
@@ -443,12 +485,16 @@ mod tests {
             secret: Some("k".into()),
             iss: iss.map(Into::into),
             aud: Some("snippet".into()),
+            alg: "HS256".into(),
+            key: None,
+            claims: vec!["permissions=[\"read\"]".into(), "org=acme".into()],
         };
         let m = mint(opts(Some("ops"))).unwrap();
         let (input, _, c, sig) = split(&m.token);
         assert_eq!(c, m.claims);
         assert_eq!(sig, hs256_sign(b"k", input.as_bytes()));
         assert_eq!((&c["iss"], &c["aud"]), (&json!("ops"), &json!("snippet")));
+        assert_eq!((&c["permissions"], &c["org"]), (&json!(["read"]), &json!("acme")), "--claim: JSON, else text");
         assert_eq!(c["exp"].as_u64().unwrap() - c["iat"].as_u64().unwrap(), 90);
         assert!(mint(opts(None)).unwrap().claims.get("iss").is_none());
         let mut empty = opts(None);

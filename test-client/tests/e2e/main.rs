@@ -9,6 +9,7 @@ mod auth;
 mod backend;
 mod browser;
 mod common;
+mod idp;
 mod limits;
 mod presence;
 mod proxy;

@@ -1,7 +1,8 @@
 //! JSON Web Tokens (RFC 7519) in JWS compact form (RFC 7515): split, decode, read the
 //! header and claims, and check the claims. The signature itself is checked by the glue
-//! with WebCrypto, against the keys [`super::AuthConfig::keys_for`] picks.
+//! with WebCrypto, against the keys [`super::AuthConfig::source_for`] and [`super::sources::candidates`] pick.
 
+use super::claims::ClaimMap;
 use super::json::{self, Json};
 use super::AuthError;
 
@@ -18,14 +19,18 @@ pub const MAX_NUMERIC_DATE: u64 = 253_402_300_799;
 
 /// A signature algorithm this proxy accepts. Anything else — `none` first of all — is
 /// refused before any key is looked at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Alg {
     /// HMAC SHA-256 with the shared secret `AUTH_SECRET`.
     Hs256,
-    /// ECDSA P-256 SHA-256 with a key from `AUTH_JWKS`.
+    /// ECDSA P-256 SHA-256 with an EC P-256 key of a key set.
     Es256,
-    /// Ed25519 with a key from `AUTH_JWKS`.
+    /// Ed25519 with an OKP Ed25519 key of a key set.
     EdDsa,
+    /// RSASSA-PKCS1-v1_5 SHA-256 with an RSA key of a key set (most providers' default).
+    Rs256,
+    /// RSASSA-PSS SHA-256 (MGF1 SHA-256, salt of 32 bytes: RFC 7518 §3.5) with an RSA key.
+    Ps256,
 }
 
 impl Alg {
@@ -35,6 +40,8 @@ impl Alg {
             Alg::Hs256 => "HS256",
             Alg::Es256 => "ES256",
             Alg::EdDsa => "EdDSA",
+            Alg::Rs256 => "RS256",
+            Alg::Ps256 => "PS256",
         }
     }
     fn parse(s: &str) -> Result<Alg, AuthError> {
@@ -42,8 +49,10 @@ impl Alg {
             "HS256" => Ok(Alg::Hs256),
             "ES256" => Ok(Alg::Es256),
             "EdDSA" => Ok(Alg::EdDsa),
+            "RS256" => Ok(Alg::Rs256),
+            "PS256" => Ok(Alg::Ps256),
             s if s.eq_ignore_ascii_case("none") => Err(AuthError::Invalid("alg none is not accepted")),
-            _ => Err(AuthError::Invalid("unsupported alg (HS256, ES256 and EdDSA are accepted)")),
+            _ => Err(AuthError::Invalid("unsupported alg (HS256, RS256, PS256, ES256 and EdDSA are accepted)")),
         }
     }
 }
@@ -53,9 +62,10 @@ impl Alg {
 pub struct Claims {
     /// `sub`: who the caller is.
     pub sub: String,
-    /// `tenant`: the tenant the token is for (`*` for all), if present.
+    /// The tenant claim (`tenant` unless configured): the tenant the token is for
+    /// (`*` for all), if present.
     pub tenant: Option<String>,
-    /// `scope` (space-separated) or `scp` (array): the granted scopes, space-separated.
+    /// The scopes claim (`scope`, else `scp`, unless configured), space-separated.
     pub scope: String,
     /// `exp` in whole seconds.
     pub exp: u64,
@@ -124,7 +134,7 @@ fn seconds(v: &Json, not_a_date: &'static str, too_late: &'static str) -> Result
     }
 }
 
-fn read_claims(v: &Json) -> Result<Claims, AuthError> {
+fn read_claims(v: &Json, map: &ClaimMap) -> Result<Claims, AuthError> {
     let Json::Obj(_) = v else {
         return Err(AuthError::Invalid("the claims are not a JSON object"));
     };
@@ -142,24 +152,8 @@ fn read_claims(v: &Json) -> Result<Claims, AuthError> {
     if let Some(iat) = v.get("iat") {
         seconds(iat, "iat is not a NumericDate", "iat is past the year 9999")?;
     }
-    let tenant = match v.get("tenant") {
-        None => None,
-        Some(Json::Str(t)) => Some(t.clone()),
-        Some(_) => return Err(AuthError::Invalid("the tenant claim is not a string")),
-    };
-    let scope = match (v.get("scope"), v.get("scp")) {
-        (Some(Json::Str(s)), _) => s.split_ascii_whitespace().collect::<Vec<_>>().join(" "),
-        (None, Some(Json::Arr(items))) => {
-            let names: Option<Vec<&str>> = items.iter().map(Json::as_str).collect();
-            let names = names.ok_or(AuthError::Invalid("scp must be an array of strings"))?;
-            if names.iter().any(|n| n.is_empty() || n.contains(char::is_whitespace)) {
-                return Err(AuthError::Invalid("scp entries must be single words"));
-            }
-            names.join(" ")
-        }
-        (None, None) => String::new(),
-        _ => return Err(AuthError::Invalid("scope must be a string (or scp an array)")),
-    };
+    let tenant = super::claims::read_tenant(v, map)?;
+    let scope = super::claims::read_scopes(v, map)?;
     let aud = match v.get("aud") {
         None => Vec::new(),
         Some(Json::Str(a)) => vec![a.clone()],
@@ -173,9 +167,15 @@ fn read_claims(v: &Json) -> Result<Claims, AuthError> {
     Ok(Claims { sub, tenant, scope, exp, nbf, iss: text("iss"), aud })
 }
 
-/// Splits and decodes a compact JWS. Checks the header (a known `alg`, no `crit`, a JWT
-/// `typ` if any) and reads the claims; checks nothing about keys, time or audience.
+/// [`parse_with`] the default claim names (`tenant`; `scope` or `scp`).
 pub fn parse(token: &str) -> Result<Unverified<'_>, AuthError> {
+    parse_with(token, &ClaimMap::default())
+}
+
+/// Splits and decodes a compact JWS. Checks the header (a known `alg`, no `crit`, a JWT
+/// `typ` if any) and reads the claims, the tenant and scopes where `map` says; checks
+/// nothing about keys, time or audience.
+pub fn parse_with<'t>(token: &'t str, map: &ClaimMap) -> Result<Unverified<'t>, AuthError> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(AuthError::Invalid("the token is too long"));
     }
@@ -205,7 +205,7 @@ pub fn parse(token: &str) -> Result<Unverified<'_>, AuthError> {
     };
     let claims = json::parse(&decode(p, "the payload is not base64url")?)
         .map_err(|_| AuthError::Invalid("the payload is not JSON"))?;
-    let claims = read_claims(&claims)?;
+    let claims = read_claims(&claims, map)?;
     let signature = decode(s, "the signature is not base64url")?;
     let signing_input = token.as_bytes().get(..h.len() + 1 + p.len()).unwrap_or_default();
     Ok(Unverified { alg, kid, signing_input, signature, claims })
@@ -270,7 +270,7 @@ mod tests {
         let cases = [
             (r#"{"alg":"none"}"#, CLAIMS, "alg none"),
             (r#"{"alg":"NONE"}"#, CLAIMS, "alg none"),
-            (r#"{"alg":"RS256"}"#, CLAIMS, "unsupported alg"),
+            (r#"{"alg":"RS512"}"#, CLAIMS, "unsupported alg"),
             (r#"{"alg":"HS512"}"#, CLAIMS, "unsupported alg"),
             (r#"{"typ":"JWT"}"#, CLAIMS, "no alg"),
             (r#"{"alg":"HS256","crit":["b64"]}"#, CLAIMS, "critical"),

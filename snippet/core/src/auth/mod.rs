@@ -7,20 +7,23 @@
 //! entry of `Sec-WebSocket-Protocol`), then its signature, then its claims, then the
 //! tenant and scope the route needs.
 
+pub mod claims;
 pub mod json;
 pub mod jwt;
+pub mod keys;
+pub mod remote;
+pub mod sources;
 
 use protocol::{Identity, ANONYMOUS, ANY_TENANT};
 
+pub use claims::ClaimMap;
 pub use jwt::{Alg, Claims, Unverified};
+pub use keys::{Jwk, MAX_JWKS_KEYS};
+pub use sources::{RemoteConfig, Source};
 
 /// Shortest `AUTH_SECRET` accepted, in bytes: RFC 7518 §3.2 asks for a key at least as
 /// long as the hash output (256 bits) for HS256; a shorter one is refused at start-up.
 pub const MIN_SECRET_BYTES: usize = 32;
-
-/// Most keys in `AUTH_JWKS`: a token without `kid` is tried against every key of its
-/// algorithm, so the bound caps the signature checks one request can cause.
-pub const MAX_JWKS_KEYS: usize = 16;
 
 /// Default `AUTH_LEEWAY_SECS`: tolerated clock skew for `nbf` (a token from an identity
 /// provider whose clock runs a little ahead). Expiry gets no leeway: past `exp` is past.
@@ -49,6 +52,10 @@ pub enum AuthError {
     Forbidden(String),
     /// The request itself is wrong (e.g. a token in two places): 400.
     BadRequest(&'static str),
+    /// The keys to check the token with cannot be had now (the identity provider's key
+    /// set is unreachable past its stale window): 503, retry after the given ms. Not 401:
+    /// the token may be valid, and a client told 401 gives up on it.
+    Unavailable(&'static str, u64),
 }
 
 impl AuthError {
@@ -58,6 +65,7 @@ impl AuthError {
             AuthError::Missing | AuthError::Invalid(_) => 401,
             AuthError::Forbidden(_) => 403,
             AuthError::BadRequest(_) => 400,
+            AuthError::Unavailable(..) => 503,
         }
     }
 
@@ -67,7 +75,7 @@ impl AuthError {
             AuthError::Missing => "a bearer token is required".into(),
             AuthError::Invalid(why) => format!("invalid token: {why}"),
             AuthError::Forbidden(why) => why.clone(),
-            AuthError::BadRequest(why) => (*why).into(),
+            AuthError::BadRequest(why) | AuthError::Unavailable(why, _) => (*why).into(),
         }
     }
 
@@ -78,35 +86,17 @@ impl AuthError {
             AuthError::Missing => Some(realm.into()),
             AuthError::Invalid(why) => Some(format!("{realm}, error=\"invalid_token\", error_description=\"{why}\"")),
             AuthError::Forbidden(_) => Some(format!("{realm}, error=\"insufficient_scope\"")),
-            AuthError::BadRequest(_) => None,
+            AuthError::BadRequest(_) | AuthError::Unavailable(..) => None,
         }
     }
-}
 
-/// A public key from `AUTH_JWKS`, bound to exactly one algorithm by its key type.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Jwk {
-    /// `kid`, if the set names it.
-    pub kid: Option<String>,
-    /// The one algorithm this key verifies: ES256 for `EC`/`P-256`, EdDSA for `OKP`/`Ed25519`.
-    pub alg: Alg,
-    /// `kty`: `EC` or `OKP`.
-    pub kty: String,
-    /// `crv`: `P-256` or `Ed25519`.
-    pub crv: String,
-    /// `x` (base64url).
-    pub x: String,
-    /// `y` (base64url), EC keys only.
-    pub y: Option<String>,
-}
-
-/// A key to check a token's signature with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyRef {
-    /// `AUTH_SECRET` (HS256 only).
-    Secret,
-    /// `AUTH_JWKS` entry at this index.
-    Jwk(usize),
+    /// The `Retry-After` value in whole seconds (at least 1), for a 503.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            AuthError::Unavailable(_, ms) => Some(ms.div_ceil(1000).max(1)),
+            _ => None,
+        }
+    }
 }
 
 /// What a route needs of its caller.
@@ -135,9 +125,17 @@ pub enum TokenSource {
 pub struct AuthConfig {
     /// `AUTH_SECRET` (a secret): the HS256 key.
     pub secret: Option<Vec<u8>>,
-    /// `AUTH_JWKS`: public keys (`{"keys": [...]}`) for ES256 and EdDSA.
+    /// `AUTH_JWKS`: public keys (`{"keys": [...]}`) for RS256, PS256, ES256 and EdDSA.
     pub keys: Vec<Jwk>,
-    /// `AUTH_ISSUER`: when set, `iss` must equal it.
+    /// The line to log once about `AUTH_JWKS` entries skipped (of kinds not verified).
+    pub skipped_static: Option<String>,
+    /// `AUTH_JWKS_URL` (with `AUTH_JWKS_COOLDOWN_SECS`, `AUTH_JWKS_STALE_SECS`): key sets
+    /// the snippet fetches, each bound to its issuer.
+    pub remote: RemoteConfig,
+    /// `AUTH_TENANT_CLAIM`, `AUTH_SCOPES_CLAIM`, `AUTH_DEFAULT_TENANT`.
+    pub claims: ClaimMap,
+    /// `AUTH_ISSUER`: when set, `iss` must equal it for tokens checked with `AUTH_SECRET`
+    /// or `AUTH_JWKS` (a remote set's tokens carry the issuer the set is bound to).
     pub issuer: Option<String>,
     /// `AUTH_AUDIENCE`: when set, `aud` must contain it.
     pub audience: Option<String>,
@@ -162,45 +160,17 @@ fn flag(name: &str, raw: Option<String>) -> Result<bool, String> {
     }
 }
 
-fn parse_jwks(raw: &str) -> Result<Vec<Jwk>, String> {
-    let doc = json::parse(raw.as_bytes()).map_err(|e| format!("AUTH_JWKS is not JSON: {e}"))?;
-    let keys = doc.get("keys").and_then(json::Json::as_array).ok_or("AUTH_JWKS must be {\"keys\": [...]}")?;
-    if keys.len() > MAX_JWKS_KEYS {
-        return Err(format!("AUTH_JWKS has {} keys; at most {MAX_JWKS_KEYS}", keys.len()));
-    }
-    let mut out = Vec::new();
-    for (i, k) in keys.iter().enumerate() {
-        let s = |name: &str| k.get(name).and_then(json::Json::as_str).map(str::to_owned);
-        let (kty, crv) = (s("kty").unwrap_or_default(), s("crv").unwrap_or_default());
-        let alg = match (kty.as_str(), crv.as_str()) {
-            ("EC", "P-256") => Alg::Es256,
-            ("OKP", "Ed25519") => Alg::EdDsa,
-            _ => return Err(format!("AUTH_JWKS key {i}: only EC P-256 (ES256) and OKP Ed25519 (EdDSA) keys")),
-        };
-        if s("alg").is_some_and(|a| a != alg.name()) {
-            return Err(format!("AUTH_JWKS key {i}: alg does not match its key type ({})", alg.name()));
-        }
-        if s("use").is_some_and(|u| u != "sig") {
-            return Err(format!("AUTH_JWKS key {i}: use must be sig"));
-        }
-        if k.get("d").is_some() {
-            return Err(format!("AUTH_JWKS key {i} is a private key; publish only the public part"));
-        }
-        let x = s("x").ok_or(format!("AUTH_JWKS key {i} has no x"))?;
-        let y = s("y");
-        if alg == Alg::Es256 && y.is_none() {
-            return Err(format!("AUTH_JWKS key {i} has no y"));
-        }
-        out.push(Jwk { kid: s("kid"), alg, kty, crv, x, y });
-    }
-    Ok(out)
-}
-
 impl AuthConfig {
     /// The vars (and secrets) read by [`AuthConfig::from_vars`].
-    pub const VARS: [&'static str; 9] = [
+    pub const VARS: [&'static str; 15] = [
         "AUTH_SECRET",
         "AUTH_JWKS",
+        "AUTH_JWKS_URL",
+        "AUTH_JWKS_COOLDOWN_SECS",
+        "AUTH_JWKS_STALE_SECS",
+        "AUTH_TENANT_CLAIM",
+        "AUTH_SCOPES_CLAIM",
+        "AUTH_DEFAULT_TENANT",
         "AUTH_ISSUER",
         "AUTH_AUDIENCE",
         "AUTH_LEEWAY_SECS",
@@ -215,7 +185,17 @@ impl AuthConfig {
     pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<AuthConfig, String> {
         let nonempty = |name: &str| get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
         // A check that is configured but blank must not silently switch itself off.
-        for name in ["AUTH_ISSUER", "AUTH_AUDIENCE", "AUTH_JWKS"] {
+        for name in [
+            "AUTH_ISSUER",
+            "AUTH_AUDIENCE",
+            "AUTH_JWKS",
+            "AUTH_JWKS_URL",
+            "AUTH_JWKS_COOLDOWN_SECS",
+            "AUTH_JWKS_STALE_SECS",
+            "AUTH_TENANT_CLAIM",
+            "AUTH_SCOPES_CLAIM",
+            "AUTH_DEFAULT_TENANT",
+        ] {
             if get(name).is_some() && nonempty(name).is_none() {
                 return Err(format!("{name} is set but empty; remove it or give it a value"));
             }
@@ -226,10 +206,20 @@ impl AuthConfig {
                 return Err(format!("AUTH_SECRET must be at least {MIN_SECRET_BYTES} bytes"));
             }
         }
-        let keys = nonempty("AUTH_JWKS").map(|j| parse_jwks(&j)).transpose()?.unwrap_or_default();
+        let set = nonempty("AUTH_JWKS").map(|j| keys::parse_static(&j)).transpose()?.unwrap_or_default();
+        let remote = RemoteConfig::from_vars(
+            nonempty("AUTH_JWKS_URL").as_deref(),
+            nonempty("AUTH_JWKS_COOLDOWN_SECS").as_deref(),
+            nonempty("AUTH_JWKS_STALE_SECS").as_deref(),
+        )?;
+        let claims = ClaimMap::from_vars(
+            nonempty("AUTH_TENANT_CLAIM"),
+            nonempty("AUTH_SCOPES_CLAIM"),
+            nonempty("AUTH_DEFAULT_TENANT"),
+        )?;
         let allow_anonymous = flag("ALLOW_ANONYMOUS", get("ALLOW_ANONYMOUS"))?;
-        if secret.is_none() && keys.is_empty() && !allow_anonymous {
-            return Err("authentication is not configured: set AUTH_SECRET or AUTH_JWKS \
+        if secret.is_none() && set.keys.is_empty() && remote.issuers.is_empty() && !allow_anonymous {
+            return Err("authentication is not configured: set AUTH_SECRET, AUTH_JWKS or AUTH_JWKS_URL \
                         (or ALLOW_ANONYMOUS=true to admit callers without a token)"
                 .into());
         }
@@ -244,7 +234,10 @@ impl AuthConfig {
             .unwrap_or_default();
         Ok(AuthConfig {
             secret,
-            keys,
+            skipped_static: set.skipped_line(),
+            keys: set.keys,
+            remote,
+            claims,
             issuer: nonempty("AUTH_ISSUER"),
             audience: nonempty("AUTH_AUDIENCE"),
             leeway_secs,
@@ -264,40 +257,29 @@ impl AuthConfig {
             || self.allowed_origins.iter().any(|o| o == "*" || o.eq_ignore_ascii_case(origin))
     }
 
-    /// The keys that may have signed `token`. The algorithm picks the key *kind* —
-    /// HS256 only the shared secret, ES256 and EdDSA only JWKS keys of that type — so a
-    /// token can never make a public key act as an HMAC secret (algorithm confusion).
-    pub fn keys_for(&self, token: &Unverified<'_>) -> Result<Vec<KeyRef>, AuthError> {
-        if token.alg == Alg::Hs256 {
-            return match self.secret {
-                Some(_) => Ok(vec![KeyRef::Secret]),
-                None => Err(AuthError::Invalid("HS256 tokens are not accepted here (no AUTH_SECRET)")),
-            };
-        }
-        let keys: Vec<KeyRef> = self
-            .keys
-            .iter()
-            .enumerate()
-            .filter(|(_, k)| k.alg == token.alg && (token.kid.is_none() || k.kid == token.kid))
-            .map(|(i, _)| KeyRef::Jwk(i))
-            .collect();
-        if keys.is_empty() {
-            return Err(AuthError::Invalid("no key for this token's alg and kid"));
-        }
-        Ok(keys)
+    /// Where the keys that may have signed `token` are ([`sources::source_for`]): HS256
+    /// only the shared secret, any other algorithm the set of the token's issuer or
+    /// `AUTH_JWKS` — so a token can never make a public key act as an HMAC secret
+    /// (algorithm confusion).
+    pub fn source_for(&self, token: &Unverified<'_>) -> Result<Source, AuthError> {
+        sources::source_for(token, self.secret.is_some(), &self.keys, &self.remote)
     }
 
-    /// Checks the claims of a token whose signature verified, at `now_secs`, and turns
-    /// them into the identity that travels to the backend.
-    pub fn identity(&self, c: &Claims, now_secs: u64) -> Result<Identity, AuthError> {
+    /// Checks the claims of a token whose signature verified with keys of `source`, at
+    /// `now_secs`, and turns them into the identity that travels to the backend.
+    pub fn identity(&self, c: &Claims, now_secs: u64, source: Source) -> Result<Identity, AuthError> {
         if now_secs >= c.exp {
             return Err(AuthError::Invalid("the token has expired"));
         }
         if c.nbf.is_some_and(|nbf| now_secs.saturating_add(self.leeway_secs) < nbf) {
             return Err(AuthError::Invalid("the token is not valid yet"));
         }
-        if let Some(iss) = &self.issuer {
-            if c.iss.as_ref() != Some(iss) {
+        let issuer = match source {
+            Source::Remote { issuer, .. } => self.remote.issuer(issuer),
+            Source::Secret | Source::Static => self.issuer.as_deref(),
+        };
+        if let Some(iss) = issuer {
+            if c.iss.as_deref() != Some(iss) {
                 return Err(AuthError::Invalid("wrong issuer"));
             }
         }
@@ -306,12 +288,24 @@ impl AuthConfig {
                 return Err(AuthError::Invalid("wrong audience"));
             }
         }
-        Ok(Identity {
-            subject: c.sub.clone(),
-            tenant: c.tenant.clone().unwrap_or_default(),
-            scopes: c.scope.clone(),
-            expires_at: c.exp,
-        })
+        let tenant = match (&c.tenant, &self.claims.default_tenant) {
+            // A provider's claim (perhaps one its users can set) never grants every tenant.
+            (Some(t), _) if t == ANY_TENANT && self.claims.tenant_is_mapped() => {
+                return Err(AuthError::Forbidden(format!(
+                    "a tenant of \"*\" is honoured only from the tenant claim, not {}",
+                    self.claims.tenant
+                )))
+            }
+            (Some(t), _) => t.clone(),
+            (None, Some(default)) => default.clone(),
+            (None, None) => {
+                return Err(AuthError::Forbidden(format!(
+                    "the token names no tenant (claim {}) and AUTH_DEFAULT_TENANT is not set",
+                    self.claims.tenant
+                )))
+            }
+        };
+        Ok(Identity { subject: c.sub.clone(), tenant, scopes: c.scope.clone(), expires_at: c.exp })
     }
 
     /// The identity of a caller without a token, if anonymous access is on.
