@@ -329,7 +329,9 @@ fn settle(stack: &Stack) -> bool {
     at_rest
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+/// A multi-threaded runtime: the one a test body runs on, or one that serves something of
+/// a test's own beside the stack (the key-set server of `idp.rs`).
+pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime")
 }
 

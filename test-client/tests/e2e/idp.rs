@@ -70,7 +70,6 @@ fn with_kid(token: &str, alg: &str, kid: &str) -> String {
 
 #[test]
 fn provider_tokens_of_every_algorithm_verify_and_issuers_sharing_a_kid_cannot_cross() {
-    let _one = one_at_a_time();
     let root = repo_root().expect("root");
     let a = jose::generate(&root, &[("RS256", "rs1"), ("PS256", "ps1"), ("ES256", "es1"), ("EdDSA", "ed1")], 2048)
         .expect("jose keys");
@@ -101,21 +100,22 @@ fn provider_tokens_of_every_algorithm_verify_and_issuers_sharing_a_kid_cannot_cr
     let enc = json!({ "kty": "RSA", "kid": "enc1", "use": "enc", "e": "AQAB", "n": a[0].public["n"] });
     let static_set = json!({ "keys": [cli_set["keys"][0], short, enc] }).to_string();
 
+    // The key-set server runs on a runtime of its own, beside the test body's.
     let rt = runtime();
     let server = rt.block_on(KeyServer::start()).expect("key server");
     server.set("/a/jwks.json", jose::key_set(&a.iter().collect::<Vec<_>>()));
     server.set("/b/jwks.json", jose::key_set(&[&b]));
     let urls = format!("{ISS_A}={} {ISS_B}={}", server.url("/a/jwks.json"), server.url("/b/jwks.json"));
-    let stack = start(&[
-        ("AUTH_JWKS_URL", &urls),
-        ("AUTH_JWKS", &static_set),
+    let vars = [
+        ("AUTH_JWKS_URL", urls.as_str()),
+        ("AUTH_JWKS", static_set.as_str()),
         ("AUTH_TENANT_CLAIM", TENANT_CLAIM),
         ("AUTH_SCOPES_CLAIM", "permissions"),
         ("AUTH_AUDIENCE", AUDIENCE),
         // The stack's own operator token names its tenant in `tenant`, not the mapped claim.
         ("STATS_PUBLIC", "true"),
-    ]);
-    rt.block_on(async {
+    ];
+    e2e().vars(&vars).run(async |stack| {
         let secret = stack.auth_secret.as_bytes();
         let by_token =
             token::hs256(secret, &provider_claims(None, "bystander", Some("default"), &["read", "write", "publish"]));
@@ -150,7 +150,7 @@ fn provider_tokens_of_every_algorithm_verify_and_issuers_sharing_a_kid_cannot_cr
 
         // Every algorithm, over HTTP and on an upgrade (token in the query, as browsers do).
         for (key, t) in a.iter().zip(&tokens) {
-            assert_eq!(status(&stack, t).await, 200, "{}", key.alg);
+            assert_eq!(status(stack, t).await, 200, "{}", key.alg);
             let mut ws = ws_connect(&format!("{}/ws?access_token={t}", stack.snippet.ws()), None).await.expect("ws");
             assert_eq!(rpc(&mut ws, "whoami", json!([]), 2).await["result"]["subject"], json!(key.kid), "{}", key.alg);
             // An orderly close on both sides (a dropped socket makes the runtime log noise).
@@ -173,11 +173,11 @@ fn provider_tokens_of_every_algorithm_verify_and_issuers_sharing_a_kid_cannot_cr
         es_as_rs.kid = Some("rs1".into());
         let crossing = jose::sign(&root, &[b_as_a, b_own, a_as_b, rsa_as_pss, es_as_rs]).expect("jose tokens");
         let [b_as_a, b_own, a_as_b, rsa_as_pss, es_as_rs] = <[String; 5]>::try_from(crossing).expect("five");
-        assert_eq!(status(&stack, &b_as_a).await, 401, "B's key cannot sign for A");
-        assert_eq!(status(&stack, &a_as_b).await, 401, "A's key cannot sign for B");
-        assert_eq!(status(&stack, &b_own).await, 200, "B's own token");
-        assert_eq!(status(&stack, &rsa_as_pss).await, 401, "an RS256 key does not verify PS256");
-        assert_eq!(status(&stack, &es_as_rs).await, 401, "an RSA key's kid does not make ES256 verify");
+        assert_eq!(status(stack, &b_as_a).await, 401, "B's key cannot sign for A");
+        assert_eq!(status(stack, &a_as_b).await, 401, "A's key cannot sign for B");
+        assert_eq!(status(stack, &b_own).await, 200, "B's own token");
+        assert_eq!(status(stack, &rsa_as_pss).await, 401, "an RS256 key does not verify PS256");
+        assert_eq!(status(stack, &es_as_rs).await, 401, "an RSA key's kid does not make ES256 verify");
         assert_eq!((server.fetches("/a/jwks.json"), server.fetches("/b/jwks.json")), (1, 1));
 
         // Claims as the provider issues them: the mapped tenant and permissions only.
@@ -198,28 +198,26 @@ fn provider_tokens_of_every_algorithm_verify_and_issuers_sharing_a_kid_cannot_cr
         ];
         let jobs: Vec<SignJob> = mapped.iter().map(|(_, c, _)| SignJob::new(&a[0], c)).collect();
         for ((what, _, want), t) in mapped.iter().zip(jose::sign(&root, &jobs).expect("tokens")) {
-            let (got, _, body) = ping(&stack, &t).await;
+            let (got, _, body) = ping(stack, &t).await;
             assert_eq!(got, *want, "{what}: {body}");
         }
 
         // The static set's one usable key (made by `test-client token`) verifies a token
         // without an issuer.
-        assert_eq!(status(&stack, &cli_token).await, 200, "test-client token --alg EdDSA");
-        still_fine(&stack, &mut by).await;
+        assert_eq!(status(stack, &cli_token).await, 200, "test-client token --alg EdDSA");
+        still_fine(stack, &mut by).await;
         let stats = stack.snippet_stats().await.expect("stats");
         assert_eq!((n(&stats, "jwksFetches"), n(&stats, "jwksFetchFailures")), (2, 0), "{stats}");
+        let log = stack.snippet.log();
+        let skipped: Vec<&str> = log.lines().filter(|l| l.contains("AUTH_JWKS: skipped")).collect();
+        assert_eq!(skipped.len(), 1, "one line at load: {skipped:?}");
+        assert!(skipped[0].contains("1024 bits") && skipped[0].contains("enc"), "{}", skipped[0]);
     });
-    let log = stack.snippet.log();
-    let skipped: Vec<&str> = log.lines().filter(|l| l.contains("AUTH_JWKS: skipped")).collect();
-    assert_eq!(skipped.len(), 1, "one line at load: {skipped:?}");
-    assert!(skipped[0].contains("1024 bits") && skipped[0].contains("enc"), "{}", skipped[0]);
-    stack.assert_clean_logs().expect("clean logs");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn a_remote_set_rotates_survives_floods_and_outages_then_refuses_with_503() {
-    let _one = one_at_a_time();
     let root = repo_root().expect("root");
     let keys = jose::generate(&root, &[("RS256", "k1"), ("RS256", "k2")], 2048).expect("jose keys");
     let (k1, k2) = (&keys[0], &keys[1]);
@@ -230,10 +228,10 @@ fn a_remote_set_rotates_survives_floods_and_outages_then_refuses_with_503() {
     server.max_age(Some(1));
     let urls = format!("{ISS_A}={}", server.url(path));
     // A 2 s cooldown (the floor of freshness too) and a 4 s stale window, to see each in seconds.
-    let stack = start(&[("AUTH_JWKS_URL", &urls), ("AUTH_JWKS_COOLDOWN_SECS", "2"), ("AUTH_JWKS_STALE_SECS", "4")]);
+    let vars = [("AUTH_JWKS_URL", urls.as_str()), ("AUTH_JWKS_COOLDOWN_SECS", "2"), ("AUTH_JWKS_STALE_SECS", "4")];
     let cooldown = Duration::from_millis(2_100);
-    rt.block_on(async {
-        let mut by = bystander(&stack).await;
+    e2e().vars(&vars).run(async |stack| {
+        let mut by = bystander(stack).await;
         let claims = |sub: &str| token::claims(sub, "default", "read", 600, now_secs());
         let with_iss = |sub: &str| {
             let mut c = claims(sub);
@@ -243,14 +241,14 @@ fn a_remote_set_rotates_survives_floods_and_outages_then_refuses_with_503() {
         let t = jose::sign(&root, &[SignJob::new(k1, &with_iss("one")), SignJob::new(k2, &with_iss("two"))])
             .expect("tokens");
         let (t1, t2) = (&t[0], &t[1]);
-        assert_eq!(status(&stack, t1).await, 200);
+        assert_eq!(status(stack, t1).await, 200);
         assert_eq!(server.fetches(path), 1);
 
         // Rotation: the provider replaces k1 by k2; no restart.
         server.set(path, jose::key_set(&[k2]));
         tokio::time::sleep(cooldown).await;
-        assert_eq!(status(&stack, t2).await, 200, "the new key is picked up");
-        assert_eq!(status(&stack, t1).await, 401, "the withdrawn key no longer vouches, cached or not");
+        assert_eq!(status(stack, t2).await, 200, "the new key is picked up");
+        assert_eq!(status(stack, t1).await, 401, "the withdrawn key no longer vouches, cached or not");
         assert_eq!(server.fetches(path), 2);
 
         // A flood of made-up kids: at most one fetch per cooldown.
@@ -282,14 +280,14 @@ fn a_remote_set_rotates_survives_floods_and_outages_then_refuses_with_503() {
         eprintln!("unknown-kid flood: {sent} requests in {:?}, {refused} refused 401, {flood_fetches} fetches", started.elapsed());
         assert_eq!(refused, sent, "every made-up kid is refused");
         assert!(flood_fetches <= 3, "5 s at a 2 s cooldown: {flood_fetches} fetches");
-        assert_eq!(status(&stack, t2).await, 200, "the real key works throughout");
+        assert_eq!(status(stack, t2).await, 200, "the real key works throughout");
 
         // The provider fails: the last good keys serve for the stale window, then 503.
         server.mode(Mode::Status(500));
         let before = server.fetches(path);
         let outage = Instant::now();
         let (first_503, retry) = loop {
-            let (s, retry, body) = ping(&stack, t2).await;
+            let (s, retry, body) = ping(stack, t2).await;
             match s {
                 200 => {}
                 503 => break (outage.elapsed(), retry),
@@ -308,7 +306,7 @@ fn a_remote_set_rotates_survives_floods_and_outages_then_refuses_with_503() {
         // Garbage is a failure too.
         server.mode(Mode::Garbage);
         tokio::time::sleep(cooldown).await;
-        assert_eq!(status(&stack, t2).await, 503, "garbage keeps the refusal");
+        assert_eq!(status(stack, t2).await, 503, "garbage keeps the refusal");
 
         // A stalled provider: the fetcher gives up at 5 s, and those who waited on it hear at once.
         server.mode(Mode::Stall);
@@ -336,8 +334,7 @@ fn a_remote_set_rotates_survives_floods_and_outages_then_refuses_with_503() {
         // The provider is back: service resumes at the next attempt.
         server.mode(Mode::Serve);
         tokio::time::sleep(cooldown).await;
-        assert_eq!(status(&stack, t2).await, 200, "back");
-        still_fine(&stack, &mut by).await;
+        assert_eq!(status(stack, t2).await, 200, "back");
+        still_fine(stack, &mut by).await;
     });
-    stack.assert_clean_logs().expect("clean logs");
 }
