@@ -482,9 +482,19 @@ impl Mux {
         let client = s.is_client();
         let tenant = s.tenant.clone();
         self.detach(id, now);
-        if let Some(Conn::Up { owner, .. }) = self.links.get_mut(&tenant).map(|l| &mut l.conn) {
-            if owner.stream == Some(id) {
-                owner.orphaned = true;
+        if let Some(link) = self.links.get_mut(&tenant) {
+            if let Conn::Up { owner, .. } = &mut link.conn {
+                if owner.stream == Some(id) {
+                    owner.orphaned = true;
+                }
+            }
+            // A successor connecting in this client's context dies with it (its connect is
+            // that context's I/O, RUNTIME.md §1): dropped now, the hand-over starts again
+            // from the next context that settles, instead of the watchdog finding the
+            // connect dead WATCHDOG_MS later and counting an error.
+            if let Some(s) = link.successor.filter(|s| s.owner.stream == Some(id)) {
+                link.successor = None;
+                self.actions.push_back(Action::Abandon(s.id));
             }
         }
         // The backend keeps no state for an HTTP stream: only client streams are told.

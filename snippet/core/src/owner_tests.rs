@@ -200,10 +200,11 @@ fn a_request_that_collects_its_504_is_not_abandoned() {
     assert!(sim.abandoned_requests.is_empty());
 }
 
-/// A client starts a successor and leaves before it opens: the successor's owner is
-/// orphaned from the start, so another client's context is asked to take over.
+/// A client starts a successor and leaves before it opens: the connect was its context's
+/// I/O and dies with it, so the successor is dropped at once (no watchdog trip, no error)
+/// and another client's context starts the hand-over again.
 #[test]
-fn a_successor_whose_client_left_while_it_connected_is_orphaned() {
+fn a_successor_whose_client_left_while_it_connected_is_dropped_and_started_again() {
     let mut sim = Sim::new(Config::default());
     sim.here = Here::Request;
     let _ = sim.request("t", "{}");
@@ -216,14 +217,20 @@ fn a_successor_whose_client_left_while_it_connected_is_orphaned() {
     let (successor, _) = sim.connecting[0].clone();
     sim.mux.handle_client_closed(a, 1000, "", sim.now);
     sim.here = Here::Lingering;
-    sim.accept(successor);
-    assert_eq!(sim.mux.upstream_stats(sim.now)[0].owner, OwnerKind::WebSocket);
-    assert!(sim.mux.owner_wanted(sim.now), "its client is gone: another client must take over");
+    sim.run();
+    assert!(sim.abandoned.contains(&successor), "dropped with its client's context");
+    assert!(sim.connecting.is_empty());
+    assert!(sim.mux.owner_wanted(sim.now), "the bounded owner still wants a client's context");
     sim.here = Here::Client(b);
     sim.run();
     let (next, _) = sim.connecting[0].clone();
+    assert_ne!(next, successor);
     sim.accept(next);
+    sim.advance(Config::default().watchdog_ms * 2);
     assert!(!sim.mux.owner_wanted(sim.now));
+    let c = sim.mux.counters();
+    assert_eq!((c.handovers, c.watchdog_trips, c.errors), (1, 0, 0), "{c:?}");
+    assert_eq!(sim.mux.upstream_stats(sim.now)[0].owner, OwnerKind::WebSocket);
 }
 
 /// The lifetime ends just as a heartbeat falls due (a reply restarted the heartbeat's
