@@ -176,17 +176,9 @@ impl DurableObject for Database {
             return self.accept(&req, tenant, endpoint);
         }
         bump(&self.counters.http_requests);
-        let identity = identity_of(&req)?;
-        let content_type = req.headers().get("Content-Type")?.unwrap_or_default();
-        let body = req.bytes().await?;
+        // The Worker let only POST through.
         let service = if endpoint == Endpoint::Query { "/query" } else { "/rpc" };
-        let request = protocol::Request { method: "POST".into(), path: service.into(), content_type, identity, body };
-        let res = self.mux.request(&request, tenant)?;
-        let headers = Headers::new();
-        if !res.content_type.is_empty() {
-            headers.set("Content-Type", &res.content_type)?;
-        }
-        Ok(Response::from_bytes(res.body)?.with_status(res.status).with_headers(headers))
+        self.mux.fetch(&mut req, tenant, service, authz::operator()).await
     }
 
     async fn websocket_message(&self, ws: WebSocket, message: WebSocketIncomingMessage) -> Result<()> {

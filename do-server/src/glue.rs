@@ -21,7 +21,7 @@ use worker::{Error, Request, Response, Result, State, WebSocket, WebSocketIncomi
 
 pub use kv::Kv;
 
-use crate::{authorized, store, Action, App, Client, Msg, Object, Out, SocketId};
+use crate::{authorized, store, Action, App, Client, Identity, Msg, Object, Out, SocketId};
 
 /// The tag mux sockets are accepted with (and their attachment's `endpoint`).
 pub const TAG: &str = "mux";
@@ -197,6 +197,29 @@ impl<A: App + 'static> MuxServer<A> {
     pub fn request(&self, req: &crate::Request, tenant: &str) -> Result<crate::Response> {
         self.wake();
         self.inner.run(|o| o.request(req, tenant, now_ms()))
+    }
+
+    /// Answers plain HTTP to the object (the snippet's fallback when it has no upstream,
+    /// or the token holder itself) as a request for `path`: its caller is the identity the
+    /// snippet put in `X-Snippet-Identity`, trusted only because the Worker checked the
+    /// backend token first, or `operator` when there is none; then [`MuxServer::request`].
+    /// A malformed identity header is an error.
+    pub async fn fetch(&self, req: &mut Request, tenant: &str, path: &str, operator: Identity) -> Result<Response> {
+        let identity = match req.headers().get(protocol::IDENTITY_HEADER)? {
+            Some(hex) => Identity::from_hex(hex.trim())
+                .map_err(|e| Error::RustError(format!("bad {} header: {e}", protocol::IDENTITY_HEADER)))?,
+            None => operator,
+        };
+        let content_type = req.headers().get("Content-Type")?.unwrap_or_default();
+        let body = req.bytes().await?;
+        let request =
+            crate::Request { method: req.method().to_string(), path: path.into(), content_type, identity, body };
+        let res = self.request(&request, tenant)?;
+        let headers = worker::Headers::new();
+        if !res.content_type.is_empty() {
+            headers.set("Content-Type", &res.content_type)?;
+        }
+        Ok(Response::from_bytes(res.body)?.with_status(res.status).with_headers(headers))
     }
 
     /// Runs `f` with the app and an [`Out`] outside any mux socket: for work that arrives

@@ -1,7 +1,7 @@
 //! The Durable Object: one presence room per tenant. All it adds to a worker-rs object
 //! is a [`MuxServer`] and one call in each handler; the room itself is [`Room`].
 
-use protocol::{Identity, IDENTITY_HEADER};
+use protocol::Identity;
 use snippet_proxy_do::glue::MuxServer;
 use worker::*;
 
@@ -35,24 +35,8 @@ impl DurableObject for Presence {
             Endpoint::Mux => self.mux.accept(&req, &self.token, tenant),
             // Plain HTTP: the snippet's fallback when it has no upstream, or an operator.
             // Answered by the same `Room::on_request`, after the same admission.
-            Endpoint::Rpc => {
-                let identity = identity_of(&req)?;
-                let content_type = req.headers().get("Content-Type")?.unwrap_or_default();
-                let body = req.bytes().await?;
-                let request = snippet_proxy_do::Request {
-                    method: req.method().to_string(),
-                    path: "/rpc".into(),
-                    content_type,
-                    identity,
-                    body,
-                };
-                let res = self.mux.request(&request, tenant)?;
-                let headers = Headers::new();
-                if !res.content_type.is_empty() {
-                    headers.set("Content-Type", &res.content_type)?;
-                }
-                Ok(Response::from_bytes(res.body)?.with_status(res.status).with_headers(headers))
-            }
+            // The caller is the snippet's `X-Snippet-Identity`, or the token holder.
+            Endpoint::Rpc => self.mux.fetch(&mut req, tenant, "/rpc", operator()).await,
         }
     }
 
@@ -73,14 +57,8 @@ impl DurableObject for Presence {
     }
 }
 
-/// Who sent a request over plain HTTP: the caller the snippet verified, in
-/// [`IDENTITY_HEADER`] — trusted only because the request also carried the backend token
-/// — or, without the header, the token's holder: an operator of every tenant.
-fn identity_of(req: &Request) -> Result<Identity> {
-    match req.headers().get(IDENTITY_HEADER)? {
-        Some(hex) => {
-            Identity::from_hex(hex.trim()).map_err(|e| Error::RustError(format!("bad {IDENTITY_HEADER} header: {e}")))
-        }
-        None => Ok(Identity { subject: "operator".into(), tenant: protocol::ANY_TENANT.into(), ..Identity::default() }),
-    }
+/// The caller of plain HTTP without the snippet's identity header: the backend token's
+/// holder, an operator of every tenant.
+fn operator() -> Identity {
+    Identity { subject: "operator".into(), tenant: protocol::ANY_TENANT.into(), ..Identity::default() }
 }
