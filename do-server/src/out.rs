@@ -112,15 +112,18 @@ impl Out<'_> {
 
     /// Where client `id` is now (its socket and stream), if it is open.
     fn locate(&self, id: ClientId) -> Option<(SocketId, StreamId)> {
-        if self.outboxes.closing.iter().any(|(c, _, _)| *c == id) {
-            return None;
-        }
         if let Some((_, socket, stream)) = self.opening.filter(|(o, _, _)| *o == id) {
             return Some((socket, stream));
         }
         let (socket, client) = self.tables.find(id)?;
-        let errored = self.outboxes.errored.iter().any(|(s, st, _)| *s == socket && *st == client.stream);
-        (!errored).then_some((socket, client.stream))
+        (!self.ending(socket, client)).then_some((socket, client.stream))
+    }
+
+    /// Whether `client`, on `socket`, is ending within the current input: closed by the
+    /// app or answered with an `Error`, it reaches nobody any more.
+    fn ending(&self, socket: SocketId, client: &Client) -> bool {
+        self.outboxes.closing.iter().any(|(c, _, _)| *c == client.id())
+            || self.outboxes.errored.iter().any(|(s, st, _)| *s == socket && *st == client.stream)
     }
 
     /// Sends `msg` to client `id`, after everything queued for its socket before. A
@@ -149,7 +152,7 @@ impl Out<'_> {
         let now_secs = self.now_secs();
         let mut delivered = 0;
         for (socket, client) in self.tables.clients() {
-            if client.identity.expired(now_secs) || !filter(client) || self.locate(client.id()).is_none() {
+            if client.identity.expired(now_secs) || !filter(client) || self.ending(socket, client) {
                 continue;
             }
             self.outboxes.push(socket, msg.kind(), client.stream, msg.as_bytes());
