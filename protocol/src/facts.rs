@@ -129,6 +129,25 @@ pub const CLIENT_LOST: (CloseCode, &str) = (CloseCode::new(1006), "upstream lost
 /// opened its stream id again on the same socket: a new client takes its place.
 pub const CLIENT_REPLACED: (CloseCode, &str) = (CloseCode::NORMAL, "replaced by a new Open");
 
+/// Whether a client's close ends its session at once (PROTOCOL.md §14): the codes a
+/// client chooses when it means to leave — 1000, and the application's 3000–4999. Any
+/// other close (1001 going away, 1006 dropped, a limit of the snippet, an expired token)
+/// only detaches the session, which then waits [`crate::session::RESUME_WINDOW_MS`] for
+/// the client to come back.
+pub const fn ends_session(code: CloseCode) -> bool {
+    matches!(code.0, 1000 | 3000..=4999)
+}
+
+/// What a backend package tells its application a session's client ended with when it
+/// did not come back within [`crate::session::RESUME_WINDOW_MS`] (or came back too late
+/// to be resumed).
+pub const SESSION_EXPIRED: (CloseCode, &str) = (CloseCode::new(1006), "session not resumed in time");
+
+/// The close a backend sends (a `Close` frame) to a session's previous stream when the
+/// session is attached to a new one: the old connection, usually dead without knowing
+/// it, ends; a client that is still there reconnects and resumes.
+pub const SESSION_MOVED: (CloseCode, &str) = (CloseCode::NORMAL, "session resumed on another connection");
+
 /// The default bound of a batch: a sender closes a message before adding a frame would
 /// take it past this many bytes (version byte included); a single larger frame goes
 /// alone. Big enough to amortise the per-message cost, small enough that no stream's

@@ -34,6 +34,7 @@ mod error;
 pub mod facts;
 mod identity;
 mod payload;
+pub mod session;
 
 pub use error::DecodeError;
 pub use identity::{Identity, ANONYMOUS, ANY_TENANT, IDENTITY_HEADER};
@@ -41,9 +42,15 @@ pub use payload::{truncate_utf8, Close, ErrorFrame, Open, Request, Response};
 
 /// The protocol version written as the first byte of every upstream message.
 ///
-/// 2: `Open` and `Request` carry the caller's [`Identity`]. A peer speaking another
-/// version gets a session-level `Error` frame and nothing else.
-pub const VERSION: u8 = 2;
+/// 2: `Open` and `Request` carry the caller's [`Identity`]. 3: an `Open` may end with a
+/// session's [`session::Attach`] (PROTOCOL.md §14). Decoders take [`OLDEST_VERSION`] up
+/// to this (a v2 message is a v3 message without sessions), so a backend can be
+/// upgraded before the snippets in front of it. A backend given another version answers
+/// a session-level `Error`; the snippet ends the upstream.
+pub const VERSION: u8 = 3;
+
+/// The oldest version decoders accept.
+pub const OLDEST_VERSION: u8 = 2;
 
 /// Size of a frame header: kind, flags, stream id, payload length.
 pub const HEADER_LEN: usize = 10;
@@ -216,7 +223,7 @@ impl<'a> Iterator for Frames<'a> {
 pub fn decode_message(msg: &[u8]) -> Result<Frames<'_>, DecodeError> {
     match msg.split_first() {
         None => Err(DecodeError::Empty),
-        Some((&VERSION, rest)) => Ok(Frames { rest, failed: false }),
+        Some((&(OLDEST_VERSION..=VERSION), rest)) => Ok(Frames { rest, failed: false }),
         Some((&other, _)) => Err(DecodeError::UnsupportedVersion(other)),
     }
 }

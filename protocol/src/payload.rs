@@ -2,16 +2,21 @@
 //! are big-endian; a trailing body takes the rest of the payload.
 
 use crate::facts::CloseCode;
+use crate::session::Attach;
 use crate::{DecodeError, Identity};
 
 /// Payload of an [`crate::FrameKind::Open`] frame: a client WebSocket stream begins.
-/// Layout: `path:str identity`.
+/// Layout: `path:str identity [attach]` — the [`Attach`] only on a session's stream
+/// (version 3).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Open {
     /// The backend service the stream talks to, e.g. `/rpc` or `/echo`.
     pub path: String,
     /// The caller the snippet authenticated for this stream.
     pub identity: Identity,
+    /// The session this stream carries, for a client of the client library
+    /// (PROTOCOL.md §14); `None` for a plain client.
+    pub attach: Option<Attach>,
 }
 
 /// Payload of a [`crate::FrameKind::Request`] frame: one whole HTTP request.
@@ -85,7 +90,7 @@ impl<'a> Reader<'a> {
     pub(crate) fn new(buf: &'a [u8]) -> Self {
         Reader { buf, pos: 0 }
     }
-    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         let end = self.pos.checked_add(n).ok_or(DecodeError::PayloadTooLarge(n))?;
         let out =
             self.buf.get(self.pos..end).ok_or(DecodeError::Truncated { needed: end, available: self.buf.len() })?;
@@ -104,6 +109,10 @@ impl<'a> Reader<'a> {
             _ => Err(DecodeError::Truncated { needed: self.pos, available: self.buf.len() }),
         }
     }
+    /// Bytes not read yet.
+    pub(crate) fn left(&self) -> usize {
+        self.buf.len() - self.pos
+    }
     /// Fails when bytes are left over after the last field.
     pub(crate) fn finish(&self) -> Result<(), DecodeError> {
         if self.pos == self.buf.len() {
@@ -117,7 +126,7 @@ impl<'a> Reader<'a> {
         let bytes = self.take(len)?;
         String::from_utf8(bytes.to_vec()).map_err(|_| DecodeError::InvalidUtf8(field))
     }
-    fn rest(&mut self) -> &'a [u8] {
+    pub(crate) fn rest(&mut self) -> &'a [u8] {
         let out = self.buf.get(self.pos..).unwrap_or_default();
         self.pos = self.buf.len();
         out
@@ -133,14 +142,23 @@ impl Open {
         let mut out = Vec::with_capacity(2 + self.path.len() + 32);
         put_str(&mut out, &self.path);
         self.identity.put(&mut out);
+        if let Some(a) = &self.attach {
+            a.put(&mut out);
+        }
         out
     }
-    /// Decodes the payload; trailing bytes are an error.
+    /// Decodes the payload. After the identity come either nothing or exactly an
+    /// [`Attach`]; anything else is [`DecodeError::TrailingBytes`].
     pub fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(buf);
-        let open = Open { path: r.str("path")?, identity: Identity::read(&mut r)? };
+        let (path, identity) = (r.str("path")?, Identity::read(&mut r)?);
+        let attach = match r.left() {
+            0 => None,
+            Attach::LEN => Some(Attach::read(&mut r)?),
+            _ => None,
+        };
         r.finish()?;
-        Ok(open)
+        Ok(Open { path, identity, attach })
     }
 }
 

@@ -99,7 +99,7 @@ fn payloads_round_trip() {
         scopes: "read publish".into(),
         expires_at: 1_900_000_000,
     };
-    let open = Open { path: "/echo".into(), identity: identity.clone() };
+    let open = Open { path: "/echo".into(), identity: identity.clone(), attach: None };
     assert_eq!(Open::decode(&open.encode()), Ok(open));
     let req = Request {
         method: "POST".into(),
@@ -125,7 +125,7 @@ fn payload_decoders_reject_bad_utf8_and_truncation() {
     assert!(matches!(Response::decode(&[1]), Err(DecodeError::Truncated { .. })));
     // An Open without its identity (a version-1 peer) is refused, not read as anonymous.
     assert!(matches!(Open::decode(&[0, 1, b'/']), Err(DecodeError::Truncated { .. })));
-    let mut open = Open { path: "/rpc".into(), identity: Identity::default() }.encode();
+    let mut open = Open { path: "/rpc".into(), identity: Identity::default(), attach: None }.encode();
     open.push(0);
     assert_eq!(Open::decode(&open), Err(DecodeError::TrailingBytes(1)));
 }

@@ -58,6 +58,30 @@ export const FACTS = {
   },
   "max_batch_bytes": 262144,
   "max_close_reason": 123,
+  "session": {
+    "ends_session": [
+      [
+        1000,
+        1000
+      ],
+      [
+        3000,
+        4999
+      ]
+    ],
+    "expired": {
+      "code": 1006,
+      "reason": "session not resumed in time"
+    },
+    "max_ping_bytes": 64,
+    "max_replay_bytes": 524288,
+    "max_replay_messages": 300,
+    "moved": {
+      "code": 1000,
+      "reason": "session resumed on another connection"
+    },
+    "resume_window_ms": 120000
+  },
   "tenant": {
     "chars": "-.0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz",
     "default": "default",

@@ -22,7 +22,7 @@ fn batch(items: &[(FrameKind, u32, Vec<u8>)]) -> Vec<u8> {
 }
 
 fn open(stream: u32, path: &str, subject: &str) -> (FrameKind, u32, Vec<u8>) {
-    (FrameKind::Open, stream, Open { path: path.into(), identity: who(subject) }.encode())
+    (FrameKind::Open, stream, Open { path: path.into(), identity: who(subject), attach: None }.encode())
 }
 
 /// A frame sent: its socket, kind, stream and payload.
@@ -186,7 +186,7 @@ fn no_input_makes_the_core_panic() {
                 msg.push(*kind);
                 msg.push(0);
                 msg.extend_from_slice(&stream.to_be_bytes());
-                let payload = if *kind == 1 { Open { path: "/rpc".into(), identity: who("p") }.encode() } else { payload.clone() };
+                let payload = if *kind == 1 { Open { path: "/rpc".into(), identity: who("p"), attach: None }.encode() } else { payload.clone() };
                 msg.extend_from_slice(&(payload.len() as u32).to_be_bytes());
                 msg.extend_from_slice(&payload);
             }

@@ -24,7 +24,7 @@ fn msg(frames: &[F]) -> Vec<u8> {
 }
 
 fn open_as(stream: u32, path: &str, identity: Identity) -> F {
-    (FrameKind::Open, stream, Open { path: path.into(), identity }.encode())
+    (FrameKind::Open, stream, Open { path: path.into(), identity, attach: None }.encode())
 }
 
 fn open(stream: u32, path: &str, subject: &str) -> F {

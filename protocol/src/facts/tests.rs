@@ -73,6 +73,19 @@ fn tenant_json() -> Value {
     })
 }
 
+fn session_json() -> Value {
+    use crate::session::*;
+    json!({
+        "resume_window_ms": RESUME_WINDOW_MS,
+        "max_replay_messages": MAX_REPLAY_MESSAGES,
+        "max_replay_bytes": MAX_REPLAY_BYTES,
+        "max_ping_bytes": MAX_PING_BYTES,
+        "ends_session": ranges(|c| ends_session(CloseCode::new(c))),
+        "expired": { "code": SESSION_EXPIRED.0.get(), "reason": SESSION_EXPIRED.1 },
+        "moved": { "code": SESSION_MOVED.0.get(), "reason": SESSION_MOVED.1 },
+    })
+}
+
 /// The document `protocol/vectors/facts.json` holds (schema: PROTOCOL.md §13).
 fn facts() -> Value {
     let (expired_code, expired_reason) = TOKEN_EXPIRED;
@@ -85,6 +98,7 @@ fn facts() -> Value {
         "max_batch_bytes": MAX_BATCH_BYTES,
         "max_close_reason": MAX_CLOSE_REASON,
         "tenant": tenant_json(),
+        "session": session_json(),
     })
 }
 

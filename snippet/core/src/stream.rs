@@ -178,7 +178,7 @@ pub(crate) fn encode_out(msg: &mut Vec<u8>, id: StreamId, out: &Out, client: Opt
     let ok = match out {
         Out::Open => {
             let Some(c) = client else { return false };
-            let open = Open { path: c.path.clone(), identity: c.identity.clone() };
+            let open = Open { path: c.path.clone(), identity: c.identity.clone(), attach: None };
             encode_frame(msg, FrameKind::Open, id, &open.encode())
         }
         Out::Data { text: true, payload } => encode_frame(msg, FrameKind::Text, id, payload),

@@ -438,7 +438,7 @@ fn a_token_for_tenant_a_is_refused_on_tenant_b() {
                 Identity { subject: "s".into(), tenant: tenant.into(), scopes: "read".into(), expires_at: 0 };
             let mut batch = Vec::new();
             protocol::begin_message(&mut batch);
-            let open = Open { path: "/echo".into(), identity }.encode();
+            let open = Open { path: "/echo".into(), identity, attach: None }.encode();
             protocol::encode_frame(&mut batch, FrameKind::Open, StreamId(stream), &open).expect("frame");
             protocol::encode_frame(&mut batch, FrameKind::Text, StreamId(stream), b"hi").expect("frame");
             mux.send(Message::Binary(batch.into())).await.expect("send");

@@ -178,7 +178,7 @@ fn malformed_mux_frames_get_a_session_error_and_spare_other_streams() {
             &mut batch,
             FrameKind::Open,
             StreamId(9),
-            &Open { path: "/echo".into(), identity }.encode(),
+            &Open { path: "/echo".into(), identity, attach: None }.encode(),
         )
         .expect("frame");
         protocol::encode_frame(&mut batch, FrameKind::Binary, StreamId(9), &[1, 2, 3]).expect("frame");

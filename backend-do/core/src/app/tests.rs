@@ -20,7 +20,7 @@ fn who(scopes: &str) -> Identity {
 }
 
 fn open_as(path: &str, identity: Identity) -> Vec<u8> {
-    Open { path: path.into(), identity }.encode()
+    Open { path: path.into(), identity, attach: None }.encode()
 }
 
 fn batch(items: &[(FrameKind, u32, Vec<u8>)]) -> Vec<u8> {
