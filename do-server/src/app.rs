@@ -1,5 +1,6 @@
 //! What the application sees: clients and their messages, never frames.
 
+use protocol::session::SessionId;
 use protocol::{FrameKind, Identity, Request, Response, StreamId};
 
 use crate::ids::{ClientId, SocketId};
@@ -64,6 +65,9 @@ pub struct Client {
     id: ClientId,
     /// `service`'s storage byte: its position in [`App::SERVICES`] plus one.
     code: u8,
+    /// Its session, for a client of the client library (PROTOCOL.md §14): it then
+    /// outlives its connections.
+    pub(crate) session: Option<SessionId>,
 }
 
 impl Client {
@@ -77,7 +81,7 @@ impl Client {
     ) -> Option<Client> {
         let (i, service) = services.iter().enumerate().find(|(_, s)| **s == path)?;
         let code = u8::try_from(i + 1).ok()?;
-        Some(Client { stream, service, identity, id: ClientId::new(socket, stream), code })
+        Some(Client { stream, service, identity, id: ClientId::new(socket, stream), code, session: None })
     }
 
     /// Who this client is, the same across hand-overs: what to send to
@@ -105,7 +109,18 @@ impl Client {
         let (&code, rest) = buf.split_first()?;
         let service = services.get(usize::from(code).checked_sub(1)?)?;
         let identity = Identity::decode(rest).ok()?;
-        Some(Client { stream, service, identity, id, code })
+        Some(Client { stream, service, identity, id, code, session: None })
+    }
+
+    /// The same client, carrying session `id`.
+    pub(crate) fn with_session(self, id: SessionId) -> Client {
+        Client { session: Some(id), ..self }
+    }
+
+    /// Whether the client has a session: it then survives its connection dropping
+    /// (within the resume window), and the application sees it once throughout.
+    pub fn has_session(&self) -> bool {
+        self.session.is_some()
     }
 
     /// The same client under id `id` (an adopted client's stored origin).

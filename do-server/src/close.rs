@@ -3,7 +3,9 @@
 
 use protocol::facts::CloseCode;
 
-pub(crate) use protocol::facts::{error_close, CLIENT_LOST, CLIENT_REPLACED};
+pub(crate) use protocol::facts::{
+    ends_session, error_close, CLIENT_LOST, CLIENT_REPLACED, SESSION_EXPIRED, SESSION_MOVED,
+};
 
 /// The code an application's close is sent with: the one it gave if a close frame may
 /// carry it and a client accepts it, else 1000.

@@ -2,11 +2,12 @@
 //! (PROTOCOL.md §4.2).
 
 use protocol::facts::CloseCode;
+use protocol::session::{Attach, Envelope};
 use protocol::{Close, Frame, FrameKind, Open, Request, StreamId};
 
 use crate::admit::check_open;
 use crate::app::{App, Client, Msg};
-use crate::close::CLIENT_REPLACED;
+use crate::close::{ends_session, CLIENT_REPLACED, SESSION_EXPIRED, SESSION_MOVED};
 use crate::ids::SocketId;
 use crate::object::{respond, Object};
 use crate::out::Out;
@@ -25,9 +26,7 @@ impl<A: App> Object<A> {
     pub(crate) fn handle_frame(&mut self, socket: SocketId, f: Frame<'_>, now: u64) {
         match f.kind {
             FrameKind::Open => self.handle_open(socket, f.stream, f.payload, now),
-            FrameKind::Text | FrameKind::Binary => {
-                self.handle_data(socket, f.stream, Msg::of_frame(f.kind, f.payload), now)
-            }
+            FrameKind::Text | FrameKind::Binary => self.handle_data(socket, f.stream, f.kind, f.payload, now),
             FrameKind::Close => self.handle_close_frame(socket, f.stream, f.payload, now),
             FrameKind::Request => self.handle_request(socket, f.stream, f.payload, now),
             // Answered in place, after every reply to the frames before it: the barrier
@@ -45,7 +44,13 @@ impl<A: App> Object<A> {
 
     /// Why `open` on `socket`'s `stream` may not become a client, as an error frame's
     /// code and message; else the client it opens.
-    fn admit(&self, socket: SocketId, stream: StreamId, payload: &[u8], now: u64) -> Result<Client, (u16, String)> {
+    fn admit(
+        &self,
+        socket: SocketId,
+        stream: StreamId,
+        payload: &[u8],
+        now: u64,
+    ) -> Result<(Client, Option<Attach>), (u16, String)> {
         let open = Open::decode(payload).map_err(|e| (400, format!("bad open frame: {e}")))?;
         if stream == StreamId::SESSION {
             return Err((400, "stream 0 is the session; it cannot be opened".into()));
@@ -59,11 +64,11 @@ impl<A: App> Object<A> {
         if table.clients.len() >= MAX_STREAMS && !table.clients.contains_key(&stream) {
             return Err((503, format!("too many streams on this session (limit {MAX_STREAMS})")));
         }
-        Ok(client)
+        Ok((client, open.attach))
     }
 
     fn handle_open(&mut self, socket: SocketId, stream: StreamId, payload: &[u8], now: u64) {
-        let client = match self.admit(socket, stream, payload, now) {
+        let (client, attach) = match self.admit(socket, stream, payload, now) {
             Ok(c) => c,
             Err((code, why)) => return self.outboxes.error(socket, stream, code, why),
         };
@@ -71,7 +76,11 @@ impl<A: App> Object<A> {
             // A second Open of an id in use: the old client ends, a new one begins.
             self.end(&old, CLIENT_REPLACED.0.get(), CLIENT_REPLACED.1, now);
             self.settle(now);
-        } else if let Some(adopted) = self.adopt(socket, &client, now) {
+        }
+        if let Some(attach) = attach {
+            return self.attach(socket, client, attach, now);
+        }
+        if let Some(adopted) = self.adopt(socket, &client, now) {
             // A hand-over: the client moves here and the app hears nothing.
             self.counters.adopted += 1;
             self.store(socket, &adopted);
@@ -88,13 +97,20 @@ impl<A: App> Object<A> {
         }
     }
 
-    fn handle_data(&mut self, socket: SocketId, stream: StreamId, msg: Msg<'_>, now: u64) {
+    fn handle_data(&mut self, socket: SocketId, stream: StreamId, kind: FrameKind, payload: &[u8], now: u64) {
         let Some(client) = self.tables.client(socket, stream) else {
             return self.outboxes.error(socket, stream, 404, format!("unknown stream {stream}"));
         };
         if client.identity.expired(now / 1000) {
             return self.outboxes.error(socket, stream, 401, "the caller's token has expired".into());
         }
+        let msg = match client.session {
+            None => Msg::of_frame(kind, payload),
+            Some(session) => match self.take_envelope(socket, stream, session, kind, payload) {
+                Some(msg) => msg,
+                None => return,
+            },
+        };
         if let Some(Err(refusal)) =
             self.call(socket, Some(stream), None, now, |app, c, out| app.on_message(c, msg, out))
         {
@@ -107,7 +123,114 @@ impl<A: App> Object<A> {
         // The snippet always sends a well-formed close; a malformed one still ends the
         // stream, as "no status".
         let close = Close::decode(payload).unwrap_or(Close { code: CloseCode::NO_STATUS.get(), reason: String::new() });
+        // A session outlives a connection that dropped; only a client that left on
+        // purpose ends it.
+        if let (Some(session), false) = (client.session, ends_session(CloseCode::new(close.code))) {
+            return self.sessions.detach(session, now);
+        }
         self.end(&client, close.code, &close.reason, now);
+    }
+
+    /// Reads one envelope of a session's stream: acknowledgements are applied, and a
+    /// message is returned if it is the next one the client sent. Anything a client may
+    /// not send ends the stream (400).
+    fn take_envelope<'p>(
+        &mut self,
+        socket: SocketId,
+        stream: StreamId,
+        session: protocol::session::SessionId,
+        kind: FrameKind,
+        payload: &'p [u8],
+    ) -> Option<Msg<'p>> {
+        let env = match (kind, Envelope::decode(payload)) {
+            (FrameKind::Binary, Ok(env)) => env,
+            (FrameKind::Binary, Err(e)) => {
+                self.outboxes.error(socket, stream, 400, format!("bad session envelope: {e}"));
+                return None;
+            }
+            _ => {
+                self.outboxes.error(socket, stream, 400, "a session's stream carries binary envelopes only".into());
+                return None;
+            }
+        };
+        match env {
+            Envelope::Data { text, seq, ack, payload } => {
+                self.sessions.acknowledge(session, ack);
+                let kind = if text { FrameKind::Text } else { FrameKind::Binary };
+                self.sessions.take(session, seq).then(|| Msg::of_frame(kind, payload))
+            }
+            Envelope::Ack { ack } => {
+                self.sessions.acknowledge(session, ack);
+                None
+            }
+            Envelope::Welcome { .. } | Envelope::Ping(_) | Envelope::Pong(_) => {
+                self.outboxes.error(socket, stream, 400, "a client sends data and acks only".into());
+                None
+            }
+        }
+    }
+
+    /// An `Open` that carries a session (PROTOCOL.md §14.2): it goes on, begins anew, or
+    /// is refused.
+    fn attach(&mut self, socket: SocketId, client: Client, attach: Attach, now: u64) {
+        let (id, stream) = (attach.session, client.stream);
+        let client = client.with_session(id);
+        let stored = self.sessions.get(&id).map(|s| (s.client.clone(), s.resumable(attach.received)));
+        match stored {
+            Some((old, _))
+                if old.identity.subject != client.identity.subject || old.identity.tenant != client.identity.tenant =>
+            {
+                return self.outboxes.error(socket, stream, 403, "session belongs to another caller".into());
+            }
+            Some((_, true)) => {
+                let before =
+                    self.sessions.resume(id, (socket, stream), client.identity, attach.received, &mut self.outboxes);
+                if let Some(before) = before.filter(|b| *b != (socket, stream)) {
+                    self.leave(before, now);
+                }
+                if let Some(resumed) = self.sessions.get(&id).map(|s| s.client.clone()) {
+                    self.tables.insert(socket, resumed);
+                }
+                return;
+            }
+            Some((old, false)) => {
+                // Too late: what it missed is gone. It ends, and begins anew under its id.
+                if let Some(before) = self.sessions.get(&id).and_then(|s| s.at) {
+                    self.leave(before, now);
+                }
+                self.sessions.counters.expired += 1;
+                self.end(&old, SESSION_EXPIRED.0.get(), SESSION_EXPIRED.1, now);
+                self.settle(now);
+            }
+            None => {}
+        }
+        self.sessions.begin(client.clone(), (socket, stream));
+        let welcome = Envelope::Welcome { resumed: false, ack: 0 }.encode();
+        self.outboxes.push(socket, FrameKind::Binary, stream, &welcome);
+        match self.call(socket, None, Some(&client), now, |app, c, out| app.on_open(c, out)) {
+            Some(Ok(())) => self.tables.insert(socket, client),
+            Some(Err(refusal)) => {
+                self.sessions.end(id);
+                self.outboxes.error(socket, stream, refusal.code, refusal.message);
+            }
+            None => {}
+        }
+    }
+
+    /// A session moved off `(socket, stream)`: the stream is forgotten, and told so
+    /// unless its socket is handing over (its streams are re-opened elsewhere).
+    fn leave(&mut self, (socket, stream): (SocketId, StreamId), now: u64) {
+        self.tables.remove(socket, stream);
+        let handing_over = self
+            .tables
+            .socket(socket)
+            .and_then(|t| t.barrier_at)
+            .is_some_and(|at| now.saturating_sub(at) <= crate::HANDOVER_WINDOW_MS);
+        if self.tables.socket(socket).is_some() && !handing_over {
+            let (code, reason) = SESSION_MOVED;
+            let close = Close { code: code.get(), reason: reason.into() };
+            self.outboxes.push(socket, FrameKind::Close, stream, &close.encode());
+        }
     }
 
     fn handle_request(&mut self, socket: SocketId, stream: StreamId, payload: &[u8], now: u64) {
@@ -116,7 +239,9 @@ impl<A: App> Object<A> {
             Err(e) => return self.outboxes.error(socket, stream, 400, format!("bad request frame: {e}")),
         };
         let tenant = self.tables.socket(socket).map_or("", |t| t.tenant.as_str());
-        let mut out = Out { tables: &self.tables, outboxes: &mut self.outboxes, opening: None, tenant, now_ms: now };
+        let sessions = &mut self.sessions;
+        let mut out =
+            Out { tables: &self.tables, outboxes: &mut self.outboxes, sessions, opening: None, tenant, now_ms: now };
         let res = respond(&mut self.app, &req, &mut out);
         self.outboxes.push(socket, FrameKind::Response, stream, &res.encode());
     }

@@ -250,7 +250,10 @@ impl<A: App + 'static> MuxServer<A> {
             self.inner.sockets.borrow_mut().insert(id, ws);
         }
         let rows = match &self.inner.kv {
-            Some(kv) => kv.list_bytes(store::SOCKET_PREFIX).unwrap_or_default(),
+            Some(kv) => [store::SOCKET_PREFIX, store::SESSION_PREFIX]
+                .iter()
+                .flat_map(|prefix| kv.list_bytes(prefix).unwrap_or_default())
+                .collect(),
             None => Vec::new(),
         };
         let slot = std::mem::replace(&mut *self.inner.slot.borrow_mut(), Slot::Empty);

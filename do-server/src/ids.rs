@@ -26,6 +26,11 @@ impl SocketId {
         SocketId(bits & ((1 << Self::BITS) - 1))
     }
 
+    /// Its bits (storage).
+    pub(crate) fn bits(&self) -> u64 {
+        self.0
+    }
+
     /// Reads the 12 lowercase hex digits of [`SocketId`]'s `Display`.
     pub fn parse(s: &str) -> Option<SocketId> {
         let lower_hex = s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));

@@ -28,6 +28,7 @@ mod frames;
 mod ids;
 mod object;
 mod out;
+mod sessions;
 pub mod store;
 mod table;
 #[cfg(test)]
@@ -44,3 +45,4 @@ pub use ids::{ClientId, SocketId};
 pub use object::{Action, Counters, Object, HANDOVER_GRACE_MS, HANDOVER_WINDOW_MS};
 pub use out::{Out, MAX_BATCH_BYTES, MAX_CLOSE_REASON};
 pub use protocol::{Identity, Request, Response, StreamId};
+pub use sessions::SessionCounters;

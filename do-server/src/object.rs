@@ -17,9 +17,10 @@ use protocol::{Request, Response, StreamId};
 
 use crate::admit::check_request;
 use crate::app::{App, Client, Msg};
-use crate::close::{error_close, reciprocal_close_code, CLIENT_LOST};
+use crate::close::{error_close, reciprocal_close_code, CLIENT_LOST, SESSION_EXPIRED};
 use crate::ids::{ClientId, SocketId};
 use crate::out::{Out, Outboxes};
+use crate::sessions::{SessionCounters, Sessions};
 use crate::store::{self, Row};
 use crate::table::Tables;
 
@@ -80,6 +81,8 @@ pub struct Counters {
     pub lost: u64,
     /// `Error` frames sent.
     pub errors: u64,
+    /// What the sessions did (PROTOCOL.md §14).
+    pub sessions: SessionCounters,
 }
 
 /// A client whose socket closed during a hand-over, waiting for its re-open.
@@ -96,6 +99,7 @@ pub struct Object<A: App> {
     tenant: String,
     pub(crate) tables: Tables,
     pub(crate) outboxes: Outboxes,
+    pub(crate) sessions: Sessions,
     orphans: Vec<Orphan>,
     actions: VecDeque<Action>,
     pub(crate) counters: Counters,
@@ -109,6 +113,7 @@ impl<A: App> Object<A> {
             tenant: String::new(),
             tables: Tables::default(),
             outboxes: Outboxes::default(),
+            sessions: Sessions::default(),
             orphans: Vec::new(),
             actions: VecDeque::new(),
             counters: Counters::default(),
@@ -131,7 +136,12 @@ impl<A: App> Object<A> {
         }
         let mut dead = Tables::default();
         let mut origins = Vec::new();
+        let mut session_rows = Vec::new();
         for (key, value) in rows {
+            if key.starts_with(store::SESSION_PREFIX) {
+                session_rows.push((key, value));
+                continue;
+            }
             let Some(row) = Row::of(&key) else { continue };
             let socket = row.socket();
             let live = object.tables.socket(socket).is_some();
@@ -173,8 +183,19 @@ impl<A: App> Object<A> {
         if let Some((_, t)) = object.tables.sockets().find(|(_, t)| !t.tenant.is_empty()) {
             object.tenant = t.tenant.clone();
         }
+        for (session, socket, stream) in object.sessions.restore(&session_rows, A::SERVICES) {
+            let live = object.tables.socket(socket).is_some();
+            match object.sessions.get(&session).map(|s| s.client.clone()) {
+                Some(client) if live => {
+                    object.sessions.place(session, (socket, stream));
+                    object.tables.insert(socket, client);
+                }
+                _ => object.sessions.orphaned(session, now),
+            }
+        }
         let lost: Vec<Client> = dead.clients().map(|(_, c)| c.clone()).collect();
         object.close_lost(lost, now);
+        object.expire_sessions(now);
         object.flush();
         object
     }
@@ -189,9 +210,9 @@ impl<A: App> Object<A> {
         &mut self.app
     }
 
-    /// Open clients, on every socket.
+    /// Open clients, on every socket, and sessions' clients waiting to come back.
     pub fn clients(&self) -> usize {
-        self.tables.len()
+        self.tables.len() + self.sessions.detached().count()
     }
 
     /// Mux sockets.
@@ -201,7 +222,7 @@ impl<A: App> Object<A> {
 
     /// What the object has done since it was made.
     pub fn counters(&self) -> Counters {
-        Counters { errors: self.outboxes.errors, ..self.counters }
+        Counters { errors: self.outboxes.errors, sessions: self.sessions.counters, ..self.counters }
     }
 
     /// The next thing to carry out, in order.
@@ -211,16 +232,29 @@ impl<A: App> Object<A> {
 
     /// When [`Object::handle_timeout`] is next due (ms), if anything waits.
     pub fn poll_timeout(&self) -> Option<u64> {
-        self.orphans.iter().map(|o| o.until).min()
+        let orphans = self.orphans.iter().map(|o| o.until).min();
+        [orphans, self.sessions.next_expiry()].into_iter().flatten().min()
     }
 
-    /// Time passed: clients that waited out their grace window for a re-open close.
+    /// Time passed: clients that waited out their grace window for a re-open close, and
+    /// sessions nobody came back to within the resume window end.
     pub fn handle_timeout(&mut self, now: u64) {
         let (due, waiting): (Vec<Orphan>, Vec<Orphan>) =
             std::mem::take(&mut self.orphans).into_iter().partition(|o| o.until <= now);
         self.orphans = waiting;
         self.close_lost(due.into_iter().map(|o| o.client).collect(), now);
+        self.expire_sessions(now);
         self.flush();
+    }
+
+    /// Ends the sessions whose window is over.
+    fn expire_sessions(&mut self, now: u64) {
+        for session in self.sessions.expired(now) {
+            let Some(client) = self.sessions.get(&session).map(|s| s.client.clone()) else { continue };
+            self.sessions.counters.expired += 1;
+            self.end(&client, SESSION_EXPIRED.0.get(), SESSION_EXPIRED.1, now);
+            self.settle(now);
+        }
     }
 
     /// The snippet connected a new mux socket for `tenant`. `live` are every mux socket
@@ -296,7 +330,14 @@ impl<A: App> Object<A> {
     /// way (plain HTTP, a timer, a socket of the application's own): its sends and
     /// broadcasts reach the mux clients.
     pub fn with_out<R>(&mut self, tenant: &str, now: u64, f: impl FnOnce(&mut A, &mut Out<'_>) -> R) -> R {
-        let mut out = Out { tables: &self.tables, outboxes: &mut self.outboxes, opening: None, tenant, now_ms: now };
+        let mut out = Out {
+            tables: &self.tables,
+            outboxes: &mut self.outboxes,
+            sessions: &mut self.sessions,
+            opening: None,
+            tenant,
+            now_ms: now,
+        };
         let r = f(&mut self.app, &mut out);
         self.settle(now);
         self.flush();
@@ -328,7 +369,9 @@ impl<A: App> Object<A> {
             (None, None) => return None,
         };
         let opening = opening.map(|c| (c.id(), socket, c.stream));
-        let mut out = Out { tables: &self.tables, outboxes: &mut self.outboxes, opening, tenant, now_ms: now };
+        let sessions = &mut self.sessions;
+        let mut out =
+            Out { tables: &self.tables, outboxes: &mut self.outboxes, sessions, opening, tenant, now_ms: now };
         Some(f(&mut self.app, client, &mut out))
     }
 
@@ -343,8 +386,13 @@ impl<A: App> Object<A> {
                 return;
             }
             for (id, code, reason) in closing {
-                let socket = self.tables.find(id).map(|(s, _)| s);
-                if let Some(client) = socket.and_then(|s| self.forget(s, id.stream())) {
+                let at = self.tables.find(id).map(|(s, c)| (s, c.stream));
+                let client = match at {
+                    Some((socket, stream)) => self.forget(socket, stream),
+                    // A session's client whose connection is down.
+                    None => self.sessions.of_client(id).map(|s| s.client.clone()),
+                };
+                if let Some(client) = client {
                     self.end(&client, code, &reason, now);
                 }
             }
@@ -360,14 +408,22 @@ impl<A: App> Object<A> {
     /// Takes a client off its socket and out of storage.
     pub(crate) fn forget(&mut self, socket: SocketId, stream: StreamId) -> Option<Client> {
         let client = self.tables.remove(socket, stream)?;
-        self.unstore(socket, &client);
+        // A session's client is stored as its session, not as a row of its stream.
+        if client.session.is_none() {
+            self.unstore(socket, &client);
+        }
         Some(client)
     }
 
-    /// The app hears that `client` is gone for good.
+    /// The app hears that `client` is gone for good (its session, if any, with it).
     pub(crate) fn end(&mut self, client: &Client, code: u16, reason: &str, now: u64) {
+        if let Some(session) = client.session {
+            self.sessions.end(session);
+        }
         let tenant = self.tenant.as_str();
-        let mut out = Out { tables: &self.tables, outboxes: &mut self.outboxes, opening: None, tenant, now_ms: now };
+        let sessions = &mut self.sessions;
+        let mut out =
+            Out { tables: &self.tables, outboxes: &mut self.outboxes, sessions, opening: None, tenant, now_ms: now };
         self.app.on_close(client, code, reason, &mut out);
     }
 
@@ -389,16 +445,23 @@ impl<A: App> Object<A> {
         if table.barrier_at.is_some() {
             self.actions.push_back(Action::Delete { key: store::barrier_key(socket) });
         }
-        for client in table.clients.values() {
+        // A session's client only loses its connection: it waits for its client to come
+        // back (PROTOCOL.md §14), whether or not a hand-over was under way.
+        let (in_session, clients): (Vec<Client>, Vec<Client>) =
+            table.clients.into_values().partition(|c| c.session.is_some());
+        for session in in_session.iter().filter_map(|c| c.session) {
+            self.sessions.detach(session, now);
+        }
+        for client in &clients {
             self.unstore(socket, client);
         }
         let handing_over = closed && table.barrier_at.is_some_and(|at| now.saturating_sub(at) <= HANDOVER_WINDOW_MS);
         if handing_over {
-            self.counters.orphaned += table.clients.len() as u64;
+            self.counters.orphaned += clients.len() as u64;
             let until = now + HANDOVER_GRACE_MS;
-            self.orphans.extend(table.clients.into_values().map(|client| Orphan { client, until }));
+            self.orphans.extend(clients.into_iter().map(|client| Orphan { client, until }));
         } else {
-            self.close_lost(table.clients.into_values().collect(), now);
+            self.close_lost(clients, now);
         }
     }
 
@@ -443,8 +506,16 @@ impl<A: App> Object<A> {
         }
     }
 
-    /// Turns the outboxes into `Send` actions, socket by socket, in order.
+    /// Turns the outboxes into `Send` actions, socket by socket, in order, after the
+    /// sessions' acknowledgements and rows.
     fn flush(&mut self) {
+        self.sessions.finish_input(&mut self.outboxes);
+        for (key, value) in self.sessions.writes.drain(..) {
+            self.actions.push_back(match value {
+                Some(value) => Action::Put { key, value },
+                None => Action::Delete { key },
+            });
+        }
         for (socket, batches) in &mut self.outboxes.by_socket {
             for message in batches.take() {
                 self.actions.push_back(Action::Send { socket: *socket, message });

@@ -9,6 +9,7 @@ use protocol::{encode_frame, Close, ErrorFrame, FrameKind, StreamId};
 
 use crate::app::{Client, Msg};
 use crate::ids::{ClientId, SocketId};
+use crate::sessions::Sessions;
 use crate::table::Tables;
 
 pub use protocol::facts::{MAX_BATCH_BYTES, MAX_CLOSE_REASON};
@@ -84,6 +85,7 @@ impl Outboxes {
 pub struct Out<'a> {
     pub(crate) tables: &'a Tables,
     pub(crate) outboxes: &'a mut Outboxes,
+    pub(crate) sessions: &'a mut Sessions,
     /// The client whose `Open` is being handled, and its socket: not in the tables yet,
     /// but it may be sent to (a greeting).
     pub(crate) opening: Option<(ClientId, SocketId, StreamId)>,
@@ -103,11 +105,12 @@ impl Out<'_> {
         self.now_ms / 1000
     }
 
-    /// Every open client, on every mux socket of the object (the client being opened
-    /// is not among them yet). After hibernation too: the clients come back from storage
-    /// even when the app's own memory did not.
+    /// Every open client, on every mux socket of the object, and every session's client
+    /// whose connection dropped and may come back (the client being opened is not among
+    /// them yet). After hibernation too: the clients come back from storage even when
+    /// the app's own memory did not.
     pub fn clients(&self) -> impl Iterator<Item = &Client> {
-        self.tables.clients().map(|(_, c)| c)
+        self.tables.clients().map(|(_, c)| c).chain(self.sessions.detached().map(|s| &s.client))
     }
 
     /// Where client `id` is now (its socket and stream), if it is open.
@@ -126,9 +129,24 @@ impl Out<'_> {
             || self.outboxes.errored.iter().any(|(s, st, _)| *s == socket && *st == client.stream)
     }
 
+    /// Whether client `id` has a session, and if so whether it is ending in this input.
+    fn session_ending(&self, id: ClientId) -> Option<bool> {
+        let s = self.sessions.of_client(id)?;
+        let closing = self.outboxes.closing.iter().any(|(c, _, _)| *c == id);
+        Some(closing || s.at.is_some_and(|(so, st)| self.outboxes.errored.iter().any(|(s, t, _)| *s == so && *t == st)))
+    }
+
     /// Sends `msg` to client `id`, after everything queued for its socket before. A
-    /// client that is not open (closed, errored, or unknown) gets nothing.
+    /// client that is not open (closed, errored, or unknown) gets nothing. A session's
+    /// client gets it even while its connection is down: it is kept for when it
+    /// comes back (PROTOCOL.md §14).
     pub fn send(&mut self, id: ClientId, msg: Msg<'_>) {
+        if let Some(ending) = self.session_ending(id) {
+            if let (false, Some(session)) = (ending, self.sessions.of_client(id).and_then(|s| s.client.session)) {
+                self.sessions.send(session, msg, self.now_ms, self.outboxes);
+            }
+            return;
+        }
         if let Some((socket, stream)) = self.locate(id) {
             self.outboxes.push(socket, msg.kind(), stream, msg.as_bytes());
         }
@@ -139,10 +157,19 @@ impl Out<'_> {
     /// app hears [`crate::App::on_close`] with the same code and reason, as for any
     /// other end. A code a close frame may not carry becomes 1000.
     pub fn close(&mut self, id: ClientId, code: u16, reason: &str) {
-        let Some((socket, stream)) = self.locate(id) else { return };
+        let at = match self.session_ending(id) {
+            Some(true) => return,
+            Some(false) => self.sessions.of_client(id).and_then(|s| s.at),
+            None => match self.locate(id) {
+                Some(at) => Some(at),
+                None => return,
+            },
+        };
         let code = crate::sendable_close_code(code);
         let reason = protocol::truncate_utf8(reason, MAX_CLOSE_REASON).to_owned();
-        self.outboxes.push(socket, FrameKind::Close, stream, &Close { code, reason: reason.clone() }.encode());
+        if let Some((socket, stream)) = at {
+            self.outboxes.push(socket, FrameKind::Close, stream, &Close { code, reason: reason.clone() }.encode());
+        }
         self.outboxes.closing.push((id, code, reason));
     }
 
@@ -151,11 +178,27 @@ impl Out<'_> {
     pub fn broadcast(&mut self, filter: &dyn Fn(&Client) -> bool, msg: Msg<'_>) -> u64 {
         let now_secs = self.now_secs();
         let mut delivered = 0;
-        for (socket, client) in self.tables.clients() {
+        let tables = self.tables;
+        for (socket, client) in tables.clients() {
             if client.identity.expired(now_secs) || !filter(client) || self.ending(socket, client) {
                 continue;
             }
-            self.outboxes.push(socket, msg.kind(), client.stream, msg.as_bytes());
+            match client.session {
+                Some(session) => self.sessions.send(session, msg, self.now_ms, self.outboxes),
+                None => self.outboxes.push(socket, msg.kind(), client.stream, msg.as_bytes()),
+            }
+            delivered += 1;
+        }
+        // Clients whose connection dropped: kept for when they come back.
+        let away: Vec<_> = self
+            .sessions
+            .detached()
+            .filter(|s| !s.client.identity.expired(now_secs) && filter(&s.client))
+            .filter(|s| !self.outboxes.closing.iter().any(|(c, _, _)| *c == s.client.id()))
+            .filter_map(|s| s.client.session)
+            .collect();
+        for session in away {
+            self.sessions.send(session, msg, self.now_ms, self.outboxes);
             delivered += 1;
         }
         delivered

@@ -8,10 +8,14 @@
 //! | `mux/{socket}/{stream:010}` | a client: service byte + identity ([`Client::encode`]) |
 //! | `mux/{socket}/{stream:010}/origin` | the socket an adopted client first opened on |
 //!
+//! | `sess/{session}` | a session's summary (positions, where it is attached, its client) |
+//! | `sess/{session}/{seq:020}` | a message the session sent and its client has not acknowledged |
+//!
 //! Stream ids are zero-padded so that keys list in id order. The core says what to write
 //! ([`crate::Action::Put`], [`crate::Action::Delete`]); the glue only carries it out and,
 //! after a wake, hands every row back to [`crate::Object::restore`].
 
+use protocol::session::SessionId;
 use protocol::StreamId;
 
 use crate::ids::SocketId;
@@ -76,6 +80,42 @@ impl Row {
     }
 }
 
+/// Every key of the sessions (PROTOCOL.md §14) starts with this.
+pub const SESSION_PREFIX: &str = "sess/";
+
+/// The key of a session's summary.
+pub(crate) fn session_key(id: SessionId) -> String {
+    format!("{SESSION_PREFIX}{id}")
+}
+
+/// The key of a session's kept message `seq` (zero-padded, so they list in order).
+pub(crate) fn kept_key(id: SessionId, seq: u64) -> String {
+    format!("{SESSION_PREFIX}{id}/{seq:020}")
+}
+
+/// What one stored session row is, by its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SessionRow {
+    Summary(SessionId),
+    Kept(SessionId, u64),
+}
+
+impl SessionRow {
+    pub(crate) fn of(key: &str) -> Option<SessionRow> {
+        let rest = key.strip_prefix(SESSION_PREFIX)?;
+        let (id, seq) = match rest.split_once('/') {
+            Some((id, seq)) => (id, Some(seq)),
+            None => (rest, None),
+        };
+        let id = SessionId::parse(id)?;
+        match seq {
+            None => Some(SessionRow::Summary(id)),
+            Some(s) if s.len() == 20 => s.parse().ok().map(|seq| SessionRow::Kept(id, seq)),
+            Some(_) => None,
+        }
+    }
+}
+
 /// A barrier time as stored.
 pub(crate) fn encode_time(ms: u64) -> Vec<u8> {
     ms.to_be_bytes().to_vec()
@@ -104,6 +144,11 @@ mod tests {
         assert_eq!(Row::of("mux/nope"), None);
         assert_eq!(Row::of("wakes"), None);
         assert_eq!(decode_time(&encode_time(123_456)), Some(123_456));
+        let session = SessionId::from_bytes([0xab; 16]);
+        assert_eq!(SessionRow::of(&session_key(session)), Some(SessionRow::Summary(session)));
+        assert_eq!(SessionRow::of(&kept_key(session, 7)), Some(SessionRow::Kept(session, 7)));
+        assert_eq!(SessionRow::of("sess/nope"), None);
+        assert_eq!(SessionRow::of(&format!("{}/7", session_key(session))), None);
         assert_eq!(decode_time(b"short"), None);
     }
 }

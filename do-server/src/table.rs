@@ -21,7 +21,9 @@ pub(crate) struct Table {
 #[derive(Debug, Default)]
 pub(crate) struct Tables {
     sockets: BTreeMap<SocketId, Table>,
-    located: BTreeMap<ClientId, SocketId>,
+    /// Where each client is: a session's client may be on another stream id than the
+    /// one its id was made from.
+    located: BTreeMap<ClientId, (SocketId, StreamId)>,
 }
 
 impl Tables {
@@ -54,8 +56,8 @@ impl Tables {
 
     /// Client `id`, with its socket, if it is open.
     pub(crate) fn find(&self, id: ClientId) -> Option<(SocketId, &Client)> {
-        let socket = *self.located.get(&id)?;
-        let client = self.sockets.get(&socket)?.clients.get(&id.stream())?;
+        let (socket, stream) = *self.located.get(&id)?;
+        let client = self.sockets.get(&socket)?.clients.get(&stream)?;
         Some((socket, client))
     }
 
@@ -78,7 +80,7 @@ impl Tables {
     /// Puts `client` on `socket` (which must exist), at its stream id.
     pub(crate) fn insert(&mut self, socket: SocketId, client: Client) {
         if let Some(table) = self.sockets.get_mut(&socket) {
-            self.located.insert(client.id(), socket);
+            self.located.insert(client.id(), (socket, client.stream));
             table.clients.insert(client.stream, client);
         }
     }

@@ -10,17 +10,19 @@
 //! - open: recorded; no greeting;
 //! - a message on `/echo`: sent back as it came;
 //! - a text on `/rpc`: `all:{x}` broadcasts `{subject}: {x}` to every `/rpc` client,
-//!   `close:{code}` closes the client with that code and reason `bye`, anything else is
-//!   sent back;
+//!   `close:{code}` closes the client with that code and reason `bye`, `quiet` gets no
+//!   answer, anything else is sent back;
 //! - a close: recorded, and `{subject} left` broadcast to every `/rpc` client;
 //! - a request: `200 text/plain` `hello {subject}`.
 
+use protocol::session::Envelope;
 use protocol::{Close, ErrorFrame, FrameKind, Identity, Open, Request, Response, StreamId};
 use serde_json::{json, Value};
 
 use crate::{Action, App, Client, Msg, Object, Out, SocketId};
 
 mod scenarios;
+mod session_scenarios;
 
 /// The vectors' application, recording what it is told.
 #[derive(Default)]
@@ -53,7 +55,7 @@ impl App for VectorApp {
             out.broadcast(&rpc_clients, Msg::Text(&format!("{}: {said}", client.identity.subject)));
         } else if let Some(code) = text.strip_prefix("close:").and_then(|c| c.parse().ok()) {
             out.close(client.id(), code, "bye");
-        } else {
+        } else if text != "quiet" {
             out.send(client.id(), msg);
         }
         Ok(())
@@ -82,6 +84,11 @@ pub(crate) enum Input {
     /// live sockets shows it).
     Vanish(u64),
     Timeout,
+    /// The object is evicted and built again from storage; its sockets live on.
+    Hibernate,
+    /// The object restarts (a deploy): it is built again from storage, and every socket
+    /// is gone without a close event.
+    Restart,
 }
 
 /// A step: the time, and the input.
@@ -109,10 +116,20 @@ fn describe(kind: FrameKind, stream: StreamId, payload: &[u8]) -> String {
         FrameKind::Text => format!("{:?}", text(payload)),
         FrameKind::Error => ErrorFrame::decode(payload).map_or("?".into(), |e| format!("{} {:?}", e.code, e.message)),
         FrameKind::Close => Close::decode(payload).map_or("?".into(), |c| format!("{} {:?}", c.code, c.reason)),
-        FrameKind::Open => Open::decode(payload).map_or("?".into(), |o| format!("{} {}", o.path, o.identity.subject)),
+        FrameKind::Open => Open::decode(payload).map_or("?".into(), |o| match o.attach {
+            None => format!("{} {}", o.path, o.identity.subject),
+            Some(a) => format!("{} {} session {} received {}", o.path, o.identity.subject, a.session, a.received),
+        }),
         FrameKind::Response => {
             Response::decode(payload).map_or("?".into(), |r| format!("{} {:?}", r.status, text(&r.body)))
         }
+        FrameKind::Binary => match Envelope::decode(payload) {
+            Ok(Envelope::Data { text: true, seq, ack, payload }) => format!("Text#{seq} ack {ack} {:?}", text(payload)),
+            Ok(Envelope::Data { text: false, seq, ack, payload }) => format!("Binary#{seq} ack {ack} {}", hex(payload)),
+            Ok(Envelope::Ack { ack }) => format!("Ack {ack}"),
+            Ok(Envelope::Welcome { resumed, ack }) => format!("Welcome resumed={resumed} ack {ack}"),
+            Ok(Envelope::Ping(_) | Envelope::Pong(_)) | Err(_) => hex(payload),
+        },
         _ => hex(payload),
     };
     format!("{kind:?} {stream} {what}")
@@ -135,6 +152,8 @@ fn input_json(input: &Input) -> Value {
         Input::Error(s) => json!({ "error": { "socket": socket(*s) } }),
         Input::Vanish(s) => json!({ "vanish": { "socket": socket(*s) } }),
         Input::Timeout => json!({ "timeout": true }),
+        Input::Hibernate => json!({ "hibernate": true }),
+        Input::Restart => json!({ "restart": true }),
     }
 }
 
@@ -142,6 +161,8 @@ fn input_json(input: &Input) -> Value {
 pub(crate) fn run(scenario: &Scenario) -> Value {
     let mut object = Object::new(VectorApp::default());
     let mut live: Vec<SocketId> = Vec::new();
+    let mut tenants = std::collections::BTreeMap::new();
+    let mut stored = std::collections::BTreeMap::new();
     let mut steps = Vec::new();
     for (at, input) in &scenario.steps {
         let now = *at;
@@ -149,6 +170,7 @@ pub(crate) fn run(scenario: &Scenario) -> Value {
             Input::Accept(s, tenant) => {
                 let id = SocketId::from_bits(*s);
                 live.push(id);
+                tenants.insert(id, tenant.to_string());
                 object.handle_accept(id, tenant, &live, now);
             }
             Input::Message(s, bytes) => object.handle_message(SocketId::from_bits(*s), bytes, now),
@@ -162,6 +184,15 @@ pub(crate) fn run(scenario: &Scenario) -> Value {
             }
             Input::Vanish(s) => live.retain(|l| *l != SocketId::from_bits(*s)),
             Input::Timeout => object.handle_timeout(now),
+            Input::Hibernate | Input::Restart => {
+                if matches!(input, Input::Restart) {
+                    live.clear();
+                }
+                let sockets = live.iter().map(|s| (*s, tenants.get(s).cloned().unwrap_or_default()));
+                let rows = stored.iter().map(|(k, v): (&String, &Vec<u8>)| (k.clone(), v.clone()));
+                object =
+                    Object::restore(VectorApp::default(), sockets.collect::<Vec<_>>(), rows.collect::<Vec<_>>(), now);
+            }
         }
         let mut out = Vec::new();
         while let Some(action) = object.poll_action() {
@@ -171,7 +202,12 @@ pub(crate) fn run(scenario: &Scenario) -> Value {
                 Action::Close { socket, code, reason } => {
                     out.push(json!({ "close": { "socket": socket.to_string(), "code": code, "reason": reason } }))
                 }
-                Action::Put { .. } | Action::Delete { .. } => {}
+                Action::Put { key, value } => {
+                    stored.insert(key, value);
+                }
+                Action::Delete { key } => {
+                    stored.remove(&key);
+                }
             }
         }
         let events = std::mem::take(&mut object.app_mut().events);
@@ -197,6 +233,7 @@ pub(crate) fn session_vectors() -> Value {
                   app's events in order. `next_timeout` is when the backend must next be woken (ms).",
         "handover_window_ms": crate::HANDOVER_WINDOW_MS,
         "handover_grace_ms": crate::HANDOVER_GRACE_MS,
+        "resume_window_ms": protocol::session::RESUME_WINDOW_MS,
         "scenarios": scenarios,
     })
 }

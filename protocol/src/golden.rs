@@ -209,10 +209,7 @@ fn invalid() -> Vec<(&'static str, Vec<u8>)> {
             "open_truncated_identity",
             with(&[[header(1, 0, 1, open_len - 3), open_payload[..open_payload.len() - 3].to_vec()].concat()]),
         ),
-        (
-            "open_session_cut",
-            with(&[[header(1, 0, 1, open_len + 10), open_payload.clone(), vec![0; 10]].concat()]),
-        ),
+        ("open_session_cut", with(&[[header(1, 0, 1, open_len + 10), open_payload.clone(), vec![0; 10]].concat()])),
         ("open_path_not_utf8", with(&[[header(1, 0, 1, 4), vec![0, 2, 0xff, 0xfe]].concat()])),
         ("close_reason_not_utf8", with(&[[header(4, 0, 1, 3), vec![3, 0xe8, 0xc3]].concat()])),
         ("close_one_byte", with(&[[header(4, 0, 1, 1), vec![3]].concat()])),

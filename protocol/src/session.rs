@@ -283,8 +283,13 @@ mod tests {
     fn session_ids_read_back_and_refuse_anything_else() {
         let id = SessionId::from_bytes([0xab; 16]);
         assert_eq!(SessionId::parse(&id.to_string()), Some(id));
-        for bad in ["", "AB".repeat(16).as_str(), "ab".repeat(15).as_str(), &"ab".repeat(17), &format!("{}zz", "ab".repeat(15))]
-        {
+        for bad in [
+            "",
+            "AB".repeat(16).as_str(),
+            "ab".repeat(15).as_str(),
+            &"ab".repeat(17),
+            &format!("{}zz", "ab".repeat(15)),
+        ] {
             assert_eq!(SessionId::parse(bad), None, "{bad}");
         }
     }

@@ -201,3 +201,73 @@ fn no_input_makes_the_core_panic() {
         prop_assert_eq!(o.poll_timeout(), None);
     });
 }
+
+mod sessions {
+    use protocol::session::{Attach, Envelope, SessionId, MAX_REPLAY_MESSAGES};
+
+    use super::*;
+
+    const S: SessionId = SessionId::from_bytes([7; 16]);
+
+    fn attach(stream: u32, received: u64) -> (FrameKind, u32, Vec<u8>) {
+        let open = Open { path: "/rpc".into(), identity: who("alice"), attach: Some(Attach { session: S, received }) };
+        (FrameKind::Open, stream, open.encode())
+    }
+
+    fn welcome_of(frames: &[Sent]) -> Option<bool> {
+        frames.iter().find_map(|(_, _, _, p)| match Envelope::decode(p) {
+            Ok(Envelope::Welcome { resumed, .. }) => Some(resumed),
+            _ => None,
+        })
+    }
+
+    /// What came out, with the storage actions applied to `kv`.
+    fn run(o: &mut Object<VectorApp>, kv: &mut std::collections::BTreeMap<String, Vec<u8>>) -> (Vec<Sent>, usize) {
+        let (frames, store, _) = drain(o);
+        let mut deleted = 0;
+        for a in store {
+            match a {
+                Action::Put { key, value } => {
+                    kv.insert(key, value);
+                }
+                Action::Delete { key } => {
+                    deleted += usize::from(key.starts_with("sess/"));
+                    kv.remove(&key);
+                }
+                _ => {}
+            }
+        }
+        (frames, deleted)
+    }
+
+    /// A detached session keeps at most MAX_REPLAY_MESSAGES: a client that missed more
+    /// cannot be resumed, one that missed fewer can, and every dropped message's row is
+    /// deleted, so the object's storage stays bounded.
+    #[test]
+    fn a_detached_session_keeps_a_bounded_replay_and_knows_when_it_cannot_resume() {
+        let mut kv = std::collections::BTreeMap::new();
+        let mut o = Object::new(VectorApp::default());
+        o.handle_accept(A, "room", &[A], NOW);
+        o.handle_message(A, &batch(&[attach(5, 0)]), NOW);
+        o.handle_closed(A, 1006, "", NOW + 1);
+        o.handle_accept(B, "room", &[B], NOW + 2);
+        let _ = run(&mut o, &mut kv);
+        let sent = MAX_REPLAY_MESSAGES as u64 + 5;
+        for i in 0..sent {
+            o.broadcast(&|_| true, Msg::Text(&format!("n{i}")), NOW + 3);
+        }
+        let (_, deleted) = run(&mut o, &mut kv);
+        let kept = kv.keys().filter(|k| k.starts_with("sess/") && k.matches('/').count() == 2).count();
+        assert_eq!((kept, deleted), (MAX_REPLAY_MESSAGES, 5), "the oldest are dropped, rows and all");
+        // Woken from storage, a client that missed everything cannot go on: message 1 is gone.
+        let mut woken = Object::restore(VectorApp::default(), [(B, "room".to_string())], kv.clone(), NOW + 4);
+        woken.handle_message(B, &batch(&[attach(7, 0)]), NOW + 5);
+        assert_eq!(welcome_of(&drain(&mut woken).0), Some(false));
+        // One that has the first five needs only kept ones.
+        o.handle_message(B, &batch(&[attach(7, 5)]), NOW + 5);
+        let (frames, _) = run(&mut o, &mut kv);
+        assert_eq!(welcome_of(&frames), Some(true));
+        assert_eq!(frames.len(), 1 + MAX_REPLAY_MESSAGES, "the Welcome and every kept message");
+        assert_eq!(o.counters().sessions.replayed, MAX_REPLAY_MESSAGES as u64);
+    }
+}

@@ -6,14 +6,14 @@ use protocol::{Close, FrameKind, Identity, Open, Request, StreamId};
 use super::{who, Input, Scenario};
 
 /// The scenarios' clock at their start (ms): 1,000,000 s, well before [`who`]'s expiry.
-const T: u64 = 1_000_000_000;
-const A: u64 = 10;
-const B: u64 = 11;
-const C: u64 = 12;
+pub(super) const T: u64 = 1_000_000_000;
+pub(super) const A: u64 = 10;
+pub(super) const B: u64 = 11;
+pub(super) const C: u64 = 12;
 
-type F = (FrameKind, u32, Vec<u8>);
+pub(super) type F = (FrameKind, u32, Vec<u8>);
 
-fn msg(frames: &[F]) -> Vec<u8> {
+pub(super) fn msg(frames: &[F]) -> Vec<u8> {
     let mut out = Vec::new();
     protocol::begin_message(&mut out);
     for (kind, stream, payload) in frames {
@@ -23,23 +23,23 @@ fn msg(frames: &[F]) -> Vec<u8> {
     out
 }
 
-fn open_as(stream: u32, path: &str, identity: Identity) -> F {
+pub(super) fn open_as(stream: u32, path: &str, identity: Identity) -> F {
     (FrameKind::Open, stream, Open { path: path.into(), identity, attach: None }.encode())
 }
 
-fn open(stream: u32, path: &str, subject: &str) -> F {
+pub(super) fn open(stream: u32, path: &str, subject: &str) -> F {
     open_as(stream, path, who(subject))
 }
 
-fn text(stream: u32, s: &str) -> F {
+pub(super) fn text(stream: u32, s: &str) -> F {
     (FrameKind::Text, stream, s.as_bytes().to_vec())
 }
 
-fn close(stream: u32, code: u16, reason: &str) -> F {
+pub(super) fn close(stream: u32, code: u16, reason: &str) -> F {
     (FrameKind::Close, stream, Close { code, reason: reason.into() }.encode())
 }
 
-fn barrier() -> F {
+pub(super) fn barrier() -> F {
     (FrameKind::Ping, 0, vec![1, 0, 0, 0, 0, 0, 0, 0, 7])
 }
 
@@ -49,7 +49,7 @@ fn request(stream: u32, identity: Identity) -> F {
     (FrameKind::Request, stream, req.encode())
 }
 
-fn room_of(sockets: &[u64]) -> Vec<(u64, Input)> {
+pub(super) fn room_of(sockets: &[u64]) -> Vec<(u64, Input)> {
     sockets.iter().map(|s| (T, Input::Accept(*s, "room"))).collect()
 }
 
@@ -59,6 +59,10 @@ fn three_on(s: u64, at: u64) -> (u64, Input) {
 }
 
 pub(super) fn all() -> Vec<Scenario> {
+    plain().into_iter().chain(super::session_scenarios::all()).collect()
+}
+
+fn plain() -> Vec<Scenario> {
     vec![
         Scenario {
             name: "clients open, talk and leave",
