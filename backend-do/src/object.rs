@@ -42,6 +42,9 @@ struct Counters {
     http_requests: Cell<u64>,
     sockets_accepted: Cell<u64>,
     wakes: u64,
+    /// When this instance was constructed (ms): a measurement of idle wakes tells the
+    /// wake its own stats call caused (after the idle period) from one during it.
+    woke_at: u64,
 }
 
 fn bump(c: &Cell<u64>) {
@@ -109,6 +112,7 @@ impl Db for ObjectDb {
             ("httpRequests", c.http_requests.get()),
             ("socketsAccepted", c.sockets_accepted.get()),
             ("wakes", c.wakes),
+            ("lastWakeAt", c.woke_at),
         ])
     }
 }
@@ -160,7 +164,7 @@ impl DurableObject for Database {
                 kv.put("wakes", &n.into()).ok().map(|_| n as u64)
             })
             .unwrap_or(0);
-        let counters = Rc::new(Counters { wakes, ..Counters::default() });
+        let counters = Rc::new(Counters { wakes, woke_at: js_sys::Date::now() as u64, ..Counters::default() });
         let db = ObjectDb { raw: raw.clone(), state: sql::state_of(&raw), counters: Rc::clone(&counters) };
         let mux = MuxServer::new(sql::state_of(&raw), Backend::new(db));
         let token = env.secret("BACKEND_TOKEN").map(|s| s.to_string()).unwrap_or_default();

@@ -162,6 +162,22 @@ impl Worker {
         }
     }
 
+    /// Kills the process group at once with `SIGKILL` (no shutdown of any kind: every
+    /// socket of its runtime drops as when the platform evicts an isolate), and waits.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: plain syscall on a process group we created.
+            unsafe {
+                libc::kill(-(child.id() as i32), libc::SIGKILL);
+            }
+            let _ = child.wait();
+        }
+        if let Some(mut reaper) = self.reaper.take() {
+            let _ = reaper.kill();
+            let _ = reaper.wait();
+        }
+    }
+
     /// Whether its `wrangler dev` still runs.
     pub fn running(&mut self) -> bool {
         self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
@@ -710,6 +726,13 @@ impl Stack {
         self.backend.stop();
         self.backend.start(&self.root)?;
         wait_ready(&mut self.backend, "/")
+    }
+
+    /// Starts the snippet again after [`Worker::kill`] or [`Worker::stop`], on its port,
+    /// and waits until it answers.
+    pub fn revive_snippet(&mut self) -> Result<()> {
+        self.snippet.start(&self.root)?;
+        wait_ready(&mut self.snippet, "/")
     }
 
     /// Both logs, labelled.
