@@ -9,6 +9,7 @@ mod bench_pool;
 pub mod jose;
 pub mod keyserver;
 pub mod load;
+mod session;
 pub mod snippet_stats;
 pub mod soak;
 pub mod stack;

@@ -15,6 +15,7 @@ use tokio::time::sleep_until;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::session::{Incoming, Session};
 use crate::stats::{Latencies, Summary};
 
 /// What each message asks for.
@@ -66,6 +67,10 @@ pub struct LoadOpts {
     /// Seconds without any reply before the outstanding requests count as lost.
     #[arg(long, default_value_t = 10.0)]
     pub timeout: f64,
+    /// Speak a resumable session (PROTOCOL.md §14), as the client library does:
+    /// numbered envelopes, acknowledged by the backend. WebSocket only.
+    #[arg(long)]
+    pub session: bool,
 }
 
 impl LoadOpts {
@@ -82,6 +87,7 @@ impl LoadOpts {
             method: Method::Echo,
             token: None,
             timeout: 10.0,
+            session: false,
         }
     }
 }
@@ -260,7 +266,9 @@ fn parse_id(id: &str) -> Option<(usize, u64)> {
 
 async fn ws_client(opts: Arc<LoadOpts>, client: usize, pacer: Arc<Pacer>, done: Arc<AtomicU64>) -> ClientResult {
     let mut r = ClientResult::default();
-    let mut req = match opts.url.as_str().into_client_request() {
+    let mut session = opts.session.then(Session::new);
+    let url = session.as_ref().map_or_else(|| opts.url.clone(), |s| s.url(&opts.url));
+    let mut req = match url.as_str().into_client_request() {
         Ok(req) => req,
         Err(_) => {
             r.error("connect", 1);
@@ -280,6 +288,16 @@ async fn ws_client(opts: Arc<LoadOpts>, client: usize, pacer: Arc<Pacer>, done: 
         }
     };
     let (mut sink, mut stream) = ws.split();
+    // A session sends nothing before the backend's Welcome: it proves the path.
+    while let Some(s) = session.as_mut().filter(|s| !s.welcomed) {
+        match stream.next().await {
+            Some(Ok(m)) if !matches!(s.unwrap(&m), Incoming::Invalid) => {}
+            _ => {
+                r.error("connect", 1);
+                return r;
+            }
+        }
+    }
     let mut pending: HashMap<u64, Outstanding> = HashMap::new();
     let mut answered = std::collections::HashSet::new();
     let mut next_seq = 0u64;
@@ -311,6 +329,13 @@ async fn ws_client(opts: Arc<LoadOpts>, client: usize, pacer: Arc<Pacer>, done: 
                     Some(Ok(_)) => continue,
                     Some(Err(_)) => { r.error("closed", 1); break; }
                 };
+                let msg = match session.as_mut().map(|s| s.unwrap(&msg)) {
+                    None => msg,
+                    Some(Incoming::Message(m)) => m,
+                    Some(Incoming::Duplicate) => { r.error("duplicate", 1); continue; }
+                    Some(Incoming::Control) => continue,
+                    Some(Incoming::Invalid) => { r.error("unexpected", 1); continue; }
+                };
                 match identify(&msg) {
                     None => r.error("unexpected", 1),
                     Some((c, _, _)) if c != client => r.error("misrouted", 1),
@@ -335,6 +360,7 @@ async fn ws_client(opts: Arc<LoadOpts>, client: usize, pacer: Arc<Pacer>, done: 
             }
             _ = sleep_until(due), if can_send => {
                 let (msg, expect) = request(opts.method, client, next_seq, opts.payload);
+                let msg = match session.as_mut() { Some(s) => s.wrap(msg), None => msg };
                 // With a target rate, latency counts from when the request was due.
                 let since = if pacer.interval.is_some() { pacer.due(next_seq) } else { Instant::now() };
                 if sink.send(msg).await.is_err() { r.error("send", 1); break; }
