@@ -510,6 +510,7 @@ impl<A: App> Object<A> {
     /// sessions' acknowledgements and rows.
     fn flush(&mut self) {
         self.sessions.finish_input(&mut self.outboxes);
+        self.sessions.counters.rows_written += self.sessions.writes.len() as u64;
         for (key, value) in self.sessions.writes.drain(..) {
             self.actions.push_back(match value {
                 Some(value) => Action::Put { key, value },

@@ -113,6 +113,11 @@ impl Out<'_> {
         self.tables.clients().map(|(_, c)| c).chain(self.sessions.detached().map(|s| &s.client))
     }
 
+    /// What the object's sessions have done since it last woke (PROTOCOL.md §14).
+    pub fn session_counters(&self) -> crate::SessionCounters {
+        self.sessions.counters
+    }
+
     /// Where client `id` is now (its socket and stream), if it is open.
     fn locate(&self, id: ClientId) -> Option<(SocketId, StreamId)> {
         if let Some((_, socket, stream)) = self.opening.filter(|(o, _, _)| *o == id) {

@@ -86,6 +86,8 @@ pub struct SessionCounters {
     pub replayed: u64,
     /// Client messages dropped as already taken (or out of order).
     pub duplicates: u64,
+    /// Storage rows the sessions wrote or deleted (what they cost in storage).
+    pub rows_written: u64,
 }
 
 impl Sessions {

@@ -129,13 +129,19 @@ pub const CLIENT_LOST: (CloseCode, &str) = (CloseCode::new(1006), "upstream lost
 /// opened its stream id again on the same socket: a new client takes its place.
 pub const CLIENT_REPLACED: (CloseCode, &str) = (CloseCode::NORMAL, "replaced by a new Open");
 
+/// The close a client of the client library sends when it gives up on a connection to
+/// come back on another (a heartbeat or handshake timeout): it keeps its session. A
+/// browser may only send 1000 and 3000–4999, so the library needs one of those that
+/// does not mean "I am leaving".
+pub const SESSION_RECONNECTING: (CloseCode, &str) = (CloseCode::new(4000), "reconnecting");
+
 /// Whether a client's close ends its session at once (PROTOCOL.md §14): the codes a
-/// client chooses when it means to leave — 1000, and the application's 3000–4999. Any
-/// other close (1001 going away, 1006 dropped, a limit of the snippet, an expired token)
-/// only detaches the session, which then waits [`crate::session::RESUME_WINDOW_MS`] for
-/// the client to come back.
+/// client chooses when it means to leave — 1000, and the application's 3000–4999 except
+/// [`SESSION_RECONNECTING`]. Any other close (1001 going away, 1006 dropped, a limit of
+/// the snippet, an expired token, the library's reconnect) only detaches the session,
+/// which then waits [`crate::session::RESUME_WINDOW_MS`] for the client to come back.
 pub const fn ends_session(code: CloseCode) -> bool {
-    matches!(code.0, 1000 | 3000..=4999)
+    matches!(code.0, 1000 | 3000..=4999) && code.0 != SESSION_RECONNECTING.0 .0
 }
 
 /// What a backend package tells its application a session's client ended with when it

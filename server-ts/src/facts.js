@@ -66,6 +66,10 @@ export const FACTS = {
       ],
       [
         3000,
+        3999
+      ],
+      [
+        4001,
         4999
       ]
     ],
@@ -79,6 +83,10 @@ export const FACTS = {
     "moved": {
       "code": 1000,
       "reason": "session resumed on another connection"
+    },
+    "reconnecting": {
+      "code": 4000,
+      "reason": "reconnecting"
     },
     "resume_window_ms": 120000
   },

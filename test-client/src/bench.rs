@@ -99,7 +99,7 @@ pub(crate) fn row(
 }
 
 /// The Durable Object's own counters for a tenant (via its HTTP JSON-RPC `stats`).
-pub(crate) async fn do_stats(stack: &Stack, tenant: &str) -> Result<Value> {
+pub async fn do_stats(stack: &Stack, tenant: &str) -> Result<Value> {
     let url = format!("{}/db/{tenant}/rpc", stack.backend.http());
     let res = reqwest::Client::new()
         .post(&url)
@@ -517,6 +517,9 @@ pub async fn run(opts: BenchOpts) -> Result<BenchReport> {
 
     // 8. Many tenants: connections, eviction churn, memory per stream and per upstream.
     crate::bench_pool::run(&stack, &mut rows, &mut raw).await?;
+
+    // 8b. Resumable sessions: what they cost, and idle clients.
+    crate::bench_sessions::run(&stack, &mut rows, &mut raw, opts.round_trips).await?;
 
     // 9. Sizes and cold start.
     let (sr, sg) = wasm_size(&root, "snippet")?;

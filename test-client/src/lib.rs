@@ -6,6 +6,8 @@
 pub mod bench;
 mod bench_idp;
 mod bench_pool;
+mod bench_sessions;
+pub mod idle;
 pub mod jose;
 pub mod keyserver;
 pub mod load;

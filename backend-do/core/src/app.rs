@@ -97,6 +97,16 @@ impl Db for Bound<'_, '_> {
         let mut stats = self.db.stats();
         if let Some(fields) = stats.as_object_mut() {
             fields.insert("streams".into(), (self.out.clients().count() as u64).into());
+            let c = self.out.session_counters();
+            for (k, v) in [
+                ("sessionsResumed", c.resumed),
+                ("sessionsExpired", c.expired),
+                ("sessionMessagesReplayed", c.replayed),
+                ("sessionDuplicates", c.duplicates),
+                ("sessionRowsWritten", c.rows_written),
+            ] {
+                fields.insert(k.into(), v.into());
+            }
         }
         stats
     }

@@ -83,6 +83,7 @@ fn session_json() -> Value {
         "ends_session": ranges(|c| ends_session(CloseCode::new(c))),
         "expired": { "code": SESSION_EXPIRED.0.get(), "reason": SESSION_EXPIRED.1 },
         "moved": { "code": SESSION_MOVED.0.get(), "reason": SESSION_MOVED.1 },
+        "reconnecting": { "code": SESSION_RECONNECTING.0.get(), "reason": SESSION_RECONNECTING.1 },
     })
 }
 
