@@ -1,7 +1,7 @@
 // States, ready(), close(), the heartbeat, waking up on 'online'/'visibilitychange', raw mode.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { SnippetProxyClient, ClosedError, ConnectionLostError } from '../snippet-proxy-client.js'
+import { SnippetProxyClient, ClosedError } from '../snippet-proxy-client.js'
 import { setup, opened, settle, fakeWebSocket } from './fakes.js'
 
 test('states go idle → connecting → open → reconnecting → connecting → open, each with its previous', async () => {
@@ -57,38 +57,49 @@ test('close() before the first attempt means no socket is ever opened', async ()
   assert.deepEqual(t.states(), ['closed'])
 })
 
-test('heartbeat: a ping every heartbeatMs, its round trip reported as an rtt event', async () => {
+test('heartbeat: a Ping envelope every heartbeatMs, answered by the snippet\'s Pong, its round trip an rtt event', async () => {
   const t = await opened({ heartbeatMs: 1000, heartbeatTimeoutMs: 500 })
+  const ws = t.last()
   await t.clock.advance(999)
-  assert.equal(t.last().sent.length, 0)
+  assert.equal(ws.sent.length, 0)
   await t.clock.advance(1)
-  const [ping] = t.last().calls
-  assert.equal(ping.method, 'ping')
+  const [ping] = ws.envelopes
+  assert.equal(ping.type, 'Ping')
+  assert.deepEqual([...ping.payload], [0, 0, 0, 1], 'a 4-byte counter')
   await t.clock.advance(30)
-  t.last().receive({ jsonrpc: '2.0', result: 'pong', id: ping.id })
-  await settle()
+  // A Pong for another ping (a late one) proves nothing.
+  ws.receiveEnvelope({ type: 'Pong', payload: new Uint8Array([0, 0, 0, 9]) })
+  assert.deepEqual(t.of('rtt'), [])
+  ws.pong()
   assert.deepEqual(t.of('rtt'), [{ type: 'rtt', rttMs: 30 }])
-  await t.clock.advance(1000)
-  assert.equal(t.last().calls.length, 2, 'the next ping, heartbeatMs after the pong')
-  // Any reply proves the path alive, even an error (an expired token's -32003).
-  t.last().receive({ jsonrpc: '2.0', error: { code: -32003, message: 'expired' }, id: t.last().calls[1].id })
-  await settle()
+  await t.clock.advance(999)
+  assert.equal(ws.sent.length, 1, 'the next ping heartbeatMs after the pong, not before')
+  await t.clock.advance(1)
+  assert.deepEqual([...ws.envelopes[1].payload], [0, 0, 0, 2])
+  ws.pong()
   assert.equal(t.of('rtt').length, 2)
   assert.equal(t.client.state, 'open')
+  assert.equal(t.server.taken, 0, 'pings are no application messages: the backend sees none')
 })
 
-test('heartbeat: no pong within heartbeatTimeoutMs closes with 4000 locally, fails calls in flight, reconnects', async () => {
+test('heartbeat: no Pong within heartbeatTimeoutMs closes with 4000 locally and resumes; a call in flight survives', async () => {
   const t = await opened({ heartbeatMs: 1000, heartbeatTimeoutMs: 500 })
   t.clock.rnd = 0
-  const pending = assert.rejects(t.client.call('echo', 1), ConnectionLostError)
+  let outcome = 'pending'
+  const call = t.client.call('echo', 1).then((r) => { outcome = r }, (e) => { outcome = e })
   await t.clock.advance(1499)
   assert.equal(t.client.state, 'open')
   await t.clock.advance(1) // heartbeatMs + heartbeatTimeoutMs after the last sign of life
   assert.deepEqual(t.sockets[0].closedWith, { code: 4000, reason: 'heartbeat timeout' })
   assert.deepEqual(t.of('close').at(-1), { type: 'close', code: 4000, reason: 'heartbeat timeout', willRetry: true })
-  await pending
   assert.equal(t.sockets.length, 2, 'reconnected (the local 4000 is not a refusal)')
   assert.equal(t.fetchUrls.length, 0)
+  await settle()
+  assert.equal(outcome, 'pending', 'the call is still waiting for its reply')
+  t.last().accept()
+  t.last().receive({ jsonrpc: '2.0', result: 'echoed', id: t.sockets[0].calls[0].id })
+  await call
+  assert.equal(outcome, 'echoed')
 })
 
 test('going online, or the tab becoming visible, retries at once instead of waiting out the backoff', async () => {
@@ -131,24 +142,31 @@ test('going online, or the tab becoming visible, retries at once instead of wait
   assert.equal(t.sockets.length, 3)
 })
 
-test('raw mode: data in and out as is, binary as ArrayBuffer, no JSON-RPC and no heartbeat', async () => {
-  const t = await opened({ raw: true, heartbeatMs: 1000 }, 'wss://edge.example/ws/echo')
+test('raw mode: strings go as Text envelopes and bytes as Binary; received ones come back as string and ArrayBuffer', async () => {
+  const t = await opened({ raw: true }, 'wss://edge.example/ws/echo')
   const ws = t.last()
   assert.equal(ws.binaryType, 'arraybuffer')
   assert.equal(t.client.send('{"not":"rpc"}'), true)
-  const buf = new Uint8Array([1, 2, 3]).buffer
-  t.client.send(buf)
-  assert.deepEqual(ws.sent, ['{"not":"rpc"}', buf])
-  ws.receiveRaw('{"jsonrpc":"2.0","method":"x"}')
-  ws.receiveRaw(buf)
-  assert.deepEqual(t.of('message'), [
-    { type: 'message', data: '{"jsonrpc":"2.0","method":"x"}' },
-    { type: 'message', data: buf },
-  ])
-  await t.clock.advance(5000)
-  assert.equal(ws.sent.length, 2, 'no pings in raw mode')
+  t.client.send(new Uint8Array([1, 2, 3]).buffer)
+  assert.deepEqual(ws.envelopes.map((e) => e.type), ['Text', 'Binary'])
+  assert.deepEqual(ws.data, ['{"not":"rpc"}', [1, 2, 3]])
+  ws.receive('{"jsonrpc":"2.0","method":"x"}')
+  ws.receiveBinary(new Uint8Array([4, 5]))
+  const [text, bin] = t.of('message').map((e) => e.data)
+  assert.equal(text, '{"jsonrpc":"2.0","method":"x"}', 'not parsed: raw mode is no JSON-RPC')
+  assert.ok(bin instanceof ArrayBuffer)
+  assert.deepEqual([...new Uint8Array(bin)], [4, 5])
   await assert.rejects(t.client.call('ping'), TypeError)
   assert.throws(() => t.client.notify('x'), TypeError)
+  assert.throws(() => t.client.send(new Blob(['x'])), TypeError, 'a Blob would have to be read first')
+})
+
+test('raw mode has the heartbeat too', async () => {
+  const t = await opened({ raw: true, heartbeatMs: 1000, heartbeatTimeoutMs: 500 }, 'wss://edge.example/ws/echo')
+  await t.clock.advance(1000)
+  assert.deepEqual(t.last().envelopes.map((e) => e.type), ['Ping'])
+  await t.clock.advance(500)
+  assert.deepEqual(t.sockets[0].closedWith, { code: 4000, reason: 'heartbeat timeout' })
 })
 
 test('raw mode: a queued buffer is copied, so reusing it after send() cannot change what is sent', async () => {
@@ -158,7 +176,7 @@ test('raw mode: a queued buffer is copied, so reusing it after send() cannot cha
   t.client.send(bytes.subarray(1))
   bytes[1] = 99
   t.last().accept()
-  assert.deepEqual([...t.last().sent[0]], [2, 3])
+  assert.deepEqual(t.last().data, [[2, 3]])
 })
 
 test('an http(s) URL is turned into ws(s); by default the global WebSocket is used', async () => {
@@ -169,7 +187,10 @@ test('an http(s) URL is turned into ws(s); by default the global WebSocket is us
   const client = new SnippetProxyClient('https://edge.example/db/t/ws', { token: 'k', window: null, document: null })
   try {
     await settle()
-    assert.equal(sockets[0].url, 'wss://edge.example/db/t/ws?access_token=k')
+    const url = new URL(sockets[0].url)
+    assert.equal(`${url.origin}${url.pathname}`, 'wss://edge.example/db/t/ws')
+    assert.equal(url.searchParams.get('access_token'), 'k')
+    assert.match(url.searchParams.get('session'), /^[0-9a-f]{32}$/, 'a random session id by default')
   } finally {
     client.close()
     globalThis.WebSocket = saved

@@ -69,9 +69,10 @@ test('the token provider is called before every attempt and each attempt carries
   await t.clock.advance(0)
   assert.equal(n, 4)
   assert.deepEqual(t.sockets.map((s) => tokenOf(s.url)), ['tok-1', 'tok-2', 'tok-3', 'tok-4'])
-  // The diagnosis asked with the token of the attempt that failed, over https.
+  // The diagnosis asked the URL of the attempt that failed, its token included, over https.
   assert.equal(t.fetchUrls.length, 1)
-  assert.equal(t.fetchUrls[0], 'https://edge.example/db/room1/ws?access_token=tok-2')
+  assert.equal(t.fetchUrls[0], t.sockets[1].url.replace(/^wss:/, 'https:'))
+  assert.equal(tokenOf(t.fetchUrls[0]), 'tok-2')
 })
 
 test('the token goes in access_token beside the query already there; a string token works', async () => {
@@ -173,7 +174,8 @@ test('a refused upgrade (1006 before open) is diagnosed: 401, 403 and 400 fail w
     assert.equal(t.of('state').at(-1).reason, reason)
     assert.deepEqual(t.of('close').at(-1), { type: 'close', code: 1006, reason, willRetry: false })
     assert.equal(t.sockets.length, 1, 'no retry')
-    assert.equal(t.fetchUrls[0], 'https://edge.example/db/room1/ws?access_token=tok')
+    assert.equal(t.fetchUrls[0], t.sockets[0].url.replace(/^wss:/, 'https:'))
+    assert.equal(tokenOf(t.fetchUrls[0]), 'tok')
     await ready
   }
 })
@@ -227,22 +229,22 @@ test('an upgrade that never opens is abandoned after connectTimeoutMs and retrie
   assert.equal(t.client.state, 'connecting')
 })
 
-test('a connection is open only after its first round trip; a drop before it keeps the queue and retries', async () => {
+test('a connection is open only after the backend\'s Welcome; a drop before it keeps the queue and retries', async () => {
   const t = setup()
   t.clock.rnd = 0
   await t.clock.advance(0)
   assert.equal(t.client.send('{"jsonrpc":"2.0","method":"note"}'), true, 'queued while connecting')
   // The snippet accepts the upgrade, then finds its backend down and closes with 1012.
-  t.last().accept({ handshake: false })
+  t.last().accept({ welcome: false })
   await settle()
-  assert.equal(t.client.state, 'connecting', 'not open before the handshake ping is answered')
-  assert.deepEqual(t.last().calls.map((c) => c.method), ['ping'], 'only the handshake went out')
+  assert.equal(t.client.state, 'connecting', 'not open before the Welcome')
+  assert.deepEqual(t.last().sent, [], 'nothing at all goes out before the Welcome')
   t.last().drop(1012, 'upstream lost; reconnect')
   await settle()
   assert.equal(t.client.state, 'reconnecting')
   assert.equal(t.fetchUrls.length, 0, 'an upgrade that succeeded is not diagnosed as refused')
   assert.equal(t.client.queued, 1, 'the queued message is still queued, not lost')
-  // The next attempt's handshake is answered: the queue leaves, exactly once.
+  // The next attempt is welcomed: the queue leaves, exactly once.
   await t.clock.advance(t.clock.nextDue())
   t.last().accept()
   await settle()
@@ -251,13 +253,28 @@ test('a connection is open only after its first round trip; a drop before it kee
   assert.equal(t.client.queued, 0)
 })
 
-test('a handshake that gets no answer within heartbeatTimeoutMs ends the attempt and retries', async () => {
+test('a Welcome that does not come within heartbeatTimeoutMs ends the attempt and retries', async () => {
   const t = setup({ heartbeatTimeoutMs: 3000 })
   await t.clock.advance(0)
-  t.last().accept({ handshake: false })
+  t.last().accept({ welcome: false })
   await t.clock.advance(2999)
   assert.equal(t.client.state, 'connecting')
   await t.clock.advance(1)
   assert.equal(t.client.state, 'reconnecting')
-  assert.equal(t.sockets[0].closedWith?.code, 4000, 'closed locally with 4000')
+  assert.deepEqual(t.sockets[0].closedWith, { code: 4000, reason: 'no answer from the backend' })
+})
+
+test('a server close 1000 "session resumed on another connection" reconnects with backoff, and resumes', async () => {
+  const { code, reason } = facts.session.moved
+  const t = await opened()
+  t.clock.rnd = 0.9999
+  t.client.send('a')
+  t.last().drop(code, reason)
+  await settle()
+  assert.equal(t.client.state, 'reconnecting')
+  assert.equal(t.clock.nextDue(), 249, 'the backoff of any 1000')
+  await t.clock.advance(249)
+  t.last().accept()
+  assert.equal(t.client.state, 'open')
+  assert.deepEqual(t.of('session').at(-1), { type: 'session', recovered: true, first: false, lost: 0 })
 })
