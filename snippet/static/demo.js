@@ -80,8 +80,11 @@ client.on('message', ({ method, params }) => {
   if (method === 'broadcast' && params?.message && typeof params.message === 'object') show(params.message)
 })
 
-// On every open, not just the first: the history also brings what was said while we were away.
-client.on('open', async () => {
+// When the session begins, and again if it could not be resumed (the backend was away
+// longer than its resume window): otherwise the session itself replays what was said
+// while we were away, and a reload would only repeat it.
+client.on('session', ({ first, recovered }) => (first || !recovered) && loadHistory())
+async function loadHistory() {
   try {
     await client.call('sql', { sql: 'create table if not exists demo_messages(id integer primary key autoincrement, name text not null, body text not null, at integer not null)' })
     const history = await client.call('sql', { sql: 'select id, name, body, at from demo_messages order by id desc limit 50' })
@@ -96,7 +99,7 @@ client.on('open', async () => {
   } catch (e) {
     banner(`could not load the history: ${e.message}`)
   }
-})
+}
 
 $('form').addEventListener('submit', async (event) => {
   event.preventDefault()
@@ -112,8 +115,9 @@ $('form').addEventListener('submit', async (event) => {
     const inserted = await client.call('sql', { sql: 'insert into demo_messages(name, body, at) values (?, ?, ?) returning id', params: [who, body, at] })
     message = { id: records(inserted)[0].id, name: who, body, at }
   } catch (e) {
-    // Listed as failed, never silently dropped. A ConnectionLostError means the insert may
-    // have happened all the same: then the next history load shows it too.
+    // Listed as failed, never silently dropped. A ConnectionLostError (the session could
+    // not be resumed) means the insert may have happened all the same: then the history
+    // load that follows shows it too.
     const li = el('li', null, { className: 'failed', dataset: { body }, title: e.message })
     li.append(el('span', who, { className: 'who' }), el('span', body), el('span', ` — not sent: ${e.message}`, { className: 'muted' }))
     $('messages').append(li)

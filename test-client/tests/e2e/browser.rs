@@ -1,8 +1,9 @@
 //! Real-browser tests: headless Chromium (Debian's package) driven by playwright-core
 //! runs `client/browser-test/demo.mjs` against this stack — the demo page and the client
-//! library served by the snippet, two pages talking, the backend restarted mid-session,
-//! refusals a page can see. The script asks for the restart on its stdout; this harness
-//! owns the processes, so it does the restart and answers on the script's stdin.
+//! library served by the snippet, two pages talking, the backend restarted and the
+//! snippet killed mid-session (sessions carry the pages through both), refusals a page
+//! can see. The script asks for each restart on its stdout; this harness owns the
+//! processes, so it does the restart and answers on the script's stdin.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -10,10 +11,10 @@ use std::process::{Command, Stdio};
 use crate::common::*;
 
 #[test]
-fn two_browser_pages_through_the_snippet_survive_a_backend_restart() {
+fn two_browser_pages_through_the_snippet_survive_a_backend_restart_and_a_killed_snippet() {
     e2e()
-        .own_stack("restarts the backend mid-session")
-        // The backend restart has the snippet close the pages with 1012 (RUNTIME.md §16).
+        .own_stack("restarts the backend and kills the snippet mid-session")
+        // Sockets of a killed or restarted runtime drop without a close handshake (RUNTIME.md §16).
         .tolerating(&[test_client::stack::RUNTIME_CLOSE_NOISE])
         .run_mut(async |stack| {
             let root = test_client::stack::repo_root().expect("repo root");
@@ -36,15 +37,22 @@ fn two_browser_pages_through_the_snippet_survive_a_backend_restart() {
             // Blocking reads: this body has the test's thread to itself.
             for line in stdout.lines() {
                 let line = line.expect("browser test output");
-                if line.trim() == "RESTART_BACKEND" {
-                    stack.restart_backend().expect("backend restarts");
-                    restarts += 1;
-                    writeln!(stdin, "RESTARTED").expect("answer the browser test");
-                    continue;
-                }
-                println!("{line}");
-                out.push_str(&line);
-                out.push('\n');
+                let restarted = match line.trim() {
+                    "RESTART_BACKEND" => stack.restart_backend(),
+                    "RESTART_SNIPPET" => {
+                        stack.snippet.kill();
+                        stack.revive_snippet()
+                    }
+                    _ => {
+                        println!("{line}");
+                        out.push_str(&line);
+                        out.push('\n');
+                        continue;
+                    }
+                };
+                restarted.expect("restarted");
+                restarts += 1;
+                writeln!(stdin, "RESTARTED").expect("answer the browser test");
             }
             let status = child.wait().expect("node exits");
             assert!(
@@ -52,7 +60,7 @@ fn two_browser_pages_through_the_snippet_survive_a_backend_restart() {
                 "the browser test failed ({status}):\n{out}\n{}",
                 test_client::stack::tail(&stack.logs(), 60)
             );
-            assert!(restarts >= 1, "the backend was restarted mid-session");
+            assert_eq!(restarts, 2, "the backend was restarted and the snippet killed mid-session");
             // node's test runner closes with `# pass N` / `# fail N` (TAP) or `ℹ pass N` (spec).
             let count = |what: &str| {
                 out.lines()
