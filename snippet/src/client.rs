@@ -16,9 +16,11 @@ use crate::js::{self, Listeners};
 use crate::state;
 
 /// Handles `GET …/ws` (JSON-RPC service) and `GET …/ws/echo` (raw echo) upgrades for a
-/// caller the door admitted to `tenant`, against the allowance of `caller`.
+/// caller the door admitted to `tenant`, against the allowance of `caller`. `query` (the
+/// URL's search) may ask for a session stream (`session` and `received`, PROTOCOL.md §14).
 pub fn upgrade(
     req: &web_sys::Request,
+    query: &str,
     tenant: &str,
     service: &str,
     identity: Identity,
@@ -28,6 +30,10 @@ pub fn upgrade(
     if !is_upgrade {
         return js::json_error(426, "expected a WebSocket upgrade (Upgrade: websocket)");
     }
+    let attach = match mux_core::session::from_query(query) {
+        Ok(attach) => attach,
+        Err(why) => return js::json_error(400, why),
+    };
     // A browser that offers protocols fails unless one is chosen; the token entry never is.
     let offered = req.headers().get("Sec-WebSocket-Protocol").ok().flatten();
     let protocol = offered.as_deref().and_then(mux_core::auth::select_protocol).map(str::to_owned);
@@ -35,7 +41,7 @@ pub fn upgrade(
         return js::json_error(400, "offer a subprotocol besides the bearer.<token> entry, e.g. snippet-proxy");
     }
     let expires_at = identity.expires_at;
-    let opened = state::with(|s| s.mux.open_client(tenant, service, identity, caller, js::now()));
+    let opened = state::with(|s| s.mux.open_client(tenant, service, identity, caller, attach, js::now()));
     let id = match opened {
         Ok(id) => id,
         Err(Refused::TooManyStreams) => return js::retry_later("too many clients on this isolate; retry shortly"),
@@ -109,6 +115,11 @@ fn listen(id: StreamId, ws: &web_sys::WebSocket) -> Listeners {
             Err(e @ Refused::RateLimited { .. }) => {
                 js::close(&sock, 1008, &e.to_string());
                 detach(id, 1008, "rate limit exceeded");
+            }
+            // A session client that breaks the envelope protocol (PROTOCOL.md §14.1).
+            Err(e @ Refused::BadEnvelope { .. }) => {
+                js::close(&sock, 1002, &e.to_string());
+                detach(id, 1002, "bad session message");
             }
             Err(
                 Refused::Backpressure

@@ -156,7 +156,7 @@ async fn route(req: web_sys::Request, env: &JsValue, ctx: &JsValue) -> Result<we
     };
     let response = match (method.as_str(), routed) {
         (_, Routed::Tenant(t, e @ (Endpoint::Ws | Endpoint::WsEcho))) => {
-            client::upgrade(&req, t, e.service(), identity, &caller)
+            client::upgrade(&req, &url.search(), t, e.service(), identity, &caller)
         }
         ("POST", Routed::Tenant(t, e @ (Endpoint::Rpc | Endpoint::Query))) => {
             http::proxy(req, t, e.service(), ctx, identity, &caller).await

@@ -71,6 +71,13 @@ pub fn render() -> String {
         field("abandonedRequests", c.abandoned_requests.to_string());
         field("watchdogTrips", c.watchdog_trips.to_string());
         field("heartbeatFailures", c.heartbeat_failures.to_string());
+        field("upstreamPings", c.upstream_pings.to_string());
+        // Sessions (PROTOCOL.md §14): pings answered here, streams re-attached after an
+        // upstream was lost, those that waited in vain, and those waiting now.
+        field("edgePongs", c.edge_pongs.to_string());
+        field("sessionsReattached", c.sessions_reattached.to_string());
+        field("reattachTimeouts", c.reattach_timeouts.to_string());
+        field("sessionsWaiting", m.sessions_waiting().to_string());
         field("batchesSent", c.batches_sent.to_string());
         field("framesSent", c.frames_sent.to_string());
         field("framesPerBatch", fixed2(frames_per_batch));

@@ -29,7 +29,9 @@ fn lost(id: UpstreamId, why: &str, here: Here) {
 fn listen(ws: &web_sys::WebSocket, id: UpstreamId, here: Here, closed: Rc<Cell<bool>>) -> Listeners {
     let on_message = Closure::new(move |e: web_sys::MessageEvent| {
         match js::message_data(&e, protocol::MAX_MESSAGE_BYTES) {
-            Ok((_, bytes)) => state::with(|s| s.mux.handle_upstream_message(id, &bytes, js::now())),
+            // Text: the runtime's `pong` to a probe (anything else is read as a batch).
+            Ok((true, text)) => state::with(|s| s.mux.handle_upstream_text(id, &text, js::now())),
+            Ok((false, bytes)) => state::with(|s| s.mux.handle_upstream_message(id, &bytes, js::now())),
             Err(n) => {
                 let why = format!("backend sent {n} bytes, over the protocol's message limit");
                 return lost(id, &why, here);
@@ -104,6 +106,14 @@ async fn run(id: UpstreamId, url: &str, token: &str, here: Here) {
                 if let Err(e) = js::send_binary(&ws, &batch) {
                     // Includes "Cannot perform I/O on behalf of a different request": fatal
                     // for this upstream (RUNTIME.md §1).
+                    lost(id, &format!("send failed: {}", js::describe(&e)), here);
+                    js::close(&ws, 1011, "send failed");
+                    return;
+                }
+            }
+            // A heartbeat, idle check or keep-warm ping, answered by the backend's runtime.
+            Some(Transmit::Text(text)) => {
+                if let Err(e) = ws.send_with_str(text) {
                     lost(id, &format!("send failed: {}", js::describe(&e)), here);
                     js::close(&ws, 1011, "send failed");
                     return;

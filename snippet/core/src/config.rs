@@ -79,11 +79,29 @@ pub struct Config {
     /// does not hold sockets to Durable Objects that would otherwise hibernate.
     pub upstream_idle_ms: u64,
     /// Heartbeat: when something sent on an upstream has had no message back for this
-    /// long, a `Ping` goes out; no answer within `backend_busy_ms` and the upstream is
-    /// dropped with clear errors. 5 s: a quiet upstream is asked soon, and an active one
-    /// costs no extra messages. 0 = off.
+    /// long, a text `ping` goes out (the runtime's auto-response answers it with `pong`
+    /// without waking a hibernating Durable Object); no message at all within
+    /// `backend_busy_ms` and the upstream is dropped with clear errors. 5 s: a quiet
+    /// upstream is asked soon, and an active one costs no extra messages. 0 = off.
     pub heartbeat_ms: u64,
-    /// How long a backend may take to answer the heartbeat's `Ping` before it counts as
+    /// Idle check: an upstream from which nothing has arrived for this long gets a text
+    /// `ping` too, answered (or not) as the heartbeat's. 30 s: below the minute or two
+    /// after which a socket that carries nothing may be cut on the way without either end
+    /// being told (RUNTIME.md §17; not measured here), and often enough that a dead
+    /// upstream with nothing owed on it — one whose session clients would otherwise sit
+    /// on it unaware — is found within this + `backend_busy_ms`. The ping is answered by
+    /// the runtime, not the object: it neither wakes nor bills it. 0 = off.
+    pub upstream_keepalive_ms: u64,
+    /// How long a session client (PROTOCOL.md §14) whose upstream was lost keeps its
+    /// WebSocket while the snippet waits for a new upstream to re-attach it on. 30 s: a
+    /// restarting or redeployed backend is back within a few reconnect attempts (each
+    /// waits at most `reconnect_max_ms`), and a client whose backend stays away is told
+    /// (1012) soon enough to try another isolate, with most of the backend's resume window
+    /// (`session.resume_window_ms`, 2 min) still left. At most that window: past it the
+    /// backend has ended the session anyway. 0 = session clients are closed at once, as
+    /// plain ones are.
+    pub reattach_ms: u64,
+    /// How long a backend may take to answer the heartbeat's `ping` before it counts as
     /// gone. A Durable Object runs one event at a time and sends nothing, not even its
     /// runtime's auto-response, until the event ends (measured, RUNTIME.md §17); one event
     /// may compute for up to its CPU limit, 30 s by default. So a busy object is told from
@@ -129,6 +147,8 @@ impl Default for Config {
             max_upstreams: 50,
             upstream_idle_ms: 5 * 60 * 1000,
             heartbeat_ms: 5_000,
+            upstream_keepalive_ms: 30_000,
+            reattach_ms: 30_000,
             backend_busy_ms: 30_000,
             keep_warm_tenants: Vec::new(),
             keep_warm_hottest: 10,
@@ -139,7 +159,7 @@ impl Default for Config {
 
 impl Config {
     /// The wrangler vars that override a field, by name.
-    pub const VARS: [&'static str; 24] = [
+    pub const VARS: [&'static str; 26] = [
         "MAX_MESSAGE_BYTES",
         "MAX_CLIENTS",
         "MAX_STREAMS",
@@ -161,6 +181,8 @@ impl Config {
         "MAX_UPSTREAMS",
         "UPSTREAM_IDLE_MS",
         "HEARTBEAT_MS",
+        "UPSTREAM_KEEPALIVE_MS",
+        "REATTACH_MS",
         "BACKEND_BUSY_MS",
         "KEEP_WARM_TENANTS",
         "KEEP_WARM_HOTTEST",
@@ -195,6 +217,8 @@ impl Config {
                 "MAX_UPSTREAMS" => c.max_upstreams = num()? as usize,
                 "UPSTREAM_IDLE_MS" => c.upstream_idle_ms = num()?,
                 "HEARTBEAT_MS" => c.heartbeat_ms = num()?,
+                "UPSTREAM_KEEPALIVE_MS" => c.upstream_keepalive_ms = num()?,
+                "REATTACH_MS" => c.reattach_ms = num()?,
                 "BACKEND_BUSY_MS" => c.backend_busy_ms = num()?,
                 "KEEP_WARM_HOTTEST" => c.keep_warm_hottest = num()? as usize,
                 "KEEP_WARM_TENANTS" => {
@@ -224,6 +248,13 @@ impl Config {
         // 0 would drop every upstream the moment its first heartbeat went out.
         if c.backend_busy_ms == 0 {
             return Err("BACKEND_BUSY_MS must be at least 1 (HEARTBEAT_MS=0 switches the heartbeat off)".to_owned());
+        }
+        // Longer would keep a client waiting for a session its backend has ended.
+        if c.reattach_ms > protocol::session::RESUME_WINDOW_MS {
+            return Err(format!(
+                "REATTACH_MS may be at most {} (the backend's resume window)",
+                protocol::session::RESUME_WINDOW_MS
+            ));
         }
         if c.keep_warm_tenants.len() > c.max_upstreams {
             return Err("KEEP_WARM_TENANTS may name at most MAX_UPSTREAMS tenants".to_owned());
@@ -259,5 +290,18 @@ mod tests {
         assert_eq!(c.backend_busy_ms, 120_000);
         let e = Config::from_vars(|n| (n == "BACKEND_BUSY_MS").then(|| "0".into())).expect_err("0");
         assert!(e.contains("BACKEND_BUSY_MS"), "{e}");
+    }
+
+    #[test]
+    fn session_clients_wait_for_a_new_upstream_at_most_the_backends_resume_window() {
+        let c = Config::from_vars(|n| match n {
+            "REATTACH_MS" => Some("120000".into()),
+            "UPSTREAM_KEEPALIVE_MS" => Some("0".into()),
+            _ => None,
+        })
+        .expect("valid");
+        assert_eq!((c.reattach_ms, c.upstream_keepalive_ms), (120_000, 0));
+        let e = Config::from_vars(|n| (n == "REATTACH_MS").then(|| "120001".into())).expect_err("too long");
+        assert!(e.contains("REATTACH_MS"), "{e}");
     }
 }

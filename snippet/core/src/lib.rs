@@ -5,7 +5,8 @@
 //! * Inputs, each with the time: [`Mux::open_client`] / [`Mux::open_request`] for a new
 //!   client WebSocket or HTTP request, [`Mux::handle_client_message`],
 //!   [`Mux::handle_client_closed`]; [`Mux::handle_connected`],
-//!   [`Mux::handle_upstream_message`], [`Mux::handle_upstream_closed`] for the upstreams;
+//!   [`Mux::handle_upstream_message`], [`Mux::handle_upstream_text`],
+//!   [`Mux::handle_upstream_closed`] for the upstreams;
 //!   [`Mux::handle_timeout`] when [`Mux::poll_timeout`] comes; [`Mux::handle_keep_warm`]
 //!   for the scheduled handler.
 //! * Outputs, pulled: [`Mux::poll_action`] (open an upstream, wake a pump or a stream,
@@ -13,7 +14,9 @@
 //!   [`Mux::poll_delivery`] for what one stream's client gets next.
 //!
 //! One upstream per tenant ([`link`]), pooled ([`pool`]): opened lazily, handed over
-//! between owner contexts without loss ([`lifecycle`]), evicted when idle.
+//! between owner contexts without loss ([`lifecycle`]), evicted when idle. A client of
+//! the client library may carry a resumable session ([`session`]): its pings are answered
+//! here, and it keeps its WebSocket when only the upstream is lost.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 // Compiled into the snippet's wasm, where a panic resets the whole instance (RUNTIME.md §5).
@@ -26,6 +29,7 @@ mod lifecycle;
 mod link;
 mod pool;
 pub mod quota;
+pub mod session;
 pub mod site;
 mod stats;
 mod stream;
@@ -39,6 +43,7 @@ pub use config::Config;
 pub use link::{Here, OwnerKind, UpstreamId};
 pub use pool::{UpstreamStats, MAX_LISTED_UPSTREAMS};
 pub use protocol::{Close, ErrorFrame, Identity, Open, Request, Response, StreamId};
+pub use session::{Attach, SessionId};
 pub use stats::Counters;
 pub use stream::Delivery;
 pub use transmit::Transmit;
@@ -88,6 +93,13 @@ pub enum Refused {
     },
     /// Not a tenant name ([`protocol::facts::is_valid_tenant`]).
     BadTenant,
+    /// A session stream's client sent what a client may not (PROTOCOL.md §14.1): a text
+    /// message, an undecodable envelope, a `Welcome` or `Pong`, a `Ping` over
+    /// [`protocol::session::MAX_PING_BYTES`]. The client is closed with 1002.
+    BadEnvelope {
+        /// What was wrong, briefly (it goes into the close reason).
+        why: &'static str,
+    },
 }
 
 impl std::fmt::Display for Refused {
@@ -107,6 +119,7 @@ impl std::fmt::Display for Refused {
                 write!(f, "all {limit} upstream slots of this isolate are busy with other tenants; retry shortly")
             }
             Refused::BadTenant => write!(f, "{}", protocol::facts::TENANT_RULE),
+            Refused::BadEnvelope { why } => write!(f, "bad session message: {why}"),
         }
     }
 }
@@ -164,6 +177,9 @@ pub struct Mux {
     closing: HashMap<UpstreamId, (u16, &'static str, u64)>,
     /// HTTP request deadlines, earliest first.
     deadlines: BTreeSet<(u64, StreamId)>,
+    /// Session streams waiting for a new upstream since theirs was lost, by the time they
+    /// give up ([`Config::reattach_ms`]), earliest first.
+    reattach: BTreeSet<(u64, StreamId)>,
     actions: VecDeque<Action>,
     /// Client streams, counting those whose `Close` has not left.
     clients: usize,
@@ -188,6 +204,7 @@ impl Mux {
             next_upstream: 1,
             closing: HashMap::new(),
             deadlines: BTreeSet::new(),
+            reattach: BTreeSet::new(),
             actions: VecDeque::new(),
             clients: 0,
             attached_clients: 0,
@@ -256,6 +273,16 @@ impl Mux {
         self.streams.get(&id).is_some_and(|s| !s.detached)
     }
 
+    /// Whether the stream carries a session (PROTOCOL.md §14).
+    pub fn is_session(&self, id: StreamId) -> bool {
+        self.streams.get(&id).and_then(Stream::client).is_some_and(|c| c.session.is_some())
+    }
+
+    /// Session streams waiting for a new upstream now (their old one was lost).
+    pub fn sessions_waiting(&self) -> usize {
+        self.reattach.len()
+    }
+
     fn alloc_id(&mut self) -> StreamId {
         loop {
             let id = StreamId(self.next_stream);
@@ -269,13 +296,15 @@ impl Mux {
     /// Opens a stream for a client WebSocket speaking to backend service `path` of
     /// `tenant`, on behalf of `identity` (the caller the front door verified), counted
     /// against the allowance of `caller` ([`quota::caller_key`]): one of its connections,
-    /// and [`quota::UPGRADE_COST`] of its requests.
+    /// and [`quota::UPGRADE_COST`] of its requests. With `attach` (the upgrade's session
+    /// parameters, [`session::from_query`]) it is a session stream (PROTOCOL.md §14).
     pub fn open_client(
         &mut self,
         tenant: &str,
         path: &str,
         identity: Identity,
         caller: &str,
+        attach: Option<Attach>,
         now: u64,
     ) -> Result<StreamId, Refused> {
         // Clients that left count until their Close has gone: the backend still holds
@@ -313,6 +342,7 @@ impl Mux {
             replies: quota::Bucket::full(self.cfg.client_reply_bytes_per_sec, now),
             over_budget: false,
             on: None,
+            session: attach.map(session::Session::new),
         };
         let id = self.insert(tenant, Role::Client(client), now);
         self.clients += 1;
@@ -410,6 +440,9 @@ impl Mux {
         }
         match s.role {
             Role::Client(c) => {
+                if let Some(t) = c.session.and_then(|s| s.reattach_by) {
+                    self.reattach.remove(&(t, id));
+                }
                 self.clients = self.clients.saturating_sub(1);
                 if !s.detached {
                     self.attached_clients = self.attached_clients.saturating_sub(1);
@@ -443,7 +476,10 @@ impl Mux {
     }
 
     /// Queues one client WebSocket message (text or binary) for the backend, if the
-    /// client is within its rates (a burst of a second's worth, then the rate).
+    /// client is within its rates (a burst of a second's worth, then the rate). On a
+    /// session stream only binary envelopes a client sends are taken, and a `Ping` is
+    /// answered here instead of going upstream: an idle session client costs its
+    /// Durable Object nothing.
     pub fn handle_client_message(&mut self, id: StreamId, text: bool, payload: &[u8], now: u64) -> Result<(), Refused> {
         if payload.len() > self.cfg.max_message_bytes {
             return Err(Refused::TooLarge { size: payload.len(), limit: self.cfg.max_message_bytes });
@@ -453,6 +489,11 @@ impl Mux {
         let Some(Stream { role: Role::Client(client), detached: false, .. }) = self.streams.get_mut(&id) else {
             return Err(Refused::UnknownStream);
         };
+        let edge = match client.session {
+            None => session::FromClient::Forward,
+            Some(_) => session::from_client(text, payload).map_err(|why| Refused::BadEnvelope { why })?,
+        };
+        // Pings count against the client's rates too: answering a flood costs the isolate.
         let over = match client.messages.take(1, message_rate, burst_messages, now) {
             Err(ms) => Some(("messages", message_rate, ms)),
             Ok(()) => client
@@ -465,10 +506,29 @@ impl Mux {
             self.counters.rate_limited += 1;
             return Err(Refused::RateLimited { what, limit, retry_after_ms });
         }
+        if edge == session::FromClient::Ping {
+            self.answer_at_edge(id, protocol::session::pong_for(payload));
+            return Ok(());
+        }
         self.enqueue(id, Out::Data { text, payload: payload.to_vec() }, false, false, now)?;
         self.counters.messages_up += 1;
         self.counters.bytes_up += payload.len() as u64;
         Ok(())
+    }
+
+    /// Hands a session client the `Pong` for its `Ping`, behind what it was already owed.
+    /// Not a backend message: it is counted in `edge_pongs` only, and not against the
+    /// reply budget (it is no larger than the ping, which the client's own rates bound).
+    fn answer_at_edge(&mut self, id: StreamId, pong: Vec<u8>) {
+        let Some(stream) = self.streams.get_mut(&id).filter(|s| !s.detached) else { return };
+        if matches!(&stream.role, Role::Client(c) if c.over_budget) {
+            return;
+        }
+        if stream.inbox.is_empty() {
+            self.actions.push_back(Action::WakeStream(id));
+        }
+        stream.inbox.push_back(Delivery::Binary(pong));
+        self.counters.edge_pongs += 1;
     }
 
     /// The client side of a stream is gone (WebSocket closed, HTTP request finished or
@@ -617,6 +677,10 @@ impl Mux {
             self.counters.messages_down += 1;
             self.counters.bytes_down += len as u64;
         }
+        if let (Delivery::Binary(b), Role::Client(Client { session: Some(s), .. })) = (&d, &mut stream.role) {
+            // Passed on: a re-open attaches after it (PROTOCOL.md §14.3).
+            s.passed_on(b);
+        }
         if stream.inbox.is_empty() {
             self.actions.push_back(Action::WakeStream(id));
         }
@@ -699,6 +763,8 @@ mod limit_tests;
 mod owner_tests;
 #[cfg(test)]
 mod pool_tests;
+#[cfg(test)]
+mod session_tests;
 #[cfg(test)]
 mod sim;
 #[cfg(test)]

@@ -12,6 +12,10 @@
 //!    reply owed on the old connection has arrived. Client streams are re-opened on the new
 //!    one (an `Open` before their held frames), and the old one is closed with 1000.
 //!    Nothing in flight is lost.
+//!
+//! A connection lost outright ends what depended on it ([`Mux::link_lost`]), except
+//! session streams (PROTOCOL.md §14.3): they are re-opened on the next connection like
+//! streams after a barrier, for at most [`crate::Config::reattach_ms`].
 
 use protocol::StreamId;
 
@@ -94,6 +98,8 @@ impl Mux {
             link.conn = Conn::Up { id, owner };
             link.handovers += 1;
             link.pending_since = None;
+            // The idle check's clock starts with the new socket.
+            link.last_heard = now;
             self.counters.handovers += 1;
             self.actions.push_back(Action::WakeUpstream(old));
             self.became_sendable(&tenant, now);
@@ -116,6 +122,7 @@ impl Mux {
         link.retry_at = None;
         link.unanswered_since = None;
         link.heartbeat_sent = None;
+        link.last_heard = now;
         self.counters.backend_connects += 1;
         self.became_sendable(&tenant, now);
         true
@@ -133,12 +140,14 @@ impl Mux {
             .iter()
             .filter(|(_, s)| s.tenant == tenant)
             .filter_map(|(sid, s)| match &s.role {
-                Role::Client(c) if c.on == Some(id) => Some((*sid, s.detached)),
+                // A departed session client's Close still matters: it may end the session
+                // (a client that left on purpose), which the old socket's end would not.
+                Role::Client(c) if c.on == Some(id) => Some((*sid, s.detached && c.session.is_none())),
                 _ => None,
             })
             .collect();
-        for (sid, detached) in reopen {
-            if detached {
+        for (sid, gone) in reopen {
+            if gone {
                 // Its entry ends with the old session; what it still queued (its Close)
                 // is for nobody.
                 self.forget(sid, now);
@@ -187,6 +196,7 @@ impl Mux {
         link.pending_since = None;
         link.unanswered_since = None;
         link.heartbeat_sent = None;
+        link.probes_out.clear();
         self.counters.retirements += 1;
         self.actions.push_back(Action::WakeUpstream(id));
     }
@@ -200,15 +210,19 @@ impl Mux {
     /// Connection `id` is lost. Every stream that depended on it learns its fate: a client
     /// gets close 1012 (its in-flight messages may be lost), an HTTP request that left on
     /// it a 502 saying its fate is unknown, and a request that never left goes to the
-    /// backend directly ([`Delivery::Fallback`]). Nothing waits forever. A failed
-    /// successor changes nothing; a current connection lost during a hand-over leaves
-    /// the successor as the attempt everyone waits for.
+    /// backend directly ([`Delivery::Fallback`]). A session client keeps its WebSocket and
+    /// waits, at most [`crate::Config::reattach_ms`], to be re-opened on the next
+    /// connection. Nothing waits forever. A failed successor changes nothing; a current
+    /// connection lost during a hand-over leaves the successor as the attempt everyone
+    /// waits for.
     pub(crate) fn link_lost(&mut self, id: UpstreamId, why: &str, now: u64) {
         let Some(tenant) = self.link_of(id) else { return };
         self.counters.errors += 1;
         self.log(format!("tenant {tenant}: {id}: {why}"));
         let Some(link) = self.links.get_mut(&tenant) else { return };
         link.errors += 1;
+        // Its pings will never be answered.
+        link.probes_out.retain(|(on, _)| *on != id);
         if link.successor.is_some_and(|s| s.id == id) {
             link.successor = None;
             return;
@@ -225,7 +239,8 @@ impl Mux {
             Some(s) => Conn::Connecting { id: s.id, owner: s.owner, since: s.since },
             None => Conn::Down,
         };
-        link.control.clear();
+        link.pongs.clear();
+        link.probes_due.clear();
         link.pending_since = None;
         link.unanswered_since = None;
         link.heartbeat_sent = None;
@@ -243,7 +258,8 @@ impl Mux {
     }
 
     /// Tells every stream of `tenant` carried by `id` that it is gone. With `current`,
-    /// streams not yet on any connection (queued) are affected too.
+    /// streams not yet on any connection (queued) are affected too. Session streams stay
+    /// ([`Mux::keep_for_reattach`]).
     fn fail_streams(&mut self, tenant: &str, id: UpstreamId, why: &str, current: bool, now: u64) {
         let ids: Vec<StreamId> = self.streams.iter().filter(|(_, s)| s.tenant == tenant).map(|(k, _)| *k).collect();
         for sid in ids {
@@ -252,9 +268,10 @@ impl Mux {
                 Role::Client(c) => c.on == Some(id) || (current && c.on.is_none()),
                 Role::Request(p) => p.sent.is_some_and(|(on, _)| on == id) || (current && p.sent.is_none()),
             };
-            if !affected {
+            if !affected || self.keep_for_reattach(sid, now) {
                 continue;
             }
+            let Some(stream) = self.streams.get_mut(&sid) else { continue };
             // A request still queued never reached the backend: it can go directly.
             let fallback = stream.take_unsent_request();
             self.queued_bytes -= stream.outbox_bytes;
@@ -285,6 +302,62 @@ impl Mux {
         if let Some(link) = self.links.get_mut(tenant) {
             link.ready.retain(|sid| streams.get(sid).is_some_and(|s| !s.outbox.is_empty()));
         }
+    }
+
+    /// A session stream whose connection was lost (PROTOCOL.md §14.3) stays: its client
+    /// keeps its WebSocket, what it queued and has not sent stays queued, and it is
+    /// re-opened (an `Open` in front, attaching at the position it has) on the next
+    /// connection, as after a hand-over's barrier. What went out on the lost connection is
+    /// gone; the client sends it again after the backend's `Welcome`. A departed client's
+    /// stream stays too while it holds its `Close`, which may end the session. From the
+    /// first loss it waits [`crate::Config::reattach_ms`] at most. Returns false for any
+    /// other stream, which then fails as usual.
+    fn keep_for_reattach(&mut self, sid: StreamId, now: u64) -> bool {
+        let wait = self.cfg.reattach_ms;
+        let Some(stream) = self.streams.get_mut(&sid) else { return false };
+        let queued = !stream.outbox.is_empty();
+        let detached = stream.detached;
+        let Role::Client(c) = &mut stream.role else { return false };
+        let Some(session) = c.session.as_mut() else { return false };
+        if wait == 0 || (detached && !queued) {
+            return false;
+        }
+        if session.reattach_by.is_none() {
+            let by = now.saturating_add(wait);
+            session.reattach_by = Some(by);
+            self.reattach.insert((by, sid));
+        }
+        // Its Open went out on the lost connection: a new one goes first. (Otherwise it is
+        // still in front of its queue.)
+        if c.on.take().is_some() {
+            let _ = self.enqueue(sid, Out::Open, true, true, now);
+        }
+        true
+    }
+
+    /// A session stream waited [`crate::Config::reattach_ms`] for a new connection in vain
+    /// (it is due at `at`): its client is closed 1012, as a plain client is at once, and
+    /// what it queued is dropped.
+    pub(crate) fn reattach_expired(&mut self, sid: StreamId, at: u64, now: u64) {
+        let wait = self.cfg.reattach_ms;
+        let Some(stream) = self.streams.get_mut(&sid) else { return };
+        let Role::Client(c) = &mut stream.role else { return };
+        let Some(session) = c.session.as_mut().filter(|s| s.reattach_by == Some(at)) else { return };
+        session.reattach_by = None;
+        self.queued_bytes -= stream.outbox_bytes;
+        stream.outbox.clear();
+        stream.outbox_bytes = 0;
+        let (tenant, detached) = (stream.tenant.clone(), stream.detached);
+        if let Some(link) = self.links.get_mut(&tenant) {
+            link.ready.retain(|r| *r != sid);
+        }
+        self.counters.reattach_timeouts += 1;
+        if detached {
+            self.forget(sid, now);
+            return;
+        }
+        let detail = format!("no upstream to re-attach the session on within REATTACH_MS = {wait} ms");
+        self.deliver(sid, Delivery::Aborted { code: 1012, reason: "upstream lost; reconnect", detail }, now);
     }
 
     fn next_random(&mut self) -> u64 {

@@ -6,7 +6,7 @@ use crate::sim::{rpc, who, Sim};
 
 fn open(sim: &mut Sim, caller: &str) -> Result<StreamId, Refused> {
     let now = sim.now;
-    sim.mux.open_client("t", "/echo", who(), caller, now)
+    sim.mux.open_client("t", "/echo", who(), caller, None, now)
 }
 
 #[test]
@@ -144,7 +144,7 @@ fn one_tenant_carries_at_most_the_backend_sessions_stream_limit() {
     }
     assert_eq!(open(&mut sim, "sub:a"), Err(Refused::TooManyStreams));
     let now = sim.now;
-    assert!(sim.mux.open_client("u", "/echo", who(), "sub:a", now).is_ok(), "another tenant has its own session");
+    assert!(sim.mux.open_client("u", "/echo", who(), "sub:a", None, now).is_ok(), "another tenant has its own session");
 }
 
 /// Small requests that ask for large replies: past its reply budget a client is sent

@@ -136,50 +136,51 @@ pub(crate) struct Drain {
     pub started: u64,
 }
 
-/// What a session-level `Ping` is for; its payload says it, so the `Pong` is matched.
+/// The purpose byte of the hand-over barrier's `Ping` (PROTOCOL.md §5.3). Bytes 2 and
+/// 3 were the heartbeat's and keep-warm's binary pings, which are text pings now.
+const BARRIER: u8 = 1;
+
+/// The barrier `Ping`'s payload: the purpose, then the connection it is sent on, so its
+/// `Pong` is matched to that connection.
+pub(crate) fn barrier_token(on: UpstreamId) -> [u8; 9] {
+    let mut t = [BARRIER; 9];
+    for (to, from) in t.iter_mut().skip(1).zip(on.0.to_be_bytes()) {
+        *to = from;
+    }
+    t
+}
+
+/// Whether a `Pong` on `on` answers that connection's barrier.
+pub(crate) fn is_barrier_pong(payload: &[u8], on: UpstreamId) -> bool {
+    payload == barrier_token(on)
+}
+
+/// The text message of a probe, and its answer. Backends set the runtime's
+/// auto-response for it (`setWebSocketAutoResponse`), which answers without waking (or
+/// billing) a hibernating Durable Object. The hand-over barrier cannot be one: the
+/// auto-response is not ordered after the object's replies (PROTOCOL.md §5.2).
+pub(crate) const PROBE_PING: &str = "ping";
+/// See [`PROBE_PING`].
+pub(crate) const PROBE_PONG: &str = "pong";
+
+/// Why a text `ping` went out on an upstream. The runtime answers a socket's pings in
+/// order, so each `pong` answers the oldest ping still out on its connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum PingKind {
-    /// The drain barrier of a hand-over.
-    Barrier = 1,
-    /// The heartbeat: is a silent backend still there?
-    Heartbeat = 2,
-    /// A keep-warm ping from the scheduled handler.
-    Warm = 3,
+pub(crate) enum Probe {
+    /// Something sent has had no message back for [`crate::Config::heartbeat_ms`].
+    Heartbeat,
+    /// Nothing has arrived for [`crate::Config::upstream_keepalive_ms`].
+    Keepalive,
+    /// A keep-warm round's ping.
+    Warm,
 }
 
-impl PingKind {
-    /// The ping's payload: its kind, then the connection it was sent on.
-    pub fn token(self, on: UpstreamId) -> [u8; 9] {
-        let mut t = [self as u8; 9];
-        for (to, from) in t.iter_mut().skip(1).zip(on.0.to_be_bytes()) {
-            *to = from;
-        }
-        t
-    }
-
-    /// Which ping a `Pong` on `on` answers, if it is one of ours for that connection.
-    pub fn of_pong(payload: &[u8], on: UpstreamId) -> Option<PingKind> {
-        let (&kind, rest) = payload.split_first()?;
-        if rest != on.0.to_be_bytes() {
-            return None;
-        }
-        match kind {
-            1 => Some(PingKind::Barrier),
-            2 => Some(PingKind::Heartbeat),
-            3 => Some(PingKind::Warm),
-            _ => None,
-        }
-    }
-}
-
-/// A session-level frame waiting to be sent (before any stream's frames).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Control {
-    /// Answer to the backend's `Ping`.
-    Pong(Vec<u8>),
-    /// One of our pings; its token is made at transmit time, for the connection it goes on.
-    Ping(PingKind),
-}
+/// Pings remembered per link as out and unanswered: one heartbeat or idle check at a
+/// time and a keep-warm round's per minute, answered within seconds, keep it short; a
+/// backend that answers none with the heartbeat off would grow it a round at a time, so
+/// past this the oldest is forgotten (its `pong` is then taken for a later ping's, which
+/// only a keep-warm count could notice).
+pub(crate) const MAX_PROBES_OUT: usize = 16;
 
 /// Round trips of one link, newest last.
 pub(crate) const LINK_RTT_SAMPLES: usize = 64;
@@ -193,8 +194,12 @@ pub(crate) struct Link {
     pub drain: Option<Drain>,
     /// Streams with frames queued, in round-robin order (each at most once).
     pub ready: VecDeque<StreamId>,
-    /// Session-level frames, sent before stream frames.
-    pub control: VecDeque<Control>,
+    /// Answers to the backend's `Ping`s, sent before stream frames.
+    pub pongs: VecDeque<Vec<u8>>,
+    /// Text pings to send on the current connection, before anything else.
+    pub probes_due: VecDeque<Probe>,
+    /// Text pings sent and not answered yet, oldest first, with their connection.
+    pub probes_out: VecDeque<(UpstreamId, Probe)>,
     /// Client streams on this link, counting those whose `Close` has not left yet: the
     /// backend session still holds their entry.
     pub clients: usize,
@@ -214,8 +219,11 @@ pub(crate) struct Link {
     pub pending_since: Option<u64>,
     /// Since when something sent has had no message back (the heartbeat's clock).
     pub unanswered_since: Option<u64>,
-    /// A heartbeat ping is out since then.
-    pub heartbeat_sent: Option<u64>,
+    /// A heartbeat or idle-check ping is out since then: any message ends the wait.
+    pub heartbeat_sent: Option<(u64, Probe)>,
+    /// When a connection of the link last came up or received anything (the idle
+    /// check's clock).
+    pub last_heard: u64,
     /// The pump was told to wake and has not polled since.
     pub wake_sent: bool,
     /// It has been up before (so coming up again is a reconnect).
@@ -234,7 +242,9 @@ impl Link {
             successor: None,
             drain: None,
             ready: VecDeque::new(),
-            control: VecDeque::new(),
+            pongs: VecDeque::new(),
+            probes_due: VecDeque::new(),
+            probes_out: VecDeque::new(),
             clients: 0,
             requests: 0,
             last_used: now,
@@ -245,6 +255,7 @@ impl Link {
             pending_since: None,
             unanswered_since: None,
             heartbeat_sent: None,
+            last_heard: now,
             wake_sent: false,
             ever_up: false,
             rtt: VecDeque::new(),

@@ -5,7 +5,7 @@
 //! [`crate::Config::upstream_idle_ms`]. Also here: keep-warm rounds and the per-upstream
 //! view in `/__stats`.
 
-use crate::link::{Conn, Control, Link, OwnerKind, PingKind};
+use crate::link::{Conn, Link, OwnerKind, Probe};
 use crate::{Action, Mux, Refused};
 
 /// Upstreams listed one by one in `/__stats` (the most recently used first): the
@@ -84,7 +84,9 @@ impl Mux {
     /// A keep-warm round (the scheduled handler): pings the tenants of
     /// [`crate::Config::keep_warm_tenants`] (opening their upstreams if needed) and this
     /// isolate's [`crate::Config::keep_warm_hottest`] most used upstreams since the last
-    /// round. Returns the pings queued; answers are counted in `keep_warm_pongs`.
+    /// round. Returns the pings queued; answers are counted in `keep_warm_pongs`. The
+    /// pings are text `ping`s, answered by the backend's runtime: the round keeps the
+    /// connections, without waking a hibernating Durable Object.
     pub fn handle_keep_warm(&mut self, now: u64) -> u64 {
         let mut hot: Vec<(u64, String)> =
             self.links.values().filter(|l| l.recent_uses > 0).map(|l| (l.recent_uses, l.tenant.clone())).collect();
@@ -110,7 +112,7 @@ impl Mux {
             }
             let Some(link) = self.links.get_mut(&tenant) else { continue };
             link.warm_until = link.warm_until.max(window);
-            self.queue_control(&tenant, Control::Ping(PingKind::Warm), now);
+            self.queue_probe(&tenant, Probe::Warm, now);
             pinged += 1;
         }
         self.counters.keep_warm_pings += pinged;

@@ -2,7 +2,9 @@
 //! real backend object core of each tenant (`snippet_proxy_do::Object` running
 //! backend-do's app), on a simulated clock.
 //! Every upstream message is handed over synchronously; time moves only when a test
-//! says so.
+//! says so. A text `ping` on an upstream is answered `pong` by the simulated runtime
+//! itself (the backends' auto-response), without reaching the object, unless the
+//! backend is stalled: a busy object's runtime answers nothing (RUNTIME.md §17).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -63,6 +65,10 @@ pub(crate) struct Sim {
     pub logs: Vec<String>,
     /// Frames in each message the backends received.
     pub frames_seen: Vec<usize>,
+    /// Every binary message the backends received (stalled ones too), in order.
+    pub received: Vec<(UpstreamId, Vec<u8>)>,
+    /// Every text message the backends received (stalled ones too), in order.
+    pub texts_seen: Vec<(UpstreamId, String)>,
 }
 
 /// A caller allowed on every tenant, whose grant never ends.
@@ -100,12 +106,27 @@ impl Sim {
             dead: HashSet::new(),
             logs: Vec::new(),
             frames_seen: Vec::new(),
+            received: Vec::new(),
+            texts_seen: Vec::new(),
         }
     }
 
     pub fn client(&mut self, tenant: &str, path: &str) -> StreamId {
         let now = self.now;
-        self.mux.open_client(tenant, path, who(), "sub:u", now).expect("open")
+        self.mux.open_client(tenant, path, who(), "sub:u", None, now).expect("open")
+    }
+
+    /// A client of the client library: a session stream attaching at `received`.
+    pub fn session_client(&mut self, tenant: &str, path: &str, session: SessionId, received: u64) -> StreamId {
+        let now = self.now;
+        let attach = Some(Attach { session, received });
+        self.mux.open_client(tenant, path, who(), "sub:u", attach, now).expect("open")
+    }
+
+    /// A client's binary message.
+    pub fn send_binary(&mut self, id: StreamId, bytes: &[u8]) {
+        let now = self.now;
+        self.mux.handle_client_message(id, false, bytes, now).expect("send");
     }
 
     pub fn send(&mut self, id: StreamId, text: &str) {
@@ -301,6 +322,7 @@ impl Sim {
                             break;
                         }
                         Transmit::Message(msg) => self.backend_receives(id, &msg),
+                        Transmit::Text(text) => self.backend_receives_text(id, text),
                     }
                 }
             }
@@ -318,9 +340,67 @@ impl Sim {
         }
     }
 
+    /// A text message reaches the backend's runtime: `ping` is answered by its
+    /// auto-response (not when the object is busy); anything else goes to the object.
+    fn backend_receives_text(&mut self, id: UpstreamId, text: &str) {
+        self.texts_seen.push((id, text.to_owned()));
+        let Some(sock) = self.sockets.get(&id) else { return };
+        if self.stalled.contains(&sock.tenant) || self.stalled_sockets.contains(&id) {
+            return;
+        }
+        let now = self.now;
+        if text == "ping" {
+            self.mux.handle_upstream_text(id, b"pong", now);
+            return;
+        }
+        let (tenant, at_object) = (sock.tenant.clone(), sock.at_object);
+        if let Some(object) = self.objects.get_mut(&tenant) {
+            object.handle_message(at_object, text.as_bytes(), now);
+        }
+        self.object_sends(&tenant);
+    }
+
+    /// The `Open`s the backends received for stream `id`, in order, with their socket.
+    pub fn opens_of(&self, id: StreamId) -> Vec<(UpstreamId, Open)> {
+        let mut out = Vec::new();
+        for (up, msg) in &self.received {
+            for f in protocol::decode_message(msg).expect("version").map(|f| f.expect("frame")) {
+                if f.kind == protocol::FrameKind::Open && f.stream == id {
+                    out.push((*up, Open::decode(f.payload).expect("open")));
+                }
+            }
+        }
+        out
+    }
+
+    /// The frames the backends received for stream `id`, in order: (socket, kind, payload).
+    pub fn frames_of(&self, id: StreamId) -> Vec<(UpstreamId, protocol::FrameKind, Vec<u8>)> {
+        let mut out = Vec::new();
+        for (up, msg) in &self.received {
+            for f in protocol::decode_message(msg).expect("version").map(|f| f.expect("frame")) {
+                if f.stream == id {
+                    out.push((*up, f.kind, f.payload.to_vec()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Binary messages a stream received, in order.
+    pub fn binaries(&self, id: StreamId) -> Vec<Vec<u8>> {
+        let got = self.got.get(&id).map(Vec::as_slice).unwrap_or_default();
+        got.iter()
+            .filter_map(|d| match d {
+                Delivery::Binary(b) => Some(b.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn backend_receives(&mut self, id: UpstreamId, msg: &[u8]) {
         let frames = protocol::decode_message(msg).map(|f| f.count()).unwrap_or(0);
         self.frames_seen.push(frames);
+        self.received.push((id, msg.to_vec()));
         let Some(sock) = self.sockets.get(&id) else { return };
         if self.stalled.contains(&sock.tenant) || self.stalled_sockets.contains(&id) {
             return;

@@ -66,6 +66,14 @@ pub struct Counters {
     pub keep_warm_pings: u64,
     /// Keep-warm pings answered.
     pub keep_warm_pongs: u64,
-    /// Upstreams dropped because the backend did not answer a heartbeat.
+    /// Upstreams dropped because the backend did not answer a heartbeat or idle-check ping.
     pub heartbeat_failures: u64,
+    /// Text pings sent on upstreams (heartbeat, idle check, keep-warm).
+    pub upstream_pings: u64,
+    /// Session clients' pings answered by the snippet itself (never forwarded).
+    pub edge_pongs: u64,
+    /// Session streams re-opened on a new upstream after theirs was lost.
+    pub sessions_reattached: u64,
+    /// Session streams that waited `REATTACH_MS` for a new upstream in vain.
+    pub reattach_timeouts: u64,
 }

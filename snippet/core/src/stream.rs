@@ -8,6 +8,7 @@ use protocol::{encode_frame, Close, FrameKind, Identity, Open, Request, Response
 
 use crate::link::UpstreamId;
 use crate::quota;
+use crate::session::Session;
 
 /// A message for the client side of a stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +80,8 @@ pub(crate) struct Client {
     pub over_budget: bool,
     /// The connection its `Open` went out on (none while it waits to be sent).
     pub on: Option<UpstreamId>,
+    /// The session it carries, if its client asked for one (PROTOCOL.md §14).
+    pub session: Option<Session>,
 }
 
 /// An HTTP request's part of a stream.
@@ -103,7 +106,8 @@ pub(crate) enum Role {
 /// A frame waiting for the upstream, not yet encoded.
 #[derive(Debug)]
 pub(crate) enum Out {
-    /// The client's `Open` (from [`Client::path`] and [`Client::identity`]).
+    /// The client's `Open` (from [`Client::path`], [`Client::identity`] and, for a
+    /// session, its position when the frame is encoded).
     Open,
     /// A client message.
     Data { text: bool, payload: Vec<u8> },
@@ -118,7 +122,10 @@ pub(crate) enum Out {
 pub(crate) fn out_size(out: &Out, client: Option<&Client>) -> usize {
     const FIELDS: usize = 64;
     let payload = match out {
-        Out::Open => client.map_or(0, |c| c.path.len() + identity_size(&c.identity)),
+        Out::Open => client.map_or(0, |c| {
+            let attach = if c.session.is_some() { protocol::session::Attach::LEN } else { 0 };
+            c.path.len() + identity_size(&c.identity) + attach
+        }),
         Out::Data { payload, .. } => payload.len(),
         Out::Close(c) => 2 + c.reason.len(),
         Out::Request(r) => {
@@ -178,7 +185,8 @@ pub(crate) fn encode_out(msg: &mut Vec<u8>, id: StreamId, out: &Out, client: Opt
     let ok = match out {
         Out::Open => {
             let Some(c) = client else { return false };
-            let open = Open { path: c.path.clone(), identity: c.identity.clone(), attach: None };
+            let attach = c.session.as_ref().map(Session::attach);
+            let open = Open { path: c.path.clone(), identity: c.identity.clone(), attach };
             encode_frame(msg, FrameKind::Open, id, &open.encode())
         }
         Out::Data { text: true, payload } => encode_frame(msg, FrameKind::Text, id, payload),

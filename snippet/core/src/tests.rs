@@ -109,7 +109,7 @@ fn limits_refuse_with_typed_reasons() {
         Err(Refused::TooLarge { size: 11, limit: 10 })
     );
     let _b = sim.client("t", "/echo");
-    assert_eq!(sim.mux.open_client("t", "/echo", who(), "sub:u", now), Err(Refused::TooManyStreams));
+    assert_eq!(sim.mux.open_client("t", "/echo", who(), "sub:u", None, now), Err(Refused::TooManyStreams));
     assert!(matches!(sim.mux.open_request("t", rpc("{}"), now), Ok(Route::Stream(_))), "requests are not clients");
     // The Open frame is queued already: two more fit, the fourth frame does not.
     sim.send(a, "1");

@@ -1,8 +1,9 @@
 //! Every deadline of the core behind one pair: [`Mux::poll_timeout`] says when the next
 //! one falls, [`Mux::handle_timeout`] acts on whatever is due. Request timeouts and the
 //! collection of their replies, connect and hand-over bounds, the watchdog, the
-//! heartbeat, the drain barrier's bound, the end of a reconnect backoff, a bounded
-//! owner's lifetime and the idle TTL are all here.
+//! heartbeat and the idle check, the drain barrier's bound, the end of a reconnect
+//! backoff, a bounded owner's lifetime, the idle TTL and how long a session stream waits
+//! to be re-attached are all here.
 //!
 //! The invariant the glue relies on (the simulator asserts it after every step): after
 //! `handle_timeout(now)`, the next deadline is later than `now`, or there is none. Every
@@ -12,13 +13,13 @@
 
 use protocol::StreamId;
 
-use crate::link::{Conn, Control, Link, PingKind, UpstreamId};
+use crate::link::{Conn, Link, Probe, UpstreamId};
 use crate::stream::Role;
 use crate::{Action, Config, Delivery, Mux};
 
 /// When `link` next needs [`Mux::handle_timeout`], if ever.
 fn link_deadline(link: &Link, cfg: &Config) -> Option<u64> {
-    let (wd, hb) = (cfg.watchdog_ms, cfg.heartbeat_ms);
+    let (wd, hb, ka) = (cfg.watchdog_ms, cfg.heartbeat_ms, cfg.upstream_keepalive_ms);
     let mut at: Option<u64> = None;
     let mut consider = |t: Option<u64>| {
         if let Some(t) = t {
@@ -30,9 +31,16 @@ fn link_deadline(link: &Link, cfg: &Config) -> Option<u64> {
         Conn::Connecting { since, .. } => consider(Some(since.saturating_add(wd))),
         Conn::Up { owner, .. } => {
             consider(link.pending_since.map(|t| t.saturating_add(wd)));
-            if hb > 0 {
-                let answer_by = link.heartbeat_sent.map(|t| t.saturating_add(cfg.backend_busy_ms));
-                consider(answer_by.or(link.unanswered_since.map(|t| t.saturating_add(hb))));
+            match link.heartbeat_sent {
+                Some((t, _)) => consider(Some(t.saturating_add(cfg.backend_busy_ms))),
+                None => {
+                    if hb > 0 {
+                        consider(link.unanswered_since.map(|t| t.saturating_add(hb)));
+                    }
+                    if ka > 0 {
+                        consider(Some(link.last_heard.saturating_add(ka)));
+                    }
+                }
             }
             if owner.is_bounded() && !owner.expired && link.successor.is_none() && link.drain.is_none() {
                 consider(Some(owner.since.saturating_add(cfg.owner_lifetime_ms)));
@@ -52,9 +60,10 @@ impl Mux {
     pub fn poll_timeout(&self) -> Option<u64> {
         let wd = self.cfg.watchdog_ms;
         let requests = self.deadlines.first().map(|(t, _)| *t);
+        let reattach = self.reattach.first().map(|(t, _)| *t);
         let closing = self.closing.values().map(|(_, _, since)| since.saturating_add(wd));
         let links = self.links.values().filter_map(|l| link_deadline(l, &self.cfg));
-        requests.into_iter().chain(closing).chain(links).min()
+        requests.into_iter().chain(reattach).chain(closing).chain(links).min()
     }
 
     /// Acts on every deadline that has passed by `now`.
@@ -65,6 +74,13 @@ impl Mux {
             }
             self.deadlines.pop_first();
             self.expire_request(id, now);
+        }
+        while let Some(&(t, id)) = self.reattach.first() {
+            if t > now {
+                break;
+            }
+            self.reattach.pop_first();
+            self.reattach_expired(id, t, now);
         }
         // A pump told to close that never came: its context is gone.
         let wd = self.cfg.watchdog_ms;
@@ -172,25 +188,38 @@ impl Mux {
                     self.trip(id, &format!("watchdog: queued frames saw no send for {wd} ms"), now);
                     return true;
                 }
-                let silent_since = link.heartbeat_sent;
                 // A busy backend answers nothing until its event ends: it has BACKEND_BUSY_MS.
                 let busy = self.cfg.backend_busy_ms;
-                if hb > 0 && silent_since.is_some_and(|t| t.saturating_add(busy) <= now) {
+                if let Some((_, probe)) = link.heartbeat_sent.filter(|(t, _)| t.saturating_add(busy) <= now) {
                     self.counters.heartbeat_failures += 1;
-                    let why = format!(
-                        "heartbeat: no answer to a ping within BACKEND_BUSY_MS = {busy} ms while replies were owed"
-                    );
+                    let why = match probe {
+                        Probe::Keepalive => format!(
+                            "idle check: nothing from the backend for UPSTREAM_KEEPALIVE_MS = {} ms, and no answer \
+                             to a ping within BACKEND_BUSY_MS = {busy} ms",
+                            self.cfg.upstream_keepalive_ms
+                        ),
+                        Probe::Heartbeat | Probe::Warm => format!(
+                            "heartbeat: no answer to a ping within BACKEND_BUSY_MS = {busy} ms while replies were owed"
+                        ),
+                    };
                     self.end_upstream(id, 1011, "backend silent", &why, now);
                     return true;
                 }
-                if hb > 0
-                    && silent_since.is_none()
-                    && link.unanswered_since.is_some_and(|t| t.saturating_add(hb) <= now)
-                {
+                let ka = self.cfg.upstream_keepalive_ms;
+                let probe = if link.heartbeat_sent.is_some() {
+                    None
+                } else if hb > 0 && link.unanswered_since.is_some_and(|t| t.saturating_add(hb) <= now) {
+                    Some(Probe::Heartbeat)
+                } else if ka > 0 && link.last_heard.saturating_add(ka) <= now {
+                    Some(Probe::Keepalive)
+                } else {
+                    None
+                };
+                if let Some(probe) = probe {
                     if let Some(l) = self.links.get_mut(tenant) {
-                        l.heartbeat_sent = Some(now);
+                        l.heartbeat_sent = Some((now, probe));
                     }
-                    self.queue_control(tenant, Control::Ping(PingKind::Heartbeat), now);
+                    self.queue_probe(tenant, probe, now);
                     return true;
                 }
             }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use protocol::{Close, ErrorFrame, FrameKind, Response, StreamId};
 
-use crate::link::{Control, Link, PingKind, UpstreamId};
+use crate::link::{barrier_token, is_barrier_pong, Link, Probe, UpstreamId, MAX_PROBES_OUT, PROBE_PING, PROBE_PONG};
 use crate::stream::{encode_out, Out, Role, Stream};
 use crate::{Action, Delivery, Mux};
 
@@ -14,6 +14,9 @@ use crate::{Action, Delivery, Mux};
 pub enum Transmit {
     /// Send this as one binary WebSocket message.
     Message(Vec<u8>),
+    /// Send this as one text WebSocket message: a heartbeat, idle check or keep-warm
+    /// `ping`, which the backend's runtime answers with `pong` without waking the object.
+    Text(&'static str),
     /// Close the socket with this code and reason, and stop: the core is done with it.
     Close {
         /// WebSocket close code.
@@ -29,7 +32,7 @@ pub(crate) fn wants_transmit(link: &Link, streams: &HashMap<StreamId, Stream>) -
     if link.up().is_none() {
         return false;
     }
-    if !link.control.is_empty() {
+    if !link.pongs.is_empty() || !link.probes_due.is_empty() {
         return true;
     }
     if !link.held() {
@@ -66,27 +69,33 @@ impl Mux {
                 return None;
             }
             d.barrier_sent = true;
-            let token = PingKind::Barrier.token(id);
+            let token = barrier_token(id);
             return Some(Transmit::Message(protocol::single_frame_message(FrameKind::Ping, StreamId::SESSION, &token)));
         }
         if link.up().map(|(up, _)| up) != Some(id) || !wants_transmit(link, &self.streams) {
             return None;
         }
+        // A probe is a message of its own (text), sent first: it asks whether the
+        // connection is alive, and waits behind nothing.
+        if let Some(probe) = link.probes_due.pop_front() {
+            if link.probes_out.len() >= MAX_PROBES_OUT {
+                link.probes_out.pop_front();
+            }
+            link.probes_out.push_back((id, probe));
+            link.pending_since = wants_transmit(link, &self.streams).then_some(now);
+            self.counters.upstream_pings += 1;
+            return Some(Transmit::Text(PROBE_PING));
+        }
         let limit = if self.cfg.batching { self.cfg.max_batch_bytes } else { 0 };
         let mut msg = Vec::new();
         protocol::begin_message(&mut msg);
         let mut frames = 0u64;
-        while let Some(c) = link.control.front() {
-            let payload: Vec<u8> = match c {
-                Control::Pong(p) => p.clone(),
-                Control::Ping(kind) => kind.token(id).to_vec(),
-            };
+        while let Some(payload) = link.pongs.front() {
             if frames > 0 && msg.len() + protocol::frame_len(payload.len()) > limit {
                 break;
             }
-            let kind = if matches!(c, Control::Pong(_)) { FrameKind::Pong } else { FrameKind::Ping };
-            let _ = protocol::encode_frame(&mut msg, kind, StreamId::SESSION, &payload);
-            link.control.pop_front();
+            let _ = protocol::encode_frame(&mut msg, FrameKind::Pong, StreamId::SESSION, payload);
+            link.pongs.pop_front();
             frames += 1;
         }
         // Held streams keep their turn: set aside, then put back in front, in order.
@@ -122,7 +131,14 @@ impl Mux {
                 sent_data = true;
                 match (&mut stream.role, &out) {
                     (Role::Request(p), Out::Request(_)) => p.sent = Some((id, now)),
-                    (Role::Client(c), Out::Open) => c.on = Some(id),
+                    (Role::Client(c), Out::Open) => {
+                        c.on = Some(id);
+                        // A session that waited for a new upstream has one again.
+                        if let Some(t) = c.session.as_mut().and_then(|s| s.reattach_by.take()) {
+                            self.reattach.remove(&(t, sid));
+                            self.counters.sessions_reattached += 1;
+                        }
+                    }
                     _ => {}
                 }
             } else {
@@ -181,14 +197,36 @@ impl Mux {
         let Some(tenant) = self.link_of(id) else { return };
         self.counters.upstream_bytes_in += msg.len() as u64;
         self.counters.batches_received += 1;
-        if let Some(link) = self.links.get_mut(&tenant) {
-            // Anything heard proves the backend is there (the heartbeat's question); the
-            // clock restarts for requests still owed.
-            link.unanswered_since = (link.requests > 0).then_some(now);
-            link.heartbeat_sent = None;
-        }
+        self.heard(&tenant, now);
         if let Err(e) = self.route_frames(&tenant, id, msg, now) {
             self.end_upstream(id, 1002, "protocol error", &format!("malformed message from the backend: {e}"), now);
+        }
+    }
+
+    /// Feeds one text message received on upstream `id`. The runtime's `pong` answers a
+    /// probe ([`Transmit::Text`]); anything else is read as the bytes of a batch, as a
+    /// backend that sends text has always been read (PROTOCOL.md §1).
+    pub fn handle_upstream_text(&mut self, id: UpstreamId, text: &[u8], now: u64) {
+        if text != PROBE_PONG.as_bytes() {
+            return self.handle_upstream_message(id, text, now);
+        }
+        let Some(tenant) = self.link_of(id) else { return };
+        self.counters.upstream_bytes_in += text.len() as u64;
+        self.heard(&tenant, now);
+        let Some(link) = self.links.get_mut(&tenant) else { return };
+        let Some(at) = link.probes_out.iter().position(|(on, _)| *on == id) else { return };
+        if let Some((_, Probe::Warm)) = link.probes_out.remove(at) {
+            self.counters.keep_warm_pongs += 1;
+        }
+    }
+
+    /// Something arrived from `tenant`'s backend: it is there (the heartbeat's and the
+    /// idle check's question); the heartbeat's clock restarts for requests still owed.
+    fn heard(&mut self, tenant: &str, now: u64) {
+        if let Some(link) = self.links.get_mut(tenant) {
+            link.unanswered_since = (link.requests > 0).then_some(now);
+            link.heartbeat_sent = None;
+            link.last_heard = now;
         }
     }
 
@@ -203,6 +241,9 @@ impl Mux {
             let frame = frame?;
             self.counters.frames_received += 1;
             let delivery = match frame.kind {
+                // A session client reads envelopes, which are binary messages, whatever
+                // kind of frame the backend carried one in.
+                FrameKind::Text if self.is_session(frame.stream) => Delivery::Binary(frame.payload.to_vec()),
                 FrameKind::Text => match std::str::from_utf8(frame.payload) {
                     Ok(s) => Delivery::Text(s.to_owned()),
                     Err(_) => Delivery::Binary(frame.payload.to_vec()),
@@ -230,14 +271,12 @@ impl Mux {
                     self.stream_error(frame.stream, e)
                 }
                 FrameKind::Ping => {
-                    self.queue_control(tenant, Control::Pong(frame.payload.to_vec()), now);
+                    self.queue_pong(tenant, frame.payload.to_vec(), now);
                     continue;
                 }
                 FrameKind::Pong if frame.stream == StreamId::SESSION => {
-                    match crate::link::PingKind::of_pong(frame.payload, id) {
-                        Some(PingKind::Barrier) => self.barrier_returned(tenant, id, now),
-                        Some(PingKind::Warm) => self.counters.keep_warm_pongs += 1,
-                        Some(PingKind::Heartbeat) | None => {}
+                    if is_barrier_pong(frame.payload, id) {
+                        self.barrier_returned(tenant, id, now);
                     }
                     continue;
                 }
@@ -261,10 +300,18 @@ impl Mux {
         }
     }
 
-    /// Queues a session-level frame on `tenant`'s link and wakes its pump.
-    pub(crate) fn queue_control(&mut self, tenant: &str, c: Control, now: u64) {
+    /// Queues the answer to the backend's `Ping` on `tenant`'s link and wakes its pump.
+    fn queue_pong(&mut self, tenant: &str, payload: Vec<u8>, now: u64) {
         if let Some(link) = self.links.get_mut(tenant) {
-            link.control.push_back(c);
+            link.pongs.push_back(payload);
+        }
+        self.became_sendable(tenant, now);
+    }
+
+    /// Queues a text `ping` on `tenant`'s link and wakes its pump.
+    pub(crate) fn queue_probe(&mut self, tenant: &str, probe: Probe, now: u64) {
+        if let Some(link) = self.links.get_mut(tenant) {
+            link.probes_due.push_back(probe);
         }
         self.became_sendable(tenant, now);
     }

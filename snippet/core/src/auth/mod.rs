@@ -406,7 +406,7 @@ pub fn query_token(query: &str) -> Result<Option<String>, AuthError> {
 /// `application/x-www-form-urlencoded` decoding as the URL standard does it: `+` is a
 /// space, `%XX` a byte, a `%` without two hex digits stays as it is, and bytes that are
 /// not UTF-8 become U+FFFD.
-fn form_decode(s: &str) -> String {
+pub(crate) fn form_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let hex = |i: usize| bytes.get(i).and_then(|&c| char::from(c).to_digit(16));
     let mut out = Vec::with_capacity(bytes.len());
