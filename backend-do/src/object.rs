@@ -150,10 +150,8 @@ impl Database {
 
 impl DurableObject for Database {
     fn new(state: State, env: Env) -> Self {
-        // Heartbeats are answered by the runtime without waking the object.
-        if let Ok(pair) = WebSocketRequestResponsePair::new("ping", "pong") {
-            state.set_websocket_auto_response(&pair);
-        }
+        // The mux server sets the runtime's `ping` → `pong` auto-response, which also answers
+        // the heartbeats of the object's plain sockets without waking it.
         let raw = wasm_bindgen::JsValue::from(state._inner());
         // Bookkeeping lives in the KV store, which no SQL statement can reach.
         let storage = js_sys::Reflect::get(&raw, &"storage".into()).unwrap_or(wasm_bindgen::JsValue::UNDEFINED);

@@ -61,6 +61,11 @@ enum Slot<A: App> {
     Empty,
 }
 
+/// The text the snippet's liveness checks send, and the runtime's answer.
+pub const AUTO_PING: &str = "ping";
+/// See [`AUTO_PING`].
+pub const AUTO_PONG: &str = "pong";
+
 /// What the glue shares with its timer.
 struct Inner<A: App> {
     kv: Option<Kv>,
@@ -88,6 +93,12 @@ impl<A: App + 'static> MuxServer<A> {
         let storage = js_sys::Reflect::get(&raw, &"storage".into()).unwrap_or(JsValue::UNDEFINED);
         let kv = Kv::of(&storage).ok();
         let state = State::from(raw.unchecked_into::<worker::worker_sys::DurableObjectState>());
+        // The snippet checks an idle upstream, and its heartbeat, with a text `ping`
+        // (PROTOCOL.md §5.3): the runtime answers it without waking the object, and it
+        // is the object's only setting of its kind, so the server sets it for every app.
+        if let Ok(pair) = worker::WebSocketRequestResponsePair::new(AUTO_PING, AUTO_PONG) {
+            state.set_websocket_auto_response(&pair);
+        }
         let inner = Inner {
             kv,
             slot: RefCell::new(Slot::Asleep(app)),
