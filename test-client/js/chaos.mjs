@@ -7,8 +7,9 @@
 //   node test-client/js/chaos.mjs '<json options>'
 //
 // Options: { urls: [ws base of snippet A, of snippet B], token, tenant, writers,
-// listeners, publishEveryMs, writeEveryMs, runMs, silentAtMs, silentForMs, settleMs,
-// callTimeoutMs, heartbeatMs, heartbeatTimeoutMs }. Writers and listeners alternate
+// listeners, publishEveryMs, writeEveryMs, cycles, cycleMs, silentAtMs, settleMs,
+// callTimeoutMs, heartbeatMs, heartbeatTimeoutMs }: the load runs `cycles` × `cycleMs`,
+// and the relayed client is cut `silentAtMs` into each cycle. Writers and listeners alternate
 // between the two snippets; the publisher is on B, the silently cut client on A.
 
 import net from 'node:net'
@@ -132,9 +133,11 @@ async function main() {
       await sleep(o.writeEveryMs)
     }
   })
-  await sleep(o.silentAtMs)
-  log('cutting the relayed client silently:', cutRelay.cut(), 'connection(s)')
-  await sleep(o.runMs - o.silentAtMs)
+  for (let cycle = 0; cycle < o.cycles; cycle++) {
+    await sleep(o.silentAtMs)
+    log('cutting the relayed client silently:', cutRelay.cut(), 'connection(s)')
+    await sleep(o.cycleMs - o.silentAtMs)
+  }
   running = false
   await Promise.all([publishing, ...writing])
   log('load stopped; published', published, 'wrote', written.length)

@@ -42,9 +42,10 @@ pub struct BenchOpts {
     /// Also write BENCHMARKS.md at the repository root.
     #[arg(long)]
     pub markdown: bool,
-    /// Run one section only: `idp` (verification cost per algorithm, a key set's first
-    /// fetch). Its rows go to bench.json; BENCHMARKS.md is left alone.
-    #[arg(long, value_parser = ["idp"])]
+    /// Run one section only: `sessions` (what resumable sessions cost; idle clients'
+    /// wakes), or `idp` (verification cost per algorithm, a key set's first
+    /// fetch). Its rows go to bench-{section}.json; BENCHMARKS.md is left alone.
+    #[arg(long, value_parser = ["idp", "sessions"])]
     pub only: Option<String>,
 }
 
@@ -193,13 +194,22 @@ pub async fn run(opts: BenchOpts) -> Result<BenchReport> {
     let mut rows = Vec::new();
     let mut raw = serde_json::Map::new();
     let say = |s: &str| eprintln!("bench: {s}");
-    if opts.only.as_deref() == Some("idp") {
-        say("identity providers only: verification cost per algorithm");
+    if let Some(only) = opts.only.as_deref() {
         let stack = tokio::task::block_in_place(|| Stack::start(StackOpts::default()))?;
-        crate::bench_idp::run(&stack, &mut rows, &mut raw, opts.round_trips.min(300) as usize).await?;
+        match only {
+            "idp" => {
+                say("identity providers only: verification cost per algorithm");
+                crate::bench_idp::run(&stack, &mut rows, &mut raw, opts.round_trips.min(300) as usize).await?;
+            }
+            "sessions" => {
+                say("sessions only: their cost, and idle clients");
+                crate::bench_sessions::run(&stack, &mut rows, &mut raw, opts.round_trips).await?;
+            }
+            other => anyhow::bail!("--only {other}: use idp or sessions"),
+        }
         let report = BenchReport { machine: machine(), rows, raw: Value::Object(raw) };
         std::fs::create_dir_all(&opts.out)?;
-        std::fs::write(opts.out.join("bench-idp.json"), serde_json::to_string_pretty(&report)?)?;
+        std::fs::write(opts.out.join(format!("bench-{only}.json")), serde_json::to_string_pretty(&report)?)?;
         return Ok(report);
     }
 
