@@ -2,19 +2,25 @@
 // the options, the calls into the application's handlers, the registry of mux sockets (found
 // again from their attachments after a wake), and the life of each client stream (send,
 // close, attachment, forget). It also holds what happens when a socket goes away: its clients
-// close, or are parked for a hand-over and adopted by the snippet's new socket. The answering
-// of HTTP requests is here as well. Per-socket frame handling is in session.js, and storage
-// is in store.js. It is kept apart from server.js so that the public classes show only
-// their API.
+// close, or are parked for a hand-over and adopted by the snippet's new socket, and the
+// clients of resumable sessions (resumable.js), which outlive their connections. The wake
+// (what is restored from storage when a new instance first hears of anything) and the
+// timer (hand-over grace windows, session expiry) are here too, and the answering of HTTP
+// requests. Per-socket frame handling is in session.js, and storage is in store.js. It is
+// kept apart from server.js so that the public classes show only their API.
 
 import {
-  CLIENT_LOST, FrameKind, MAX_BATCH_BYTES, MAX_CLOSE_REASON, MAX_FRAME_PAYLOAD, MAX_SESSION_STREAMS, encodeClose,
-  isAllowedCloseCode, sendableCloseCode, toBytes, toHex, truncateUtf8,
+  CLIENT_LOST, FrameKind, MAX_BATCH_BYTES, MAX_CLOSE_REASON, MAX_FRAME_PAYLOAD, MAX_SESSION_STREAMS, SESSION_EXPIRED,
+  SESSION_MOVED, encodeClose, isAllowedCloseCode, sendableCloseCode, toBytes, toHex, truncateUtf8,
 } from './protocol.js'
 import { checkAdmission, isExpired, secondsOf } from './authz.js'
 import { after, isThenable } from './async.js'
 import { SOCKET_RE, StreamStore } from './store.js'
 import { Session } from './session.js'
+import { ResumableSessions } from './resumable.js'
+
+/** How the server's core is reached from the tests (not part of the package's API). */
+export const CORE = Symbol('snippet-proxy-server core')
 
 const encoder = new TextEncoder()
 const EMPTY = new Uint8Array(0)
@@ -61,7 +67,11 @@ export class Core {
     this.now = options.now ?? (() => Date.now())
     this.newSocketId = options.socketId ?? randomSocketId
     this.setTimer = options.setTimeout ?? ((fn, ms) => setTimeout(fn, ms))
-    this.store = new StreamStore(ctx?.storage?.kv ?? null, options.storagePrefix ?? 'mux/')
+    this.store = new StreamStore(ctx?.storage?.kv ?? null, options.storagePrefix ?? 'mux/', options.sessionPrefix ?? 'sess/')
+    this.resumable = new ResumableSessions(this)
+    this.awake = false // whether this instance has restored what it needs from storage
+    this.waking = undefined // while the wake's handlers settle: its promise
+    this.timerAt = null // when the armed timer fires (ms), if one is armed
     this.sessions = new Map() // socket id → Session, filled lazily after a wake
     this.gone = new Set() // sockets closed since this instance woke (the runtime may still list them)
     this.info = new WeakMap() // WebSocket → {socket, tenant} | null
@@ -69,7 +79,23 @@ export class Core {
     this.flushQueued = false
     this.deferred = []
     this.drainQueued = false
-    this.orphans = new Map() // stream id → [stream state] of a closed socket awaiting their hand-over
+    this.orphans = [] // stream states of a closed socket awaiting their hand-over (each with orphanUntil)
+    if (options.autoResponse !== false) this.setAutoResponse()
+  }
+
+  /**
+   * The runtime answers a text `ping` on any of the object's sockets with `pong`, without
+   * waking it: the snippet's heartbeat on a mux socket (and any direct socket's). The
+   * object has one auto-response; this sets it.
+   */
+  setAutoResponse() {
+    const ctx = this.ctx
+    if (typeof ctx?.setWebSocketAutoResponse !== 'function' || typeof WebSocketRequestResponsePair !== 'function') return
+    try {
+      ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair('ping', 'pong'))
+    } catch (e) {
+      this.report(e, 'setWebSocketAutoResponse')
+    }
   }
 
   nowSecs() {
@@ -211,15 +237,109 @@ export class Core {
       const info = this.muxInfo(ws)
       if (info) live.add(info.socket)
     }
+    let chain
     for (const [socket, session] of this.sessions) {
-      if (!live.has(socket)) this.drop(session, false)
+      if (!live.has(socket)) chain = after(chain, () => this.drop(session, false))
     }
     const dead = [...this.store.storedSockets()].filter((socket) => !live.has(socket))
-    for (const socket of dead) this.drop(this.load(socket, ''), false)
+    for (const socket of dead) chain = after(chain, () => this.drop(this.load(socket, ''), false))
+    return chain
+  }
+
+  /**
+   * The first event of this instance (PROTOCOL.md §8): the resumable sessions are read
+   * back from storage. One attached to a live socket goes back on it; one whose socket
+   * is gone is detached. Tables of sockets that died without a close event are swept,
+   * and sessions whose window is over end. Returns a promise if a handler did, and the
+   * same promise to every caller until it settles (so messages keep their order).
+   */
+  wake() {
+    if (this.awake) return this.waking
+    this.awake = true
+    const now = this.now()
+    const live = new Map()
+    for (const ws of this.ctx.getWebSockets(this.tag)) {
+      const info = this.muxInfo(ws)
+      if (info && !this.gone.has(info.socket)) live.set(info.socket, { info, ws })
+    }
+    const restored = this.resumable.restore(this.store.loadSessions(), (summary, meta) => {
+      const { origin, at } = summary
+      const stream = at ? at.stream : origin.stream
+      const st = this.newStream(null, stream, summary.service, summary.identity, summary.idBytes, `${origin.socket}:${origin.stream}`)
+      st.attachment = meta?.attachment
+      return st
+    })
+    for (const { rec, at } of restored) {
+      const where = at && live.get(at.socket)
+      if (where) {
+        const sock = this.session(where.info, where.ws)
+        rec.st.session = sock
+        sock.streams.set(at.stream, rec.st)
+      } else {
+        this.resumable.orphaned(rec, now)
+      }
+    }
+    const swept = this.sweep()
+    const r = after(after(swept, () => this.expireSessions(now)), () => this.finish())
+    if (!isThenable(r)) return undefined
+    this.waking = r.then(() => { this.waking = undefined })
+    return this.waking
+  }
+
+  // --- time ----------------------------------------------------------------------------
+
+  /** When the server next has something to do by itself (ms): a grace window or a session's window ends. */
+  nextTimeout() {
+    let next = this.resumable.nextExpiry()
+    for (const st of this.orphans) if (next === null || st.orphanUntil < next) next = st.orphanUntil
+    return next
+  }
+
+  /** Arms a timer for the next deadline, unless one fires by then already (do-server's glue does the same). */
+  arm() {
+    const due = this.nextTimeout()
+    if (due === null || (this.timerAt !== null && this.timerAt <= due)) return
+    this.timerAt = due
+    this.setTimer(() => {
+      if (this.timerAt === due) this.timerAt = null
+      return this.handleTimeout(Math.max(this.now(), due))
+    }, Math.max(0, due - this.now()))
+  }
+
+  /** Time passed: orphans of a hand-over that waited out their grace window close, and sessions nobody came back to end. */
+  handleTimeout(now) {
+    return after(this.wake(), () => {
+      const due = []
+      for (let i = 0; i < this.orphans.length;) {
+        if (this.orphans[i].orphanUntil <= now) due.push(...this.orphans.splice(i, 1))
+        else i++
+      }
+      const lost = this.closeAll(due)
+      return after(after(lost, () => this.expireSessions(now)), () => this.finish())
+    })
+  }
+
+  /** Ends the sessions whose window is over: their clients close for the app (SESSION_EXPIRED). */
+  expireSessions(now) {
+    let chain
+    for (const rec of this.resumable.expired(now)) {
+      chain = after(chain, () => {
+        if (rec.ended) return undefined
+        this.resumable.counters.expired++
+        return this.end(rec.st, SESSION_EXPIRED.code, SESSION_EXPIRED.reason, false)
+      })
+    }
+    return chain
+  }
+
+  /** The end of an input: the sessions' Acks and summaries, every socket's replies, the timer. */
+  finish() {
+    this.flushAll()
   }
 
   /** Takes on a newly upgraded mux socket for `tenant`: hibernatable, tagged, with its own table. */
   register(ws, tenant) {
+    this.wake()
     this.ctx.acceptWebSocket(ws, [this.tag])
     this.sweep()
     const socket = this.newSocketId()
@@ -229,13 +349,26 @@ export class Core {
     const session = new Session(this, socket, tenant)
     session.ws = ws
     this.sessions.set(socket, session)
+    this.finish()
   }
 
   message(ws, message) {
     const info = this.muxInfo(ws)
     if (!info) return false
-    if (this.gone.has(info.socket)) return true
-    return this.session(info, ws).receive(message)
+    if (message === 'ping') {
+      // The snippet's heartbeat, when the runtime's auto-response did not answer it (the
+      // object set another): answered here, so the upstream is not taken for a broken one.
+      try {
+        ws.send('pong')
+      } catch {
+        // closing
+      }
+      return true
+    }
+    return after(this.wake(), () => {
+      if (this.gone.has(info.socket)) return true
+      return this.session(info, ws).receive(message)
+    })
   }
 
   scheduleFlush() {
@@ -247,12 +380,15 @@ export class Core {
     })
   }
 
+  /** Sends what every socket not busy with a message has queued, after the sessions' Acks; stores the sessions; arms the timer. */
   flushAll() {
+    this.resumable.finishInput()
     for (const s of this.dirty) {
       if (s.busy) continue
       this.dirty.delete(s)
       s.flush()
     }
+    this.arm()
   }
 
   // --- requests ------------------------------------------------------------------------
@@ -297,7 +433,12 @@ export class Core {
 
   // --- streams -------------------------------------------------------------------------
 
-  newStream(session, stream, service, identity, idBytes) {
+  /**
+   * A client's state. `session` is its mux socket (null for a session's client that is
+   * detached); `id` defaults to `{socket}:{stream}`. `resume` is its session's record
+   * (resumable.js), for a client of the client library.
+   */
+  newStream(session, stream, service, identity, idBytes, id = `${session.id}:${stream}`) {
     const st = {
       core: this,
       session,
@@ -306,24 +447,63 @@ export class Core {
       identity,
       idBytes,
       publicIdentity: publicIdentity(identity),
-      id: `${session.id}:${stream}`,
+      id,
       attachment: undefined,
       hasMeta: false,
       open: true,
       client: null,
+      resume: null,
+      orphanUntil: 0,
     }
     st.client = this.newClient(st)
     return st
   }
 
-  /** Removes a stream from its table and storage; sends nothing. */
+  /** A session's client came back with a (maybe renewed) identity. */
+  setIdentity(st, identity, idBytes) {
+    st.identity = identity
+    st.idBytes = idBytes
+    st.publicIdentity = publicIdentity(identity)
+  }
+
+  /** The client ends: it leaves its table and storage, and its session (if any) ends. Sends nothing. */
   forget(st) {
     if (!st.open) return
     st.open = false
     const session = st.session
-    if (session.streams.get(st.stream) === st) {
+    if (session && session.streams.get(st.stream) === st) {
       session.streams.delete(st.stream)
-      if (!session.closed) this.store.unpersist(session.id, st)
+      if (!session.closed && !st.resume) this.store.unpersist(session.id, st)
+    }
+    if (st.resume) this.resumable.end(st.resume)
+  }
+
+  /** A client ends for the application: forgotten, then onClose. */
+  end(st, code, reason, wasClean) {
+    this.forget(st)
+    return this.call('onClose', [st.client, code, reason, wasClean])
+  }
+
+  /** A session's client leaves its stream (detached, or attached elsewhere next); it stays the app's client. */
+  unplace(st) {
+    const session = st.session
+    if (session && session.streams.get(st.stream) === st) session.streams.delete(st.stream)
+    st.session = null
+  }
+
+  /**
+   * A session moved off the stream its client is on: the stream is forgotten, and told
+   * so (Close session.moved) unless its socket is handing over (its streams are
+   * re-opened elsewhere).
+   */
+  leave(st) {
+    const sock = st.session
+    const stream = st.stream
+    if (!sock) return
+    this.unplace(st)
+    const handingOver = sock.barrierAt && this.now() - sock.barrierAt <= HANDOVER_WINDOW_MS
+    if (!sock.closed && !handingOver) {
+      sock.enqueue(FrameKind.Close, stream, encodeClose({ code: SESSION_MOVED.code, reason: SESSION_MOVED.reason }))
     }
   }
 
@@ -338,6 +518,12 @@ export class Core {
       kind = FrameKind.Binary
       payload = toBytes(data).slice()
     }
+    if (st.resume) {
+      // Numbered and kept; sent now if the session is attached, else when it resumes.
+      this.resumable.send(st.resume, kind === FrameKind.Text, payload, this.now())
+      this.scheduleFlush()
+      return
+    }
     st.session.enqueue(kind, st.stream, payload)
   }
 
@@ -345,38 +531,70 @@ export class Core {
     if (!st.open) return
     if (!isAllowedCloseCode(code)) throw new RangeError(`close code ${code} is not one a client may be closed with`)
     const text = new TextDecoder().decode(truncateUtf8(String(reason ?? ''), MAX_CLOSE_REASON))
-    // The snippet closes the client and sends nothing back: the stream ends here.
-    st.session.enqueue(FrameKind.Close, st.stream, encodeClose({ code, reason: text }))
+    // The snippet closes the client and sends nothing back: the stream ends here. A
+    // session's client whose connection is down just ends.
+    if (st.session) st.session.enqueue(FrameKind.Close, st.stream, encodeClose({ code, reason: text }))
     this.forget(st)
     this.defer(() => this.call('onClose', [st.client, code, text, true]))
   }
 
   setAttachment(st, value) {
     st.attachment = value === undefined ? undefined : structuredClone(value)
-    if (st.open && !st.session.closed) this.store.persist(st)
+    if (!st.open) return
+    if (st.resume) this.store.saveSessionMeta(st.resume.id, st.attachment)
+    else if (!st.session.closed) this.store.persist(st)
   }
 
+  /** Every client: those on live sockets, then sessions' clients whose connection is down. */
   clients() {
+    this.wake()
     const out = []
     for (const s of this.liveSessions()) for (const st of s.streams.values()) out.push(st.client)
+    for (const rec of this.resumable.detached()) out.push(rec.st.client)
     return out
   }
 
   broadcast(data, filter) {
+    this.wake()
     const text = typeof data === 'string'
     const payload = text ? encoder.encode(data) : toBytes(data).slice()
     if (payload.byteLength > MAX_FRAME_PAYLOAD) return 0
     const kind = text ? FrameKind.Text : FrameKind.Binary
     const now = this.nowSecs()
+    const ms = this.now()
+    const reaches = (st) => st.open && !isExpired(st.identity, now) && (!filter || filter(st.client))
     let n = 0
     for (const s of this.liveSessions()) {
       for (const st of s.streams.values()) {
-        if (isExpired(st.identity, now)) continue
-        if (filter && !filter(st.client)) continue
-        if (s.enqueue(kind, st.stream, payload)) n++
+        if (!reaches(st)) continue
+        if (st.resume) {
+          this.resumable.send(st.resume, text, payload, ms)
+          n++
+        } else if (s.enqueue(kind, st.stream, payload)) {
+          n++
+        }
       }
     }
+    // Clients whose connection dropped: kept for when they come back.
+    for (const rec of this.resumable.detached()) {
+      if (!reaches(rec.st)) continue
+      this.resumable.send(rec, text, payload, ms)
+      n++
+    }
+    this.scheduleFlush()
     return n
+  }
+
+  /** {sockets, streams, detached, sessions}: mux sockets, clients on them, sessions' clients whose connection is down, and what the sessions did. */
+  stats() {
+    this.wake()
+    const sockets = this.liveSessions()
+    return {
+      sockets: sockets.length,
+      streams: sockets.reduce((n, s) => n + s.streams.size, 0),
+      detached: this.resumable.detached().length,
+      sessions: { ...this.resumable.counters },
+    }
   }
 
   // --- socket loss and hand-over ---------------------------------------------------------
@@ -388,7 +606,8 @@ export class Core {
    * new one, so the application sees no close and no open.
    */
   adopt(session, id, service, idBytes) {
-    const matches = (st) => st.open && st.service === service && bytesEqual(st.idBytes, idBytes)
+    // A session's client moves by its Attach only (the snippet re-opens it with one).
+    const matches = (st) => st.open && !st.resume && st.stream === id && st.service === service && bytesEqual(st.idBytes, idBytes)
     let donor = null
     const now = this.now()
     for (const ws of this.ctx.getWebSockets(this.tag)) {
@@ -407,11 +626,12 @@ export class Core {
       }
     }
     if (!donor) {
-      const parked = this.orphans.get(id)
-      const i = parked ? parked.findIndex(matches) : -1
+      const i = this.orphans.findIndex(matches)
       if (i < 0) return false
-      donor = parked.splice(i, 1)[0]
-      if (!parked.length) this.orphans.delete(id)
+      // Taken out as the Rust core does (swap_remove), so the rest close in the same order.
+      donor = this.orphans[i]
+      const last = this.orphans.pop()
+      if (last !== donor) this.orphans[i] = last
     }
     donor.session = session
     session.streams.set(id, donor)
@@ -423,21 +643,27 @@ export class Core {
   socketGone(ws, code, reason, failed) {
     const info = this.muxInfo(ws)
     if (!info) return false
-    if (this.gone.has(info.socket)) return true
-    const session = this.session(info, ws)
-    try {
-      if (failed) ws.close(1011, 'socket error')
-      else ws.close(sendableCloseCode(code), reason)
-    } catch {
-      // already closed
-    }
-    const r = this.drop(session, true)
-    return isThenable(r) ? r.then(() => true) : true
+    return after(this.wake(), () => {
+      if (this.gone.has(info.socket)) return true
+      const session = this.session(info, ws)
+      try {
+        if (failed) ws.close(1011, 'socket error')
+        else ws.close(sendableCloseCode(code), reason)
+      } catch {
+        // already closed
+      }
+      return after(this.drop(session, true), () => {
+        this.finish()
+        return true
+      })
+    })
   }
 
   /**
-   * Forgets a socket (memory and storage). Its clients wait for their re-open if a
-   * hand-over was under way on it (`closed`: it closed, rather than vanished), else close.
+   * Forgets a socket (memory and storage). Its sessions' clients only lose their
+   * connection: they wait for their client to come back. Its other clients wait for
+   * their re-open if a hand-over was under way on it (`closed`: it closed, rather than
+   * vanished), else close.
    */
   drop(session, closed) {
     session.closed = true
@@ -447,33 +673,28 @@ export class Core {
     session.outbox = []
     for (const q of session.queue.splice(0)) q.resolve(true)
     this.store.deleteSocket(session.id)
-    const streams = [...session.streams.values()]
+    const now = this.now()
+    const streams = []
+    for (const st of session.streams.values()) {
+      if (st.resume) {
+        st.session = null
+        this.resumable.detach(st.resume, now)
+      } else {
+        streams.push(st)
+      }
+    }
     session.streams.clear()
     if (!streams.length) return undefined
-    if (closed && session.barrierAt && this.now() - session.barrierAt <= HANDOVER_WINDOW_MS) {
+    if (closed && session.barrierAt && now - session.barrierAt <= HANDOVER_WINDOW_MS) {
       // Closed mid-hand-over: the new socket may not have re-opened them yet.
       for (const st of streams) {
-        const list = this.orphans.get(st.stream) ?? []
-        list.push(st)
-        this.orphans.set(st.stream, list)
+        st.orphanUntil = now + this.graceMs
+        this.orphans.push(st)
       }
-      this.setTimer(() => this.expireOrphans(streams), this.graceMs)
+      this.arm()
       return undefined
     }
     return this.closeAll(streams)
-  }
-
-  expireOrphans(streams) {
-    const left = []
-    for (const st of streams) {
-      const list = this.orphans.get(st.stream)
-      const i = list ? list.indexOf(st) : -1
-      if (i < 0) continue // adopted by the new socket
-      list.splice(i, 1)
-      if (!list.length) this.orphans.delete(st.stream)
-      left.push(st)
-    }
-    return this.closeAll(left)
   }
 
   /** Clients whose socket went for good: each closes for the app as lost. */

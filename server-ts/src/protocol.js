@@ -1,5 +1,6 @@
-// The snippet-proxy upstream wire format, version 2 (protocol/PROTOCOL.md): batches,
-// frames and the payloads of the structured kinds. A port of the Rust crate
+// The snippet-proxy upstream wire format, version 3 (protocol/PROTOCOL.md): batches,
+// frames and the payloads of the structured kinds, and the envelopes of resumable
+// sessions (PROTOCOL.md §14, Rust `protocol::session`). A port of the Rust crate
 // `snippet-proxy-protocol` (protocol/src) that decodes and encodes the same bytes and
 // fails with the same errors, checked in the same order; test/golden.test.js runs it
 // against protocol/vectors/golden.json.
@@ -12,8 +13,10 @@
 
 import { FACTS } from './facts.js'
 
-/** The version byte that starts every message. */
-export const VERSION = 2
+/** The version byte that starts every message this side writes (3: an Open may end with a session's Attach). */
+export const VERSION = 3
+/** The oldest version decoders accept (2: the same frames, without sessions). */
+export const OLDEST_VERSION = 2
 /** Size of a frame header: kind, flags, stream id, payload length. */
 export const HEADER_LEN = 10
 /** Largest upstream message (the runtime closes a socket receiving more with 1009). */
@@ -32,6 +35,26 @@ export const TOKEN_EXPIRED = Object.freeze({ code: FACTS.token_expired.code, rea
 export const CLIENT_LOST = Object.freeze({ code: FACTS.client_lost.code, reason: FACTS.client_lost.reason })
 /** What the application hears a client ended with when the snippet opened its stream id again: `{ code, reason }`. */
 export const CLIENT_REPLACED = Object.freeze({ code: FACTS.client_replaced.code, reason: FACTS.client_replaced.reason })
+/** Whether a client's close with `code` ends its session at once (1000, 3000–4999); any other only detaches it. */
+export function endsSession(code) {
+  return FACTS.session.ends_session.some(([first, last]) => code >= first && code <= last)
+}
+/** What the application hears a session's client ended with when it did not come back in time: `{ code, reason }`. */
+export const SESSION_EXPIRED = Object.freeze({ code: FACTS.session.expired.code, reason: FACTS.session.expired.reason })
+/** The Close a session's previous stream gets when the session attaches to another one: `{ code, reason }`. */
+export const SESSION_MOVED = Object.freeze({ code: FACTS.session.moved.code, reason: FACTS.session.moved.reason })
+/** How long a detached session waits for its client to come back (ms). */
+export const RESUME_WINDOW_MS = FACTS.session.resume_window_ms
+/** Most unacknowledged messages kept per session. */
+export const MAX_REPLAY_MESSAGES = FACTS.session.max_replay_messages
+/** Most bytes of unacknowledged messages kept per session. */
+export const MAX_REPLAY_BYTES = FACTS.session.max_replay_bytes
+/** Longest Ping envelope body the snippet answers. */
+export const MAX_PING_BYTES = FACTS.session.max_ping_bytes
+/** Bytes of a session id (written as 32 lowercase hex digits). */
+export const SESSION_ID_BYTES = 16
+/** Bytes of an Attach: the session id and the client's position. */
+export const ATTACH_LEN = SESSION_ID_BYTES + 8
 /** Stream 0: the connection itself (session errors, pings). */
 export const SESSION = 0
 /** The tenant of an identity that may use every tenant. */
@@ -243,13 +266,13 @@ export class Frames {
 }
 
 /**
- * Checks a message's version byte (throws DecodeError Empty / UnsupportedVersion at
- * once) and returns an iterator over its frames.
+ * Checks a message's version byte (OLDEST_VERSION to VERSION; throws DecodeError Empty /
+ * UnsupportedVersion at once) and returns an iterator over its frames.
  */
 export function decodeMessage(msg) {
   const buf = toBytes(msg)
   if (buf.byteLength === 0) throw DecodeError.empty()
-  if (buf[0] !== VERSION) throw DecodeError.unsupportedVersion(buf[0])
+  if (buf[0] < OLDEST_VERSION || buf[0] > VERSION) throw DecodeError.unsupportedVersion(buf[0])
   return new Frames(buf, 1)
 }
 
@@ -349,6 +372,9 @@ class Reader {
       expiresAt: this.u64(),
     }
   }
+  left() {
+    return this.buf.byteLength - this.pos
+  }
   finish() {
     if (this.pos !== this.buf.byteLength) throw DecodeError.trailingBytes(this.buf.byteLength - this.pos)
   }
@@ -412,19 +438,44 @@ export function identityFromHex(s) {
   return decodeIdentity(fromHex(s))
 }
 
-/** Open: `path:str identity`, nothing after. */
-export function encodeOpen({ path, identity }) {
+/**
+ * Open: `path:str identity [attach]`. `attach` ({session: 16 bytes or 32 hex digits,
+ * received}) only on a session's stream (version 3).
+ */
+export function encodeOpen({ path, identity, attach }) {
   const w = new Writer()
   w.str(path)
   w.identity(identity)
+  if (attach) {
+    w.bytes(typeof attach.session === 'string' ? parseSessionId(attach.session) : toBytes(attach.session))
+    w.u64(attach.received ?? 0n)
+  }
   return w.finish()
 }
 
+/**
+ * `{path, identity}`, plus `attach` `{session (32 hex digits), received (BigInt)}` when
+ * exactly an Attach follows the identity; other trailing bytes are TrailingBytes.
+ */
 export function decodeOpen(payload) {
   const r = new Reader(payload)
   const open = { path: r.str('path'), identity: r.identity() }
+  if (r.left() === ATTACH_LEN) open.attach = { session: toHex(r.take(SESSION_ID_BYTES)), received: r.u64() }
   r.finish()
   return open
+}
+
+const SESSION_ID_RE = /^[0-9a-f]{32}$/
+
+/** The 16 bytes of a session id written as 32 lowercase hex digits; anything else throws DecodeError InvalidHex. */
+export function parseSessionId(s) {
+  if (typeof s !== 'string' || !SESSION_ID_RE.test(s)) throw DecodeError.invalidHex()
+  return fromHex(s)
+}
+
+/** Whether `s` is a session id as written: 32 lowercase hex digits. */
+export function isSessionId(s) {
+  return typeof s === 'string' && SESSION_ID_RE.test(s)
 }
 
 /** Request: `method:str path:str content_type:str identity body:rest`. */
@@ -488,4 +539,80 @@ export function encodeError({ code, message }) {
 export function decodeError(payload) {
   const r = new Reader(payload)
   return { code: r.u16(), message: r.restStr('message') }
+}
+
+// ---------------------------------------------------------------------------------------
+// Session envelopes (PROTOCOL.md §14): each message of a session stream, both ways.
+//   1 Text    seq:u64 ack:u64 payload      2 Binary  seq:u64 ack:u64 payload
+//   3 Ack     ack:u64                      4 Welcome flags:u8 (bit 0 resumed) ack:u64
+//   5 Ping    opaque                       6 Pong    the Ping's bytes
+
+/** Envelope types, by the names of the Rust `Envelope` variants (Text and Binary are `Data`). */
+export const EnvelopeType = Object.freeze({ Text: 1, Binary: 2, Ack: 3, Welcome: 4, Ping: 5, Pong: 6 })
+/** The fixed part of a Text/Binary envelope: type, seq, ack. */
+export const DATA_HEADER_LEN = 17
+
+/**
+ * One envelope's bytes. `env` is `{type: 'Text'|'Binary', seq, ack, payload}`,
+ * `{type: 'Ack', ack}`, `{type: 'Welcome', resumed, ack}` or `{type: 'Ping'|'Pong',
+ * payload}`; numbers are u64 (BigInt or a safe integer).
+ */
+export function encodeEnvelope(env) {
+  const w = new Writer()
+  const type = EnvelopeType[env.type]
+  if (type === undefined) throw new TypeError(`no envelope type ${env.type}`)
+  w.bytes(new Uint8Array([type]))
+  switch (env.type) {
+    case 'Text':
+    case 'Binary':
+      w.u64(env.seq)
+      w.u64(env.ack)
+      break
+    case 'Ack':
+      w.u64(env.ack)
+      return w.finish()
+    case 'Welcome':
+      w.bytes(new Uint8Array([env.resumed ? 1 : 0]))
+      w.u64(env.ack)
+      return w.finish()
+    default:
+      break
+  }
+  if (env.payload) w.bytes(toBytes(env.payload))
+  return w.finish()
+}
+
+/**
+ * Decodes one envelope (the Rust `Envelope::decode`): `{type, seq, ack, payload}` with
+ * `seq`/`ack` BigInts and `payload` a view into `buf`. Throws DecodeError: Empty,
+ * UnknownKind (the type byte), Truncated (offsets after the type byte), TrailingBytes
+ * (after an Ack or a Welcome), ReservedFlags (a Welcome's flags other than bit 0).
+ */
+export function decodeEnvelope(buf) {
+  const bytes = toBytes(buf)
+  if (bytes.byteLength === 0) throw DecodeError.empty()
+  const r = new Reader(bytes.subarray(1))
+  switch (bytes[0]) {
+    case EnvelopeType.Text:
+    case EnvelopeType.Binary: {
+      const seq = r.u64()
+      const ack = r.u64()
+      return { type: bytes[0] === EnvelopeType.Text ? 'Text' : 'Binary', seq, ack, payload: r.rest() }
+    }
+    case EnvelopeType.Ack: {
+      const env = { type: 'Ack', ack: r.u64() }
+      r.finish()
+      return env
+    }
+    case EnvelopeType.Welcome: {
+      const [flags] = r.take(1)
+      if (flags & ~1) throw DecodeError.reservedFlags(flags)
+      const env = { type: 'Welcome', resumed: flags === 1, ack: r.u64() }
+      r.finish()
+      return env
+    }
+    case EnvelopeType.Ping: return { type: 'Ping', payload: r.rest() }
+    case EnvelopeType.Pong: return { type: 'Pong', payload: r.rest() }
+    default: throw DecodeError.unknownKind(bytes[0])
+  }
 }

@@ -9,6 +9,8 @@ export interface DurableObjectContextLike {
   acceptWebSocket(ws: WebSocket, tags?: string[]): void
   getWebSockets(tag?: string): WebSocket[]
   getTags?(ws: WebSocket): string[]
+  /** Set to `ping` → `pong` by the server unless its `autoResponse` option is false. */
+  setWebSocketAutoResponse?(pair?: unknown): void
   storage: {
     /** The synchronous KV API of SQLite-backed objects (`new_sqlite_classes`). */
     kv?: {
@@ -20,24 +22,32 @@ export interface DurableObjectContextLike {
   }
 }
 
-/** One client of the snippet (one stream of the upstream), as if it had connected directly. */
+/**
+ * One client of the snippet (one stream of the upstream), as if it had connected directly.
+ * A client of a resumable session (`session` set) is the same object from its first
+ * connection to its end, across reconnects: `attached` is false while it is away.
+ */
 export declare class MuxClient {
   private constructor()
-  /** Stable for the stream's life, also when the snippet hands it over to another upstream socket. */
+  /** Stable for the client's life: across the snippet's hand-overs and a session's reconnects. */
   readonly id: string
-  /** The stream id on the upstream. */
+  /** The stream id on the upstream (a session's client gets a new one when it comes back). */
   readonly stream: number
+  /** Its resumable session (32 lowercase hex digits), or null for a plain client. */
+  readonly session: string | null
+  /** False while a session's client is away (its connection dropped and it may come back); true otherwise. */
+  readonly attached: boolean
   /** The path of its Open frame: '/rpc' (snippet route /db/{tenant}/ws) or '/echo' (/db/{tenant}/ws/echo). */
   readonly service: string
   /** Who the snippet authenticated. */
   readonly identity: Identity
-  /** The mux socket the stream is on. */
-  readonly socket: string
-  /** 1 while open, 3 once closed. */
+  /** The mux socket the stream is on; null while a session's client is away. */
+  readonly socket: string | null
+  /** 1 while open (a session's client that is away too), 3 once closed. */
   readonly readyState: 1 | 3
   /** Whether the caller's token has expired by now. */
   readonly expired: boolean
-  /** A Text (string) or Binary message to the client; a no-op once closed. */
+  /** A Text (string) or Binary message to the client; a no-op once closed. Kept for a session's client that is away, and sent when it comes back. */
   send(data: string | ArrayBuffer | ArrayBufferView): void
   /**
    * Closes the client (1000 by default; a code `protocol.isAllowedCloseCode` refuses throws
@@ -48,7 +58,7 @@ export declare class MuxClient {
   serializeAttachment(value: unknown): void
   /** A copy of the stored value, or undefined. */
   deserializeAttachment<T = unknown>(): T | undefined
-  toJSON(): { id: string; stream: number; service: string; identity: Identity; socket: string }
+  toJSON(): { id: string; stream: number; service: string; identity: Identity; socket: string | null; session: string | null }
 }
 
 /** An HTTP request that came over the upstream (a Request frame) or as the snippet's HTTP fallback. */
@@ -75,7 +85,11 @@ export interface SnippetProxyHandlers {
   onOpen?(client: MuxClient): void | Promise<void>
   /** A Text (string) or Binary (ArrayBuffer) message from a client whose token is still valid. */
   onMessage?(client: MuxClient, data: string | ArrayBuffer): void | Promise<void>
-  /** The client left (its code and reason), was closed by you, lost its token (1008), or its upstream went away (1006). */
+  /**
+   * The client left (its code and reason), was closed by you, lost its token (1008), or its upstream went away (1006).
+   * A session's client: only when it left on purpose (1000, 3000-4999), was closed by you or refused, or did not come
+   * back within the resume window (1006 'session not resumed in time'); a dropped connection alone is not a close.
+   */
   onClose?(client: MuxClient, code: number, reason: string, wasClean: boolean): void | Promise<void>
   /** One HTTP request, one answer. Admission (401/403) happens before; without this handler requests get 404. */
   onRequest?(request: ProxiedRequest): ProxiedResponse | Response | null | undefined | Promise<ProxiedResponse | Response | null | undefined>
@@ -94,6 +108,10 @@ export interface SnippetProxyOptions {
   tag?: string
   /** Prefix of the server's keys in ctx.storage.kv (default 'mux/', as the Rust backend). */
   storagePrefix?: string
+  /** Prefix of the resumable sessions' keys in ctx.storage.kv (default 'sess/', as the Rust backend). */
+  sessionPrefix?: string
+  /** Set the object's auto-response `ping` → `pong` (default true): the snippet's heartbeat, answered without waking the object. */
+  autoResponse?: boolean
   /** Streams per mux socket (default and most: 10,000). */
   maxStreams?: number
   /** Bound of one reply message (default 262,144 bytes). */
@@ -104,7 +122,7 @@ export interface SnippetProxyOptions {
   now?: () => number
   /** Makes a new mux socket's id, 12 lowercase hex digits (default random; tests pass their own). */
   socketId?: () => string
-  /** Schedules the end of a hand-over's grace window (default setTimeout; tests pass a simulated clock's). */
+  /** Schedules the server's next deadline: a hand-over's grace window, a session's expiry (default setTimeout; tests pass a simulated clock's). */
   setTimeout?: (fn: () => unknown, ms: number) => unknown
 }
 
@@ -114,16 +132,21 @@ export declare class SnippetProxyServer {
   accept(request: Request): Response
   /** false for a socket that is not a mux socket; else true, or a promise of true once handled. */
   webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): boolean | Promise<boolean>
-  /** false for a socket that is not a mux socket; closes its clients (onClose 1006) and reciprocates. */
+  /** false for a socket that is not a mux socket; closes its clients (onClose 1006; sessions' clients are only detached) and reciprocates. */
   webSocketClose(ws: WebSocket, code: number, reason: string, wasClean: boolean): boolean | Promise<boolean>
   webSocketError(ws: WebSocket, error: unknown): boolean | Promise<boolean>
   /** The snippet's HTTP fallback: POST /db/{tenant}/rpc|query with the bearer token and X-Snippet-Identity, answered by onRequest. */
   fetch(request: Request, options?: { path?: string }): Promise<Response>
   isMuxSocket(ws: WebSocket): boolean
-  /** Every open client, on every mux socket (restored from storage after a wake). */
+  /** Every open client, on every mux socket, then sessions' clients that are away (restored from storage after a wake). */
   clients(): MuxClient[]
-  /** Sends to every open, unexpired client that `filter` accepts; one batch per mux socket. Returns how many. */
+  /** Sends to every open, unexpired client that `filter` accepts; one batch per mux socket; kept for sessions' clients that are away. Returns how many. */
   broadcast(data: string | ArrayBuffer | ArrayBufferView, filter?: (client: MuxClient) => boolean): number
-  /** Mux sockets and open client streams. */
-  stats(): { sockets: number; streams: number }
+  /** Mux sockets, clients on them, sessions' clients that are away, and what the sessions did since this instance woke. */
+  stats(): {
+    sockets: number
+    streams: number
+    detached: number
+    sessions: { resumed: number; expired: number; replayed: number; duplicates: number }
+  }
 }

@@ -10,12 +10,13 @@
 // This file is the public API: SnippetProxyServer, MuxClient, and the HTTP edge (the
 // upgrade in accept() and the HTTP fallback in fetch()). Both check the bearer token
 // and the tenant. The machinery behind the API is internal: core.js (object-wide state,
-// client lifecycle, hand-over), session.js (one mux socket's frames and batching) and
-// store.js (the stream tables in ctx.storage.kv).
+// client lifecycle, hand-over, wake and timer), session.js (one mux socket's frames and
+// batching), resumable.js (the client library's resumable sessions) and store.js (the
+// stream tables and sessions in ctx.storage.kv).
 
 import { IDENTITY_HEADER, identityFromHex } from './protocol.js'
 import { DEFAULT_TENANT, OPERATOR, TENANT_RULE, authorized, isExpired, isValidTenant } from './authz.js'
-import { Core } from './core.js'
+import { CORE, Core } from './core.js'
 
 function jsonError(status, message) {
   return new Response(JSON.stringify({ error: message }), {
@@ -57,6 +58,7 @@ async function httpFallback(core, request, options) {
       return jsonError(400, `bad ${IDENTITY_HEADER} header: ${e.message}`)
     }
   }
+  await core.wake()
   const url = new URL(request.url)
   const path = options?.path ?? `/${url.pathname.replace(/\/+$/, '').split('/').pop()}`
   const body = new Uint8Array(await request.arrayBuffer())
@@ -72,29 +74,34 @@ async function httpFallback(core, request, options) {
 }
 
 /**
- * One open stream, as the application sees it: who (`identity`), which service, and a
- * WebSocket-like `send`/`close`/`serializeAttachment`/`deserializeAttachment`.
+ * One client, as the application sees it: who (`identity`), which service, and a
+ * WebSocket-like `send`/`close`/`serializeAttachment`/`deserializeAttachment`. A client
+ * of a resumable session (`session` set) is the same object across its reconnects.
  */
 export class MuxClient {
   #st
   constructor(st) {
     this.#st = st
   }
-  /** Stable while the stream lives, also across a hand-over to another mux socket. */
+  /** Stable while the client lives, also across a hand-over to another mux socket and a session's reconnects. */
   get id() { return this.#st.id }
-  /** The stream id on the snippet's upstream. */
+  /** The stream id on the snippet's upstream (a session's client gets a new one when it comes back). */
   get stream() { return this.#st.stream }
+  /** Its resumable session's id (32 lowercase hex digits), or null for a plain client. */
+  get session() { return this.#st.resume ? this.#st.resume.id : null }
+  /** False while a session's client is away (its connection dropped; it may come back); true otherwise. */
+  get attached() { return this.#st.session !== null }
   /** The Open frame's path: '/rpc' or '/echo' from the snippet. */
   get service() { return this.#st.service }
   /** The caller the snippet authenticated: {subject, tenant, scopes, expiresAt (seconds, 0 = never)}. */
   get identity() { return this.#st.publicIdentity }
-  /** The mux socket the stream is on (its storage id). */
-  get socket() { return this.#st.session.id }
+  /** The mux socket the stream is on (its storage id); null while a session's client is away. */
+  get socket() { return this.#st.session ? this.#st.session.id : null }
   /** 1 while open, 3 once closed (WebSocket.OPEN / WebSocket.CLOSED). */
   get readyState() { return this.#st.open ? 1 : 3 }
   /** Whether the caller's token has expired (checked again before every message anyway). */
   get expired() { return isExpired(this.#st.identity, this.#st.core.nowSecs()) }
-  /** Sends a Text (string) or Binary (ArrayBuffer, view) message to this client. A no-op once closed. */
+  /** Sends a Text (string) or Binary (ArrayBuffer, view) message to this client. A no-op once closed; kept for a session's client that is away. */
   send(data) { this.#st.core.clientSend(this.#st, data) }
   /** Closes this client with an allowed code (1000 by default) and a reason cut to MAX_CLOSE_REASON bytes; onClose follows. */
   close(code, reason) { this.#st.core.clientClose(this.#st, code, reason) }
@@ -106,7 +113,10 @@ export class MuxClient {
     return a === undefined ? undefined : structuredClone(a)
   }
   toJSON() {
-    return { id: this.id, stream: this.stream, service: this.service, identity: this.identity, socket: this.socket }
+    return {
+      id: this.id, stream: this.stream, service: this.service, identity: this.identity, socket: this.socket,
+      session: this.session,
+    }
   }
 }
 
@@ -119,10 +129,15 @@ export class SnippetProxyServer {
   /**
    * @param ctx the Durable Object's state (`this.ctx`)
    * @param handlers {onOpen, onMessage, onClose, onRequest, onError}, all optional
-   * @param options {token, tenant, services, tag, storagePrefix, maxStreams, maxBatchBytes, handoverGraceMs, now, socketId, setTimeout}
+   * @param options {token, tenant, services, tag, storagePrefix, sessionPrefix, maxStreams, maxBatchBytes, handoverGraceMs, autoResponse, now, socketId, setTimeout}
    */
   constructor(ctx, handlers = {}, options = {}) {
     this.#core = new Core(ctx, handlers, options, (st) => new MuxClient(st))
+  }
+
+  /** The core, for the package's tests. */
+  get [CORE]() {
+    return this.#core
   }
 
   /** Accepts the snippet's upgrade (`/db/{tenant}/mux`): 500 without a token configured, 401, 426, 400, else 101. */
@@ -167,19 +182,18 @@ export class SnippetProxyServer {
     return this.#core.muxInfo(ws) !== null
   }
 
-  /** Every open client stream, on every mux socket (restored from storage after a wake). */
+  /** Every client: those on every mux socket, then sessions' clients that are away (restored from storage after a wake). */
   clients() {
     return this.#core.clients()
   }
 
-  /** Sends `data` to every open, unexpired client stream that `filter` accepts (one batch per mux socket). Returns how many. */
+  /** Sends `data` to every open, unexpired client that `filter` accepts (one batch per mux socket; kept for sessions' clients that are away). Returns how many. */
   broadcast(data, filter) {
     return this.#core.broadcast(data, filter)
   }
 
-  /** {sockets, streams}: mux sockets and open client streams. */
+  /** {sockets, streams, detached, sessions}: mux sockets, clients on them, sessions' clients that are away, what the sessions did since the wake. */
   stats() {
-    const sessions = this.#core.liveSessions()
-    return { sockets: sessions.length, streams: sessions.reduce((n, s) => n + s.streams.size, 0) }
+    return this.#core.stats()
   }
 }

@@ -1,15 +1,16 @@
 // One mux socket's session: the per-socket state machine of the protocol. A Session decodes
-// the snippet's messages. It runs their frames in order: Open (admission, limits, hand-over),
-// Text/Binary, Close, Request, Ping (and the hand-over barrier). It queues messages that
-// arrive while a handler of this socket is still awaiting. Replies go to its outbox, and it
-// sends them in as few batched messages as the bound allows. Object-wide state (handlers,
-// storage, the other sockets, hand-over orphans) belongs to Core (core.js). A Session reaches
-// it through `this.core`.
+// the snippet's messages. It runs their frames in order: Open (admission, limits, hand-over,
+// a resumable session's Attach), Text/Binary (a resumable session's envelopes), Close,
+// Request, Ping (and the hand-over barrier). It queues messages that arrive while a handler
+// of this socket is still awaiting. Replies go to its outbox, and it sends them in as few
+// batched messages as the bound allows. Object-wide state (handlers, storage, the other
+// sockets, hand-over orphans, resumable sessions) belongs to Core (core.js). A Session
+// reaches it through `this.core`.
 
 import {
-  CLIENT_REPLACED, DecodeError, FrameKind, HEADER_LEN, MAX_FRAME_PAYLOAD, MAX_SESSION_STREAMS, SESSION, decodeClose,
-  decodeMessage, decodeOpen, decodeRequest, encodeError, encodeIdentity, encodeMessage, encodeResponse, errorClose,
-  toBytes, toHex,
+  CLIENT_REPLACED, DecodeError, FrameKind, HEADER_LEN, MAX_FRAME_PAYLOAD, MAX_SESSION_STREAMS, SESSION, SESSION_EXPIRED,
+  decodeClose, decodeEnvelope, decodeMessage, decodeOpen, decodeRequest, encodeEnvelope, encodeError, encodeIdentity,
+  encodeMessage, encodeResponse, endsSession, errorClose, toBytes, toHex,
 } from './protocol.js'
 import { checkAdmission, debugStr, isExpired } from './authz.js'
 import { after, isThenable } from './async.js'
@@ -197,18 +198,65 @@ export class Session {
     let replaced
     if (existing) {
       // A second Open of a live id replaces its service and identity, as the reference
-      // backend does; the application sees the old client close and a new one open.
-      core.forget(existing)
-      replaced = core.call('onClose', [existing.client, CLIENT_REPLACED.code, CLIENT_REPLACED.reason, true])
-    } else {
+      // backend does; the application sees the old client close (its session, if any,
+      // ends) and a new one open.
+      replaced = core.end(existing, CLIENT_REPLACED.code, CLIENT_REPLACED.reason, true)
+    } else if (!open.attach) {
       const moved = core.adopt(this, id, open.path, idBytes)
       if (moved) return undefined
     }
     return after(replaced, () => {
       if (this.closed) return undefined
+      if (open.attach) return this.attach(id, open, idBytes)
       const st = core.newStream(this, id, open.path, open.identity, idBytes)
       this.streams.set(id, st)
       core.store.persist(st)
+      return after(core.openHandler(st), (ok) => {
+        if (ok === false && st.open) {
+          this.error(id, 500, 'the application failed to open the stream')
+          core.forget(st)
+        }
+      })
+    })
+  }
+
+  /**
+   * An Open with an Attach (PROTOCOL.md §14.2): the session goes on here (Welcome, then
+   * what the client missed), begins anew (Welcome, onOpen), or is refused.
+   */
+  attach(id, open, idBytes) {
+    const core = this.core
+    const sessions = core.resumable
+    const { session, received } = open.attach
+    const rec = sessions.get(session)
+    let ended
+    if (rec) {
+      const old = rec.st
+      if (old.identity.subject !== open.identity.subject || old.identity.tenant !== open.identity.tenant) {
+        return this.error(id, 403, 'session belongs to another caller')
+      }
+      if (sessions.resumable(rec, received)) {
+        sessions.resume(rec, this, id, received)
+        // Off the stream it was on, if any: that one is told (unless handing over).
+        if (old.session && !(old.session === this && old.stream === id)) core.leave(old)
+        core.unplace(old)
+        old.session = this
+        old.stream = id
+        core.setIdentity(old, open.identity, idBytes)
+        this.streams.set(id, old)
+        return undefined
+      }
+      // Too late: what it missed is gone. It ends, and begins anew under its id.
+      core.leave(old)
+      sessions.counters.expired++
+      ended = core.end(old, SESSION_EXPIRED.code, SESSION_EXPIRED.reason, false)
+    }
+    return after(ended, () => {
+      if (this.closed) return undefined
+      const st = core.newStream(this, id, open.path, open.identity, idBytes)
+      sessions.begin(st, session)
+      this.enqueue(FrameKind.Binary, id, encodeEnvelope({ type: 'Welcome', resumed: false, ack: 0 }))
+      this.streams.set(id, st)
       return after(core.openHandler(st), (ok) => {
         if (ok === false && st.open) {
           this.error(id, 500, 'the application failed to open the stream')
@@ -222,27 +270,57 @@ export class Session {
     const core = this.core
     const st = this.streams.get(f.stream)
     if (!st) return this.error(f.stream, 404, `unknown stream ${f.stream}`)
-    if (isExpired(st.identity, core.nowSecs())) {
-      this.error(f.stream, 401, "the caller's token has expired")
-      // The snippet ends a stream on any Error (closing its client): so does this side.
-      core.forget(st)
-      const { code, reason } = errorClose(401)
-      return core.call('onClose', [st.client, code, reason, false])
+    // The snippet ends a stream on any Error (closing its client): so does this side.
+    if (isExpired(st.identity, core.nowSecs())) return this.refuse(st, 401, "the caller's token has expired")
+    if (!st.resume) return core.call('onMessage', [st.client, messageData(f)])
+    // A session's stream: one envelope per frame.
+    if (f.kind !== FrameKind.Binary) return this.refuse(st, 400, "a session's stream carries binary envelopes only")
+    let env
+    try {
+      env = decodeEnvelope(f.payload)
+    } catch (e) {
+      return this.refuse(st, 400, `bad session envelope: ${e.message}`)
     }
-    return core.call('onMessage', [st.client, messageData(f)])
+    const rec = st.resume
+    switch (env.type) {
+      case 'Text':
+      case 'Binary': {
+        core.resumable.acknowledge(rec, env.ack)
+        if (!core.resumable.take(rec, env.seq)) return undefined // seen already, or after a gap
+        const kind = env.type === 'Text' ? FrameKind.Text : FrameKind.Binary
+        return core.call('onMessage', [st.client, messageData({ kind, payload: env.payload })])
+      }
+      case 'Ack':
+        core.resumable.acknowledge(rec, env.ack)
+        return undefined
+      default:
+        return this.refuse(st, 400, 'a client sends data and acks only')
+    }
+  }
+
+  /** Error `code` on the client's stream: it ends (with its session), as the snippet ends it. */
+  refuse(st, code, message) {
+    this.error(st.stream, code, message)
+    const close = errorClose(code)
+    return this.core.end(st, close.code, close.reason, false)
   }
 
   closeFrame(id, payload) {
     const st = this.streams.get(id)
     if (!st) return undefined
-    this.core.forget(st)
     let close
     try {
       close = decodeClose(payload)
     } catch {
       close = { code: NO_STATUS, reason: '' }
     }
-    return this.core.call('onClose', [st.client, close.code, close.reason, true])
+    // A session outlives a connection that dropped; only a client that left on purpose ends it.
+    if (st.resume && !endsSession(close.code)) {
+      this.core.unplace(st)
+      this.core.resumable.detach(st.resume, this.core.now())
+      return undefined
+    }
+    return this.core.end(st, close.code, close.reason, true)
   }
 
   request(id, payload) {

@@ -4,6 +4,14 @@
 //   {prefix}{socket}                   the socket's tenant (UTF-8)
 //   {prefix}{socket}/{stream:010}      the stream's entry: service byte + identity
 //   {prefix}{socket}/{stream:010}/meta {id, attachment}, only when either is not the default
+// and the resumable sessions (PROTOCOL.md §14), as do-server/src/store.rs and sessions.rs keep them:
+//   {sessionPrefix}{session}           its summary: taken:u64 sent:u64 origin:u64 origin_stream:u32
+//                                      at_socket:u64 at_stream:u32 (0, 0 = detached) detached_at:u64
+//                                      (0 = attached), then its client's entry (service byte + identity)
+//   {sessionPrefix}{session}/{seq:020} a message it sent that its client has not acknowledged:
+//                                      text:u8 (1 = Text) sent_at:u64 (ms) payload
+//   {sessionPrefix}{session}/meta      {attachment}, only when its client has one (this package only)
+// A session's client has no entry under its socket: it is stored as its session.
 // Nothing here knows about frames or handlers; the rest of the server reads and writes
 // storage only through StreamStore.
 
@@ -18,6 +26,53 @@ const SERVICE_PATHS = new Map([[1, '/rpc'], [2, '/echo']])
 export const SOCKET_RE = /^[0-9a-f]{12}$/
 
 const pad10 = (n) => String(n).padStart(10, '0')
+const pad20 = (n) => String(n).padStart(20, '0')
+const SESSION_KEY_RE = /^([0-9a-f]{32})(?:\/(\d{20}|meta))?$/
+const SUMMARY_LEN = 48
+
+/** A session's stored summary (the layout above). `s`: {taken, sent, origin: {socket, stream}, at: {socket, stream} | null, detachedAt, service, idBytes}. */
+export function encodeSummary(s) {
+  const entry = encodeEntry(s.service, s.idBytes)
+  const out = new Uint8Array(SUMMARY_LEN + entry.byteLength)
+  const v = new DataView(out.buffer)
+  v.setBigUint64(0, BigInt(s.taken))
+  v.setBigUint64(8, BigInt(s.sent))
+  v.setBigUint64(16, BigInt(parseInt(s.origin.socket, 16)))
+  v.setUint32(24, s.origin.stream)
+  v.setBigUint64(28, s.at ? BigInt(parseInt(s.at.socket, 16)) : 0n)
+  v.setUint32(36, s.at ? s.at.stream : 0)
+  v.setBigUint64(40, BigInt(s.detachedAt ?? 0))
+  out.set(entry, SUMMARY_LEN)
+  return out
+}
+
+const socketHex = (n) => n.toString(16).padStart(12, '0')
+
+/** encodeSummary's fields (`detachedAt` null when 0, `at` null when its stream is 0, plus `identity`), or null if malformed. */
+export function decodeSummary(value) {
+  try {
+    const b = toBytes(value)
+    if (b.byteLength < SUMMARY_LEN) return null
+    const v = new DataView(b.buffer, b.byteOffset, b.byteLength)
+    const origin = v.getBigUint64(16)
+    const atSocket = v.getBigUint64(28)
+    if (origin >= 1n << 48n || atSocket >= 1n << 48n) return null
+    const entry = decodeEntry(b.subarray(SUMMARY_LEN))
+    if (!entry) return null
+    const atStream = v.getUint32(36)
+    const detachedAt = Number(v.getBigUint64(40))
+    return {
+      taken: Number(v.getBigUint64(0)),
+      sent: Number(v.getBigUint64(8)),
+      origin: { socket: socketHex(origin), stream: v.getUint32(24) },
+      at: atStream === 0 ? null : { socket: socketHex(atSocket), stream: atStream },
+      detachedAt: detachedAt === 0 ? null : detachedAt,
+      ...entry,
+    }
+  } catch {
+    return null
+  }
+}
 
 /** Stored stream entry: service byte (1 rpc, 2 echo) + identity, as kv.rs/object.rs store it; 0 + path:str + identity for other paths. */
 export function encodeEntry(service, idBytes) {
@@ -58,9 +113,10 @@ export function decodeEntry(value) {
 
 /** The stream tables in `ctx.storage.kv` under one key prefix. Without a kv, nothing is kept. */
 export class StreamStore {
-  constructor(kv, prefix) {
+  constructor(kv, prefix, sessionPrefix = 'sess/') {
     this.kv = kv
     this.prefix = prefix
+    this.sessionPrefix = sessionPrefix
     if (!this.kv) {
       console.warn('snippet-proxy-server: ctx.storage.kv is missing (needs a SQLite-backed Durable Object); ' +
         'stream tables will not survive hibernation')
@@ -155,5 +211,81 @@ export class StreamStore {
     const base = `${this.prefix}${socket}/`
     for (const [key] of this.list(base)) this.delete(key)
     this.delete(`${this.prefix}${socket}`)
+  }
+
+  // --- resumable sessions ---------------------------------------------------------------
+
+  sessionKey(id) {
+    return `${this.sessionPrefix}${id}`
+  }
+  keptKey(id, seq) {
+    return `${this.sessionPrefix}${id}/${pad20(seq)}`
+  }
+
+  /** Writes a session's summary (see encodeSummary). */
+  saveSummary(id, summary) {
+    this.put(this.sessionKey(id), encodeSummary(summary))
+  }
+
+  /** Keeps message `seq` of session `id` until its client acknowledges it. */
+  saveKept(id, k) {
+    const out = new Uint8Array(9 + k.payload.byteLength)
+    out[0] = k.text ? 1 : 0
+    new DataView(out.buffer).setBigUint64(1, BigInt(k.at))
+    out.set(k.payload, 9)
+    this.put(this.keptKey(id, k.seq), out)
+  }
+
+  deleteKept(id, seq) {
+    this.delete(this.keptKey(id, seq))
+  }
+
+  /** Stores a session client's attachment (or deletes it when undefined). */
+  saveSessionMeta(id, attachment) {
+    if (attachment === undefined) this.delete(`${this.sessionKey(id)}/meta`)
+    else this.put(`${this.sessionKey(id)}/meta`, { attachment })
+  }
+
+  /** Deletes every row of session `id`. */
+  deleteSession(id) {
+    for (const [key] of this.list(`${this.sessionKey(id)}/`)) this.delete(key)
+    this.delete(this.sessionKey(id))
+  }
+
+  /**
+   * Every stored session: id → {summary, kept: [{seq, text, at, payload}] in seq order,
+   * meta}. Undecodable summaries are skipped; rows of a session without a summary are
+   * deleted.
+   */
+  loadSessions() {
+    const out = new Map()
+    const orphans = []
+    const rows = this.list(this.sessionPrefix)
+    for (const [key, value] of rows) {
+      const m = SESSION_KEY_RE.exec(key.slice(this.sessionPrefix.length))
+      if (!m || m[2] !== undefined) continue
+      const summary = decodeSummary(value)
+      if (summary) out.set(m[1], { summary, kept: [], meta: undefined })
+    }
+    for (const [key, value] of rows) {
+      const m = SESSION_KEY_RE.exec(key.slice(this.sessionPrefix.length))
+      if (!m || m[2] === undefined) continue
+      const s = out.get(m[1])
+      if (!s) {
+        orphans.push(key)
+        continue
+      }
+      if (m[2] === 'meta') {
+        if (value && typeof value === 'object') s.meta = value
+        continue
+      }
+      const b = toBytes(value)
+      if (b.byteLength < 9) continue
+      const at = Number(new DataView(b.buffer, b.byteOffset, b.byteLength).getBigUint64(1))
+      s.kept.push({ seq: Number(m[2]), text: b[0] === 1, at, payload: b.slice(9) })
+    }
+    for (const key of orphans) this.delete(key)
+    for (const s of out.values()) s.kept.sort((a, b) => a.seq - b.seq)
+    return out
   }
 }

@@ -1,11 +1,12 @@
 // Test doubles for a Durable Object: a `ctx` with the Hibernation API (acceptWebSocket,
-// getWebSockets, getTags) and a Map-backed synchronous `storage.kv`; WebSockets that
+// getWebSockets, getTags, setWebSocketAutoResponse) and a Map-backed synchronous `storage.kv`; WebSockets that
 // record what is sent; WebSocketPair and a Response that allows status 101; and helpers
 // to build and read upstream messages. `ctx.hibernate()` replaces every socket object by
 // a new one over the same connection, as the runtime does after a wake.
 
 import {
-  FrameKind, decodeError, decodeMessage, decodeResponse, encodeClose, encodeMessage, encodeOpen, encodeRequest,
+  FrameKind, decodeEnvelope, decodeError, decodeMessage, decodeResponse, encodeClose, encodeEnvelope, encodeMessage,
+  encodeOpen, encodeRequest,
 } from '../src/protocol.js'
 import { SnippetProxyServer } from '../src/index.js'
 
@@ -45,7 +46,8 @@ export class FakeSocket {
   get closed() { return this.wire.closed }
   send(data) {
     if (this.wire.closed) throw new Error('send on a closed socket')
-    this.wire.sent.push(new Uint8Array(data instanceof ArrayBuffer ? data : data.buffer).slice())
+    if (typeof data === 'string') this.wire.sent.push(data)
+    else this.wire.sent.push(new Uint8Array(data instanceof ArrayBuffer ? data : data.buffer).slice())
   }
   close(code, reason) {
     if (this.wire.closed) throw new Error('already closed')
@@ -63,6 +65,10 @@ export function fakeCtx({ kv = true } = {}) {
   const ctx = {
     accepted: [], // {ws, tags, gone}
     storage: kv ? { kv: new FakeKv() } : {},
+    autoResponse: null,
+    setWebSocketAutoResponse(pair) {
+      ctx.autoResponse = pair ?? null
+    },
     acceptWebSocket(ws, tags = []) {
       ctx.accepted.push({ ws, tags, gone: false })
     },
@@ -90,7 +96,13 @@ export function fakeCtx({ kv = true } = {}) {
   return ctx
 }
 
-// The runtime's WebSocketPair and a Response that may carry status 101 and a socket.
+// The runtime's WebSocketPair, its auto-response pair, and a Response that may carry status 101 and a socket.
+globalThis.WebSocketRequestResponsePair = class {
+  constructor(request, response) {
+    this.request = request
+    this.response = response
+  }
+}
 globalThis.WebSocketPair = class {
   constructor() {
     this[0] = new FakeSocket()
@@ -130,6 +142,14 @@ export const textFrame = (stream, s) => [FrameKind.Text, stream, bytes(s)]
 export const binFrame = (stream, b) => [FrameKind.Binary, stream, b instanceof Uint8Array ? b : new Uint8Array(b)]
 export const closeFrame = (stream, code = 1000, reason = '') => [FrameKind.Close, stream, encodeClose({ code, reason })]
 export const ping = (stream, payload) => [FrameKind.Ping, stream, payload]
+/** An Open carrying session `session` (32 hex digits; default 5e…) whose client has received up to `received`. */
+export const attach = (stream, received = 0, { session = SESSION_ID, path = '/rpc', identity = who() } = {}) =>
+  [FrameKind.Open, stream, encodeOpen({ path, identity, attach: { session, received: BigInt(received) } })]
+export const SESSION_ID = '5e'.repeat(16)
+/** A session's data envelope from the client: message `seq`, acknowledging `ack`. */
+export const data = (stream, seq, ack, s) =>
+  [FrameKind.Binary, stream, encodeEnvelope({ type: typeof s === 'string' ? 'Text' : 'Binary', seq, ack, payload: typeof s === 'string' ? bytes(s) : s })]
+export const ackFrame = (stream, ack) => [FrameKind.Binary, stream, encodeEnvelope({ type: 'Ack', ack })]
 export const barrier = (conn = 7) => [FrameKind.Ping, 0, new Uint8Array([1, 0, 0, 0, 0, 0, 0, 0, conn])]
 export function request(stream, body, { path = '/rpc', method = 'POST', identity = who(), contentType = 'application/json' } = {}) {
   return [FrameKind.Request, stream, encodeRequest({ method, path, contentType, identity, body: bytes(body) })]
@@ -145,6 +165,19 @@ export function describe(f) {
   if (f.kind === FrameKind.Response) {
     const r = decodeResponse(f.payload)
     out.response = { ...r, text: utf8.decode(r.body) }
+  }
+  if (f.kind === FrameKind.Binary) {
+    try {
+      // As the session vectors show it: `Welcome resumed=false ack 0`, `Text#1 ack 0 hi`, `Ack 3`.
+      const e = decodeEnvelope(f.payload)
+      if (e.type === 'Text') out.env = `Text#${e.seq} ack ${e.ack} ${utf8.decode(e.payload)}`
+      else if (e.type === 'Binary') out.env = `Binary#${e.seq} ack ${e.ack} ${[...e.payload].join(',')}`
+      else if (e.type === 'Ack') out.env = `Ack ${e.ack}`
+      else if (e.type === 'Welcome') out.env = `Welcome resumed=${e.resumed} ack ${e.ack}`
+      else out.env = e.type
+    } catch {
+      // not an envelope
+    }
   }
   if (f.kind === FrameKind.Close) out.close = { code: (f.payload[0] << 8) | f.payload[1], reason: utf8.decode(f.payload.subarray(2)) }
   return out

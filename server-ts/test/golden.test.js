@@ -8,10 +8,10 @@ import assert from 'node:assert/strict'
 import { readFileSync } from 'node:fs'
 
 import {
-  DecodeError, FrameKind, HEADER_LEN, MAX_FRAME_PAYLOAD, MAX_SESSION_STREAMS, VERSION,
-  decodeClose, decodeError, decodeMessage, decodeOpen, decodeRequest, decodeResponse,
-  encodeClose, encodeError, encodeMessage, encodeOpen, encodeRequest, encodeResponse,
-  fromHex, identityFromHex, identityToHex, kindName, toHex,
+  DecodeError, FrameKind, HEADER_LEN, MAX_FRAME_PAYLOAD, MAX_SESSION_STREAMS, OLDEST_VERSION, VERSION,
+  decodeClose, decodeEnvelope, decodeError, decodeMessage, decodeOpen, decodeRequest, decodeResponse,
+  encodeClose, encodeEnvelope, encodeError, encodeMessage, encodeOpen, encodeRequest, encodeResponse,
+  fromHex, identityFromHex, identityToHex, isSessionId, kindName, parseSessionId, toHex,
 } from '../src/protocol.js'
 
 const golden = JSON.parse(readFileSync(new URL('../../protocol/vectors/golden.json', import.meta.url), 'utf8'))
@@ -30,6 +30,7 @@ function frameJson(f) {
     case FrameKind.Open: {
       const o = decodeOpen(f.payload)
       v.open = { path: o.path, identity: identityJson(o.identity) }
+      if (o.attach) v.open.attach = { session: o.attach.session, received: o.attach.received.toString() }
       break
     }
     case FrameKind.Request: {
@@ -92,7 +93,11 @@ function decodeAll(bytes) {
 function encodeMeaning(f) {
   const kind = FrameKind[f.kind]
   let payload
-  if (f.open) payload = encodeOpen({ path: f.open.path, identity: identityOf(f.open.identity) })
+  if (f.open) {
+    const a = f.open.attach
+    const attach = a && { session: a.session, received: BigInt(a.received) }
+    payload = encodeOpen({ path: f.open.path, identity: identityOf(f.open.identity), attach })
+  }
   else if (f.request) {
     payload = encodeRequest({
       method: f.request.method, path: f.request.path, contentType: f.request.content_type,
@@ -113,6 +118,7 @@ function encodeMeaning(f) {
 
 test('constants match the Rust crate', () => {
   assert.equal(golden.version, VERSION)
+  assert.equal(golden.oldest_version, OLDEST_VERSION)
   assert.equal(golden.header_len, HEADER_LEN)
   assert.equal(golden.max_frame_payload, MAX_FRAME_PAYLOAD)
   assert.equal(golden.max_session_streams, MAX_SESSION_STREAMS)
@@ -125,8 +131,10 @@ for (const v of golden.valid) {
     assert.equal(got.error, undefined, `decodes (${got.error?.message})`)
     assert.deepEqual(got.frames, v.frames, 'decodes to exactly its meaning')
     const raw = [...decodeMessage(bytes)].map((f) => ({ kind: f.kind, stream: f.stream, payload: f.payload }))
-    assert.equal(toHex(encodeMessage(raw)), v.hex, 're-encodes its frames to exactly its bytes')
-    assert.equal(toHex(encodeMessage(v.frames.map(encodeMeaning))), v.hex, 'its meaning encodes to exactly its bytes')
+    // Encoders write the current version; an older version's vector differs in its first byte only.
+    const current = toHex(new Uint8Array([VERSION])) + v.hex.slice(2)
+    assert.equal(toHex(encodeMessage(raw)), current, 're-encodes its frames to exactly its bytes')
+    assert.equal(toHex(encodeMessage(v.frames.map(encodeMeaning))), current, 'its meaning encodes to exactly its bytes')
   })
 }
 
@@ -157,6 +165,51 @@ for (const v of golden.identities) {
   })
 }
 
+const envelopeJson = (e) => {
+  switch (e.type) {
+    case 'Text':
+    case 'Binary':
+      return { type: e.type, seq: e.seq.toString(), ack: e.ack.toString(), payload_hex: toHex(e.payload) }
+    case 'Ack': return { type: 'Ack', ack: e.ack.toString() }
+    case 'Welcome': return { type: 'Welcome', resumed: e.resumed, ack: e.ack.toString() }
+    default: return { type: e.type, payload_hex: toHex(e.payload) }
+  }
+}
+const envelopeOf = (j) => ({
+  type: j.type,
+  seq: j.seq === undefined ? undefined : BigInt(j.seq),
+  ack: j.ack === undefined ? undefined : BigInt(j.ack),
+  resumed: j.resumed,
+  payload: j.payload_hex === undefined ? undefined : fromHex(j.payload_hex),
+})
+
+for (const v of golden.envelopes.valid) {
+  test(`envelope: ${v.name}`, () => {
+    assert.deepEqual(envelopeJson(decodeEnvelope(fromHex(v.hex))), v.envelope, 'decodes to exactly its meaning')
+    assert.equal(toHex(encodeEnvelope(envelopeOf(v.envelope))), v.hex, 'its meaning encodes to exactly its bytes')
+  })
+}
+
+for (const v of golden.envelopes.invalid) {
+  test(`envelope invalid: ${v.name}`, () => {
+    assert.throws(() => decodeEnvelope(fromHex(v.hex)), (e) => {
+      assert.ok(e instanceof DecodeError, `a DecodeError, not ${e}`)
+      assert.deepEqual(e.toJSON(), v.error)
+      return true
+    })
+  })
+}
+
+test('session ids are 32 lowercase hex digits', () => {
+  const id = '5e'.repeat(16)
+  assert.ok(isSessionId(id))
+  assert.equal(toHex(parseSessionId(id)), id)
+  for (const bad of ['', 'AB'.repeat(16), 'ab'.repeat(15), 'ab'.repeat(17), `${'ab'.repeat(15)}zz`, 7]) {
+    assert.ok(!isSessionId(bad), String(bad))
+    assert.throws(() => parseSessionId(bad), DecodeError)
+  }
+})
+
 test('every DecodeError variant has a vector', () => {
   const kinds = new Set([...golden.invalid, ...golden.identities].filter((v) => v.error).map((v) => v.error.kind))
   for (const k of ['Empty', 'UnsupportedVersion', 'UnknownKind', 'ReservedFlags', 'PayloadTooLarge', 'Truncated',
@@ -168,10 +221,10 @@ test('every DecodeError variant has a vector', () => {
 test('error texts are the Rust Display texts', () => {
   const text = (hex) => decodeAll(fromHex(hex)).error.message
   assert.equal(text(''), 'empty message')
-  assert.equal(text('0901'), 'unsupported protocol version 9 (this side speaks 2)')
+  assert.equal(text('0901'), 'unsupported protocol version 9 (this side speaks 3)')
   assert.equal(text('0202010000000100000000'), 'reserved flags byte is 0x01, must be 0')
-  assert.equal(text('02020000000001'), 'truncated: needed 10 bytes, had 6')
-  assert.equal(text('02c8000000000100000000'), 'unknown frame kind 200')
+  assert.equal(text('03020000000001'), 'truncated: needed 10 bytes, had 6')
+  assert.equal(text('03c8000000000100000000'), 'unknown frame kind 200')
   assert.equal(DecodeError.payloadTooLarge(33554422).message, 'payload of 33554422 bytes exceeds 33554421')
   assert.equal(DecodeError.invalidUtf8('path').message, 'field `path` is not valid UTF-8')
   assert.equal(DecodeError.trailingBytes(1).message, '1 bytes after the last field')
@@ -184,15 +237,16 @@ test('the worked example of PROTOCOL.md §10 and the header layout', () => {
     { kind: FrameKind.Open, stream: 1, payload: encodeOpen({ path: '/rpc', identity: alice }) },
     { kind: FrameKind.Text, stream: 1, payload: new TextEncoder().encode('{"jsonrpc":"2.0","method":"ping","id":1}') },
   ])
+  // (§10 shows version 2; this side writes 3, the same frames.)
   assert.equal(msg.byteLength, 100)
-  assert.equal(toHex(msg.subarray(0, 16)), '02010000000001000000270004' + '2f7270')
+  assert.equal(toHex(msg.subarray(0, 16)), '03010000000001000000270004' + '2f7270')
   assert.equal(
     toHex(encodeMessage([{ kind: FrameKind.Text, stream: 0x01020304, payload: new TextEncoder().encode('hi') }])),
-    '0202000102030400000002' + '6869',
+    '0302000102030400000002' + '6869',
   )
   assert.equal(
     toHex(encodeMessage([{ kind: FrameKind.Error, stream: 4, payload: encodeError({ code: 404, message: 'unknown stream 4' }) }])),
-    '02070000000004000000120194' + toHex(new TextEncoder().encode('unknown stream 4')),
+    '03070000000004000000120194' + toHex(new TextEncoder().encode('unknown stream 4')),
   )
 })
 

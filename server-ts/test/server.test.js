@@ -254,8 +254,8 @@ test('a malformed frame gets a session error after the replies before it; the re
   const errs = takeFrames(ws).map((f) => [f.stream, f.error.code, f.error.message])
   assert.deepEqual(errs, [
     [0, 400, 'bad message (0 bytes, starting ): empty message'],
-    [0, 400, 'bad message (7 bytes, starting 01 02 00 00 00 00 01): unsupported protocol version 1 (this side speaks 2)'],
-    [0, 400, 'bad message (7 bytes, starting 70 69 6e 67 20 6d 65): unsupported protocol version 112 (this side speaks 2)'],
+    [0, 400, 'bad message (7 bytes, starting 01 02 00 00 00 00 01): unsupported protocol version 1 (this side speaks 3)'],
+    [0, 400, 'bad message (7 bytes, starting 70 69 6e 67 20 6d 65): unsupported protocol version 112 (this side speaks 3)'],
   ])
   await deliver(server, ws, msg(textFrame(1, 'still here')))
   assert.equal(takeFrames(ws)[0].text, 'still here')
@@ -432,7 +432,7 @@ test('broadcast reaches every open, unexpired client stream on every mux socket,
   await settle()
   assert.deepEqual(takeFrames(a).map((f) => [f.kind, f.stream]), [['Binary', 2]])
   assert.deepEqual(takeFrames(b), [])
-  assert.deepEqual(server.stats(), { sockets: 2, streams: 5 })
+  assert.deepEqual(server.stats(), { sockets: 2, streams: 5, detached: 0, sessions: { resumed: 0, expired: 0, replayed: 0, duplicates: 0 } })
 })
 
 test('a push during a message is ordered with its replies: a broadcast precedes the reply of the call that made it', async () => {
