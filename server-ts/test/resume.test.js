@@ -92,9 +92,10 @@ test('a session\'s client is one client across reconnects: onOpen once, sends ke
   assert.equal(c.readyState, 3)
 })
 
-test('which closes end a session: 1000 and 3000-4999 end it; 1001, 1005, 1006 and a lost socket only detach it', async () => {
+test('which closes end a session: 1000 and 3000-4999 but 4000 end it; 4000 (the library reconnecting), 1001, 1005, 1006 and a lost socket only detach it', async () => {
   for (const [frame, ends] of [
-    [closeFrame(5, 1000), true], [closeFrame(5, 4000, 'x'), true], [closeFrame(5, 3000), true],
+    [closeFrame(5, 1000), true], [closeFrame(5, 4001, 'x'), true], [closeFrame(5, 3000), true], [closeFrame(5, 4999), true],
+    [closeFrame(5, 4000, 'reconnecting'), false],
     [closeFrame(5, 1001), false], [[FrameKind.Close, 5, new Uint8Array(0)], false], [closeFrame(5, 1006), false],
     [closeFrame(5, 1008), false], [closeFrame(5, 1012), false],
   ]) {
