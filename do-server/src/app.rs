@@ -131,7 +131,11 @@ impl Client {
     /// Whether `other` is this client opened again: the same stream id, service and
     /// caller (what the snippet re-sends on the new socket of a hand-over).
     pub(crate) fn same_open(&self, other: &Client) -> bool {
-        self.stream == other.stream && self.code == other.code && self.identity == other.identity
+        // A session's client moves by its session (PROTOCOL.md §14), never by this.
+        self.session.is_none()
+            && self.stream == other.stream
+            && self.code == other.code
+            && self.identity == other.identity
     }
 }
 

@@ -73,9 +73,12 @@ impl<A: App> Object<A> {
             Err((code, why)) => return self.outboxes.error(socket, stream, code, why),
         };
         if let Some(old) = self.forget(socket, stream) {
-            // A second Open of an id in use: the old client ends, a new one begins.
-            self.end(&old, CLIENT_REPLACED.0.get(), CLIENT_REPLACED.1, now);
-            self.settle(now);
+            // A second Open of an id in use: the old client ends, a new one begins —
+            // unless it re-attaches the same session, which then goes on here.
+            if old.session.is_none() || old.session != attach.map(|a| a.session) {
+                self.end(&old, CLIENT_REPLACED.0.get(), CLIENT_REPLACED.1, now);
+                self.settle(now);
+            }
         }
         if let Some(attach) = attach {
             return self.attach(socket, client, attach, now);

@@ -196,7 +196,9 @@ export class Session {
     }
     const idBytes = encodeIdentity(open.identity)
     let replaced
-    if (existing) {
+    // The same session attached again on this very stream goes on here (attach resumes it).
+    const again = open.attach && existing?.resume && core.resumable.get(open.attach.session)?.st === existing
+    if (existing && !again) {
       // A second Open of a live id replaces its service and identity, as the reference
       // backend does; the application sees the old client close (its session, if any,
       // ends) and a new one open.

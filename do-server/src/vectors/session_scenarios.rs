@@ -100,13 +100,15 @@ pub(super) fn all() -> Vec<Scenario> {
             name: "a session moves off a connection that is still open",
             about: "A client that comes back through another socket while its old stream still looks open (a \
                     connection that died silently): the old stream gets a Close, 'session resumed on another \
-                    connection'; a session of another caller is refused with 403.",
+                    connection'; a session of another caller is refused with 403; the same session opened \
+                    again on the stream it is on goes on there.",
             steps: [
                 room_of(&[A, B]),
                 vec![
                     (T + 1, Input::Message(A, msg(&[attach(5, 0), data(5, 1, 0, "hi")]))),
                     (T + 2, Input::Message(B, msg(&[attach(9, 1)]))),
                     (T + 3, Input::Message(B, msg(&[attach_as(10, "mallory", 0)]))),
+                    (T + 4, Input::Message(B, msg(&[attach(9, 1), data(9, 2, 1, "same stream")]))),
                 ],
             ]
             .concat(),
