@@ -210,7 +210,7 @@ test("two pages talk through the snippet in order, lose nothing across a backend
     }
   };
   const backend = restart("BACKEND");
-  await sendSome("b", 12);
+  await sendSome("r", 12); // "r": B already said b0…b4
   await backend;
   const snippet = restart("SNIPPET");
   await a.page.waitForFunction(() => !/\bopen\b/.test(document.querySelector("#state")?.textContent ?? ""), null, {
@@ -221,7 +221,7 @@ test("two pages talk through the snippet in order, lose nothing across a backend
   await snippet;
   await waitOpen(a.page);
   await waitOpen(b.page);
-  await sendSome("s", 6);
+  await sendSome("k", 6);
   await waitFor(b.page, sent, 30_000);
 
   const failedOnA = await a.page.$$eval("#messages li.failed", (lis) => lis.map((li) => li.dataset.body));
