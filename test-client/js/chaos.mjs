@@ -26,6 +26,39 @@ const log = (...a) => process.stderr.write(`[chaos ${(since() / 1000).toFixed(1)
 const heals = []
 const lostSessions = []
 
+/** The same run without resumption: a plain WebSocket client of the raw echo service
+ * (no session) that sends a numbered message every `everyMs` and reconnects when its
+ * socket ends. Its heal is from the drop to its first echo on the new socket; what it
+ * had in flight when the socket ended is lost (counted). */
+function plain(base, everyMs) {
+  const r = { heals: [], lost: 0, echoed: 0 }
+  let ws, downAt = null, inFlight = new Set(), n = 0, stopped = false
+  const open = () => {
+    ws = new WebSocket(`${base}/db/${o.tenant}/ws/echo`, { headers: { Authorization: `Bearer ${o.token}` } })
+    ws.on('message', (d) => {
+      inFlight.delete(String(d))
+      r.echoed++
+      if (downAt !== null) { r.heals.push(Date.now() - downAt); downAt = null }
+    })
+    ws.on('close', () => {
+      r.lost += inFlight.size
+      inFlight = new Set()
+      downAt ??= Date.now()
+      if (!stopped) setTimeout(open, 100)
+    })
+    ws.on('error', () => {})
+  }
+  open()
+  const timer = setInterval(() => {
+    if (ws.readyState !== WebSocket.OPEN) return
+    const m = `plain-${n++}`
+    inFlight.add(m)
+    ws.send(m)
+  }, everyMs)
+  r.stop = () => { stopped = true; clearInterval(timer); ws.close() }
+  return r
+}
+
 function client(name, base) {
   const c = new SnippetProxyClient(`${base}/db/${o.tenant}/ws`, {
     token: o.token,
@@ -93,6 +126,8 @@ async function main() {
   })
   const publisher = client('publisher', b)
   const writers = Array.from({ length: o.writers }, (_, i) => ({ c: client(`writer-${i}`, i % 2 ? b : a), i }))
+  // Without sessions, on the isolate that is killed: what the same failures cost them.
+  const plains = Array.from({ length: o.plainClients ?? 4 }, () => plain(a, 50))
   await Promise.all([...listeners.map((l) => l.c.ready()), publisher.ready(), ...writers.map((w) => w.c.ready())])
   log('all clients open')
 
@@ -160,12 +195,17 @@ async function main() {
   const twice = [...counts].filter(([, n]) => n > 1).map(([id]) => id)
 
   for (const c of [admin, publisher, ...listeners.map((l) => l.c), ...writers.map((w) => w.c)]) c.close()
+  for (const p of plains) p.stop()
+  const plainHeals = plains.flatMap((p) => p.heals).sort((x, y) => x - y)
   cutRelay.close()
   heals.sort((x, y) => x - y)
-  const pct = (q) => heals.length ? heals[Math.min(heals.length - 1, Math.floor(q * (heals.length - 1)))] : null
+  const at = (v, q) => v.length ? v[Math.min(v.length - 1, Math.floor(q * (v.length - 1)))] : null
+  const pct = (q) => at(heals, q)
   process.stdout.write(JSON.stringify({
     published, written: written.length, missing, twice, listenerFaults, calls, lostSessions,
     heals: heals.length, healP50Ms: pct(0.5), healP99Ms: pct(0.99),
+    plain: { clients: plains.length, echoed: plains.reduce((t, p) => t + p.echoed, 0), lostInFlight: plains.reduce((t, p) => t + p.lost, 0),
+      heals: plainHeals.length, healP50Ms: at(plainHeals, 0.5), healP99Ms: at(plainHeals, 0.99) },
   }) + '\n')
 }
 

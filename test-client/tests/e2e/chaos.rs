@@ -4,7 +4,9 @@
 //! `test-client/js/chaos.mjs`, cuts it). Sessions (PROTOCOL.md §14) must carry them all
 //! through: every acknowledged write present exactly once, every call settled within its
 //! timeout with a definite answer, every push delivered to every listener exactly once
-//! and in order. The heal time (socket lost → session resumed) is reported.
+//! and in order. The heal time (socket lost → session resumed) is reported, beside that of
+//! plain WebSocket clients in the same run (no session: reconnected, first echo back) and
+//! what they lost in flight.
 //!
 //! `./x test` runs one cycle of failures (24 s); `./x chaos [minutes]` (env
 //! `CHAOS_MINUTES`) repeats the cycle for that long against the same clients.
@@ -77,9 +79,12 @@ fn sessions_survive_a_killed_isolate_a_restarted_and_a_frozen_backend_and_a_sile
         assert!(out.status.success(), "the chaos driver failed (its log is above)");
         let r: Value = serde_json::from_slice(&out.stdout).expect("the driver's report is JSON");
         eprintln!("chaos report: {r}");
+        let p = &r["plain"];
         report_at_exit(format!(
-            "chaos: {} writes, {} pushes to 8 listeners, {} heals, heal p50 {} ms p99 {} ms",
-            r["written"], r["published"], r["heals"], r["healP50Ms"], r["healP99Ms"]
+            "chaos: {} writes, {} pushes to 8 listeners, {} heals, heal p50 {} ms p99 {} ms; without sessions: {} heals, \
+             p50 {} ms p99 {} ms, {} messages lost in flight",
+            r["written"], r["published"], r["heals"], r["healP50Ms"], r["healP99Ms"],
+            p["heals"], p["healP50Ms"], p["healP99Ms"], p["lostInFlight"]
         ));
         assert!(r["written"].as_u64() > Some(100) && r["published"].as_u64() > Some(50), "load ran: {r}");
         assert_eq!(r["missing"], json!([]), "acknowledged writes missing: {r}");
