@@ -16,6 +16,11 @@ pub(crate) const UNLIMITED: &[(&str, &str)] = &[
     ("CALLER_REQUESTS_PER_SEC", "0"),
 ];
 
+/// [`UNLIMITED`] as `--var`s.
+fn unlimited() -> Vec<(String, String)> {
+    UNLIMITED.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+}
+
 use anyhow::{Context as _, Result};
 use clap::Args;
 use serde::Serialize;
@@ -43,9 +48,11 @@ pub struct BenchOpts {
     #[arg(long)]
     pub markdown: bool,
     /// Run one section only: `sessions` (what resumable sessions cost; idle clients'
-    /// wakes), or `idp` (verification cost per algorithm, a key set's first
-    /// fetch). Its rows go to bench-{section}.json; BENCHMARKS.md is left alone.
-    #[arg(long, value_parser = ["idp", "sessions"])]
+    /// wakes), `idp` (verification cost per algorithm, a key set's first fetch), or
+    /// `datapath` (the data path against a plain JavaScript multiplexer: CPU per relayed
+    /// message, idle echo latency). Its rows go to bench-{section}.json; BENCHMARKS.md is
+    /// left alone.
+    #[arg(long, value_parser = ["idp", "sessions", "datapath"])]
     pub only: Option<String>,
 }
 
@@ -195,7 +202,10 @@ pub async fn run(opts: BenchOpts) -> Result<BenchReport> {
     let mut raw = serde_json::Map::new();
     let say = |s: &str| eprintln!("bench: {s}");
     if let Some(only) = opts.only.as_deref() {
-        let stack = tokio::task::block_in_place(|| Stack::start(StackOpts::default()))?;
+        // The data path runs at full speed, as the steady-state runs do.
+        let vars = if only == "datapath" { unlimited() } else { Vec::new() };
+        let stack =
+            tokio::task::block_in_place(|| Stack::start(StackOpts { snippet_vars: vars, ..Default::default() }))?;
         match only {
             "idp" => {
                 say("identity providers only: verification cost per algorithm");
@@ -205,7 +215,11 @@ pub async fn run(opts: BenchOpts) -> Result<BenchReport> {
                 say("sessions only: their cost, and idle clients");
                 crate::bench_sessions::run(&stack, &mut rows, &mut raw, opts.round_trips).await?;
             }
-            other => anyhow::bail!("--only {other}: use idp or sessions"),
+            "datapath" => {
+                say("data path only: the snippet against a plain JavaScript multiplexer");
+                crate::bench_datapath::run(&stack, &mut rows, &mut raw, &opts).await?;
+            }
+            other => anyhow::bail!("--only {other}: use idp, sessions or datapath"),
         }
         let report = BenchReport { machine: machine(), rows, raw: Value::Object(raw) };
         std::fs::create_dir_all(&opts.out)?;
@@ -227,11 +241,7 @@ pub async fn run(opts: BenchOpts) -> Result<BenchReport> {
 
     say("starting the stack for the steady-state runs");
     let stack = tokio::task::block_in_place(|| {
-        Stack::start(StackOpts {
-            tenant: Some("bench".into()),
-            snippet_vars: UNLIMITED.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
-            ..Default::default()
-        })
+        Stack::start(StackOpts { tenant: Some("bench".into()), snippet_vars: unlimited(), ..Default::default() })
     })?;
     let unbatched: Worker = tokio::task::block_in_place(|| {
         stack.extra_snippet("unbatched", &[UNLIMITED, &[("BATCHING", "off")]].concat())
@@ -408,6 +418,9 @@ pub async fn run(opts: BenchOpts) -> Result<BenchReport> {
         "wide64".into(),
         json!({ "batchedRounds": as_json(&rounds[0]), "unbatchedRounds": as_json(&rounds[1]), "directRounds": as_json(&rounds[2]) }),
     );
+
+    // 4b. The data path against a plain JavaScript multiplexer of the same design.
+    crate::bench_datapath::run(&stack, &mut rows, &mut raw, &opts).await?;
 
     // 5. Upstream connections the backend sees.
     say("connections the backend sees for 1, 16, 256 clients");

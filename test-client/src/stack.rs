@@ -709,8 +709,14 @@ impl Stack {
     /// Starts the Worker in `dir` (relative to the repository) with `vars`: a control
     /// worker such as the soak's pass-through.
     pub fn extra_worker(&self, dir: &str, vars: &[(String, String)]) -> Result<Worker> {
+        self.extra_worker_as(dir, &dir.replace('/', "-"), vars)
+    }
+
+    /// [`Stack::extra_worker`] under `name` (its log and persisted state): for a second
+    /// instance of the same Worker.
+    pub fn extra_worker_as(&self, dir: &str, name: &str, vars: &[(String, String)]) -> Result<Worker> {
         let ports = free_ports()?;
-        let log = self.dir.join(format!("{}.log", dir.replace('/', "-")));
+        let log = self.dir.join(format!("{name}.log"));
         let mut w = Worker::spawn(&self.root, &self.root.join(dir), ports, vars, log)?;
         wait_ready(&mut w, "/")?;
         Ok(w)
