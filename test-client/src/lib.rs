@@ -8,6 +8,7 @@ mod bench_datapath;
 mod bench_idp;
 mod bench_pool;
 mod bench_sessions;
+pub mod cost;
 pub mod idle;
 pub mod jose;
 pub mod keyserver;
@@ -49,6 +50,9 @@ pub enum Cmd {
     /// Churn clients across many tenants through a small pool, checking every reply,
     /// counts at rest and memory against a pass-through Worker (see BENCHMARKS.md).
     Soak(soak::SoakOpts),
+    /// What a workload costs per month on Cloudflare's published prices: clients straight
+    /// to the Durable Object, a forwarding Worker, and snippet-proxy (see COST.md).
+    Cost(cost::CostOpts),
     /// Mint a JWT for the snippet (HS256, or RS256/PS256/ES256/EdDSA with --alg and --key);
     /// prints the token alone on the last line of stdout.
     Token(token::TokenOpts),
@@ -85,6 +89,15 @@ pub async fn run(opts: Opts) -> Result<ExitCode> {
             }
             let clean = report.wrong.is_empty();
             Ok(if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Cmd::Cost(c) => {
+            let report = cost::run(&c);
+            if opts.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", cost::text(&report));
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Stats(s) => {
             snippet_stats::run(s, opts.json).await?;
