@@ -4,10 +4,15 @@
 //! restarted — gets what it missed and nothing twice, and the application sees one
 //! client throughout.
 //!
-//! This module keeps the state and says what to store; [`crate::Object`] decides when
-//! (attach, detach, end) and the glue stores it.
+//! This module keeps the state and says what to store: a summary row per session when
+//! it begins, attaches or detaches ([`summary`]), and one journal record per input for
+//! what moved in it ([`journal`]). [`crate::Object`] decides when; the glue stores it.
+
+mod journal;
+mod summary;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::rc::Rc;
 
 use protocol::session::{Envelope, SessionId, MAX_REPLAY_BYTES, MAX_REPLAY_MESSAGES, RESUME_WINDOW_MS};
 use protocol::{FrameKind, Identity, StreamId};
@@ -16,15 +21,19 @@ use crate::app::{Client, Msg};
 use crate::ids::{ClientId, SocketId};
 use crate::out::Outboxes;
 use crate::store;
+use journal::{Holds, Record, MAX_RECORD_BYTES};
 
 /// A message the session sent and its client has not acknowledged.
 #[derive(Debug, Clone)]
-pub(crate) struct Kept {
+struct Kept {
     seq: u64,
     text: bool,
     /// When it was sent (ms): kept no longer than [`RESUME_WINDOW_MS`].
     at: u64,
-    payload: Vec<u8>,
+    /// Shared with the other sessions a broadcast went to.
+    payload: Rc<[u8]>,
+    /// The journal record it is stored in.
+    record: u64,
 }
 
 /// One session.
@@ -44,9 +53,16 @@ pub(crate) struct Session {
     told: u64,
     kept: VecDeque<Kept>,
     kept_bytes: usize,
+    /// The record holding its latest positions, unless its summary does.
+    positions_in: Option<u64>,
 }
 
 impl Session {
+    fn new(client: Client, at: Option<(SocketId, StreamId)>, taken: u64, sent: u64) -> Session {
+        let kept = VecDeque::new();
+        Session { client, at, detached_at: None, taken, sent, told: 0, kept, kept_bytes: 0, positions_in: None }
+    }
+
     /// Whether a client that has every message up to `received` can go on: nothing after
     /// it was dropped, and it claims nothing that was never sent.
     pub(crate) fn resumable(&self, received: u64) -> bool {
@@ -65,10 +81,18 @@ impl Session {
 pub(crate) struct Sessions {
     by_id: BTreeMap<SessionId, Session>,
     by_client: BTreeMap<ClientId, SessionId>,
-    /// Sessions whose stored summary must be written at the end of the input.
+    /// Sessions whose summary row must be written at the end of the input.
     changed: BTreeSet<SessionId>,
     /// Sessions whose client's messages advanced in this input (an `Ack` may be owed).
     advanced: Vec<SessionId>,
+    /// Sessions whose positions moved in this input (the record carries them).
+    moved: BTreeSet<SessionId>,
+    /// The input's records, being built (more than one only past [`MAX_RECORD_BYTES`]).
+    building: Vec<(u64, Record)>,
+    /// Records and what they still hold; `true` once stored (those of this input are
+    /// not yet).
+    records: BTreeMap<u64, (Holds, bool)>,
+    next_record: u64,
     /// Rows to write (`Some`) or delete (`None`), in order.
     pub(crate) writes: Vec<(String, Option<Vec<u8>>)>,
     pub(crate) counters: SessionCounters,
@@ -120,27 +144,21 @@ impl Sessions {
     pub(crate) fn begin(&mut self, client: Client, at: (SocketId, StreamId)) {
         let Some(id) = client.session else { return };
         self.by_client.insert(client.id(), id);
-        let session = Session {
-            client,
-            at: Some(at),
-            detached_at: None,
-            taken: 0,
-            sent: 0,
-            told: 0,
-            kept: VecDeque::new(),
-            kept_bytes: 0,
-        };
-        self.by_id.insert(id, session);
+        self.by_id.insert(id, Session::new(client, Some(at), 0, 0));
         self.changed.insert(id);
     }
 
-    /// Ends session `id`: it and its rows are gone. Returns its client.
+    /// Ends session `id`: it and what it holds in storage are gone. Returns its client.
     pub(crate) fn end(&mut self, id: SessionId) -> Option<Client> {
         let s = self.by_id.remove(&id)?;
         self.by_client.remove(&s.client.id());
         self.changed.remove(&id);
+        self.moved.remove(&id);
         for k in &s.kept {
-            self.writes.push((store::kept_key(id, k.seq), None));
+            self.release(k.record, Holds { messages: 1, positions: 0 });
+        }
+        if let Some(r) = s.positions_in {
+            self.release(r, Holds { messages: 0, positions: 1 });
         }
         self.writes.push((store::session_key(id), None));
         Some(s.client)
@@ -193,32 +211,63 @@ impl Sessions {
             s.told = s.taken;
             push(outboxes, at, &Envelope::Data { text, seq, ack: s.taken, payload });
         }
-        let mut row = Vec::with_capacity(9 + payload.len());
-        row.push(u8::from(text));
-        row.extend_from_slice(&now.to_be_bytes());
-        row.extend_from_slice(payload);
-        self.writes.push((store::kept_key(id, seq), Some(row)));
-        s.kept_bytes += payload.len();
-        s.kept.push_back(Kept { seq, text, at: now, payload: payload.to_vec() });
-        // The bounds: what a client needs after a gap longer than these cannot be resumed.
+        self.moved.insert(id);
+        // One larger than the whole replay bound is never kept: nobody could resume it.
+        if payload.len() <= MAX_REPLAY_BYTES {
+            self.start_record(payload.len());
+            if let Some((n, r)) = self.building.last_mut() {
+                let payload = r.add(id, seq, text, now, payload);
+                if let Some((h, _)) = self.records.get_mut(n) {
+                    h.messages += 1;
+                }
+                if let Some(s) = self.by_id.get_mut(&id) {
+                    s.kept_bytes += payload.len();
+                    s.kept.push_back(Kept { seq, text, at: now, payload, record: *n });
+                }
+            }
+        }
+        self.trim(id, now);
+    }
+
+    /// Makes sure this input has a record with room for `len` more bytes.
+    fn start_record(&mut self, len: usize) {
+        let full = self.building.last().is_none_or(|(_, r)| !r.entries.is_empty() && r.size() + len > MAX_RECORD_BYTES);
+        if full {
+            self.building.push((self.next_record, Record::default()));
+            self.records.insert(self.next_record, (Holds::default(), false));
+            self.next_record += 1;
+        }
+    }
+
+    /// The replay bounds: what a client needs after a gap longer than these cannot be
+    /// resumed, and its records are freed.
+    fn trim(&mut self, id: SessionId, now: u64) {
+        let Some(s) = self.by_id.get_mut(&id) else { return };
+        let mut freed = Vec::new();
         while s.kept.len() > MAX_REPLAY_MESSAGES
             || s.kept_bytes > MAX_REPLAY_BYTES
             || s.kept.front().is_some_and(|k| k.at.saturating_add(RESUME_WINDOW_MS) < now)
         {
             let Some(k) = s.kept.pop_front() else { break };
             s.kept_bytes -= k.payload.len();
-            self.writes.push((store::kept_key(id, k.seq), None));
+            freed.push(k.record);
         }
-        self.changed.insert(id);
+        for r in freed {
+            self.release(r, Holds { messages: 1, positions: 0 });
+        }
     }
 
     /// The client acknowledged every message up to `ack`: they are dropped.
     pub(crate) fn acknowledge(&mut self, id: SessionId, ack: u64) {
         let Some(s) = self.by_id.get_mut(&id) else { return };
+        let mut freed = Vec::new();
         while s.kept.front().is_some_and(|k| k.seq <= ack) {
             let Some(k) = s.kept.pop_front() else { break };
             s.kept_bytes -= k.payload.len();
-            self.writes.push((store::kept_key(id, k.seq), None));
+            freed.push(k.record);
+        }
+        for r in freed {
+            self.release(r, Holds { messages: 1, positions: 0 });
         }
     }
 
@@ -230,13 +279,26 @@ impl Sessions {
             return false;
         }
         s.taken = seq;
-        self.changed.insert(id);
+        self.moved.insert(id);
         self.advanced.push(id);
         true
     }
 
+    /// Record `n` no longer needs what `gone` says: a stored one is deleted once it needs
+    /// nothing (one of this input is then simply not stored).
+    fn release(&mut self, n: u64, gone: Holds) {
+        let Some((h, stored)) = self.records.get_mut(&n) else { return };
+        h.messages = h.messages.saturating_sub(gone.messages);
+        h.positions = h.positions.saturating_sub(gone.positions);
+        if h.empty() && *stored {
+            self.records.remove(&n);
+            self.writes.push((store::record_key(n), None));
+        }
+    }
+
     /// The end of an input: an `Ack` to each attached session whose client's messages
-    /// advanced and that was told nothing since, and every changed summary stored.
+    /// advanced and that was told nothing since; the input's record(s) and every changed
+    /// summary stored.
     pub(crate) fn finish_input(&mut self, outboxes: &mut Outboxes) {
         for id in std::mem::take(&mut self.advanced) {
             let Some(s) = self.by_id.get_mut(&id) else { continue };
@@ -245,97 +307,119 @@ impl Sessions {
                 push(outboxes, at, &Envelope::Ack { ack: s.taken });
             }
         }
+        // Positions that moved go in the last record, unless the summary is written anyway.
+        let moved: Vec<SessionId> =
+            std::mem::take(&mut self.moved).into_iter().filter(|id| !self.changed.contains(id)).collect();
+        if !moved.is_empty() {
+            self.start_record(0);
+        }
+        let mut building = std::mem::take(&mut self.building);
+        if let Some((n, last)) = building.last_mut() {
+            for id in moved {
+                let Some(s) = self.by_id.get_mut(&id) else { continue };
+                last.positions.push((id, s.taken, s.sent));
+                let before = s.positions_in.replace(*n);
+                if let Some((h, _)) = self.records.get_mut(n) {
+                    h.positions += 1;
+                }
+                if let Some(r) = before {
+                    self.release(r, Holds { messages: 0, positions: 1 });
+                }
+            }
+        }
+        for (n, record) in building {
+            match self.records.get_mut(&n) {
+                // Everything in it was acknowledged or dropped within the input.
+                Some((h, _)) if h.empty() => {
+                    self.records.remove(&n);
+                }
+                Some((_, stored)) => {
+                    *stored = true;
+                    self.writes.push((store::record_key(n), Some(record.encode())));
+                }
+                None => {}
+            }
+        }
         for id in std::mem::take(&mut self.changed) {
-            if let Some(s) = self.by_id.get(&id) {
-                self.writes.push((store::session_key(id), Some(encode_summary(s))));
+            let Some(s) = self.by_id.get_mut(&id) else { continue };
+            // The summary carries the positions: a record holding them no longer must.
+            let before = s.positions_in.take();
+            self.writes.push((store::session_key(id), Some(summary::encode_summary(s))));
+            if let Some(r) = before {
+                self.release(r, Holds { messages: 0, positions: 1 });
             }
         }
     }
 
-    /// Rebuilds the sessions from their rows (keys under [`store::SESSION_PREFIX`]).
-    /// Returns the attached ones with where they were, for the caller to place.
+    /// Rebuilds the sessions from their rows (keys under [`store::SESSION_PREFIX`]): the
+    /// summaries, then the records in order. Returns the attached ones with where they
+    /// were, for the caller to place.
     pub(crate) fn restore(
         &mut self,
         rows: &[(String, Vec<u8>)],
         services: &'static [&'static str],
     ) -> Vec<(SessionId, SocketId, StreamId)> {
         let mut placed = Vec::new();
+        let mut records = Vec::new();
         for (key, value) in rows {
-            let Some(store::SessionRow::Summary(id)) = store::SessionRow::of(key) else { continue };
-            let Some((s, at)) = decode_summary(id, value, services) else { continue };
-            if let Some((socket, stream)) = at {
-                placed.push((id, socket, stream));
+            match store::SessionRow::of(key) {
+                Some(store::SessionRow::Summary(id)) => {
+                    let Some((s, at)) = summary::decode_summary(id, value, services) else { continue };
+                    if let Some((socket, stream)) = at {
+                        placed.push((id, socket, stream));
+                    }
+                    self.by_client.insert(s.client.id(), id);
+                    self.by_id.insert(id, s);
+                }
+                Some(store::SessionRow::Record(n)) => match journal::Record::decode(value) {
+                    Some(r) => records.push((n, r)),
+                    None => self.writes.push((key.clone(), None)),
+                },
+                None => {}
             }
-            self.by_client.insert(s.client.id(), id);
-            self.by_id.insert(id, s);
         }
-        for (key, value) in rows {
-            let Some(store::SessionRow::Kept(id, seq)) = store::SessionRow::of(key) else { continue };
-            let Some(s) = self.by_id.get_mut(&id) else {
-                // A message of a session that is gone.
-                self.writes.push((key.clone(), None));
-                continue;
-            };
-            let Some((&text, rest)) = value.split_first() else { continue };
-            let (Some(at), Some(payload)) = (rest.get(..8).and_then(store::decode_time), rest.get(8..)) else {
-                continue;
-            };
-            s.kept_bytes += payload.len();
-            s.kept.push_back(Kept { seq, text: text == 1, at, payload: payload.to_vec() });
+        records.sort_by_key(|(n, _)| *n);
+        for (n, record) in records {
+            self.restore_record(n, record);
         }
         for s in self.by_id.values_mut() {
             s.kept.make_contiguous().sort_by_key(|k| k.seq);
         }
         placed
     }
-}
 
-fn push(outboxes: &mut Outboxes, (socket, stream): (SocketId, StreamId), env: &Envelope<'_>) {
-    outboxes.push(socket, FrameKind::Binary, stream, &env.encode());
-}
+    fn restore_record(&mut self, n: u64, record: Record) {
+        self.next_record = self.next_record.max(n + 1);
+        self.records.insert(n, (Holds::default(), true));
+        for (id, taken, sent) in record.positions {
+            let Some(s) = self.by_id.get_mut(&id) else { continue };
+            s.taken = s.taken.max(taken);
+            s.sent = s.sent.max(sent);
+            let before = s.positions_in.replace(n);
+            if let Some((h, _)) = self.records.get_mut(&n) {
+                h.positions += 1;
+            }
+            if let Some(r) = before {
+                self.release(r, Holds { messages: 0, positions: 1 });
+            }
+        }
+        for e in record.entries {
+            for (id, seq) in e.to {
+                let Some(s) = self.by_id.get_mut(&id) else { continue };
+                s.sent = s.sent.max(seq);
+                s.kept_bytes += e.payload.len();
+                s.kept.push_back(Kept { seq, text: e.text, at: e.at, payload: Rc::clone(&e.payload), record: n });
+                if let Some((h, _)) = self.records.get_mut(&n) {
+                    h.messages += 1;
+                }
+            }
+        }
+        if self.records.get(&n).is_some_and(|(h, _)| h.empty()) {
+            self.records.remove(&n);
+            self.writes.push((store::record_key(n), None));
+        }
+    }
 
-/// A session's stored summary: `taken:u64 sent:u64 origin:u64 origin_stream:u32
-/// at_socket:u64 at_stream:u32 (0, 0 = detached) detached_at:u64` then the client's
-/// [`Client::encode`]. Its kept messages are rows of their own.
-fn encode_summary(s: &Session) -> Vec<u8> {
-    let (at_socket, at_stream) = s.at.map_or((0, 0), |(so, st)| (so.bits(), st.0));
-    let mut out = Vec::with_capacity(64);
-    out.extend_from_slice(&s.taken.to_be_bytes());
-    out.extend_from_slice(&s.sent.to_be_bytes());
-    out.extend_from_slice(&s.client.id().origin().bits().to_be_bytes());
-    out.extend_from_slice(&s.client.id().stream().0.to_be_bytes());
-    out.extend_from_slice(&at_socket.to_be_bytes());
-    out.extend_from_slice(&at_stream.to_be_bytes());
-    out.extend_from_slice(&s.detached_at.unwrap_or(0).to_be_bytes());
-    out.extend_from_slice(&s.client.encode());
-    out
-}
-
-type Placed = Option<(SocketId, StreamId)>;
-
-fn decode_summary(id: SessionId, b: &[u8], services: &'static [&'static str]) -> Option<(Session, Placed)> {
-    let u64_at = |i: usize| Some(u64::from_be_bytes(b.get(i..i + 8)?.try_into().ok()?));
-    let u32_at = |i: usize| Some(u32::from_be_bytes(b.get(i..i + 4)?.try_into().ok()?));
-    let (taken, sent) = (u64_at(0)?, u64_at(8)?);
-    let origin = ClientId::new(SocketId::from_bits(u64_at(16)?), StreamId(u32_at(24)?));
-    let (at_socket, at_stream, detached_at) = (u64_at(28)?, u32_at(36)?, u64_at(40)?);
-    let at = (at_stream != 0).then(|| (SocketId::from_bits(at_socket), StreamId(at_stream)));
-    let stream = at.map_or(origin.stream(), |(_, st)| st);
-    let client = Client::decode(origin, stream, b.get(48..)?, services)?.with_session(id);
-    let session = Session {
-        client,
-        at: None,
-        detached_at: (detached_at != 0).then_some(detached_at),
-        taken,
-        sent,
-        told: 0,
-        kept: VecDeque::new(),
-        kept_bytes: 0,
-    };
-    Some((session, at))
-}
-
-impl Sessions {
     /// Places a restored session at `at` (its socket is live).
     pub(crate) fn place(&mut self, id: SessionId, at: (SocketId, StreamId)) {
         if let Some(s) = self.by_id.get_mut(&id) {
@@ -353,4 +437,8 @@ impl Sessions {
             }
         }
     }
+}
+
+fn push(outboxes: &mut Outboxes, (socket, stream): (SocketId, StreamId), env: &Envelope<'_>) {
+    outboxes.push(socket, FrameKind::Binary, stream, &env.encode());
 }

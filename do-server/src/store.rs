@@ -8,8 +8,8 @@
 //! | `mux/{socket}/{stream:010}` | a client: service byte + identity ([`Client::encode`]) |
 //! | `mux/{socket}/{stream:010}/origin` | the socket an adopted client first opened on |
 //!
-//! | `sess/{session}` | a session's summary (positions, where it is attached, its client) |
-//! | `sess/{session}/{seq:020}` | a message the session sent and its client has not acknowledged |
+//! | `sess/{session}` | a session's summary (positions, where it is attached, its client), written when it begins, attaches or detaches |
+//! | `sess/log/{n:020}` | one journal record per input: sessions' new positions and the messages sent, each payload once (`sessions/journal.rs`) |
 //!
 //! Stream ids are zero-padded so that keys list in id order. The core says what to write
 //! ([`crate::Action::Put`], [`crate::Action::Delete`]); the glue only carries it out and,
@@ -88,31 +88,25 @@ pub(crate) fn session_key(id: SessionId) -> String {
     format!("{SESSION_PREFIX}{id}")
 }
 
-/// The key of a session's kept message `seq` (zero-padded, so they list in order).
-pub(crate) fn kept_key(id: SessionId, seq: u64) -> String {
-    format!("{SESSION_PREFIX}{id}/{seq:020}")
+/// The key of journal record `n` (zero-padded, so they list in order).
+pub(crate) fn record_key(n: u64) -> String {
+    format!("{SESSION_PREFIX}log/{n:020}")
 }
 
 /// What one stored session row is, by its key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SessionRow {
     Summary(SessionId),
-    Kept(SessionId, u64),
+    Record(u64),
 }
 
 impl SessionRow {
     pub(crate) fn of(key: &str) -> Option<SessionRow> {
         let rest = key.strip_prefix(SESSION_PREFIX)?;
-        let (id, seq) = match rest.split_once('/') {
-            Some((id, seq)) => (id, Some(seq)),
-            None => (rest, None),
-        };
-        let id = SessionId::parse(id)?;
-        match seq {
-            None => Some(SessionRow::Summary(id)),
-            Some(s) if s.len() == 20 => s.parse().ok().map(|seq| SessionRow::Kept(id, seq)),
-            Some(_) => None,
+        if let Some(n) = rest.strip_prefix("log/") {
+            return (n.len() == 20).then(|| n.parse().ok().map(SessionRow::Record)).flatten();
         }
+        SessionId::parse(rest).map(SessionRow::Summary)
     }
 }
 
@@ -146,8 +140,9 @@ mod tests {
         assert_eq!(decode_time(&encode_time(123_456)), Some(123_456));
         let session = SessionId::from_bytes([0xab; 16]);
         assert_eq!(SessionRow::of(&session_key(session)), Some(SessionRow::Summary(session)));
-        assert_eq!(SessionRow::of(&kept_key(session, 7)), Some(SessionRow::Kept(session, 7)));
+        assert_eq!(SessionRow::of(&record_key(7)), Some(SessionRow::Record(7)));
         assert_eq!(SessionRow::of("sess/nope"), None);
+        assert_eq!(SessionRow::of("sess/log/7"), None);
         assert_eq!(SessionRow::of(&format!("{}/7", session_key(session))), None);
         assert_eq!(decode_time(b"short"), None);
     }

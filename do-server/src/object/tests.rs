@@ -257,8 +257,9 @@ mod sessions {
             o.broadcast(&|_| true, Msg::Text(&format!("n{i}")), NOW + 3);
         }
         let (_, deleted) = run(&mut o, &mut kv);
-        let kept = kv.keys().filter(|k| k.starts_with("sess/") && k.matches('/').count() == 2).count();
-        assert_eq!((kept, deleted), (MAX_REPLAY_MESSAGES, 5), "the oldest are dropped, rows and all");
+        // One journal record per broadcast (the session is detached: nothing is acknowledged).
+        let records = kv.keys().filter(|k| k.starts_with("sess/log/")).count();
+        assert_eq!((records, deleted), (MAX_REPLAY_MESSAGES, 5), "the oldest are dropped, records and all");
         // Woken from storage, a client that missed everything cannot go on: message 1 is gone.
         let mut woken = Object::restore(VectorApp::default(), [(B, "room".to_string())], kv.clone(), NOW + 4);
         woken.handle_message(B, &batch(&[attach(7, 0)]), NOW + 5);
@@ -269,5 +270,49 @@ mod sessions {
         assert_eq!(welcome_of(&frames), Some(true));
         assert_eq!(frames.len(), 1 + MAX_REPLAY_MESSAGES, "the Welcome and every kept message");
         assert_eq!(o.counters().sessions.replayed, MAX_REPLAY_MESSAGES as u64);
+    }
+
+    fn data(stream: u32, seq: u64, ack: u64, text: &str) -> (FrameKind, u32, Vec<u8>) {
+        (FrameKind::Binary, stream, Envelope::Data { text: true, seq, ack, payload: text.as_bytes() }.encode())
+    }
+
+    /// What sessions cost in storage: a broadcast to many sessions is one row, and an echo
+    /// in a session is one row written and, once acknowledged, one deleted.
+    #[test]
+    fn a_broadcast_is_one_row_and_an_echo_two() {
+        let mut kv = std::collections::BTreeMap::new();
+        let mut o = Object::new(VectorApp::default());
+        o.handle_accept(A, "room", &[A], NOW);
+        let attach_n = |stream: u32, n: u8| {
+            let id = SessionId::from_bytes([n; 16]);
+            let open =
+                Open { path: "/rpc".into(), identity: who("alice"), attach: Some(Attach { session: id, received: 0 }) };
+            (FrameKind::Open, stream, open.encode())
+        };
+        let opens: Vec<_> = (1..=50).map(|i| attach_n(i, i as u8)).collect();
+        o.handle_message(A, &batch(&opens), NOW);
+        let _ = run(&mut o, &mut kv);
+        o.broadcast(&|_| true, Msg::Text("to everyone"), NOW + 1);
+        let (_, store, _) = drain(&mut o);
+        let rows: Vec<_> = store
+            .iter()
+            .map(|a| match a {
+                Action::Put { key, .. } | Action::Delete { key } => key.clone(),
+                _ => String::new(),
+            })
+            .collect();
+        assert_eq!(rows.len(), 1, "one record for a broadcast to 50 sessions: {rows:?}");
+        // An echo session: each round trip writes its record and deletes the last one.
+        let mut o = Object::new(VectorApp::default());
+        o.handle_accept(A, "room", &[A], NOW);
+        o.handle_message(A, &batch(&[attach(5, 0)]), NOW);
+        let _ = run(&mut o, &mut kv);
+        let mut rows = 0;
+        for seq in 1..=100u64 {
+            o.handle_message(A, &batch(&[data(5, seq, seq - 1, "echo me")]), NOW + seq);
+            let (_, store, _) = drain(&mut o);
+            rows += store.iter().filter(|a| matches!(a, Action::Put { .. } | Action::Delete { .. })).count();
+        }
+        assert_eq!(rows, 199, "a record per echo, and the one before it deleted: {rows}");
     }
 }
