@@ -54,7 +54,7 @@ const DEFAULT_CPU_BATCHED_US: f64 = 24.7;
 const DEFAULT_CPU_UNBATCHED_US: f64 = 48.2;
 const DEFAULT_BATCH_MAX: f64 = 45.1;
 const DEFAULT_BATCH_RATE: f64 = 22_755.0;
-const DEFAULT_ROWS_PER_ECHO: f64 = 3.0;
+const DEFAULT_ROWS_PER_ECHO: f64 = 2.0;
 const BUILT_IN: &str =
     "built-in default (the committed bench-results' figure when this was written; file or field missing)";
 

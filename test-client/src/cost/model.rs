@@ -70,17 +70,16 @@ pub const ACK_AFTER_MESSAGES: f64 = 32.0;
 pub const ACK_AFTER_SECS: f64 = 2.0;
 /// The snippet's keep-warm cron runs once a minute (`wrangler.toml`).
 pub const CRON_RUNS_PER_MONTH: f64 = MONTH_SECS / 60.0;
-/// Session rows per echo, split as do-server writes them: the session's position per
-/// client message taken, the kept reply and its deletion when acknowledged.
-pub const ROWS_PER_CLIENT_MESSAGE: f64 = 1.0;
-/// See [`ROWS_PER_CLIENT_MESSAGE`].
-pub const ROWS_PER_DELIVERY: f64 = 2.0;
-/// A stand-alone acknowledgement rewrites the session's position.
-pub const ROWS_PER_ACK: f64 = 1.0;
+/// Session rows are written per input of the object, not per delivery: one journal
+/// record per client message taken (its replies and broadcasts, each payload once,
+/// inside), deleted once acknowledged and superseded (do-server `sessions/journal.rs`).
+/// The measured rows per echo (2: the record and, later, its deletion) is that per
+/// client message; a stand-alone acknowledgement writes nothing of its own.
 /// A stream's record, written then deleted (do-server; counted from the code, not
 /// measured). Also per stream re-opened on a new upstream.
 pub const ROWS_PER_STREAM: f64 = 2.0;
-/// A session's record, written then deleted, per stream of a session client (the same).
+/// A session's summary, written when it begins and deleted when it ends (do-server;
+/// counted from the code). A session client has no stream record.
 pub const ROWS_PER_SESSION: f64 = 2.0;
 /// An upstream socket's record and its hand-over barrier, each written then deleted
 /// (at most; counted from the code).
@@ -344,9 +343,7 @@ pub fn estimate(w: &Workload, i: &Inputs) -> Estimate {
     let snippet_events = 2.0 * upstream_connects + incoming + idle_wakes;
     let worker_requests = connects + http + CRON_RUNS_PER_MONTH + upstream_connects;
     let (session_rows, per_stream) = if w.sessions {
-        let scale = i.rows_per_echo / (ROWS_PER_CLIENT_MESSAGE + ROWS_PER_DELIVERY);
-        let rows = msgs * ROWS_PER_CLIENT_MESSAGE + deliveries * ROWS_PER_DELIVERY + acks * ROWS_PER_ACK;
-        (scale * rows, ROWS_PER_STREAM + ROWS_PER_SESSION)
+        (msgs * i.rows_per_echo, ROWS_PER_SESSION)
     } else {
         (0.0, ROWS_PER_STREAM)
     };

@@ -108,8 +108,9 @@ fn snippet_by_hand_at_two_frames_per_message() {
     assert_close!(s.worker_requests, 46_230.0);
     // 46,230 requests × 1 ms + 8,652,000 frames × 29.5 µs = 46,230 + 255,234 ms.
     assert_close!(s.worker_cpu_ms, 301_464.0);
-    // Rows: 1 per message + 2 per reply, 4 per stream opened or re-opened, 4 per upstream.
-    assert_close!(s.rows_written, 4_320_000.0 + 8_640_000.0 + 6_000.0 * 4.0 + 30.0 * 4.0);
+    // Rows: `rows_per_echo` (3 in these inputs) per message taken, 2 per session opened
+    // or re-opened (its summary written, then deleted or rewritten), 4 per upstream.
+    assert_close!(s.rows_written, 4_320_000.0 * 3.0 + 6_000.0 * 2.0 + 30.0 * 4.0);
     // The application's work is the same as direct; per-event time is 0 here.
     assert_close!(s.do_gb_s, 552.96);
 }

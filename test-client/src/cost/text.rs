@@ -50,7 +50,7 @@ pub(super) fn notes(w: &Workload, i: &Inputs, e: &Estimate) -> Vec<String> {
     });
     if w.sessions && s.rows_written >= 0.5 * s.total && s.rows_written >= 0.01 {
         notes.push(format!(
-            "Session storage is {:.1} % of the snippet's cost: each message sent to a session client is written, then deleted when acknowledged, and each acknowledgement or client message rewrites the session's position ({:.2} rows per echo). A row written costs $1.00 a million, an incoming WebSocket message $0.0075 a million. --no-sessions shows plain clients, which do not resume after a reconnect.",
+            "Session storage is {:.1} % of the snippet's cost: each message a session client sends is one journal record (its replies and broadcasts inside, each payload once), written, then deleted once acknowledged ({:.2} rows per message, measured per echo). A row written costs $1.00 a million, an incoming WebSocket message $0.0075 a million. --no-sessions shows plain clients, which do not resume after a reconnect.",
             s.rows_written / s.total * 100.0,
             i.rows_per_echo
         ));
