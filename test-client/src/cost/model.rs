@@ -342,11 +342,8 @@ pub fn estimate(w: &Workload, i: &Inputs) -> Estimate {
     // An upstream's accept and, later, its close.
     let snippet_events = 2.0 * upstream_connects + incoming + idle_wakes;
     let worker_requests = connects + http + CRON_RUNS_PER_MONTH + upstream_connects;
-    let (session_rows, per_stream) = if w.sessions {
-        (msgs * i.rows_per_echo, ROWS_PER_SESSION)
-    } else {
-        (0.0, ROWS_PER_STREAM)
-    };
+    let (session_rows, per_stream) =
+        if w.sessions { (msgs * i.rows_per_echo, ROWS_PER_SESSION) } else { (0.0, ROWS_PER_STREAM) };
     let snippet = Usage {
         // The snippet's own (upgrades, HTTP, cron), and the backend Worker's per upstream.
         worker_requests,
