@@ -7,6 +7,7 @@ use std::pin::pin;
 use std::task::Poll;
 
 use mux_core::keeper::Holder;
+use mux_core::log::Line;
 use mux_core::{Delivery, Here, Identity, Refused, StreamId};
 use protocol::facts::{CloseCode, TOKEN_EXPIRED};
 use wasm_bindgen::prelude::*;
@@ -55,13 +56,17 @@ pub fn upgrade(
         Err(e) => {
             state::with(|s| s.mux.handle_client_closed(id, 1011, "accept failed", js::now()));
             state::settle(Here::Request, None);
-            return js::fail(500, "cannot accept the WebSocket", &e);
+            return js::fail(500, "cannot accept the WebSocket", &e, tenant);
         }
     };
     let listeners = listen(id, &server);
     let here = Here::Client(id);
-    let task =
-        executor::spawn(state::holding(Holder::Client(id), here, None, deliver(id, server, listeners, expires_at)));
+    let task = executor::spawn(state::holding(
+        Holder::Client(id),
+        here,
+        None,
+        deliver(id, tenant.to_owned(), server, listeners, expires_at),
+    ));
     state::with(|s| s.client_tasks.insert(id, task));
     state::settle(Here::Client(id), None);
     js::upgrade_response(&client, protocol.as_deref())
@@ -148,7 +153,7 @@ fn listen(id: StreamId, ws: &web_sys::WebSocket) -> Listeners {
 /// The stream's delivery task: writes the backend's messages to the client, in order,
 /// until the stream ends, or closes it with 1008 when the caller's token expires. Always
 /// polled in the client's own context.
-async fn deliver(id: StreamId, ws: web_sys::WebSocket, listeners: Listeners, expires_at: u64) {
+async fn deliver(id: StreamId, tenant: String, ws: web_sys::WebSocket, listeners: Listeners, expires_at: u64) {
     let mut expired = pin!(expiry(expires_at));
     loop {
         let next = poll_fn(|cx| match state::poll_delivery(id, cx) {
@@ -180,7 +185,8 @@ async fn deliver(id: StreamId, ws: web_sys::WebSocket, listeners: Listeners, exp
             // the log line that holds the detail (as HTTP errors carry a request id).
             Some(Delivery::Aborted { code, reason, detail }) => {
                 let rid = js::request_id();
-                js::log_error(&format!("request {rid}: stream {id} closed {code} {reason}: {detail}"));
+                let line = Line::error(format!("stream {id} closed {code} {reason}: {detail}"));
+                js::log(line.str("requestId", &rid).str("tenant", &tenant).num("closeCode", u64::from(code)));
                 js::close(&ws, code, &format!("{reason} (ref {rid})"));
                 break;
             }
@@ -193,9 +199,9 @@ async fn deliver(id: StreamId, ws: web_sys::WebSocket, listeners: Listeners, exp
         };
         if let Err(e) = sent {
             let why = js::describe(&e);
-            let line = format!("stream {id}: send to client failed: {why}");
-            js::log_error(&line);
-            state::with(|s| s.mux.note_error(line));
+            let msg = format!("stream {id}: send to client failed: {why}");
+            js::log(Line::error(msg.as_str()).str("tenant", &tenant));
+            state::with(|s| s.mux.note_error(format!("tenant {tenant}: {msg}")));
             js::close(&ws, 1011, "send to client failed");
             detach(id, 1011, &why);
             break;

@@ -90,13 +90,13 @@ pub async fn proxy(
     match reply {
         Some(Delivery::Response(r)) => js::response(r.status, &r.content_type, &r.body),
         Some(Delivery::Fallback(r)) => fallback(tenant, &r).await,
-        Some(Delivery::Failed { status, reason, detail }) => js::fail(status, reason, &detail),
+        Some(Delivery::Failed { status, reason, detail }) => js::fail(status, reason, &detail, tenant),
         Some(_) => {
             let why = "the backend sent a WebSocket frame for an HTTP request";
             state::with(|s| s.mux.note_error(why.to_owned()));
-            js::fail(502, "backend protocol error", why)
+            js::fail(502, "backend protocol error", why, tenant)
         }
-        None => js::fail(502, "no reply", "the request's stream ended without a reply"),
+        None => js::fail(502, "no reply", "the request's stream ended without a reply", tenant),
     }
 }
 
@@ -111,7 +111,7 @@ async fn fallback(tenant: &str, request: &Request) -> Result<web_sys::Response, 
         Err(e) => {
             let why = format!("no upstream, and direct HTTP to {url} failed: {e}");
             state::with(|s| s.mux.note_error(why.clone()));
-            js::fail(502, "backend unreachable", &why)
+            js::fail(502, "backend unreachable", &why, tenant)
         }
     }
 }

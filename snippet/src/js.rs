@@ -1,6 +1,7 @@
 //! The few JavaScript APIs the snippet needs that web-sys does not describe for workerd.
 
 use js_sys::Promise;
+use mux_core::log::{Level, Line};
 use protocol::facts::CloseCode;
 use std::cell::Cell;
 use std::future::Future;
@@ -25,6 +26,10 @@ extern "C" {
 
     #[wasm_bindgen(js_namespace = console, js_name = error)]
     fn console_error(msg: &str);
+    #[wasm_bindgen(js_namespace = console, js_name = warn)]
+    fn console_warn(msg: &str);
+    #[wasm_bindgen(js_namespace = console, js_name = log)]
+    fn console_log(msg: &str);
 
     #[wasm_bindgen(js_namespace = crypto, js_name = randomUUID)]
     pub fn random_uuid() -> String;
@@ -92,10 +97,17 @@ pub async fn read_body(req: &JsValue, limit: usize) -> Result<Option<Vec<u8>>, J
     }
 }
 
-/// Writes to the workerd log. Every error the snippet handles is logged, so the
-/// end-to-end tests can hold the log to "no cross-request I/O error, no hang".
-pub fn log_error(msg: &str) {
-    console_error(&format!("snippet-proxy: {msg}"));
+/// Writes one line to the workerd log, as one JSON object ([`Line`]): the one way the
+/// snippet logs. Every error it handles is logged, so the end-to-end tests can hold the
+/// log to "no cross-request I/O error, no hang", and the platform's log search can filter
+/// by field. Errors go to `console.error`, so the platform shows them as errors too.
+pub fn log(line: Line) {
+    let json = line.to_json();
+    match line.level() {
+        Level::Error => console_error(&json),
+        Level::Warn => console_warn(&json),
+        Level::Info => console_log(&json),
+    }
 }
 
 /// Milliseconds since the epoch (workerd advances it only across I/O).
@@ -417,11 +429,21 @@ pub fn retry_later(reason: &str) -> Result<web_sys::Response, JsValue> {
 }
 
 /// A failure inside the proxy: the client gets `reason` and a request id; the log gets
-/// the id and `detail`.
-pub fn fail(status: u16, reason: &str, detail: &str) -> Result<web_sys::Response, JsValue> {
+/// the id, the tenant (when known, else "") and `detail`.
+pub fn fail(status: u16, reason: &str, detail: &str, tenant: &str) -> Result<web_sys::Response, JsValue> {
     let id = request_id();
-    log_error(&format!("request {id}: {status} {reason}: {detail}"));
+    let line = Line::error(format!("{status} {reason}: {detail}"));
+    log(line.str("requestId", &id).str("tenant", tenant).num("status", u64::from(status)));
     json_error_with_id(status, reason, &id)
+}
+
+/// A configuration error: every request answers 500 naming the var (`why`), and the log
+/// has the same under the request's id.
+pub fn bad_configuration(why: &str) -> Result<web_sys::Response, JsValue> {
+    let id = request_id();
+    let reason = format!("bad configuration: {why}");
+    log(Line::error(reason.as_str()).str("requestId", &id).num("status", 500));
+    json_error_with_id(500, &reason, &id)
 }
 
 /// A refusal at the door: 400, 401 (with `WWW-Authenticate`), 403, or 503 with

@@ -66,7 +66,7 @@ fn flush() {
         (logs, wakers)
     });
     for line in logs {
-        js::log_error(&line);
+        js::log(mux_core::log::Line::error(line));
     }
     for w in wakers {
         w.wake();

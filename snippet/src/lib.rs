@@ -20,6 +20,7 @@ mod upstream;
 
 use mux_core::auth::Need;
 use mux_core::keeper::Holder;
+use mux_core::log::{Level, Line};
 use mux_core::tenant::{self, Endpoint, Routed};
 use mux_core::Here;
 use wasm_bindgen::prelude::*;
@@ -35,7 +36,7 @@ pub fn fetch(req: web_sys::Request, env: JsValue, ctx: JsValue) -> js_sys::Promi
             Err(e) => {
                 let why = format!("request failed: {}", js::describe(&e));
                 state::with(|s| s.mux.note_error(why.clone()));
-                js::fail(500, "internal error", &why).map(JsValue::from).unwrap_or(e)
+                js::fail(500, "internal error", &why, "").map(JsValue::from).unwrap_or(e)
             }
         };
         done.resolve(&response);
@@ -86,7 +87,7 @@ fn configure(env: &JsValue) -> Option<String> {
                 s.mux.count_request();
                 jwks::configure(&door.remote.urls, door.remote.limits);
                 if let Some(line) = &door.skipped_static {
-                    js::log_error(&format!("AUTH_JWKS: {line}"));
+                    js::log(Line::new(Level::Warn, format!("AUTH_JWKS: {line}")));
                 }
                 s.door = std::rc::Rc::new(door);
                 s.configured = true;
@@ -99,8 +100,7 @@ fn configure(env: &JsValue) -> Option<String> {
 
 async fn route(req: web_sys::Request, env: &JsValue, ctx: &JsValue) -> Result<web_sys::Response, JsValue> {
     if let Some(e) = configure(env) {
-        js::log_error(&format!("bad configuration: {e}"));
-        return js::json_error(500, &format!("bad configuration: {e}"));
+        return js::bad_configuration(&e);
     }
     let url = web_sys::Url::new(&req.url())?;
     let path = url.pathname();
@@ -120,8 +120,10 @@ async fn route(req: web_sys::Request, env: &JsValue, ctx: &JsValue) -> Result<we
         // A malformed name never reaches the door or an upstream (answered below, once the
         // origin is known, so an allowed page can read why).
         (Routed::BadTenant, _) => (None, ""),
-        (Routed::Other, "/__stats") if state::with(|s| s.door.stats_public) => (None, ""),
-        (Routed::Other, "/__stats") => (Some(Need::Admin), ""),
+        // `/__metrics` has what `/__stats` has, so the same door: an operator token, or
+        // none with STATS_PUBLIC.
+        (Routed::Other, "/__stats" | "/__metrics") if state::with(|s| s.door.stats_public) => (None, ""),
+        (Routed::Other, "/__stats" | "/__metrics") => (Some(Need::Admin), ""),
         (Routed::Other, "/__test/warm") if test_routes => (Some(Need::Admin), ""),
         (Routed::Other, _) => return js::json_error(404, "not found; see GET / for the routes"),
     };
@@ -149,7 +151,7 @@ async fn route(req: web_sys::Request, env: &JsValue, ctx: &JsValue) -> Result<we
                 Ok(admitted) => admitted,
                 Err(auth::Refusal::Auth(e)) => return refused(js::refuse(&e)),
                 Err(auth::Refusal::Server(detail)) => {
-                    return refused(js::fail(500, "authentication is misconfigured", &detail))
+                    return refused(js::fail(500, "authentication is misconfigured", &detail, tenant))
                 }
             }
         }
@@ -163,6 +165,9 @@ async fn route(req: web_sys::Request, env: &JsValue, ctx: &JsValue) -> Result<we
         }
         (_, Routed::Tenant(..)) => js::json_error(405, "method not allowed"),
         ("GET", _) if path == "/__stats" => js::json(200, &stats::render()),
+        ("GET", _) if path == "/__metrics" => {
+            js::response(200, mux_core::metrics::CONTENT_TYPE, stats::metrics().as_bytes())
+        }
         ("GET", _) if path == "/__test/warm" => warm(&url).await,
         _ => js::json_error(405, "method not allowed"),
     }?;
@@ -181,7 +186,7 @@ pub fn scheduled(_event: JsValue, env: JsValue, ctx: JsValue) -> js_sys::Promise
     let promise = done.promise();
     executor::spawn(async move {
         if let Some(e) = configure(&env) {
-            js::log_error(&format!("bad configuration: {e}"));
+            js::log(Line::error(format!("bad configuration: {e}")));
             done.resolve(&JsValue::UNDEFINED);
             return;
         }
@@ -198,6 +203,7 @@ pub fn scheduled(_event: JsValue, env: JsValue, ctx: JsValue) -> js_sys::Promise
             }
         };
         state::holding(Holder::Round(round), Here::Background, Some(ctx.clone()), answered).await;
+        js::log(stats::round_summary(round, pinged, before));
         done.resolve(&JsValue::UNDEFINED);
     });
     promise
@@ -213,6 +219,7 @@ POST /db/{tenant}/rpc       JSON-RPC over the shared upstream\n\
 POST /db/{tenant}/query     {\"sql\": ..., \"params\": [...]} over the shared upstream\n\
 (/ws, /ws/echo, /rpc, /query: the same for tenant default)\n\
 GET  /__stats                this isolate's counters (JSON; an operator token)\n\
+GET  /__metrics              the same for Prometheus (text format 0.0.4; an operator token)\n\
 Every route but the first three needs a bearer token: Authorization: Bearer <jwt>,\n\
 ?access_token=<jwt>, or a Sec-WebSocket-Protocol entry bearer.<jwt>.\n";
 

@@ -11,6 +11,7 @@ use std::task::{Context, Poll, Waker};
 
 use mux_core::auth::AuthConfig;
 use mux_core::keeper::{Duty, Holder, Timekeeper};
+use mux_core::log::Line;
 use mux_core::{Action, Config, Delivery, Here, Mux, StreamId, UpstreamId};
 use wasm_bindgen::JsValue;
 
@@ -49,6 +50,9 @@ pub struct Shared {
     pub holder_wakers: HashMap<Holder, Waker>,
     /// Scheduled rounds started (names each round's [`Holder::Round`]).
     pub rounds: u32,
+    /// The core's error count when the last round's summary was logged (its next summary
+    /// says how many came since).
+    pub errors_at_last_round: u64,
     /// Backend location (set from the env on every request).
     pub backend: Backend,
     /// The front door's configuration (applied once, with the mux config).
@@ -82,6 +86,7 @@ thread_local! {
         keeper: Timekeeper::default(),
         holder_wakers: HashMap::new(),
         rounds: 0,
+        errors_at_last_round: 0,
         backend: Backend::default(),
         door: Rc::new(AuthConfig::default()),
         isolate_id: js::random_uuid(),
@@ -146,7 +151,7 @@ pub fn settle(here: Here, ctx: Option<&JsValue>) {
                     s.stream_wakers.remove(&id);
                     abandoned.extend(s.request_tasks.remove(&id));
                 }
-                Action::Log(line) => logs.push(line),
+                Action::Log { tenant, msg } => logs.push(Line::error(msg).str("tenant", &tenant)),
             }
         }
         // A client's context is the preferred owner: any other context that settles asks
@@ -157,7 +162,7 @@ pub fn settle(here: Here, ctx: Option<&JsValue>) {
         wakers.extend(s.waker_for(duty));
     });
     for line in logs {
-        js::log_error(&line);
+        js::log(line);
     }
     for (id, url, token) in connects {
         let keep_alive = ctx.and_then(js::keep_alive);

@@ -3,6 +3,8 @@
 use std::fmt::Write;
 
 use mux_core::json_string;
+use mux_core::log::{Level, Line};
+use mux_core::metrics::GlueFigures;
 
 use crate::executor;
 use crate::js;
@@ -109,6 +111,52 @@ pub fn render() -> String {
         field("upstreams", format!("[{}]", list.join(",")));
         out.push('}');
         out
+    })
+}
+
+/// `GET /__metrics`: the same figures for Prometheus (`mux_core::metrics`).
+pub fn metrics() -> String {
+    let now = js::now();
+    let sets = crate::jwks::totals();
+    state::with(|s| {
+        let glue = GlueFigures {
+            started_at_ms: s.started_at.max(0.0) as u64,
+            wasm_memory_bytes: wasm_memory_bytes(),
+            jwks_fetches: sets.fetches,
+            jwks_fetch_failures: sets.failures,
+            jwks_keys: sets.keys as u64,
+            live_tasks: executor::live_tasks() as u64,
+        };
+        mux_core::metrics::render(&s.isolate_id, &s.mux, now, &glue)
+    })
+}
+
+/// The log line that sums up cron round `round` of this isolate: what it pinged and what
+/// answered (`pongs_before`: the answers counted before it began), and the isolate's
+/// state after it, so the platform's log search shows every isolate's health once a
+/// round without anyone scraping.
+pub fn round_summary(round: u32, pinged: u64, pongs_before: u64) -> Line {
+    state::with(|s| {
+        let m = &s.mux;
+        let c = m.counters();
+        let (clients, requests) = m.open_streams();
+        let new_errors = c.errors.saturating_sub(s.errors_at_last_round);
+        s.errors_at_last_round = c.errors;
+        let uptime = (js::now_ms() - s.started_at).max(0.0) as u64;
+        Line::new(Level::Info, "cron round")
+            .str("isolate", &s.isolate_id)
+            .num("round", u64::from(round))
+            .num("pinged", pinged)
+            .num("answered", c.keep_warm_pongs.saturating_sub(pongs_before))
+            .num("upstreams", m.upstreams_open() as u64)
+            .num("clients", clients as u64)
+            .num("pendingRequests", requests as u64)
+            .num("streamsHeld", m.streams_held() as u64)
+            .num("errors", c.errors)
+            .num("errorsSinceLastRound", new_errors)
+            .num("requestsHandled", c.requests_handled)
+            .num("uptimeMs", uptime)
+            .num("wasmMemoryBytes", wasm_memory_bytes())
     })
 }
 

@@ -27,6 +27,8 @@ mod config;
 pub mod keeper;
 mod lifecycle;
 mod link;
+pub mod log;
+pub mod metrics;
 mod pool;
 pub mod quota;
 pub mod session;
@@ -44,7 +46,7 @@ pub use link::{Here, OwnerKind, UpstreamId};
 pub use pool::{UpstreamStats, MAX_LISTED_UPSTREAMS};
 pub use protocol::{Close, ErrorFrame, Identity, Open, Request, Response, StreamId};
 pub use session::{Attach, SessionId};
-pub use stats::Counters;
+pub use stats::{Counters, RttHistogram, RTT_BUCKETS};
 pub use stream::Delivery;
 pub use transmit::Transmit;
 
@@ -148,8 +150,13 @@ pub enum Action {
     /// (a reply, or its 504) within [`Config::watchdog_ms`] of its deadline. The core has
     /// forgotten the stream; drop the request's task.
     AbandonRequest(StreamId),
-    /// Something the operator's log should show.
-    Log(String),
+    /// Something the operator's log should show, as an error line ([`log::Line`]).
+    Log {
+        /// The tenant whose upstream it concerns.
+        tenant: String,
+        /// What happened, for a person.
+        msg: String,
+    },
 }
 
 /// How an HTTP request travels, decided by [`Mux::open_request`].
@@ -190,6 +197,8 @@ pub struct Mux {
     counters: Counters,
     /// Recent request round trips over any upstream (ms), newest last.
     rtt: VecDeque<u64>,
+    /// Every request round trip since the isolate started, in fixed buckets.
+    rtt_histogram: RttHistogram,
     rng: u64,
     last_error: Option<String>,
 }
@@ -212,6 +221,7 @@ impl Mux {
             callers: quota::Callers::default(),
             counters: Counters::default(),
             rtt: VecDeque::new(),
+            rtt_histogram: RttHistogram::default(),
             rng: splitmix64(cfg.seed) | 1,
             last_error: None,
             cfg,
@@ -250,9 +260,9 @@ impl Mux {
         self.last_error = Some(why);
     }
 
-    fn log(&mut self, why: String) {
-        self.last_error = Some(why.clone());
-        self.actions.push_back(Action::Log(why));
+    fn log(&mut self, tenant: &str, why: String) {
+        self.last_error = Some(format!("tenant {tenant}: {why}"));
+        self.actions.push_back(Action::Log { tenant: tenant.to_owned(), msg: why });
     }
 
     /// Open streams of each kind: (client WebSockets, HTTP requests). Clients that left
@@ -698,7 +708,14 @@ impl Mux {
         Some((at(50), at(99)))
     }
 
+    /// Every request round trip over any upstream since the isolate started (for
+    /// `/__metrics`).
+    pub fn rtt_histogram(&self) -> &RttHistogram {
+        &self.rtt_histogram
+    }
+
     fn push_rtt(&mut self, sample: u64) {
+        self.rtt_histogram.record(sample);
         if self.rtt.len() == RTT_SAMPLES {
             self.rtt.pop_front();
         }

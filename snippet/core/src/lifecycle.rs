@@ -218,7 +218,7 @@ impl Mux {
     pub(crate) fn link_lost(&mut self, id: UpstreamId, why: &str, now: u64) {
         let Some(tenant) = self.link_of(id) else { return };
         self.counters.errors += 1;
-        self.log(format!("tenant {tenant}: {id}: {why}"));
+        self.log(&tenant, format!("{id}: {why}"));
         let Some(link) = self.links.get_mut(&tenant) else { return };
         link.errors += 1;
         // Its pings will never be answered.

@@ -308,7 +308,7 @@ impl Sim {
                         self.object_hears_closed(id, 1006);
                     }
                     Action::AbandonRequest(id) => self.abandoned_requests.push(id),
-                    Action::Log(l) => self.logs.push(l),
+                    Action::Log { tenant, msg } => self.logs.push(format!("tenant {tenant}: {msg}")),
                     Action::WakeUpstream(_) | Action::WakeStream(_) => {}
                 }
             }

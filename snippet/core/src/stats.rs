@@ -77,3 +77,95 @@ pub struct Counters {
     /// Session streams that waited `REATTACH_MS` for a new upstream in vain.
     pub reattach_timeouts: u64,
 }
+
+/// Upper bounds of [`RttHistogram`]'s buckets: Prometheus's default buckets (5 ms to 10 s),
+/// in ms for counting and as the `le` label `/__metrics` writes, in seconds. Fixed, so a
+/// scrape is comparable with every earlier one and across isolates.
+pub const RTT_BUCKETS: [(u64, &str); 11] = [
+    (5, "0.005"),
+    (10, "0.01"),
+    (25, "0.025"),
+    (50, "0.05"),
+    (100, "0.1"),
+    (250, "0.25"),
+    (500, "0.5"),
+    (1_000, "1"),
+    (2_500, "2.5"),
+    (5_000, "5"),
+    (10_000, "10"),
+];
+
+/// Round trips of HTTP requests over an upstream, counted into [`RTT_BUCKETS`] since the
+/// isolate started: unlike the recent samples behind the percentiles of `/__stats`, it
+/// never forgets, so a scraper can take rates between any two scrapes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RttHistogram {
+    /// Samples per bucket, not cumulative: `[i]` counts those above bucket `i - 1`'s bound
+    /// and at most bucket `i`'s; the last counts those above every bound.
+    counts: [u64; RTT_BUCKETS.len() + 1],
+    /// Sum of every sample (ms).
+    sum_ms: u64,
+    /// Samples counted.
+    count: u64,
+}
+
+impl RttHistogram {
+    /// Counts one round trip of `ms`.
+    pub fn record(&mut self, ms: u64) {
+        let at = RTT_BUCKETS.iter().position(|(bound, _)| ms <= *bound).unwrap_or(RTT_BUCKETS.len());
+        if let Some(c) = self.counts.get_mut(at) {
+            *c += 1;
+        }
+        self.sum_ms = self.sum_ms.saturating_add(ms);
+        self.count += 1;
+    }
+
+    /// `(le label, samples at most that bound)` for every bucket, cumulative as Prometheus
+    /// wants them, `+Inf` (every sample) last.
+    pub fn cumulative(&self) -> Vec<(&'static str, u64)> {
+        let mut total = 0;
+        let labels = RTT_BUCKETS.iter().map(|(_, le)| *le).chain(std::iter::once("+Inf"));
+        labels
+            .zip(self.counts.iter())
+            .map(|(le, n)| {
+                total += n;
+                (le, total)
+            })
+            .collect()
+    }
+
+    /// Sum of every sample (ms).
+    pub fn sum_ms(&self) -> u64 {
+        self.sum_ms
+    }
+
+    /// Samples counted.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_fall_into_the_first_bucket_that_holds_them() {
+        let mut h = RttHistogram::default();
+        // On a bound (le is "at most"), between two, and past the last.
+        for ms in [0, 5, 6, 10, 999, 1_000, 10_000, 10_001, 60_000] {
+            h.record(ms);
+        }
+        let c = h.cumulative();
+        assert_eq!(c.len(), RTT_BUCKETS.len() + 1);
+        let at = |le: &str| c.iter().find(|(l, _)| *l == le).map(|(_, n)| *n);
+        assert_eq!(at("0.005"), Some(2));
+        assert_eq!(at("0.01"), Some(4));
+        assert_eq!(at("0.5"), Some(4));
+        assert_eq!(at("1"), Some(6));
+        assert_eq!(at("10"), Some(7));
+        assert_eq!(c.last(), Some(&("+Inf", 9)));
+        assert!(c.windows(2).all(|w| w[0].1 <= w[1].1), "cumulative: {c:?}");
+        assert_eq!((h.count(), h.sum_ms()), (9, 5 + 6 + 10 + 999 + 1_000 + 10_000 + 10_001 + 60_000));
+    }
+}

@@ -307,6 +307,12 @@ fn round_trips_are_measured_from_transmit_to_response() {
     }
     assert_eq!(sim.mux.rtt_percentiles(), Some((50, 99)));
     assert_eq!(sim.mux.upstream_stats(sim.now)[0].rtt_p50_ms, Some(68), "the link keeps its last 64");
+    // The histogram of `/__metrics` counts all of them (1 to 100 ms), in fixed buckets.
+    let h = sim.mux.rtt_histogram();
+    assert_eq!((h.count(), h.sum_ms()), (100, 5050));
+    let first: Vec<(&str, u64)> = h.cumulative().into_iter().take(6).collect();
+    assert_eq!(first, [("0.005", 5), ("0.01", 10), ("0.025", 25), ("0.05", 50), ("0.1", 100), ("0.25", 100)]);
+    assert_eq!(h.cumulative().last(), Some(&("+Inf", 100)));
 }
 
 /// A hand-over under traffic: the successor opens in another context, the old upstream

@@ -12,6 +12,7 @@ mod chaos;
 mod common;
 mod idp;
 mod limits;
+mod metrics;
 mod presence;
 mod proxy;
 mod resilience;
