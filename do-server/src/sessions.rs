@@ -55,12 +55,14 @@ pub(crate) struct Session {
     kept_bytes: usize,
     /// The record holding its latest positions, unless its summary does.
     positions_in: Option<u64>,
+    /// The first record that can be this session's (see `summary`).
+    since: u64,
 }
 
 impl Session {
-    fn new(client: Client, at: Option<(SocketId, StreamId)>, taken: u64, sent: u64) -> Session {
+    fn new(client: Client, at: Option<(SocketId, StreamId)>, taken: u64, sent: u64, since: u64) -> Session {
         let kept = VecDeque::new();
-        Session { client, at, detached_at: None, taken, sent, told: 0, kept, kept_bytes: 0, positions_in: None }
+        Session { client, at, detached_at: None, taken, sent, told: 0, kept, kept_bytes: 0, positions_in: None, since }
     }
 
     /// Whether a client that has every message up to `received` can go on: nothing after
@@ -144,7 +146,10 @@ impl Sessions {
     pub(crate) fn begin(&mut self, client: Client, at: (SocketId, StreamId)) {
         let Some(id) = client.session else { return };
         self.by_client.insert(client.id(), id);
-        self.by_id.insert(id, Session::new(client, Some(at), 0, 0));
+        // Its records start with a fresh one: what this input recorded before it began
+        // (perhaps for an earlier session under the same id) is not its own.
+        let since = self.new_record();
+        self.by_id.insert(id, Session::new(client, Some(at), 0, 0, since));
         self.changed.insert(id);
     }
 
@@ -212,8 +217,12 @@ impl Sessions {
             push(outboxes, at, &Envelope::Data { text, seq, ack: s.taken, payload });
         }
         self.moved.insert(id);
-        // One larger than the whole replay bound is never kept: nobody could resume it.
-        if payload.len() <= MAX_REPLAY_BYTES {
+        // One larger than the whole replay bound is never kept: a client that missed it
+        // cannot be resumed, and one that has it needs nothing older — so nothing older is
+        // kept either (a replay must never skip a message).
+        if payload.len() > MAX_REPLAY_BYTES {
+            self.drop_kept(id, u64::MAX);
+        } else {
             self.start_record(payload.len());
             if let Some((n, r)) = self.building.last_mut() {
                 let payload = r.add(id, seq, text, now, payload);
@@ -233,10 +242,17 @@ impl Sessions {
     fn start_record(&mut self, len: usize) {
         let full = self.building.last().is_none_or(|(_, r)| !r.entries.is_empty() && r.size() + len > MAX_RECORD_BYTES);
         if full {
-            self.building.push((self.next_record, Record::default()));
-            self.records.insert(self.next_record, (Holds::default(), false));
-            self.next_record += 1;
+            self.new_record();
         }
+    }
+
+    /// Starts another record for this input; returns its number.
+    fn new_record(&mut self) -> u64 {
+        let n = self.next_record;
+        self.building.push((n, Record::default()));
+        self.records.insert(n, (Holds::default(), false));
+        self.next_record += 1;
+        n
     }
 
     /// The replay bounds: what a client needs after a gap longer than these cannot be
@@ -259,6 +275,11 @@ impl Sessions {
 
     /// The client acknowledged every message up to `ack`: they are dropped.
     pub(crate) fn acknowledge(&mut self, id: SessionId, ack: u64) {
+        self.drop_kept(id, ack);
+    }
+
+    /// Drops session `id`'s kept messages up to `seq`, freeing their records.
+    fn drop_kept(&mut self, id: SessionId, ack: u64) {
         let Some(s) = self.by_id.get_mut(&id) else { return };
         let mut freed = Vec::new();
         while s.kept.front().is_some_and(|k| k.seq <= ack) {
@@ -379,20 +400,42 @@ impl Sessions {
             }
         }
         records.sort_by_key(|(n, _)| *n);
+        // New records are numbered after every record and every session's `since`.
+        self.next_record = self.by_id.values().map(|s| s.since).max().unwrap_or(0);
         for (n, record) in records {
             self.restore_record(n, record);
         }
-        for s in self.by_id.values_mut() {
-            s.kept.make_contiguous().sort_by_key(|k| k.seq);
+        let ids: Vec<SessionId> = self.by_id.keys().copied().collect();
+        for id in ids {
+            self.keep_unbroken(id);
         }
         placed
+    }
+
+    /// A restored session keeps only its messages that run without a gap up to the last
+    /// it sent: one found in a record another session still holds, older than a message
+    /// that was dropped since, must not make it look resumable from before that gap.
+    fn keep_unbroken(&mut self, id: SessionId) {
+        let Some(s) = self.by_id.get_mut(&id) else { return };
+        s.kept.make_contiguous().sort_by_key(|k| k.seq);
+        let mut expect = s.sent;
+        let unbroken = s.kept.iter().rev().take_while(|k| {
+            let ok = k.seq == expect;
+            expect = expect.saturating_sub(1);
+            ok
+        });
+        let first = s.kept.len() - unbroken.count();
+        if let Some(k) = first.checked_sub(1).and_then(|i| s.kept.get(i)) {
+            let last_broken = k.seq;
+            self.drop_kept(id, last_broken);
+        }
     }
 
     fn restore_record(&mut self, n: u64, record: Record) {
         self.next_record = self.next_record.max(n + 1);
         self.records.insert(n, (Holds::default(), true));
         for (id, taken, sent) in record.positions {
-            let Some(s) = self.by_id.get_mut(&id) else { continue };
+            let Some(s) = self.by_id.get_mut(&id).filter(|s| n >= s.since) else { continue };
             s.taken = s.taken.max(taken);
             s.sent = s.sent.max(sent);
             let before = s.positions_in.replace(n);
@@ -405,7 +448,7 @@ impl Sessions {
         }
         for e in record.entries {
             for (id, seq) in e.to {
-                let Some(s) = self.by_id.get_mut(&id) else { continue };
+                let Some(s) = self.by_id.get_mut(&id).filter(|s| n >= s.since) else { continue };
                 s.sent = s.sent.max(seq);
                 s.kept_bytes += e.payload.len();
                 s.kept.push_back(Kept { seq, text: e.text, at: e.at, payload: Rc::clone(&e.payload), record: n });

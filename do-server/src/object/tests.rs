@@ -315,4 +315,95 @@ mod sessions {
         }
         assert_eq!(rows, 199, "a record per echo, and the one before it deleted: {rows}");
     }
+
+    fn attach_as(stream: u32, subject: &str, session: SessionId, received: u64) -> (FrameKind, u32, Vec<u8>) {
+        let open = Open { path: "/rpc".into(), identity: who(subject), attach: Some(Attach { session, received }) };
+        (FrameKind::Open, stream, open.encode())
+    }
+
+    fn close(stream: u32, code: u16, reason: &str) -> (FrameKind, u32, Vec<u8>) {
+        (FrameKind::Close, stream, protocol::Close { code, reason: reason.into() }.encode())
+    }
+
+    fn ack(stream: u32, ack: u64) -> (FrameKind, u32, Vec<u8>) {
+        (FrameKind::Binary, stream, Envelope::Ack { ack }.encode())
+    }
+
+    /// Data frames sent on `stream` (not Welcome or Ack): their seqs.
+    fn replayed(frames: &[Sent], stream: u32) -> Vec<u64> {
+        frames.iter().filter(|f| f.2 == stream).filter_map(|(_, _, _, p)| Envelope::data_seq(p)).collect()
+    }
+
+    /// Alice's session S and bob's T on socket A, each with one broadcast "x" in the same
+    /// record, then whatever `then` does; the object is then rebuilt from storage.
+    fn woken_after(
+        then: impl FnOnce(&mut Object<VectorApp>, &mut std::collections::BTreeMap<String, Vec<u8>>),
+    ) -> Object<VectorApp> {
+        let (s, t) = (SessionId::from_bytes([1; 16]), SessionId::from_bytes([2; 16]));
+        let mut kv = std::collections::BTreeMap::new();
+        let mut o = Object::new(VectorApp::default());
+        o.handle_accept(A, "room", &[A], NOW);
+        o.handle_message(A, &batch(&[attach_as(5, "alice", s, 0), attach_as(6, "bob", t, 0)]), NOW);
+        o.broadcast(&|_| true, Msg::Text("x"), NOW + 1);
+        let _ = run(&mut o, &mut kv);
+        then(&mut o, &mut kv);
+        let _ = run(&mut o, &mut kv);
+        Object::restore(VectorApp::default(), [(A, "room".to_string())], kv, NOW + 100)
+    }
+
+    /// A session that came back too late begins anew under its id; a record of its
+    /// earlier life that bob still holds is not the new one's after a wake.
+    #[test]
+    fn a_session_begun_anew_does_not_inherit_its_earlier_lifes_records() {
+        let s = SessionId::from_bytes([1; 16]);
+        let mut o = woken_after(|o, _| {
+            o.handle_message(A, &batch(&[close(5, 1006, "")]), NOW + 2);
+            o.handle_message(A, &batch(&[attach_as(7, "alice", s, 9)]), NOW + 3);
+        });
+        o.handle_message(A, &batch(&[attach_as(8, "alice", s, 0)]), NOW + 101);
+        let (frames, _, _) = drain(&mut o);
+        assert_eq!(welcome_of(&frames), Some(true), "the new session goes on");
+        assert_eq!(replayed(&frames, 8), Vec::<u64>::new(), "and gets nothing of the old one's");
+    }
+
+    /// A message still in a record bob holds must not make alice's session look
+    /// resumable from before a message of hers that is gone; from after it, it is.
+    #[test]
+    fn a_woken_session_is_never_resumed_across_a_gap() {
+        let s = SessionId::from_bytes([1; 16]);
+        let gap = |o: &mut Object<VectorApp>, kv: &mut std::collections::BTreeMap<String, Vec<u8>>| {
+            o.broadcast(&|c| c.identity.subject == "alice", Msg::Text("two"), NOW + 2);
+            let _ = run(o, kv);
+            o.handle_message(A, &batch(&[ack(5, 2)]), NOW + 3);
+            let _ = run(o, kv);
+            o.broadcast(&|c| c.identity.subject == "alice", Msg::Text("three"), NOW + 4);
+        };
+        let mut o = woken_after(gap);
+        o.handle_message(A, &batch(&[attach_as(9, "alice", s, 0)]), NOW + 101);
+        let (frames, _, _) = drain(&mut o);
+        assert_eq!(welcome_of(&frames), Some(false), "1 is in bob's record but 2 is gone: not resumable from 0");
+        let mut o = woken_after(gap);
+        o.handle_message(A, &batch(&[attach_as(9, "alice", s, 2)]), NOW + 101);
+        let (frames, _, _) = drain(&mut o);
+        assert_eq!((welcome_of(&frames), replayed(&frames, 9)), (Some(true), vec![3]), "from 2 it goes on");
+    }
+
+    /// A message too large to keep: nothing older is kept either, so no replay skips it.
+    #[test]
+    fn a_replay_never_skips_a_message_too_large_to_keep() {
+        let s = SessionId::from_bytes([1; 16]);
+        let big = "b".repeat(protocol::session::MAX_REPLAY_BYTES + 1);
+        let mut kv = std::collections::BTreeMap::new();
+        let mut o = Object::new(VectorApp::default());
+        o.handle_accept(A, "room", &[A], NOW);
+        o.handle_message(A, &batch(&[attach_as(5, "alice", s, 0)]), NOW);
+        for m in ["one", big.as_str(), "three"] {
+            o.broadcast(&|_| true, Msg::Text(m), NOW + 1);
+        }
+        o.handle_message(A, &batch(&[close(5, 1006, "")]), NOW + 2);
+        let _ = run(&mut o, &mut kv);
+        o.handle_message(A, &batch(&[attach_as(6, "alice", s, 1)]), NOW + 3);
+        let (frames, _, _) = drain(&mut o);
+        assert_eq!(welcome_of(&frames), Some(false), "it missed the large one: not resumable");
+    }
 }

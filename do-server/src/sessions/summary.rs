@@ -10,8 +10,10 @@ use crate::app::Client;
 use crate::ids::{ClientId, SocketId};
 
 /// A session's stored summary: `taken:u64 sent:u64 origin:u64 origin_stream:u32
-/// at_socket:u64 at_stream:u32 (0, 0 = detached) detached_at:u64` then the client's
-/// [`Client::encode`].
+/// at_socket:u64 at_stream:u32 (0, 0 = detached) detached_at:u64 since:u64` then the
+/// client's [`Client::encode`]. `since` is the first journal record that can be this
+/// session's: an earlier session under the same id (ended, begun anew) left records that
+/// another session may still keep, and they are not this one's.
 pub(super) fn encode_summary(s: &Session) -> Vec<u8> {
     let (at_socket, at_stream) = s.at.map_or((0, 0), |(so, st)| (so.bits(), st.0));
     let mut out = Vec::with_capacity(64);
@@ -22,6 +24,7 @@ pub(super) fn encode_summary(s: &Session) -> Vec<u8> {
     out.extend_from_slice(&at_socket.to_be_bytes());
     out.extend_from_slice(&at_stream.to_be_bytes());
     out.extend_from_slice(&s.detached_at.unwrap_or(0).to_be_bytes());
+    out.extend_from_slice(&s.since.to_be_bytes());
     out.extend_from_slice(&s.client.encode());
     out
 }
@@ -36,8 +39,8 @@ pub(super) fn decode_summary(id: SessionId, b: &[u8], services: &'static [&'stat
     let (at_socket, at_stream, detached_at) = (u64_at(28)?, u32_at(36)?, u64_at(40)?);
     let at = (at_stream != 0).then(|| (SocketId::from_bits(at_socket), StreamId(at_stream)));
     let stream = at.map_or(origin.stream(), |(_, st)| st);
-    let client = Client::decode(origin, stream, b.get(48..)?, services)?.with_session(id);
-    let mut session = Session::new(client, None, taken, sent);
+    let client = Client::decode(origin, stream, b.get(56..)?, services)?.with_session(id);
+    let mut session = Session::new(client, None, taken, sent, u64_at(48)?);
     session.detached_at = (detached_at != 0).then_some(detached_at);
     Some((session, at))
 }
