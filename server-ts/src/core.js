@@ -262,11 +262,11 @@ export class Core {
       const info = this.muxInfo(ws)
       if (info && !this.gone.has(info.socket)) live.set(info.socket, { info, ws })
     }
-    const restored = this.resumable.restore(this.store.loadSessions(), (summary, meta) => {
+    const restored = this.resumable.restore(this.store.loadSessions(), (summary) => {
       const { origin, at } = summary
       const stream = at ? at.stream : origin.stream
       const st = this.newStream(null, stream, summary.service, summary.identity, summary.idBytes, `${origin.socket}:${origin.stream}`)
-      st.attachment = meta?.attachment
+      st.attachment = summary.attachment
       return st
     })
     for (const { rec, at } of restored) {
@@ -332,7 +332,7 @@ export class Core {
     return chain
   }
 
-  /** The end of an input: the sessions' Acks and summaries, every socket's replies, the timer. */
+  /** The end of an input: the sessions' Acks, journal record and summaries, every socket's replies, the timer. */
   finish() {
     this.flushAll()
   }
@@ -541,7 +541,8 @@ export class Core {
   setAttachment(st, value) {
     st.attachment = value === undefined ? undefined : structuredClone(value)
     if (!st.open) return
-    if (st.resume) this.store.saveSessionMeta(st.resume.id, st.attachment)
+    // A session's client's attachment is in its summary.
+    if (st.resume) this.resumable.attachmentChanged(st.resume)
     else if (!st.session.closed) this.store.persist(st)
   }
 

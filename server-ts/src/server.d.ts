@@ -142,11 +142,11 @@ export declare class SnippetProxyServer {
   clients(): MuxClient[]
   /** Sends to every open, unexpired client that `filter` accepts; one batch per mux socket; kept for sessions' clients that are away. Returns how many. */
   broadcast(data: string | ArrayBuffer | ArrayBufferView, filter?: (client: MuxClient) => boolean): number
-  /** Mux sockets, clients on them, sessions' clients that are away, and what the sessions did since this instance woke. */
+  /** Mux sockets, clients on them, sessions' clients that are away, and what the sessions did since this instance woke (`rowsWritten`: storage rows they wrote or deleted). */
   stats(): {
     sockets: number
     streams: number
     detached: number
-    sessions: { resumed: number; expired: number; replayed: number; duplicates: number }
+    sessions: { resumed: number; expired: number; replayed: number; duplicates: number; rowsWritten: number }
   }
 }

@@ -4,14 +4,24 @@
 //   {prefix}{socket}                   the socket's tenant (UTF-8)
 //   {prefix}{socket}/{stream:010}      the stream's entry: service byte + identity
 //   {prefix}{socket}/{stream:010}/meta {id, attachment}, only when either is not the default
-// and the resumable sessions (PROTOCOL.md §14), as do-server/src/store.rs and sessions.rs keep them:
-//   {sessionPrefix}{session}           its summary: taken:u64 sent:u64 origin:u64 origin_stream:u32
-//                                      at_socket:u64 at_stream:u32 (0, 0 = detached) detached_at:u64
-//                                      (0 = attached), then its client's entry (service byte + identity)
-//   {sessionPrefix}{session}/{seq:020} a message it sent that its client has not acknowledged:
-//                                      text:u8 (1 = Text) sent_at:u64 (ms) payload
-//   {sessionPrefix}{session}/meta      {attachment}, only when its client has one (this package only)
-// A session's client has no entry under its socket: it is stored as its session.
+// and the resumable sessions (PROTOCOL.md §14), as do-server/src/store.rs and sessions.rs keep
+// them (a summary per session, one journal record per input; resumable.js says when):
+//   {sessionPrefix}{session}           its summary, written when it begins, attaches, detaches
+//                                      or its client's attachment changes; deleted when it ends:
+//                                      {summary, since, attachment?}, where `summary` is the Rust
+//                                      layout (taken:u64 sent:u64 origin:u64 origin_stream:u32
+//                                      at_socket:u64 at_stream:u32 (0, 0 = detached)
+//                                      detached_at:u64 (0 = attached), then its client's entry:
+//                                      service byte + identity), `since` the first journal
+//                                      record that may hold anything of it, and `attachment`
+//                                      its client's attachment, if any (this package only)
+//   {sessionPrefix}log/{n:020}         journal record n: {positions: [[session, taken, sent]],
+//                                      entries: [{text, at, payload, to: [[session, seq]]}]},
+//                                      the sessions' new positions and the messages sent in
+//                                      one input, each payload once
+// A session's client has no entry under its socket: it is stored as its session. Rows of
+// the layout before the journal ({sessionPrefix}{session}/{seq:020} per kept message and
+// {sessionPrefix}{session}/meta) are read once and moved into this one.
 // Nothing here knows about frames or handlers; the rest of the server reads and writes
 // storage only through StreamStore.
 
@@ -28,6 +38,8 @@ export const SOCKET_RE = /^[0-9a-f]{12}$/
 const pad10 = (n) => String(n).padStart(10, '0')
 const pad20 = (n) => String(n).padStart(20, '0')
 const SESSION_KEY_RE = /^([0-9a-f]{32})(?:\/(\d{20}|meta))?$/
+const RECORD_KEY_RE = /^log\/(\d{20})$/
+const SESSION_ID_RE = /^[0-9a-f]{32}$/
 const SUMMARY_LEN = 48
 
 /** A session's stored summary (the layout above). `s`: {taken, sent, origin: {socket, stream}, at: {socket, stream} | null, detachedAt, service, idBytes}. */
@@ -48,8 +60,23 @@ export function encodeSummary(s) {
 
 const socketHex = (n) => n.toString(16).padStart(12, '0')
 
-/** encodeSummary's fields (`detachedAt` null when 0, `at` null when its stream is 0, plus `identity`), or null if malformed. */
+/**
+ * encodeSummary's fields (`detachedAt` null when 0, `at` null when its stream is 0, plus
+ * `identity`), with `since` and `attachment`, of a stored summary ({summary, since,
+ * attachment} or, as stored before the journal, the bytes alone); null if malformed.
+ */
 export function decodeSummary(value) {
+  if (value && typeof value === 'object' && !ArrayBuffer.isView(value) && !(value instanceof ArrayBuffer)) {
+    const s = decodeSummaryBytes(value.summary)
+    if (!s) return null
+    const since = Number.isSafeInteger(value.since) && value.since >= 0 ? value.since : 0
+    return { ...s, since, attachment: value.attachment }
+  }
+  const s = decodeSummaryBytes(value)
+  return s && { ...s, since: 0, attachment: undefined }
+}
+
+function decodeSummaryBytes(value) {
   try {
     const b = toBytes(value)
     if (b.byteLength < SUMMARY_LEN) return null
@@ -72,6 +99,19 @@ export function decodeSummary(value) {
   } catch {
     return null
   }
+}
+
+const isPosition = (n) => Number.isSafeInteger(n) && n >= 0
+const isSession = (id) => typeof id === 'string' && SESSION_ID_RE.test(id)
+
+/** Whether a stored journal record has the shape resumable.js writes. */
+export function isRecord(r) {
+  if (!r || typeof r !== 'object' || !Array.isArray(r.positions) || !Array.isArray(r.entries)) return false
+  const position = (p) => Array.isArray(p) && isSession(p[0]) && isPosition(p[1]) && isPosition(p[2])
+  const target = (t) => Array.isArray(t) && isSession(t[0]) && isPosition(t[1]) && t[1] > 0
+  const entry = (e) => e && typeof e.text === 'boolean' && isPosition(e.at) && e.payload instanceof Uint8Array &&
+    Array.isArray(e.to) && e.to.every(target)
+  return r.positions.every(position) && r.entries.every(entry)
 }
 
 /** Stored stream entry: service byte (1 rpc, 2 echo) + identity, as kv.rs/object.rs store it; 0 + path:str + identity for other paths. */
@@ -218,74 +258,67 @@ export class StreamStore {
   sessionKey(id) {
     return `${this.sessionPrefix}${id}`
   }
-  keptKey(id, seq) {
-    return `${this.sessionPrefix}${id}/${pad20(seq)}`
+  recordKey(n) {
+    return `${this.sessionPrefix}log/${pad20(n)}`
   }
 
-  /** Writes a session's summary (see encodeSummary). */
-  saveSummary(id, summary) {
-    this.put(this.sessionKey(id), encodeSummary(summary))
-  }
-
-  /** Keeps message `seq` of session `id` until its client acknowledges it. */
-  saveKept(id, k) {
-    const out = new Uint8Array(9 + k.payload.byteLength)
-    out[0] = k.text ? 1 : 0
-    new DataView(out.buffer).setBigUint64(1, BigInt(k.at))
-    out.set(k.payload, 9)
-    this.put(this.keptKey(id, k.seq), out)
-  }
-
-  deleteKept(id, seq) {
-    this.delete(this.keptKey(id, seq))
-  }
-
-  /** Stores a session client's attachment (or deletes it when undefined). */
-  saveSessionMeta(id, attachment) {
-    if (attachment === undefined) this.delete(`${this.sessionKey(id)}/meta`)
-    else this.put(`${this.sessionKey(id)}/meta`, { attachment })
-  }
-
-  /** Deletes every row of session `id`. */
-  deleteSession(id) {
-    for (const [key] of this.list(`${this.sessionKey(id)}/`)) this.delete(key)
-    this.delete(this.sessionKey(id))
+  /** A session's summary as stored: `s` is encodeSummary's fields plus `since` and `attachment`. */
+  summaryValue(s) {
+    const value = { summary: encodeSummary(s), since: s.since }
+    if (s.attachment !== undefined) value.attachment = s.attachment
+    return value
   }
 
   /**
-   * Every stored session: id → {summary, kept: [{seq, text, at, payload}] in seq order,
-   * meta}. Undecodable summaries are skipped; rows of a session without a summary are
-   * deleted.
+   * Every stored session: {summaries: id → decodeSummary's fields, records: [[n, record]]
+   * in order, legacy: id → {kept: [{seq, text, at, payload}], meta, keys}} (rows of the
+   * layout before the journal). Undecodable summaries are skipped; undecodable records,
+   * and old rows of a session without a summary, are deleted.
    */
   loadSessions() {
-    const out = new Map()
-    const orphans = []
+    const summaries = new Map()
+    const records = []
+    const legacy = new Map()
     const rows = this.list(this.sessionPrefix)
     for (const [key, value] of rows) {
-      const m = SESSION_KEY_RE.exec(key.slice(this.sessionPrefix.length))
+      const rest = key.slice(this.sessionPrefix.length)
+      const r = RECORD_KEY_RE.exec(rest)
+      if (r) {
+        const n = Number(r[1])
+        if (Number.isSafeInteger(n) && isRecord(value)) records.push([n, value])
+        else this.delete(key)
+        continue
+      }
+      const m = SESSION_KEY_RE.exec(rest)
       if (!m || m[2] !== undefined) continue
       const summary = decodeSummary(value)
-      if (summary) out.set(m[1], { summary, kept: [], meta: undefined })
+      if (summary) summaries.set(m[1], summary)
     }
     for (const [key, value] of rows) {
       const m = SESSION_KEY_RE.exec(key.slice(this.sessionPrefix.length))
       if (!m || m[2] === undefined) continue
-      const s = out.get(m[1])
-      if (!s) {
-        orphans.push(key)
+      if (!summaries.has(m[1])) {
+        this.delete(key)
         continue
       }
+      if (!legacy.has(m[1])) legacy.set(m[1], { kept: [], meta: undefined, keys: [] })
+      const old = legacy.get(m[1])
+      old.keys.push(key)
       if (m[2] === 'meta') {
-        if (value && typeof value === 'object') s.meta = value
+        if (value && typeof value === 'object') old.meta = value
         continue
       }
-      const b = toBytes(value)
+      let b
+      try {
+        b = toBytes(value)
+      } catch {
+        continue
+      }
       if (b.byteLength < 9) continue
       const at = Number(new DataView(b.buffer, b.byteOffset, b.byteLength).getBigUint64(1))
-      s.kept.push({ seq: Number(m[2]), text: b[0] === 1, at, payload: b.slice(9) })
+      old.kept.push({ seq: Number(m[2]), text: b[0] === 1, at, payload: b.slice(9) })
     }
-    for (const key of orphans) this.delete(key)
-    for (const s of out.values()) s.kept.sort((a, b) => a.seq - b.seq)
-    return out
+    records.sort((a, b) => a[0] - b[0])
+    return { summaries, records, legacy }
   }
 }

@@ -17,6 +17,11 @@ export class FakeKv {
   constructor() {
     this.map = new Map()
     this.puts = 0
+    this.deletes = 0
+  }
+  /** Rows written: each put and each delete (what storage bills). */
+  get writes() {
+    return this.puts + this.deletes
   }
   get(key) {
     return this.map.has(key) ? structuredClone(this.map.get(key)) : undefined
@@ -26,6 +31,7 @@ export class FakeKv {
     this.map.set(key, structuredClone(value))
   }
   delete(key) {
+    this.deletes++
     return this.map.delete(key)
   }
   *list({ prefix = '' } = {}) {

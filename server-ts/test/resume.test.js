@@ -39,7 +39,11 @@ function timed({ ctx = fakeCtx(), handlers, options } = {}) {
 
 const envs = (ws) => takeFrames(ws).map((f) => f.env ?? `${f.kind} ${f.stream} ${f.close ? `${f.close.code} ${f.close.reason}` : f.error ? `${f.error.code} ${f.error.message}` : f.text}`)
 const sessionKeys = (ctx) => ctx.storage.kv.keys('sess/')
-const keptKey = (seq) => `sess/${SESSION_ID}/${String(seq).padStart(20, '0')}`
+const recordKey = (n) => `sess/log/${String(n).padStart(20, '0')}`
+/** The messages of session `id` that the stored journal records hold, by seq. */
+const storedSeqs = (ctx, id = SESSION_ID) => [...ctx.storage.kv.list({ prefix: 'sess/log/' })]
+  .flatMap(([, r]) => r.entries.flatMap((e) => e.to.filter(([s]) => s === id).map(([, seq]) => seq)))
+  .sort((a, b) => a - b)
 
 test('a session\'s client is one client across reconnects: onOpen once, sends kept while it is away, replayed when it comes back', async () => {
   const { ctx, server, events } = timed()
@@ -53,7 +57,9 @@ test('a session\'s client is one client across reconnects: onOpen once, sends ke
   assert.equal(c.socket, socketA)
   assert.equal(c.id, `${socketA}:5`)
   c.serializeAttachment({ nick: 'al' })
-  assert.deepEqual(sessionKeys(ctx), [`sess/${SESSION_ID}`, keptKey(1), `sess/${SESSION_ID}/meta`])
+  assert.deepEqual(sessionKeys(ctx), [`sess/${SESSION_ID}`, recordKey(0)])
+  assert.deepEqual(storedSeqs(ctx), [1])
+  assert.deepEqual(ctx.storage.kv.get(`sess/${SESSION_ID}`).attachment, { nick: 'al' }, 'the attachment is in the summary')
   assert.deepEqual(ctx.storage.kv.keys(`mux/${socketA}/`), [], 'a session\'s client is stored as its session')
 
   // Its connection drops: the app hears nothing; the client is still there, away.
@@ -68,7 +74,8 @@ test('a session\'s client is one client across reconnects: onOpen once, sends ke
   c.send('while away')
   assert.equal(server.broadcast(new Uint8Array([1, 2])), 1, 'a broadcast reaches it too')
   await settle()
-  assert.deepEqual(sessionKeys(ctx).filter((k) => /\d{20}$/.test(k)), [keptKey(1), keptKey(2), keptKey(3)])
+  assert.deepEqual(storedSeqs(ctx), [1, 2, 3])
+  assert.deepEqual(sessionKeys(ctx), [`sess/${SESSION_ID}`, recordKey(0), recordKey(1)], 'the send and the broadcast: one record')
 
   // It comes back on another socket, having received message 1: what it missed, in order, then live traffic.
   const b = connect(server, ctx)
@@ -80,10 +87,13 @@ test('a session\'s client is one client across reconnects: onOpen once, sends ke
   assert.equal(c.stream, 7)
   assert.equal(c.id, `${socketA}:5`, 'its id is the one it opened with')
   assert.deepEqual(c.deserializeAttachment(), { nick: 'al' })
-  assert.deepEqual(server.stats().sessions, { resumed: 1, expired: 0, replayed: 2, duplicates: 0 })
-  assert.deepEqual(sessionKeys(ctx).filter((k) => /\d{20}$/.test(k)), [keptKey(2), keptKey(3), keptKey(4)], 'its ack 1 deleted message 1')
+  // Rows: summary + record 0; summary (attachment); summary (detach); record 1; record 0
+  // deleted (ack 1), record 2, summary (attach).
+  assert.deepEqual(server.stats().sessions, { resumed: 1, expired: 0, replayed: 2, duplicates: 0, rowsWritten: 8 })
+  assert.deepEqual(storedSeqs(ctx), [2, 3, 4], 'its ack 1 deleted message 1')
+  assert.deepEqual(sessionKeys(ctx), [`sess/${SESSION_ID}`, recordKey(1), recordKey(2)])
   await deliver(server, b, msg(ackFrame(7, 4)))
-  assert.deepEqual(sessionKeys(ctx), [`sess/${SESSION_ID}`, `sess/${SESSION_ID}/meta`])
+  assert.deepEqual(sessionKeys(ctx), [`sess/${SESSION_ID}`])
 
   // It leaves on purpose: the one close.
   await deliver(server, b, msg(closeFrame(7, 1000, 'bye')))
@@ -160,9 +170,9 @@ test('kept messages are bounded by count, bytes and age; a client that needed a 
   const [c] = t.server.clients()
   for (let i = 1; i <= MAX_REPLAY_MESSAGES + 1; i++) c.send(`m${i}`)
   await settle()
-  const kept = sessionKeys(t.ctx).filter((k) => /\d{20}$/.test(k))
+  const kept = storedSeqs(t.ctx)
   assert.equal(kept.length, MAX_REPLAY_MESSAGES)
-  assert.equal(kept[0], keptKey(2))
+  assert.equal(kept[0], 2)
   takeFrames(a)
   await deliver(t.server, a, msg(attach(6, 1)))
   const replay = envs(a)
@@ -186,7 +196,7 @@ test('kept messages are bounded by count, bytes and age; a client that needed a 
   for (let i = 0; i < 3; i++) d.send(big)
   await settle()
   assert.ok(3 * big.byteLength > MAX_REPLAY_BYTES)
-  assert.deepEqual(sessionKeys(t.ctx).filter((k) => /\d{20}$/.test(k)), [keptKey(2), keptKey(3)])
+  assert.deepEqual(storedSeqs(t.ctx), [2, 3])
 
   // Age: a message older than the window is dropped at the next send.
   t = timed()
@@ -197,7 +207,7 @@ test('kept messages are bounded by count, bytes and age; a client that needed a 
   t.clock.ms += RESUME_WINDOW_MS + 1
   e.send('new')
   await settle()
-  assert.deepEqual(sessionKeys(t.ctx).filter((k) => /\d{20}$/.test(k)), [keptKey(2)])
+  assert.deepEqual(storedSeqs(t.ctx), [2])
 })
 
 test('client messages are taken once, in order; an Ack follows a batch that advanced and carried none', async () => {

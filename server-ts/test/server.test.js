@@ -432,7 +432,7 @@ test('broadcast reaches every open, unexpired client stream on every mux socket,
   await settle()
   assert.deepEqual(takeFrames(a).map((f) => [f.kind, f.stream]), [['Binary', 2]])
   assert.deepEqual(takeFrames(b), [])
-  assert.deepEqual(server.stats(), { sockets: 2, streams: 5, detached: 0, sessions: { resumed: 0, expired: 0, replayed: 0, duplicates: 0 } })
+  assert.deepEqual(server.stats(), { sockets: 2, streams: 5, detached: 0, sessions: { resumed: 0, expired: 0, replayed: 0, duplicates: 0, rowsWritten: 0 } })
 })
 
 test('a push during a message is ordered with its replies: a broadcast precedes the reply of the call that made it', async () => {
