@@ -11,6 +11,7 @@ mod browser;
 mod chaos;
 mod common;
 mod idp;
+mod isolates;
 mod limits;
 mod metrics;
 mod presence;
