@@ -192,8 +192,20 @@ test("two pages talk through the snippet in order, lose nothing across a backend
     { timeout: 15_000 },
   );
 
+  // The stats panel charts this isolate's last minutes (plain SVG): at least three polls
+  // drawn, one upstream for both pages.
+  await b.page.waitForFunction(() => Number(document.querySelector('[data-chart="rate"]')?.dataset.points) >= 3, null, {
+    timeout: 15_000,
+  });
+  for (const key of ["rate", "batch", "rtt", "upstreams"]) {
+    const points = await b.page.$eval(`[data-chart="${key}"] polyline`, (p) => p.getAttribute("points").trim().split(" "));
+    assert.ok(points.length >= 3 && points.every((xy) => /^-?[\d.]+,-?[\d.]+$/.test(xy)), `${key}: ${points}`);
+  }
+  assert.match(await b.page.locator('[data-chart="upstreams"] figcaption').textContent(), /upstreams: 1\b/);
+
   mkdirSync(artifacts, { recursive: true });
   await b.page.screenshot({ path: join(artifacts, "demo.png"), fullPage: true });
+  await b.page.locator("#stats").screenshot({ path: join(artifacts, "stats.png") });
 
   // The backend's runtime restarts mid-session, then the snippet is killed (SIGKILL) and
   // started again. A keeps sending throughout. With sessions (PROTOCOL.md §14) nothing is

@@ -146,11 +146,51 @@ async function pollStats() {
   }
   setTimeout(pollStats, 2000)
 }
+// The last minutes of this isolate, one sample per poll, for the charts.
+const HISTORY_SAMPLES = 150 // 5 minutes at one poll every 2 s
+const history = []
+function remember(s) {
+  const now = Date.now()
+  const last = history.at(-1)
+  const secs = last ? (now - last.at) / 1000 : 0
+  // Messages proxied is a counter: the rate is its change over the poll's interval.
+  const rate = last && secs > 0 ? Math.max(0, (s.messagesProxied - last.messages) / secs) : 0
+  history.push({ at: now, messages: s.messagesProxied, rate, batch: Number(s.framesPerBatch) || 0,
+    rtt: s.upstreamRttP50Ms ?? 0, upstreams: s.upstreamsOpen })
+  if (history.length > HISTORY_SAMPLES) history.shift()
+}
+
+const SVG = 'http://www.w3.org/2000/svg'
+const svg = (name, attrs) => {
+  const node = document.createElementNS(SVG, name)
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v)
+  return node
+}
+// One small line chart of `key` over the history: plain SVG, scaled to its own maximum.
+function chart(title, key, unit) {
+  const [w, h] = [160, 40]
+  const values = history.map((p) => p[key])
+  const max = Math.max(1e-9, ...values)
+  // Across the whole width, however many samples there are yet (at most 5 minutes).
+  const step = w / Math.max(1, values.length - 1)
+  const points = values.map((v, i) => `${(i * step).toFixed(1)},${(h - 2 - (v / max) * (h - 4)).toFixed(1)}`).join(' ')
+  const box = svg('svg', { viewBox: `0 0 ${w} ${h}`, width: w, height: h, role: 'img', 'aria-label': title })
+  box.append(svg('polyline', { points, fill: 'none', stroke: 'currentColor', 'stroke-width': 1.5 }))
+  const latest = values.at(-1) ?? 0
+  const figure = el('figure', null, { className: 'chart', dataset: { chart: key, points: values.length } })
+  figure.append(box, el('figcaption', `${title}: ${Number.isInteger(latest) ? latest : latest.toFixed(1)} ${unit}`))
+  return figure
+}
+
 function renderStats(s, problem) {
   $('stats').hidden = false
   const box = $('stats-body')
   box.replaceChildren()
   if (!s) return box.append(el('p', problem))
+  remember(s)
+  const charts = el('div', null, { className: 'charts' })
+  charts.append(chart('throughput', 'rate', 'msg/s'), chart('frames per batch', 'batch', ''),
+    chart('upstream RTT p50', 'rtt', 'ms'), chart('upstreams', 'upstreams', ''))
   const dl = el('dl')
   for (const [label, value] of [
     ['upstreams open', s.upstreamsOpen],
@@ -166,6 +206,6 @@ function renderStats(s, problem) {
     tr.append(el('td', u.tenant), el('td', u.connected ? 'yes' : 'no'), el('td', u.streams))
     table.append(tr)
   }
-  box.append(dl, table)
+  box.append(charts, dl, table)
 }
 if (statsToken) pollStats()

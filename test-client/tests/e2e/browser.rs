@@ -69,5 +69,6 @@ fn two_browser_pages_through_the_snippet_survive_a_backend_restart_and_a_killed_
             assert_eq!(count("fail "), Some(0), "node's test runner reported failures:\n{out}");
             assert!(count("pass ").is_some_and(|n| n >= 3), "every browser test ran:\n{out}");
             assert!(artifacts.join("demo.png").is_file(), "the demo screenshot is saved");
+            assert!(artifacts.join("stats.png").is_file(), "the stats panel's screenshot (its charts) is saved");
         });
 }
