@@ -258,19 +258,11 @@ impl Sessions {
     /// The replay bounds: what a client needs after a gap longer than these cannot be
     /// resumed, and its records are freed.
     fn trim(&mut self, id: SessionId, now: u64) {
-        let Some(s) = self.by_id.get_mut(&id) else { return };
-        let mut freed = Vec::new();
-        while s.kept.len() > MAX_REPLAY_MESSAGES
-            || s.kept_bytes > MAX_REPLAY_BYTES
-            || s.kept.front().is_some_and(|k| k.at.saturating_add(RESUME_WINDOW_MS) < now)
-        {
-            let Some(k) = s.kept.pop_front() else { break };
-            s.kept_bytes -= k.payload.len();
-            freed.push(k.record);
-        }
-        for r in freed {
-            self.release(r, Holds { messages: 1, positions: 0 });
-        }
+        self.drop_kept_while(id, |s, k| {
+            s.kept.len() > MAX_REPLAY_MESSAGES
+                || s.kept_bytes > MAX_REPLAY_BYTES
+                || k.at.saturating_add(RESUME_WINDOW_MS) < now
+        });
     }
 
     /// The client acknowledged every message up to `ack`: they are dropped.
@@ -278,11 +270,17 @@ impl Sessions {
         self.drop_kept(id, ack);
     }
 
-    /// Drops session `id`'s kept messages up to `seq`, freeing their records.
+    /// Drops session `id`'s kept messages up to `ack`, freeing their records.
     fn drop_kept(&mut self, id: SessionId, ack: u64) {
+        self.drop_kept_while(id, |_, k| k.seq <= ack);
+    }
+
+    /// Drops session `id`'s oldest kept messages while `more(session, oldest)` holds,
+    /// freeing their records.
+    fn drop_kept_while(&mut self, id: SessionId, more: impl Fn(&Session, &Kept) -> bool) {
         let Some(s) = self.by_id.get_mut(&id) else { return };
         let mut freed = Vec::new();
-        while s.kept.front().is_some_and(|k| k.seq <= ack) {
+        while s.kept.front().is_some_and(|k| more(s, k)) {
             let Some(k) = s.kept.pop_front() else { break };
             s.kept_bytes -= k.payload.len();
             freed.push(k.record);

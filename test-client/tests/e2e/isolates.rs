@@ -11,6 +11,11 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::common::*;
 
+/// A snippet's /__stats with an operator token.
+async fn stats_of(origin: &str, admin: &str) -> anyhow::Result<Value> {
+    test_client::snippet_stats::fetch(&format!("{origin}/__stats"), Some(admin)).await
+}
+
 const TENANTS: [&str; 2] = ["fleet-1", "fleet-2"];
 const LISTENERS: usize = 4;
 const PUSHES: u64 = 10;
@@ -80,8 +85,8 @@ fn three_isolates_share_each_tenant_and_one_dying_touches_only_its_own_clients()
         // Each isolate holds one upstream per tenant; each object sees one socket per isolate.
         for (name, stats) in [
             ("A", stack.snippet_stats().await.expect("A")),
-            ("B", stats_of(&b.origin(), &stack.admin_token).await),
-            ("C", stats_of(&c.origin(), &stack.admin_token).await),
+            ("B", stats_of(&b.origin(), &stack.admin_token).await.expect("B")),
+            ("C", stats_of(&c.origin(), &stack.admin_token).await.expect("C")),
         ] {
             for tenant in TENANTS {
                 assert_eq!(upstream(&stats, tenant)["connected"], true, "isolate {name}, {tenant}: {stats}");
@@ -122,10 +127,4 @@ fn three_isolates_share_each_tenant_and_one_dying_touches_only_its_own_clients()
         assert_eq!(n(&a, "backendDisconnects"), 0, "A's upstreams were untouched: {a}");
         b.stop();
     });
-}
-
-/// A snippet's /__stats with an operator token.
-async fn stats_of(origin: &str, admin: &str) -> Value {
-    let res = reqwest::Client::new().get(format!("{origin}/__stats")).bearer_auth(admin).send().await.expect("stats");
-    res.json().await.expect("JSON")
 }
