@@ -700,7 +700,11 @@ impl Stack {
         let mut all = snippet_vars(&self.token, self.backend.port);
         all.push(("AUTH_SECRET".to_owned(), self.auth_secret.clone()));
         all.extend(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
-        let log = self.dir.join(format!("snippet-{tenant}.log"));
+        // Each its own log and persist folder, even for the same tenant: two runtimes on
+        // one folder collide (see `Worker::spawn`).
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log = self.dir.join(format!("snippet-{tenant}-{n}.log"));
         let mut w = Worker::spawn(&self.root, &self.root, ports, &all, log)?.address(tenant);
         wait_ready(&mut w, "/")?;
         Ok(w)
