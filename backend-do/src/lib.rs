@@ -48,7 +48,7 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     // theirs answers 503 while other tenants carry on.
     let maintenance = env.var("MAINTENANCE_TENANTS").map(|v| v.to_string()).unwrap_or_default();
     if route::listed(&maintenance, tenant) {
-        return json_error(503, "this tenant is in maintenance; retry later");
+        return json_error(503, route::MAINTENANCE);
     }
     let stub = env.durable_object(BINDING)?.id_from_name(tenant)?.get_stub()?;
     stub.fetch_with_request(req).await

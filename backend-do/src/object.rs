@@ -30,8 +30,12 @@ pub struct Database {
     /// The snippet's sockets, the app over the database, and the object's state
     /// (`mux.state()`).
     mux: MuxServer<Backend<ObjectDb>>,
-    /// The bearer token the snippet's upgrade must carry (the Worker checked it already).
+    /// The bearer token the snippet's upgrade must carry (the Worker checked it already;
+    /// empty: the object is reached only through a binding, see [`Database::accept`]).
     token: String,
+    /// `MAINTENANCE_TENANTS`, checked here too: a snippet with a binding comes straight
+    /// to the object, past the Worker's check.
+    maintenance: String,
     counters: Rc<Counters>,
 }
 
@@ -125,7 +129,14 @@ impl Database {
     fn accept(&self, req: &Request, tenant: &str, endpoint: Endpoint) -> Result<Response> {
         let identity = identity_of(req)?;
         if endpoint == Endpoint::Mux {
-            let res = self.mux.accept(req, &self.token, tenant)?;
+            // Without BACKEND_TOKEN this object's Worker refuses every request (500), so
+            // whoever reaches the object came through a namespace binding (the snippet's
+            // BACKEND_BINDING): the binding is the credential. With one, it is checked
+            // here too, whichever way the request came.
+            let res = match self.token.as_str() {
+                "" => self.mux.accept_bound(req, tenant)?,
+                token => self.mux.accept(req, token, tenant)?,
+            };
             if res.status_code() == 101 {
                 bump(&self.counters.sockets_accepted);
             }
@@ -166,7 +177,8 @@ impl DurableObject for Database {
         let db = ObjectDb { raw: raw.clone(), state: sql::state_of(&raw), counters: Rc::clone(&counters) };
         let mux = MuxServer::new(sql::state_of(&raw), Backend::new(db));
         let token = env.secret("BACKEND_TOKEN").map(|s| s.to_string()).unwrap_or_default();
-        Database { mux, token, counters }
+        let maintenance = env.var("MAINTENANCE_TENANTS").map(|v| v.to_string()).unwrap_or_default();
+        Database { mux, token, maintenance, counters }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
@@ -174,6 +186,9 @@ impl DurableObject for Database {
         let Ok((tenant, endpoint)) = route::parse(&path) else {
             return Response::error("not found", 404);
         };
+        if route::listed(&self.maintenance, tenant) {
+            return json_response(503, &serde_json::json!({ "error": route::MAINTENANCE }));
+        }
         if endpoint.is_websocket() {
             return self.accept(&req, tenant, endpoint);
         }

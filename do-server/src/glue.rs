@@ -130,6 +130,14 @@ impl<A: App + 'static> MuxServer<A> {
         if !authorized(req.headers().get("Authorization")?.as_deref(), token) {
             return json_error(401, "missing or wrong bearer token");
         }
+        self.accept_bound(req, tenant)
+    }
+
+    /// [`MuxServer::accept`] without a bearer check, for an object no public route
+    /// forwards to unchecked: its callers are Workers bound to its namespace (the
+    /// snippet's `BACKEND_BINDING`), and the binding is the credential — only Workers its
+    /// account binds to the class reach an object. 426 without `Upgrade: websocket`.
+    pub fn accept_bound(&self, req: &Request, tenant: &str) -> Result<Response> {
         if !req.headers().get("Upgrade")?.is_some_and(|u| u.eq_ignore_ascii_case("websocket")) {
             return json_error(426, "this endpoint needs a WebSocket upgrade");
         }

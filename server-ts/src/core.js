@@ -58,6 +58,7 @@ export class Core {
     this.handlers = handlers ?? {}
     this.newClient = newClient
     this.token = options.token
+    this.bindingOnly = options.bindingOnly === true
     this.tag = options.tag ?? 'mux'
     this.tenantOption = options.tenant
     this.services = options.services === undefined ? ['/rpc', '/echo'] : options.services

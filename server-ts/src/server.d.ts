@@ -100,6 +100,11 @@ export interface SnippetProxyHandlers {
 export interface SnippetProxyOptions {
   /** The backend token the snippet presents (BACKEND_TOKEN). Unset or empty: every upgrade gets 500. */
   token: string | undefined
+  /**
+   * true: without a token, accept and fetch let every caller in. Only for an object no public route
+   * forwards to unchecked: its callers are Workers bound to its namespace (the snippet's BACKEND_BINDING).
+   */
+  bindingOnly?: boolean
   /** This object's tenant: a name, a function of the request, or (default) `{tenant}` of `/db/{tenant}/…` (`default` otherwise). */
   tenant?: string | ((request: Request) => string)
   /** Open paths served (default ['/rpc', '/echo'], as the snippet's routes); null = any; or a predicate. Others get Error 404. */

@@ -36,9 +36,15 @@ function tenantOf(core, request) {
   return isValidTenant(t) ? t : null
 }
 
-/** The bearer check: null when the request carries the configured token, else the refusal (500 or 401). */
+/**
+ * The bearer check: null when the request carries the configured token, else the refusal (500 or 401).
+ * Without a token, `bindingOnly` lets everyone in: the object's callers are Workers bound to its
+ * namespace (the snippet's BACKEND_BINDING), and the binding is the credential.
+ */
 function authorize(core, request) {
-  if (typeof core.token !== 'string' || core.token === '') return jsonError(500, 'BACKEND_TOKEN is not configured')
+  const unset = typeof core.token !== 'string' || core.token === ''
+  if (unset && core.bindingOnly) return null
+  if (unset) return jsonError(500, 'BACKEND_TOKEN is not configured')
   if (!authorized(request.headers.get('Authorization'), core.token)) return jsonError(401, 'missing or wrong bearer token')
   return null
 }
@@ -129,7 +135,7 @@ export class SnippetProxyServer {
   /**
    * @param ctx the Durable Object's state (`this.ctx`)
    * @param handlers {onOpen, onMessage, onClose, onRequest, onError}, all optional
-   * @param options {token, tenant, services, tag, storagePrefix, sessionPrefix, maxStreams, maxBatchBytes, handoverGraceMs, autoResponse, now, socketId, setTimeout}
+   * @param options {token, bindingOnly, tenant, services, tag, storagePrefix, sessionPrefix, maxStreams, maxBatchBytes, handoverGraceMs, autoResponse, now, socketId, setTimeout}
    */
   constructor(ctx, handlers = {}, options = {}) {
     this.#core = new Core(ctx, handlers, options, (st) => new MuxClient(st))

@@ -41,6 +41,17 @@ test('accept refuses without a configured token (500), without the bearer token 
   assert.equal(ctx.storage.kv.map.size, 0, 'nothing stored')
 })
 
+test('a binding-only object lets every caller in without a token, but checks one that is configured', async () => {
+  const ctx = fakeCtx()
+  const bound = new SnippetProxyServer(ctx, {}, { bindingOnly: true })
+  assert.equal(bound.accept(upgrade({ Upgrade: 'websocket' })).status, 101)
+  const res = await bound.fetch(new Request('https://backend.binding/db/t/rpc', { method: 'POST', body: '{}' }))
+  assert.equal(res.status, 404, 'past the bearer check, to onRequest (none here)')
+  const both = new SnippetProxyServer(ctx, {}, { bindingOnly: true, token: TOKEN })
+  assert.equal(both.accept(upgrade({ Upgrade: 'websocket' })).status, 401)
+  assert.equal(both.accept(upgrade({ Upgrade: 'websocket', Authorization: `Bearer ${TOKEN}` })).status, 101)
+})
+
 test('accept takes the socket with the Hibernation API, a mux tag, an attachment and a stored tenant', () => {
   const { ctx, server } = setup()
   const res = server.accept(upgrade({ Authorization: `Bearer  ${TOKEN} `, Upgrade: 'WebSocket' }, 'https://b.example/db/room-1/mux'))

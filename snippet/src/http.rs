@@ -104,9 +104,17 @@ pub async fn proxy(
 /// `fallbacks` when it decided so).
 async fn fallback(tenant: &str, request: &Request) -> Result<web_sys::Response, JsValue> {
     let backend = state::with(|s| s.backend.clone());
-    let base = mux_core::tenant::http_base(&mux_core::tenant::backend_url(&backend.template, tenant));
-    let url = format!("{base}{}", request.path);
-    match js::post(&url, &backend.token, &request.identity, &request.content_type, &request.body).await {
+    let url = format!("{}{}", backend.reach.http_base(tenant), request.path);
+    match js::post(
+        (&backend.via, tenant),
+        &url,
+        &backend.token,
+        &request.identity,
+        &request.content_type,
+        &request.body,
+    )
+    .await
+    {
         Ok(res) => Ok(res),
         Err(e) => {
             let why = format!("no upstream, and direct HTTP to {url} failed: {e}");

@@ -291,10 +291,64 @@ thread_local! {
     static IGNORE_REJECTION: Closure<dyn FnMut(JsValue)> = Closure::new(|_: JsValue| {});
 }
 
-/// Opens a WebSocket to `url` (http/https/ws/wss) with a bearer token, accepts it and
+/// How a request reaches the backends: the global `fetch` (`BACKEND_URL`) or a Durable
+/// Object namespace binding (`BACKEND_BINDING`), kept from `env`.
+#[derive(Debug, Clone)]
+pub enum Via {
+    /// The global `fetch`.
+    Fetch,
+    /// The `fetch` of the tenant's object in this namespace (`idFromName(tenant)`).
+    Binding(JsValue),
+}
+
+impl Via {
+    /// `env[name]` if it is a Durable Object namespace (it has `idFromName`).
+    pub fn binding(env: &JsValue, name: &str) -> Result<Via, String> {
+        let ns = js_sys::Reflect::get(env, &name.into()).unwrap_or(JsValue::UNDEFINED);
+        let id_from_name = js_sys::Reflect::get(&ns, &"idFromName".into()).unwrap_or(JsValue::UNDEFINED);
+        if !id_from_name.is_function() {
+            return Err(format!(
+                "BACKEND_BINDING names {name}, but this Worker has no Durable Object namespace binding \
+                 of that name ([[durable_objects.bindings]] with script_name; README, Deploy)"
+            ));
+        }
+        Ok(Via::Binding(ns))
+    }
+
+    /// Starts `fetch(url, init)` for `tenant`. Through a binding the stub is made here, so
+    /// its I/O belongs to the calling context (RUNTIME.md §1).
+    fn fetch(&self, tenant: &str, url: &str, init: &web_sys::RequestInit) -> Result<Promise, String> {
+        let Via::Binding(ns) = self else { return Ok(global_fetch(url, init)) };
+        let call = |target: &JsValue, method: &str, args: &[&JsValue]| -> Result<JsValue, String> {
+            let f: js_sys::Function = js_sys::Reflect::get(target, &method.into())
+                .ok()
+                .and_then(|f| f.dyn_into().ok())
+                .ok_or_else(|| format!("the binding has no {method}"))?;
+            let args: js_sys::Array = args.iter().copied().collect();
+            f.apply(target, &args).map_err(|e| describe(&e))
+        };
+        let id = call(ns, "idFromName", &[&tenant.into()])?;
+        let stub = call(ns, "get", &[&id])?;
+        call(&stub, "fetch", &[&url.into(), init.as_ref()])?.dyn_into().map_err(|_| "fetch returned no promise".into())
+    }
+}
+
+/// Where an upstream connects: `url` (its path is what a bound object routes on) for
+/// `tenant`, reached `via` the global fetch or a binding.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// How the request travels.
+    pub via: Via,
+    /// The tenant (names the object through a binding).
+    pub tenant: String,
+    /// The multiplexer endpoint.
+    pub url: String,
+}
+
+/// Opens a WebSocket to `target` with a bearer token (none if empty), accepts it and
 /// makes binary messages arrive as ArrayBuffer (RUNTIME.md §6).
-pub async fn connect_websocket(url: &str, token: &str) -> Result<web_sys::WebSocket, String> {
-    let url = mux_core::http_url(url);
+pub async fn connect_websocket(target: &Target, token: &str) -> Result<web_sys::WebSocket, String> {
+    let url = mux_core::http_url(&target.url);
     let headers = web_sys::Headers::new().map_err(|e| describe(&e))?;
     headers.set("Upgrade", "websocket").map_err(|e| describe(&e))?;
     if !token.is_empty() {
@@ -302,7 +356,7 @@ pub async fn connect_websocket(url: &str, token: &str) -> Result<web_sys::WebSoc
     }
     let init = web_sys::RequestInit::new();
     init.set_headers(&headers);
-    let fetched = global_fetch(&url, &init);
+    let fetched = target.via.fetch(&target.tenant, &url, &init)?;
     // A pump abandoned mid-connect (its watchdog passed) drops the future that awaits this
     // promise; when the promise rejects later, workerd logs it as an uncaught error. A
     // handler marks it handled; the await below still sees the rejection.
@@ -325,10 +379,11 @@ pub async fn connect_websocket(url: &str, token: &str) -> Result<web_sys::WebSoc
     Ok(ws)
 }
 
-/// POSTs `body` to `url` with the backend's bearer token and the caller's identity (in
+/// POSTs `body` to `url` (`via` the fetch or binding for `tenant`) with the backend's bearer token and the caller's identity (in
 /// `protocol::IDENTITY_HEADER`), and returns the backend's status, content type and body
 /// in a new response (a fetched response's headers are immutable).
 pub async fn post(
+    (via, tenant): (&Via, &str),
     url: &str,
     token: &str,
     identity: &mux_core::Identity,
@@ -347,7 +402,7 @@ pub async fn post(
     init.set_method("POST");
     init.set_headers(&headers);
     init.set_body(&js_sys::Uint8Array::from(body));
-    let res = JsFuture::from(global_fetch(url, &init)).await.map_err(|e| describe(&e))?;
+    let res = JsFuture::from(via.fetch(tenant, url, &init)?).await.map_err(|e| describe(&e))?;
     let res: web_sys::Response = res.dyn_into().map_err(|_| "fetch returned no Response".to_owned())?;
     let content_type = res.headers().get("Content-Type").ok().flatten().unwrap_or_default();
     let body = JsFuture::from(res.array_buffer().map_err(|e| describe(&e))?).await.map_err(|e| describe(&e))?;

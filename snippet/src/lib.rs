@@ -19,6 +19,7 @@ mod stats;
 mod upstream;
 
 use mux_core::auth::Need;
+use mux_core::backend::Reach;
 use mux_core::keeper::Holder;
 use mux_core::log::{Level, Line};
 use mux_core::tenant::{self, Endpoint, Routed};
@@ -51,7 +52,7 @@ fn var(env: &JsValue, name: &str) -> Option<String> {
 /// The first configuration var that is set to something other than a string (wrangler
 /// allows JSON values): reading it as "unset" could silently switch a check off.
 fn non_string_var(env: &JsValue) -> Option<&'static str> {
-    let names = mux_core::auth::AuthConfig::VARS.iter().chain(mux_core::Config::VARS.iter());
+    let names = mux_core::auth::AuthConfig::VARS.iter().chain(mux_core::Config::VARS.iter()).chain(Reach::VARS.iter());
     names.copied().find(|name| {
         js_sys::Reflect::get(env, &(*name).into()).is_ok_and(|v| !v.is_undefined() && v.as_string().is_none())
     })
@@ -61,12 +62,6 @@ fn non_string_var(env: &JsValue) -> Option<&'static str> {
 /// configuration error, if any: every request then answers 500 naming the var.
 fn configure(env: &JsValue) -> Option<String> {
     state::with(|s| {
-        if let Some(url) = var(env, "BACKEND_URL") {
-            s.backend.template = url;
-        }
-        if let Some(token) = var(env, "BACKEND_TOKEN") {
-            s.backend.token = token;
-        }
         if s.configured {
             s.mux.count_request();
             return None;
@@ -74,9 +69,10 @@ fn configure(env: &JsValue) -> Option<String> {
         if let Some(name) = non_string_var(env) {
             return Some(format!("{name} must be a string"));
         }
-        if let Err(e) = mux_core::tenant::check_template(&s.backend.template) {
-            return Some(e);
-        }
+        s.backend = match backend(env) {
+            Ok(b) => b,
+            Err(e) => return Some(e),
+        };
         let door = match mux_core::auth::AuthConfig::from_vars(|name| var(env, name)) {
             Ok(d) => d,
             Err(e) => return Some(e),
@@ -96,6 +92,17 @@ fn configure(env: &JsValue) -> Option<String> {
             Err(e) => Some(e),
         }
     })
+}
+
+/// Where the backends are: `BACKEND_URL` or `BACKEND_BINDING` (a namespace in `env`),
+/// and `BACKEND_TOKEN`.
+fn backend(env: &JsValue) -> Result<state::Backend, String> {
+    let reach = Reach::from_vars(var(env, "BACKEND_URL").as_deref(), var(env, "BACKEND_BINDING").as_deref())?;
+    let via = match reach.binding() {
+        Some(name) => js::Via::binding(env, name)?,
+        None => js::Via::Fetch,
+    };
+    Ok(state::Backend { reach, via, token: var(env, "BACKEND_TOKEN").unwrap_or_default() })
 }
 
 async fn route(req: web_sys::Request, env: &JsValue, ctx: &JsValue) -> Result<web_sys::Response, JsValue> {

@@ -10,6 +10,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use mux_core::auth::AuthConfig;
+use mux_core::backend::Reach;
 use mux_core::keeper::{Duty, Holder, Timekeeper};
 use mux_core::log::Line;
 use mux_core::{Action, Config, Delivery, Here, Mux, StreamId, UpstreamId};
@@ -19,13 +20,21 @@ use crate::executor::{self, TaskId};
 use crate::js;
 use crate::upstream;
 
-/// Where the backends are, from the wrangler vars.
-#[derive(Debug, Clone, Default)]
+/// Where the backends are, from the wrangler vars and bindings.
+#[derive(Debug, Clone)]
 pub struct Backend {
-    /// The upstream URL template, with `{tenant}`, e.g. `wss://b.example/db/{tenant}/mux`.
-    pub template: String,
-    /// Bearer token for it.
+    /// How they are reached (`BACKEND_URL` or `BACKEND_BINDING`).
+    pub reach: Reach,
+    /// The Durable Object namespace named by `BACKEND_BINDING` (then `Via::Binding`).
+    pub via: js::Via,
+    /// Bearer token for them (optional through a binding).
     pub token: String,
+}
+
+impl Default for Backend {
+    fn default() -> Self {
+        Backend { reach: Reach::Url(String::new()), via: js::Via::Fetch, token: String::new() }
+    }
 }
 
 /// Everything the isolate shares between request contexts.
@@ -135,8 +144,9 @@ pub fn settle(here: Here, ctx: Option<&JsValue>) {
         while let Some(action) = s.mux.poll_action(here, now) {
             match action {
                 Action::Connect { upstream, tenant } => {
-                    let url = mux_core::tenant::backend_url(&s.backend.template, &tenant);
-                    connects.push((upstream, url, s.backend.token.clone()));
+                    let url = s.backend.reach.mux_url(&tenant);
+                    let target = js::Target { via: s.backend.via.clone(), tenant, url };
+                    connects.push((upstream, target, s.backend.token.clone()));
                 }
                 Action::WakeUpstream(id) => wakers.extend(s.pump_wakers.remove(&id)),
                 Action::WakeStream(id) => wakers.extend(s.stream_wakers.remove(&id)),
@@ -164,9 +174,9 @@ pub fn settle(here: Here, ctx: Option<&JsValue>) {
     for line in logs {
         js::log(line);
     }
-    for (id, url, token) in connects {
+    for (id, target, token) in connects {
         let keep_alive = ctx.and_then(js::keep_alive);
-        let task = executor::spawn(upstream::pump(id, url, token, here, keep_alive));
+        let task = executor::spawn(upstream::pump(id, target, token, here, keep_alive));
         with(|s| s.pump_tasks.insert(id, task));
     }
     for task in abandoned {

@@ -11,7 +11,7 @@ use mux_core::keeper::Holder;
 use mux_core::{Here, Transmit, UpstreamId};
 use wasm_bindgen::prelude::*;
 
-use crate::js::{self, KeepAlive, Listeners};
+use crate::js::{self, KeepAlive, Listeners, Target};
 use crate::state;
 
 /// The socket is gone (closed, failed, never opened): the core tells every stream on it.
@@ -51,19 +51,19 @@ fn listen(ws: &web_sys::WebSocket, id: UpstreamId, here: Here, closed: Rc<Cell<b
     Listeners::attach(ws, on_message, on_close, on_error)
 }
 
-/// Upstream `id`'s pump: connect to `url`, then send whatever the core has for it until
+/// Upstream `id`'s pump: connect to `target`, then send whatever the core has for it until
 /// the core closes it (handed over, evicted, retired, a protocol error) or the socket is
 /// lost. `keep_alive` holds an HTTP or scheduled owner's context open for as long as the
 /// pump runs. The pump may hold the core's timer meanwhile (its context lives at least as
 /// long as its connection).
-pub async fn pump(id: UpstreamId, url: String, token: String, owner: Here, keep_alive: Option<KeepAlive>) {
+pub async fn pump(id: UpstreamId, target: Target, token: String, owner: Here, keep_alive: Option<KeepAlive>) {
     // A bounded owner's context has done its own work by the time its pump's events
     // come: it keeps what it owns but may take on nothing new.
     let here = match owner {
         Here::Client(_) => owner,
         Here::Request | Here::Background | Here::Lingering => Here::Lingering,
     };
-    state::holding(Holder::Pump(id), here, None, run(id, &url, &token, here)).await;
+    state::holding(Holder::Pump(id), here, None, run(id, &target, &token, here)).await;
     state::with(|s| {
         s.pump_tasks.remove(&id);
         s.pump_wakers.remove(&id);
@@ -72,8 +72,8 @@ pub async fn pump(id: UpstreamId, url: String, token: String, owner: Here, keep_
     drop(keep_alive);
 }
 
-async fn run(id: UpstreamId, url: &str, token: &str, here: Here) {
-    let ws = match js::connect_websocket(url, token).await {
+async fn run(id: UpstreamId, target: &Target, token: &str, here: Here) {
+    let ws = match js::connect_websocket(target, token).await {
         Ok(ws) => ws,
         Err(e) => return lost(id, &format!("cannot connect to backend: {e}"), here),
     };

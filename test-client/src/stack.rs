@@ -1,7 +1,7 @@
 //! Starts the real stack — backend-do and the snippet, each under `wrangler dev`
 //! (workerd) on loopback — on free ports, waits until both answer, and stops what it
 //! started by process group. Each Worker's custom build runs once per process
-//! ([`dev_config`]). Used by the end-to-end tests and `test-client bench`.
+//! ([`dev_config`](dev_config::dev_config)). Used by the end-to-end tests and `test-client bench`.
 
 use std::fs::File;
 use std::net::TcpListener;
@@ -10,6 +10,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
+
+mod dev_config;
+pub use dev_config::ConfigChange;
+use dev_config::{build_once, dev_config, has_custom_build, object_class};
 
 /// Log lines that mean the context rules were broken (RUNTIME.md), or that a rejection
 /// the code should have expected went unhandled.
@@ -53,13 +57,21 @@ pub struct Worker {
 impl Worker {
     /// Starts `wrangler dev` for the Worker in `dir` on `port`, its inspector on
     /// `inspector` ([`free_ports`]).
-    fn spawn(
+    fn spawn(root: &Path, dir: &Path, ports: [u16; 2], vars: &[(String, String)], log: PathBuf) -> Result<Worker> {
+        Worker::spawn_session(root, &[(dir, ConfigChange::default())], ports, vars, log)
+    }
+
+    /// Starts one `wrangler dev` session for the Workers in `workers`' folders, each with
+    /// its config changed: the first serves `port`, the others only its bindings. `vars`
+    /// go to every one.
+    pub fn spawn_session(
         root: &Path,
-        dir: &Path,
+        workers: &[(&Path, ConfigChange)],
         [port, inspector]: [u16; 2],
         vars: &[(String, String)],
         log: PathBuf,
     ) -> Result<Worker> {
+        let Some((dir, _)) = workers.first() else { bail!("a session needs a Worker") };
         // Its own, next to its log: two runtimes starting at once on one persist folder
         // collide on its shared SQLite files (SQLITE_BUSY, and the runtime exits).
         let persist = log.with_extension("state");
@@ -81,9 +93,11 @@ impl Worker {
             args.push("--var".into());
             args.push(format!("{k}:{v}"));
         }
-        if let Some(config) = dev_config(dir, &log.with_extension("wrangler.toml"))? {
-            args.push("--config".into());
-            args.push(config.display().to_string());
+        for (i, (dir, change)) in workers.iter().enumerate() {
+            if let Some(config) = dev_config(dir, &log.with_extension(format!("{i}.wrangler.toml")), change)? {
+                args.push("--config".into());
+                args.push(config.display().to_string());
+            }
         }
         let mut w = Worker {
             child: None,
@@ -91,7 +105,7 @@ impl Worker {
             port,
             inspector,
             log,
-            dir: dir.to_owned(),
+            dir: dir.to_path_buf(),
             args,
             tenant: "default".into(),
             started_at: 0,
@@ -314,6 +328,11 @@ impl Worker {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// Waits until it answers `GET /` (after [`Worker::spawn_session`]).
+    pub fn wait_ready(&mut self) -> Result<()> {
+        wait_ready(self, "/")
+    }
+
     /// [`Worker::set_tenant`], by value.
     fn address(mut self, tenant: &str) -> Worker {
         self.set_tenant(tenant);
@@ -343,6 +362,11 @@ pub struct StackOpts {
     /// The backend Worker's folder, relative to the repository (default `backend-do`; the
     /// TypeScript example is `examples/ts-chat`). It must serve `/db/{tenant}/mux`.
     pub backend_dir: Option<String>,
+    /// The snippet reaches the backend through a Durable Object namespace binding
+    /// (`BACKEND_BINDING`) instead of its URL. The backend still runs in a `wrangler dev`
+    /// of its own — tests restart, freeze and ask it directly — and wrangler's dev
+    /// registry connects the binding to it.
+    pub binding: bool,
 }
 
 /// A running backend + snippet pair.
@@ -365,6 +389,47 @@ pub struct Stack {
     pub admin_token: String,
     /// Keep [`Stack::dir`] when dropped (set by [`Stack::keep_files`]).
     keep_files: bool,
+    /// How snippets reach the backend.
+    reach: Reach,
+    /// How a Worker can bind to the backend's class (a backend with a custom build).
+    bound_to: Option<Bound>,
+}
+
+/// How snippets of a stack reach its backend.
+#[derive(Debug, Clone)]
+enum Reach {
+    /// `BACKEND_URL` on this port.
+    Url(u16),
+    /// `BACKEND_BINDING`.
+    Binding(Bound),
+}
+
+/// What a binding to a stack's backend names: `class` of the Worker registered with
+/// wrangler's dev registry as `script` (a name of this stack's own).
+#[derive(Debug, Clone)]
+struct Bound {
+    script: String,
+    class: String,
+}
+
+/// The name of the snippet's binding in binding mode.
+const BINDING: &str = "BACKEND";
+
+impl Reach {
+    /// The vars that point a snippet at the backend, and the change its config needs.
+    fn snippet(&self, token: &str) -> (Vec<(String, String)>, ConfigChange) {
+        let token = ("BACKEND_TOKEN".to_owned(), token.to_owned());
+        match self {
+            Reach::Url(port) => {
+                let url = format!("ws://127.0.0.1:{port}/db/{{tenant}}/mux");
+                (vec![token, ("BACKEND_URL".to_owned(), url)], ConfigChange::default())
+            }
+            Reach::Binding(b) => {
+                let vars = vec![token, ("BACKEND_BINDING".to_owned(), BINDING.to_owned())];
+                (vars, ConfigChange::bind(BINDING, &b.class, &b.script))
+            }
+        }
+    }
 }
 
 /// Where both logs ended at some moment ([`Stack::log_marks`]): what was written after it
@@ -462,6 +527,22 @@ fn wait_ready(worker: &mut Worker, path: &str) -> Result<()> {
     bail!("worker on {addr} not ready after {READY_TIMEOUT:?}; log:\n{}", tail(&worker.log(), 40))
 }
 
+/// What `wrangler dev` lists for a binding its dev registry has connected to another
+/// session's Worker (before that, `[not connected]`, and requests through it fail).
+const BOUND_LINE: &str = "[connected]";
+
+/// Waits until `worker`'s binding is connected (binding mode).
+fn wait_bound(worker: &mut Worker) -> Result<()> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    while Instant::now() < deadline {
+        if worker.log_lines(worker.started_at, None).contains(BOUND_LINE) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("the binding of the worker on {} never connected; log:\n{}", worker.port, tail(&worker.log(), 40))
+}
+
 /// A minimal blocking GET (readiness probes run before any runtime exists): the status of
 /// the response's first line. The dev server keeps the connection open for seconds after
 /// the response despite `Connection: close` (waiting for the end cost each probe ~5 s), so
@@ -486,121 +567,6 @@ fn http_get_status(addr: &str, path: &str) -> Result<u16> {
     let head = String::from_utf8_lossy(&buf);
     let status = head.split_whitespace().nth(1).context("no status")?;
     Ok(status.parse()?)
-}
-
-/// A Worker's `wrangler.toml` taken apart: the command of its custom `[build]`, and the
-/// rest of it with `main` made absolute, so that it works from anywhere.
-struct CustomBuild {
-    command: String,
-    /// Where the command runs (`[build] cwd`, else the Worker's folder).
-    cwd: PathBuf,
-    config: String,
-}
-
-/// Splits `toml` (the `wrangler.toml` of the Worker in `dir`); `None` when it has no
-/// `[build]` table with a `command`.
-fn custom_build(dir: &Path, toml: &str) -> Option<CustomBuild> {
-    let (mut command, mut cwd, mut config) = (None, dir.to_owned(), String::new());
-    let mut table = String::new();
-    let value = |line: &str, key: &str| -> Option<String> {
-        let rest = line.trim().strip_prefix(key)?.trim_start().strip_prefix('=')?.trim();
-        let quote = rest.chars().next().filter(|q| *q == '"' || *q == '\'')?;
-        Some(rest[1..].rsplit_once(quote)?.0.to_owned())
-    };
-    for line in toml.lines() {
-        let trimmed = line.trim_start();
-        if trimmed.starts_with('[') {
-            table = trimmed.split(']').next().unwrap_or_default().trim_start_matches('[').trim().to_owned();
-        }
-        if table == "build" {
-            if let Some(c) = value(line, "command") {
-                command = Some(c);
-            } else if let Some(c) = value(line, "cwd") {
-                cwd = dir.join(c);
-            }
-            continue;
-        }
-        match value(line, "main").filter(|_| table.is_empty()) {
-            Some(main) => {
-                let main = dir.join(main).display().to_string();
-                config.push_str(&format!("main = \"{}\"\n", main.replace('\\', "\\\\").replace('"', "\\\"")));
-            }
-            None => {
-                config.push_str(line);
-                config.push('\n');
-            }
-        }
-    }
-    Some(CustomBuild { command: command?, cwd, config })
-}
-
-/// The Worker folders this process has built.
-static BUILT: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
-
-/// Runs the custom builds of the Workers in `dirs` that this process has not built yet,
-/// side by side.
-fn build_once(dirs: &[&Path]) -> Result<()> {
-    let mut built = BUILT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let todo: Vec<(PathBuf, CustomBuild)> = dirs
-        .iter()
-        .filter(|d| !built.iter().any(|b| b == *d))
-        .filter_map(|d| {
-            let toml = std::fs::read_to_string(d.join("wrangler.toml")).ok()?;
-            Some((d.to_path_buf(), custom_build(d, &toml)?))
-        })
-        .collect();
-    let results: Vec<Result<PathBuf>> = std::thread::scope(|scope| {
-        let runs: Vec<_> = todo
-            .iter()
-            .map(|(dir, b)| {
-                scope.spawn(move || -> Result<PathBuf> {
-                    let started = Instant::now();
-                    let out = Command::new("sh")
-                        .arg("-c")
-                        .arg(&b.command)
-                        .current_dir(&b.cwd)
-                        .stdin(Stdio::null())
-                        .output()
-                        .with_context(|| format!("running {:?}", b.command))?;
-                    if !out.status.success() {
-                        let log =
-                            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-                        bail!("{:?} in {} failed ({}):\n{}", b.command, b.cwd.display(), out.status, tail(&log, 40));
-                    }
-                    eprintln!("built {} in {:.1} s", dir.display(), started.elapsed().as_secs_f64());
-                    Ok(dir.clone())
-                })
-            })
-            .collect();
-        runs.into_iter().map(|r| r.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a build thread panicked")))).collect()
-    });
-    for r in results {
-        built.push(r?);
-    }
-    Ok(())
-}
-
-/// The `--config` for `wrangler dev` of the Worker in `dir`, written to `path`: its
-/// `wrangler.toml` without the custom `[build]`, which [`build_once`] has run instead;
-/// `None` for a Worker without one (then `wrangler dev` reads its own). `wrangler dev`
-/// runs a custom build at every start, twice (wrangler 4.86: for the entry point, and
-/// again once its file watcher is ready), and again whenever a watched file changes: on
-/// two cores that was 15–20 s of a stack's 20–30 s start, and a reload in the middle of a
-/// test when someone saved a source file. Built once per process, a Worker starts in ~2 s.
-fn dev_config(dir: &Path, path: &Path) -> Result<Option<PathBuf>> {
-    let Ok(toml) = std::fs::read_to_string(dir.join("wrangler.toml")) else { return Ok(None) };
-    let Some(custom) = custom_build(dir, &toml) else { return Ok(None) };
-    build_once(&[dir])?;
-    std::fs::write(path, custom.config).context("writing the wrangler dev config")?;
-    Ok(Some(path.to_owned()))
-}
-
-/// The vars that point a snippet at the local backend (its URL template).
-fn snippet_vars(token: &str, backend_port: u16) -> Vec<(String, String)> {
-    vec![
-        ("BACKEND_TOKEN".to_owned(), token.to_owned()),
-        ("BACKEND_URL".to_owned(), format!("ws://127.0.0.1:{backend_port}/db/{{tenant}}/mux")),
-    ]
 }
 
 /// Of `bytes`, a log's contents from offset `start` (`from - 1`, or 0), the lines that
@@ -663,26 +629,58 @@ impl Stack {
         let tenant = opts.tenant.clone().unwrap_or_else(|| "default".into());
         let mut backend_vars = vec![("BACKEND_TOKEN".to_owned(), token.clone())];
         backend_vars.extend(opts.backend_vars.iter().cloned());
-        let mut snippet_vars = snippet_vars(&token, backend_port);
+        let backend_dir = root.join(opts.backend_dir.as_deref().unwrap_or("backend-do"));
+        // A backend with a custom build registers under a name of this stack's own, so a
+        // Worker bound to it never reaches another stack's.
+        let (bound_to, backend_change) = if has_custom_build(&backend_dir) {
+            let script = format!("snippet-proxy-backend-{:016x}", fastrand::u64(..));
+            let change = ConfigChange { name: Some(script.clone()), ..ConfigChange::default() };
+            (Some(Bound { script, class: object_class(&backend_dir)? }), change)
+        } else {
+            (None, ConfigChange::default())
+        };
+        let reach = match (&bound_to, opts.binding) {
+            (Some(b), true) => Reach::Binding(b.clone()),
+            (None, true) => bail!("binding mode needs a backend with a custom build ({})", backend_dir.display()),
+            (_, false) => Reach::Url(backend_port),
+        };
+        let (mut snippet_vars, snippet_change) = reach.snippet(&token);
         // Blank, not absent: `wrangler dev` would otherwise take .dev.vars' AUTH_SECRET.
         let secret = if opts.no_auth_secret { String::new() } else { auth_secret.clone() };
         snippet_vars.push(("AUTH_SECRET".to_owned(), secret));
         snippet_vars.extend(opts.snippet_vars.iter().cloned());
-        let backend_dir = root.join(opts.backend_dir.as_deref().unwrap_or("backend-do"));
         // Both at once, the first time (each Worker is built once per process).
         build_once(&[&backend_dir, &root])?;
         let ports = [backend_port, backend_inspector];
-        let mut backend = Worker::spawn(&root, &backend_dir, ports, &backend_vars, dir.join("backend.log"))?;
+        let backend = [(backend_dir.as_path(), backend_change)];
+        let mut backend = Worker::spawn_session(&root, &backend, ports, &backend_vars, dir.join("backend.log"))?;
         let ports = [snippet_port, snippet_inspector];
-        let mut snippet = Worker::spawn(&root, &root, ports, &snippet_vars, dir.join("snippet.log"))?.address(&tenant);
+        let snippet = [(root.as_path(), snippet_change)];
+        let log = dir.join("snippet.log");
+        let mut snippet = Worker::spawn_session(&root, &snippet, ports, &snippet_vars, log)?.address(&tenant);
         wait_ready(&mut backend, "/")?;
         wait_ready(&mut snippet, "/")?;
+        if let Reach::Binding(_) = reach {
+            wait_bound(&mut snippet)?;
+        }
         let mint = |scope: &str| {
             crate::token::hs256(auth_secret.as_bytes(), &crate::token::claims("e2e", "*", scope, 3600, now_secs()))
         };
         let (client_token, admin_token) = (mint("read write publish"), mint("admin"));
         eprintln!("stack up in {:.1} s ({})", started.elapsed().as_secs_f64(), dir.display());
-        Ok(Stack { root, dir, backend, snippet, token, auth_secret, client_token, admin_token, keep_files: false })
+        Ok(Stack {
+            root,
+            dir,
+            backend,
+            snippet,
+            token,
+            auth_secret,
+            client_token,
+            admin_token,
+            keep_files: false,
+            reach,
+            bound_to,
+        })
     }
 
     /// Mints an HS256 token for this stack's snippet.
@@ -697,7 +695,7 @@ impl Stack {
     /// (the benchmark compares configurations side by side).
     pub fn extra_snippet(&self, tenant: &str, vars: &[(&str, &str)]) -> Result<Worker> {
         let ports = free_ports()?;
-        let mut all = snippet_vars(&self.token, self.backend.port);
+        let (mut all, change) = self.reach.snippet(&self.token);
         all.push(("AUTH_SECRET".to_owned(), self.auth_secret.clone()));
         all.extend(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         // Each its own log and persist folder, even for the same tenant: two runtimes on
@@ -705,8 +703,11 @@ impl Stack {
         static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let log = self.dir.join(format!("snippet-{tenant}-{n}.log"));
-        let mut w = Worker::spawn(&self.root, &self.root, ports, &all, log)?.address(tenant);
+        let mut w = Worker::spawn_session(&self.root, &[(&self.root, change)], ports, &all, log)?.address(tenant);
         wait_ready(&mut w, "/")?;
+        if let Reach::Binding(_) = self.reach {
+            wait_bound(&mut w)?;
+        }
         Ok(w)
     }
 
@@ -714,6 +715,19 @@ impl Stack {
     /// worker such as the soak's pass-through.
     pub fn extra_worker(&self, dir: &str, vars: &[(String, String)]) -> Result<Worker> {
         self.extra_worker_as(dir, &dir.replace('/', "-"), vars)
+    }
+
+    /// Starts the Worker in `dir` (relative to the repository) with a Durable Object
+    /// binding `binding` to the backend's class, and `vars`: a baseline that reaches the
+    /// objects as a Worker of the same account would (the forwarding Worker).
+    pub fn bound_worker(&self, dir: &str, binding: &str, vars: &[(String, String)]) -> Result<Worker> {
+        let b = self.bound_to.as_ref().context("the backend has no name of its own to bind to")?;
+        let log = self.dir.join(format!("{}.log", dir.replace('/', "-")));
+        let change = ConfigChange::bind(binding, &b.class, &b.script);
+        let mut w = Worker::spawn_session(&self.root, &[(&self.root.join(dir), change)], free_ports()?, vars, log)?;
+        wait_ready(&mut w, "/")?;
+        wait_bound(&mut w)?;
+        Ok(w)
     }
 
     /// [`Stack::extra_worker`] under `name` (its log and persisted state): for a second
@@ -825,25 +839,7 @@ impl Drop for Stack {
 
 #[cfg(test)]
 mod tests {
-    use super::{custom_build, lines_between};
-    use std::path::Path;
-
-    /// The copy `wrangler dev` runs keeps everything but `[build]`, with `main` absolute.
-    #[test]
-    fn a_custom_build_is_taken_out_of_the_config() {
-        let toml = "name = \"w\"\nmain = \"build/index.js\"\n\n[build]\ncommand = \"bash ../b.sh w\"\n\
-                    watch_dir = [\"src\", \"../p/src\"]\n\n[[durable_objects.bindings]]\nname = \"DB\"\n\
-                    [triggers]\ncrons = [\"* * * * *\"]\n";
-        let b = custom_build(Path::new("/repo/w"), toml).expect("a custom build");
-        assert_eq!(b.command, "bash ../b.sh w");
-        assert_eq!(b.cwd, Path::new("/repo/w"));
-        assert_eq!(
-            b.config,
-            "name = \"w\"\nmain = \"/repo/w/build/index.js\"\n\n[[durable_objects.bindings]]\nname = \"DB\"\n\
-             [triggers]\ncrons = [\"* * * * *\"]\n"
-        );
-        assert!(custom_build(Path::new("/x"), "name = \"x\"\nmain = \"src/index.ts\"\n").is_none());
-    }
+    use super::lines_between;
 
     /// Windows cut at marks taken anywhere — mid-line included — hold every line once.
     #[test]

@@ -72,6 +72,9 @@ pub fn parse(path: &str) -> Result<(&str, Endpoint), RouteError> {
     Ok((tenant, endpoint))
 }
 
+/// What a tenant in maintenance is answered (503), by the Worker and by the object.
+pub const MAINTENANCE: &str = "this tenant is in maintenance; retry later";
+
 /// Whether `tenant` is on a comma-separated list (an operator var such as
 /// `MAINTENANCE_TENANTS`); blanks around names are ignored.
 pub fn listed(list: &str, tenant: &str) -> bool {

@@ -68,39 +68,6 @@ pub fn route(path: &str) -> Routed<'_> {
     }
 }
 
-/// Checks a `BACKEND_URL` template: a `ws://` or `wss://` URL with `{tenant}` in it.
-pub fn check_template(url: &str) -> Result<(), String> {
-    if url.is_empty() {
-        return Err(format!(
-            "BACKEND_URL is not set: give the backends' multiplexer endpoint, e.g. \
-             wss://backend.example/db/{PLACEHOLDER}/mux (README, Deploy)"
-        ));
-    }
-    if !(url.starts_with("ws://") || url.starts_with("wss://")) {
-        return Err("BACKEND_URL must be a ws:// or wss:// URL".into());
-    }
-    if !url.contains(PLACEHOLDER) {
-        return Err(format!(
-            "BACKEND_URL must contain {PLACEHOLDER} (e.g. wss://backend.example/db/{PLACEHOLDER}/mux): \
-             without it every tenant would reach the same Durable Object"
-        ));
-    }
-    Ok(())
-}
-
-/// `tenant`'s upstream URL (the template with the name put in).
-pub fn backend_url(template: &str, tenant: &str) -> String {
-    template.replace(PLACEHOLDER, tenant)
-}
-
-/// The backend's HTTP base URL beside a mux endpoint, for fallbacks:
-/// `ws://host/db/t/mux` → `http://host/db/t` (then `/rpc` or `/query` is appended).
-pub fn http_base(mux_url: &str) -> String {
-    let url = crate::http_url(mux_url);
-    let trimmed = url.trim_end_matches('/');
-    trimmed.strip_suffix("/mux").unwrap_or(trimmed).to_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,17 +82,5 @@ mod tests {
         assert_eq!(route("/db/t/nope"), Routed::Other);
         assert_eq!(route("/db/t"), Routed::Other);
         assert_eq!(route("/__stats"), Routed::Other);
-    }
-
-    #[test]
-    fn the_template_must_name_the_tenant() {
-        assert!(check_template("ws://h/db/{tenant}/mux").is_ok());
-        assert!(check_template("ws://h/db/default/mux").is_err());
-        assert!(check_template("http://h/db/{tenant}/mux").is_err());
-        let unset = check_template("").expect_err("an unset BACKEND_URL is refused");
-        assert!(unset.contains("BACKEND_URL is not set"), "{unset}");
-        let url = backend_url("wss://h/db/{tenant}/mux", "r1");
-        assert_eq!(url, "wss://h/db/r1/mux");
-        assert_eq!(http_base(&url), "https://h/db/r1");
     }
 }

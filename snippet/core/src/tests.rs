@@ -454,9 +454,3 @@ fn an_idle_upstream_does_not_trip_the_watchdog_on_its_next_message() {
     assert_eq!(sim.mux.counters().watchdog_trips, 0);
     assert_eq!(sim.texts(a), vec!["after a long quiet"]);
 }
-
-#[test]
-fn fallback_url_sits_beside_the_mux_endpoint() {
-    assert_eq!(tenant::http_base("ws://h:1/db/t/mux"), "http://h:1/db/t");
-    assert_eq!(tenant::http_base("wss://h/db/t/mux/"), "https://h/db/t");
-}

@@ -39,6 +39,11 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 /// The stacks tests share: one per backend folder, in the default configuration.
 static SHARED: Mutex<Vec<Shared>> = Mutex::new(Vec::new());
 
+/// The one-at-a-time lock, for a test that starts its processes without [`e2e`].
+pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// Registers [`on_exit`] once.
 static STOP_AT_EXIT: Once = Once::new();
 
@@ -91,8 +96,11 @@ pub struct E2e {
 }
 
 /// The default: the stack shared by tests of the default configuration, logs checked.
+/// With `E2E_BINDING=1` the snippets of backend-do's stacks reach it through a Durable
+/// Object binding instead of its URL (`./x test` runs the tenant tests so too).
 pub fn e2e() -> E2e {
-    E2e { opts: StackOpts::default(), own: None, noise: &[] }
+    let binding = std::env::var("E2E_BINDING").as_deref() == Ok("1");
+    E2e { opts: StackOpts { binding, ..StackOpts::default() }, own: None, noise: &[] }
 }
 
 fn owned(vars: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -122,6 +130,8 @@ impl E2e {
     /// and otherwise default configuration share its stack.
     pub fn backend_dir(mut self, dir: &str) -> Self {
         self.opts.backend_dir = Some(dir.to_owned());
+        // Binding mode is run against backend-do.
+        self.opts.binding = false;
         self
     }
 
@@ -569,4 +579,27 @@ pub async fn do_stats(stack: &Stack, tenant: &str) -> Value {
     let (status, v) = post(&format!("{}/db/{tenant}/rpc", stack.backend.http()), Some(&stack.token), &body).await;
     assert_eq!(status, 200, "{v}");
     v["result"].clone()
+}
+
+/// The snippet's structured log lines (one JSON object per line) in `log` that `keep`
+/// accepts. (`wrangler dev` prints an error's line between a coloured `✘ [ERROR]` and a
+/// colour reset.)
+pub fn json_log_lines(log: &str, keep: impl Fn(&Value) -> bool) -> Vec<Value> {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l.get(l.find('{')?..=l.rfind('}')?)?).ok())
+        .filter(|v| v.get("level").is_some() && keep(v))
+        .collect()
+}
+
+/// [`json_log_lines`] of the snippet's log once it has `n` of them (the runtime's output
+/// reaches the log a moment after the response), or what it has after 5 s.
+pub async fn logged(stack: &Stack, n: usize, keep: impl Fn(&Value) -> bool) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let lines = json_log_lines(&stack.snippet.log(), &keep);
+        if lines.len() >= n || Instant::now() > deadline {
+            return lines;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -41,7 +41,31 @@ fn a_malformed_var_is_reported_not_defaulted() {
             post(&format!("{}/rpc", stack.snippet.http()), Some(&stack.client_token), &json!({})).await;
         assert_eq!(status, 500, "{body}");
         assert!(body["error"].as_str().unwrap_or_default().contains("BATCHING"), "{body}");
+        // The operator finds it in the log under the id the client was given.
+        let id = body["requestId"].as_str().expect("a request id");
+        let lines = logged(stack, 1, |l| l["requestId"] == id).await;
+        assert_eq!(lines.len(), 1, "one line for the failure: {lines:?}");
+        assert_eq!(
+            (lines[0]["level"].as_str(), lines[0]["status"].as_u64()),
+            (Some("error"), Some(500)),
+            "{}",
+            lines[0]
+        );
+        assert!(lines[0]["msg"].as_str().unwrap_or_default().contains("BATCHING"), "{}", lines[0]);
     });
+}
+
+/// Two ways to the backends at once is a configuration error, not a guess.
+#[test]
+fn a_backend_url_and_a_binding_together_are_refused() {
+    e2e().vars(&[("BACKEND_BINDING", "BACKEND"), ("BACKEND_URL", "ws://127.0.0.1:9/db/{tenant}/mux")]).run(
+        async |stack| {
+            let (status, body) =
+                post(&format!("{}/rpc", stack.snippet.http()), Some(&stack.client_token), &json!({})).await;
+            assert_eq!(status, 500, "{body}");
+            assert!(body["error"].as_str().unwrap_or_default().contains("not both"), "{body}");
+        },
+    );
 }
 
 /// RFC 6455 §7.4: a close code a client may not send is answered with 1002 and never

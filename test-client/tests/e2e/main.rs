@@ -7,6 +7,7 @@
 mod abuse;
 mod auth;
 mod backend;
+mod binding;
 mod browser;
 mod chaos;
 mod common;

@@ -250,6 +250,16 @@ fn keep_warm_rounds_and_bounded_owners_let_go_within_their_lifetime_when_nobody_
         // upstreams retire.
         let took = cron_round(stack).await;
         eprintln!("scheduled round with no client: {took:?}");
+        // Each round left its summary in the log as one JSON line, for the log search.
+        let isolate = stack.snippet_stats().await.expect("stats")["isolateId"].as_str().map(str::to_owned);
+        let rounds = logged(stack, 2, |l| l["msg"] == "cron round").await;
+        assert_eq!(rounds.len(), 2, "one summary per round: {rounds:?}");
+        for (i, r) in rounds.iter().enumerate() {
+            assert_eq!((r["level"].as_str(), r["isolate"].as_str()), (Some("info"), isolate.as_deref()), "{r}");
+            assert_eq!(r["round"], i as u64 + 1, "{r}");
+            assert!(r["upstreams"].is_u64() && r["errors"].is_u64() && r["wasmMemoryBytes"].as_u64() > Some(0), "{r}");
+        }
+        assert_eq!(rounds[0]["pinged"], 3, "warm-1, warm-2 and http-1: {}", rounds[0]);
         assert!(took < lifetime + Duration::from_secs(3), "the round returned in {took:?}");
 
         // With an idle client of another tenant on the isolate the same holds: nothing uses
