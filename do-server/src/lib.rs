@@ -33,6 +33,7 @@ pub mod store;
 mod table;
 #[cfg(test)]
 mod vectors;
+mod view;
 
 #[cfg(feature = "worker")]
 pub mod glue;
@@ -42,7 +43,8 @@ pub use app::{App, Client, Msg, Refusal, MAX_SERVICES};
 pub use close::{reciprocal_close_code, sendable_close_code};
 pub use frames::MAX_STREAMS;
 pub use ids::{ClientId, SocketId};
-pub use object::{Action, Counters, Object, HANDOVER_GRACE_MS, HANDOVER_WINDOW_MS};
+pub use object::{Action, Counters, Object, Refusals, HANDOVER_GRACE_MS, HANDOVER_WINDOW_MS};
 pub use out::{Out, MAX_BATCH_BYTES, MAX_CLOSE_REASON};
 pub use protocol::{Identity, Request, Response, StreamId};
 pub use sessions::SessionCounters;
+pub use view::{SocketView, View, MAX_LISTED_SOCKETS, METRICS_CONTENT_TYPE};
