@@ -243,6 +243,8 @@ impl<A: App> Object<A> {
                 _ => object.sessions.orphaned(session, now),
             }
         }
+        // Sockets that died unheard count as gone when the wake finds them.
+        object.counters.sockets_closed += dead.sockets().count() as u64;
         let lost: Vec<Client> = dead.clients().map(|(_, c)| c.clone()).collect();
         object.close_lost(lost, now);
         object.expire_sessions(now);

@@ -220,12 +220,12 @@ pub(crate) fn run(scenario: &Scenario) -> Value {
             obj.insert("out".into(), Value::Array(out));
             obj.insert("events".into(), Value::Array(events));
             obj.insert("next_timeout".into(), json!(object.poll_timeout()));
-            obj.insert("view".into(), object.view(now).to_json());
+            obj.insert("view".into(), object.view(now, &live).to_json());
         }
         steps.push(step);
     }
     let last = scenario.steps.last().map_or(0, |(at, _)| *at);
-    let metrics = object.view(last).to_prometheus();
+    let metrics = object.view(last, &live).to_prometheus();
     json!({ "name": scenario.name, "about": scenario.about, "steps": steps, "metrics": metrics })
 }
 

@@ -15,6 +15,7 @@ mod metrics;
 use serde_json::{json, Value};
 
 use crate::app::App;
+use crate::ids::SocketId;
 use crate::object::{Counters, Object};
 use crate::HANDOVER_WINDOW_MS;
 
@@ -65,11 +66,14 @@ pub struct View {
 }
 
 impl<A: App> Object<A> {
-    /// The operator's view of the object at `now` (ms).
-    pub fn view(&self, now: u64) -> View {
+    /// The operator's view of the object at `now` (ms). `live` are the mux sockets the
+    /// runtime has (as for [`Object::handle_accept`]): one that died without a close event
+    /// is not an upstream any more, though the object has not yet swept its clients.
+    pub fn view(&self, now: u64, live: &[SocketId]) -> View {
         let mut sockets: Vec<SocketView> = self
             .tables
             .sockets()
+            .filter(|(id, _)| live.contains(id))
             .map(|(id, t)| SocketView {
                 socket: id.to_string(),
                 streams: t.clients.len() as u64,
@@ -82,12 +86,13 @@ impl<A: App> Object<A> {
         // Ids are fixed-width hex, so their order as text is their order as numbers.
         sockets.sort_by(|a, b| b.streams.cmp(&a.streams).then_with(|| a.socket.cmp(&b.socket)));
         let upstreams = sockets.len() as u64;
+        let streams = sockets.iter().map(|s| s.streams).sum();
         sockets.truncate(MAX_LISTED_SOCKETS);
         View {
             tenant: self.tenant().to_owned(),
             woke_at: self.woke_at,
             upstreams,
-            streams: self.tables.len() as u64,
+            streams,
             detached: self.sessions.detached().count() as u64,
             orphans: self.orphan_count() as u64,
             sockets,
