@@ -177,6 +177,10 @@ impl DurableObject for Database {
         if endpoint.is_websocket() {
             return self.accept(&req, tenant, endpoint);
         }
+        // The operator's view: the Worker let only the backend token's holders through.
+        if endpoint.is_view() {
+            return self.mux.view_response(endpoint == Endpoint::Metrics);
+        }
         bump(&self.counters.http_requests);
         // The Worker let only POST through.
         let service = if endpoint == Endpoint::Query { "/query" } else { "/rpc" };
