@@ -13,6 +13,9 @@
 //!   and expiry, `Ping` → `Pong` in order (the snippet's hand-over barrier), session
 //!   errors, reply batches under [`MAX_BATCH_BYTES`] — and its storage form, so a table
 //!   survives hibernation;
+//! - the operator's view ([`View`], from [`Object::view`]): the upstreams (mux sockets)
+//!   connected, the streams on each, and what the object did since it woke, as JSON or
+//!   Prometheus text;
 //! - `glue` (feature `worker`): `glue::MuxServer`, what a worker-rs Durable Object
 //!   calls from `fetch`, `websocket_message`, `websocket_close` and `websocket_error`
 //!   (the Hibernation API, attachments, the synchronous KV store). See `README.md`.
