@@ -21,7 +21,8 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     if path == "/" {
         return Response::ok(
             "backend-do: /db/{name}/mux (snippet), /db/{name}/ws (JSON-RPC WebSocket), /db/{name}/echo, \
-             POST /db/{name}/rpc, POST /db/{name}/query — all need Authorization: Bearer <BACKEND_TOKEN>\n",
+             POST /db/{name}/rpc, POST /db/{name}/query, GET /db/{name}/__stats (the object's view, JSON), \
+             GET /db/{name}/__metrics (Prometheus) — all need Authorization: Bearer <BACKEND_TOKEN>\n",
         );
     }
     let (tenant, endpoint) = match route::parse(&path) {
@@ -41,13 +42,17 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     if endpoint.is_websocket() && !req.headers().get("Upgrade")?.is_some_and(|u| u.eq_ignore_ascii_case("websocket")) {
         return json_error(426, "this endpoint needs a WebSocket upgrade");
     }
-    if !endpoint.is_websocket() && req.method() != Method::Post {
+    if endpoint.is_view() && req.method() != Method::Get {
+        return json_error(405, "use GET");
+    }
+    if !endpoint.is_websocket() && !endpoint.is_view() && req.method() != Method::Post {
         return json_error(405, "use POST");
     }
     // An operator can take tenants offline (a migration, an incident): every endpoint of
-    // theirs answers 503 while other tenants carry on.
+    // theirs answers 503 while other tenants carry on — but the operator's view, which is
+    // what one looks at during an incident.
     let maintenance = env.var("MAINTENANCE_TENANTS").map(|v| v.to_string()).unwrap_or_default();
-    if route::listed(&maintenance, tenant) {
+    if !endpoint.is_view() && route::listed(&maintenance, tenant) {
         return json_error(503, route::MAINTENANCE);
     }
     let stub = env.durable_object(BINDING)?.id_from_name(tenant)?.get_stub()?;

@@ -33,8 +33,8 @@ pub struct Database {
     /// The bearer token the snippet's upgrade must carry (the Worker checked it already;
     /// empty: the object is reached only through a binding, see [`Database::accept`]).
     token: String,
-    /// `MAINTENANCE_TENANTS`, checked here too: a snippet with a binding comes straight
-    /// to the object, past the Worker's check.
+    /// `MAINTENANCE_TENANTS`, checked here too (the operator's view excepted, as by the
+    /// Worker): a snippet with a binding comes straight to the object, past the Worker.
     maintenance: String,
     counters: Rc<Counters>,
 }
@@ -186,11 +186,15 @@ impl DurableObject for Database {
         let Ok((tenant, endpoint)) = route::parse(&path) else {
             return Response::error("not found", 404);
         };
-        if route::listed(&self.maintenance, tenant) {
+        if !endpoint.is_view() && route::listed(&self.maintenance, tenant) {
             return json_response(503, &serde_json::json!({ "error": route::MAINTENANCE }));
         }
         if endpoint.is_websocket() {
             return self.accept(&req, tenant, endpoint);
+        }
+        // The operator's view: the Worker let only the backend token's holders through.
+        if endpoint.is_view() {
+            return self.mux.view_response(endpoint == Endpoint::Metrics);
         }
         bump(&self.counters.http_requests);
         // The Worker let only POST through.

@@ -34,6 +34,7 @@ impl<A: App> Object<A> {
             FrameKind::Ping => {
                 if f.stream == StreamId::SESSION && f.payload.len() == 9 && f.payload.first() == Some(&BARRIER_PURPOSE)
                 {
+                    self.counters.handovers += 1;
                     self.mark_barrier(socket, now);
                 }
                 self.outboxes.push(socket, FrameKind::Pong, f.stream, f.payload);
@@ -50,27 +51,41 @@ impl<A: App> Object<A> {
         stream: StreamId,
         payload: &[u8],
         now: u64,
-    ) -> Result<(Client, Option<Attach>), (u16, String)> {
-        let open = Open::decode(payload).map_err(|e| (400, format!("bad open frame: {e}")))?;
+    ) -> Result<(Client, Option<Attach>), (Refused, u16, String)> {
+        let open = Open::decode(payload).map_err(|e| (Refused::Malformed, 400, format!("bad open frame: {e}")))?;
         if stream == StreamId::SESSION {
-            return Err((400, "stream 0 is the session; it cannot be opened".into()));
+            return Err((Refused::Malformed, 400, "stream 0 is the session; it cannot be opened".into()));
         }
         let Some(client) = Client::open(socket, stream, &open.path, open.identity, A::SERVICES) else {
             let known = A::SERVICES.join(" or ");
-            return Err((404, format!("no service at {:?} (try {known})", open.path)));
+            return Err((Refused::Service, 404, format!("no service at {:?} (try {known})", open.path)));
         };
         let table = self.tables.socket(socket).map_or(&EMPTY, |t| t);
-        check_open(&client.identity, &table.tenant, now / 1000).map_err(|why| (403, why))?;
+        check_open(&client.identity, &table.tenant, now / 1000).map_err(|why| (Refused::Admission, 403, why))?;
         if table.clients.len() >= MAX_STREAMS && !table.clients.contains_key(&stream) {
-            return Err((503, format!("too many streams on this session (limit {MAX_STREAMS})")));
+            return Err((Refused::Limit, 503, format!("too many streams on this session (limit {MAX_STREAMS})")));
         }
         Ok((client, open.attach))
+    }
+
+    /// Refuses (or ends) `socket`'s `stream` with an `Error` frame, counted under `why`.
+    fn refuse(&mut self, socket: SocketId, stream: StreamId, why: Refused, code: u16, message: String) {
+        let r = &mut self.counters.refused;
+        *match why {
+            Refused::Malformed => &mut r.malformed,
+            Refused::Service => &mut r.service,
+            Refused::Admission => &mut r.admission,
+            Refused::Limit => &mut r.limit,
+            Refused::App => &mut r.app,
+            Refused::Expired => &mut r.expired,
+        } += 1;
+        self.outboxes.error(socket, stream, code, message);
     }
 
     fn handle_open(&mut self, socket: SocketId, stream: StreamId, payload: &[u8], now: u64) {
         let (client, attach) = match self.admit(socket, stream, payload, now) {
             Ok(c) => c,
-            Err((code, why)) => return self.outboxes.error(socket, stream, code, why),
+            Err((refused, code, why)) => return self.refuse(socket, stream, refused, code, why),
         };
         if let Some(old) = self.forget(socket, stream) {
             // A second Open of an id in use: the old client ends, a new one begins —
@@ -92,10 +107,11 @@ impl<A: App> Object<A> {
         }
         match self.call(socket, None, Some(&client), now, |app, c, out| app.on_open(c, out)) {
             Some(Ok(())) => {
+                self.counters.opened += 1;
                 self.store(socket, &client);
                 self.tables.insert(socket, client);
             }
-            Some(Err(refusal)) => self.outboxes.error(socket, stream, refusal.code, refusal.message),
+            Some(Err(refusal)) => self.refuse(socket, stream, Refused::App, refusal.code, refusal.message),
             None => {}
         }
     }
@@ -105,7 +121,7 @@ impl<A: App> Object<A> {
             return self.outboxes.error(socket, stream, 404, format!("unknown stream {stream}"));
         };
         if client.identity.expired(now / 1000) {
-            return self.outboxes.error(socket, stream, 401, "the caller's token has expired".into());
+            return self.refuse(socket, stream, Refused::Expired, 401, "the caller's token has expired".into());
         }
         let msg = match client.session {
             None => Msg::of_frame(kind, payload),
@@ -117,7 +133,7 @@ impl<A: App> Object<A> {
         if let Some(Err(refusal)) =
             self.call(socket, Some(stream), None, now, |app, c, out| app.on_message(c, msg, out))
         {
-            self.outboxes.error(socket, stream, refusal.code, refusal.message);
+            self.refuse(socket, stream, Refused::App, refusal.code, refusal.message);
         }
     }
 
@@ -183,7 +199,8 @@ impl<A: App> Object<A> {
             Some((old, _))
                 if old.identity.subject != client.identity.subject || old.identity.tenant != client.identity.tenant =>
             {
-                return self.outboxes.error(socket, stream, 403, "session belongs to another caller".into());
+                let why = "session belongs to another caller".into();
+                return self.refuse(socket, stream, Refused::Admission, 403, why);
             }
             Some((_, true)) => {
                 let before =
@@ -211,10 +228,13 @@ impl<A: App> Object<A> {
         let welcome = Envelope::Welcome { resumed: false, ack: 0 }.encode();
         self.outboxes.push(socket, FrameKind::Binary, stream, &welcome);
         match self.call(socket, None, Some(&client), now, |app, c, out| app.on_open(c, out)) {
-            Some(Ok(())) => self.tables.insert(socket, client),
+            Some(Ok(())) => {
+                self.counters.opened += 1;
+                self.tables.insert(socket, client);
+            }
             Some(Err(refusal)) => {
                 self.sessions.end(id);
-                self.outboxes.error(socket, stream, refusal.code, refusal.message);
+                self.refuse(socket, stream, Refused::App, refusal.code, refusal.message);
             }
             None => {}
         }
@@ -246,8 +266,26 @@ impl<A: App> Object<A> {
         let mut out =
             Out { tables: &self.tables, outboxes: &mut self.outboxes, sessions, opening: None, tenant, now_ms: now };
         let res = respond(&mut self.app, &req, &mut out);
+        let res = self.count_request(res);
         self.outboxes.push(socket, FrameKind::Response, stream, &res.encode());
     }
 }
 
-static EMPTY: Table = Table { tenant: String::new(), clients: std::collections::BTreeMap::new(), barrier_at: None };
+/// Why the object refused a stream (the counter it goes under, [`crate::Refusals`]).
+#[derive(Debug, Clone, Copy)]
+enum Refused {
+    Malformed,
+    Service,
+    Admission,
+    Limit,
+    App,
+    Expired,
+}
+
+static EMPTY: Table = Table {
+    tenant: String::new(),
+    clients: std::collections::BTreeMap::new(),
+    barrier_at: None,
+    messages_in: 0,
+    messages_out: 0,
+};

@@ -21,7 +21,7 @@ use worker::{Error, Request, Response, Result, State, WebSocket, WebSocketIncomi
 
 pub use kv::Kv;
 
-use crate::{authorized, store, Action, App, Client, Identity, Msg, Object, Out, SocketId};
+use crate::{authorized, store, Action, App, Client, Identity, Msg, Object, Out, SocketId, View, METRICS_CONTENT_TYPE};
 
 /// The tag mux sockets are accepted with (and their attachment's `endpoint`).
 pub const TAG: &str = "mux";
@@ -246,6 +246,28 @@ impl<A: App + 'static> MuxServer<A> {
     pub fn with_out<R>(&self, tenant: &str, f: impl FnOnce(&mut A, &mut Out<'_>) -> R) -> Result<R> {
         self.wake();
         self.inner.run(|o| o.with_out(tenant, now_ms(), f))
+    }
+
+    /// The operator's view of the object ([`View`]): the snippet upstreams (mux sockets)
+    /// the runtime has now with the streams on each, and what the server has done since
+    /// this instance woke. Serve it only behind an operator's credentials (it names the
+    /// object's sockets and load); [`MuxServer::view_response`] answers with it.
+    pub fn view(&self) -> Result<View> {
+        self.wake();
+        let live: Vec<SocketId> = self.state.get_websockets_with_tag(TAG).iter().filter_map(mux_socket).collect();
+        self.inner.run(|o| o.view(now_ms(), &live))
+    }
+
+    /// [`MuxServer::view`] as a response: Prometheus text (0.0.4) when `prometheus`, else
+    /// JSON. The caller has checked that the request is an operator's.
+    pub fn view_response(&self, prometheus: bool) -> Result<Response> {
+        let view = self.view()?;
+        if !prometheus {
+            return Response::from_json(&view.to_json());
+        }
+        let headers = worker::Headers::new();
+        headers.set("Content-Type", METRICS_CONTENT_TYPE)?;
+        Ok(Response::ok(view.to_prometheus())?.with_headers(headers))
     }
 
     /// Open clients on every mux socket.

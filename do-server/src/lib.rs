@@ -13,6 +13,9 @@
 //!   and expiry, `Ping` → `Pong` in order (the snippet's hand-over barrier), session
 //!   errors, reply batches under [`MAX_BATCH_BYTES`] — and its storage form, so a table
 //!   survives hibernation;
+//! - the operator's view ([`View`], from [`Object::view`]): the upstreams (mux sockets)
+//!   connected, the streams on each, and what the object did since it woke, as JSON or
+//!   Prometheus text;
 //! - `glue` (feature `worker`): `glue::MuxServer`, what a worker-rs Durable Object
 //!   calls from `fetch`, `websocket_message`, `websocket_close` and `websocket_error`
 //!   (the Hibernation API, attachments, the synchronous KV store). See `README.md`.
@@ -33,6 +36,7 @@ pub mod store;
 mod table;
 #[cfg(test)]
 mod vectors;
+mod view;
 
 #[cfg(feature = "worker")]
 pub mod glue;
@@ -42,7 +46,8 @@ pub use app::{App, Client, Msg, Refusal, MAX_SERVICES};
 pub use close::{reciprocal_close_code, sendable_close_code};
 pub use frames::MAX_STREAMS;
 pub use ids::{ClientId, SocketId};
-pub use object::{Action, Counters, Object, HANDOVER_GRACE_MS, HANDOVER_WINDOW_MS};
+pub use object::{Action, Counters, Object, Refusals, HANDOVER_GRACE_MS, HANDOVER_WINDOW_MS};
 pub use out::{Out, MAX_BATCH_BYTES, MAX_CLOSE_REASON};
 pub use protocol::{Identity, Request, Response, StreamId};
 pub use sessions::SessionCounters;
+pub use view::{SocketView, View, MAX_LISTED_SOCKETS, METRICS_CONTENT_TYPE};

@@ -70,9 +70,33 @@ pub enum Action {
     },
 }
 
-/// What the object has done since it was made (reset by hibernation).
+/// What the object has done since this instance was made: in memory only, so they start
+/// at 0 again when the object hibernates, is evicted or restarts (nothing is written per
+/// message; [`crate::View::woke_at`] says since when). Each is one integer incremented
+/// where the event happens.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counters {
+    /// Mux sockets accepted (snippet upstreams that connected).
+    pub sockets_accepted: u64,
+    /// Mux sockets that went: closed, failed, or found dead (vanished without a close event).
+    pub sockets_closed: u64,
+    /// WebSocket messages received on mux sockets (each a batch of frames).
+    pub messages_in: u64,
+    /// Frames in them that were decoded and handled.
+    pub frames_in: u64,
+    /// WebSocket messages (batches) sent on mux sockets.
+    pub messages_out: u64,
+    /// Frames in them.
+    pub frames_out: u64,
+    /// Clients the application opened (`on_open` accepted them; a session begun counts once).
+    pub opened: u64,
+    /// Clients closed for the application (`on_close` calls), for any reason.
+    pub closed: u64,
+    /// Requests answered (`Request` frames and plain HTTP to the object), refused ones included.
+    pub requests: u64,
+    /// Hand-overs begun: barrier `Ping`s received, each a snippet isolate announcing that
+    /// a newer socket of its own replaces this one (PROTOCOL.md §5.2).
+    pub handovers: u64,
     /// Clients re-opened on a new socket by a hand-over, kept without a close or an open.
     pub adopted: u64,
     /// Clients whose socket closed during a hand-over: they waited for their re-open.
@@ -81,8 +105,30 @@ pub struct Counters {
     pub lost: u64,
     /// `Error` frames sent.
     pub errors: u64,
+    /// Streams and requests refused, by reason.
+    pub refused: Refusals,
     /// What the sessions did (PROTOCOL.md §14).
     pub sessions: SessionCounters,
+}
+
+/// Streams refused (or ended) by the object, and requests refused admission, by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Refusals {
+    /// An undecodable `Open`, or one on stream 0 (400).
+    pub malformed: u64,
+    /// An `Open` for a service the application does not serve (404).
+    pub service: u64,
+    /// An `Open` whose caller is for another tenant or expired, or a session's re-attach
+    /// by another caller (401/403).
+    pub admission: u64,
+    /// An `Open` past [`crate::MAX_STREAMS`] on its socket (503).
+    pub limit: u64,
+    /// The application's [`crate::Refusal`] (of an open or a message).
+    pub app: u64,
+    /// A message from a client whose token had expired: its stream ends (401).
+    pub expired: u64,
+    /// A request whose caller is for another tenant or expired (401/403).
+    pub request: u64,
 }
 
 /// A client whose socket closed during a hand-over, waiting for its re-open.
@@ -103,6 +149,8 @@ pub struct Object<A: App> {
     orphans: Vec<Orphan>,
     actions: VecDeque<Action>,
     pub(crate) counters: Counters,
+    /// When this instance was built from storage (ms; 0 for [`Object::new`]).
+    pub(crate) woke_at: u64,
 }
 
 impl<A: App> Object<A> {
@@ -117,6 +165,7 @@ impl<A: App> Object<A> {
             orphans: Vec::new(),
             actions: VecDeque::new(),
             counters: Counters::default(),
+            woke_at: 0,
         }
     }
 
@@ -131,6 +180,7 @@ impl<A: App> Object<A> {
         now: u64,
     ) -> Object<A> {
         let mut object = Object::new(app);
+        object.woke_at = now;
         for (socket, tenant) in live {
             object.tables.add_socket(socket, &tenant);
         }
@@ -193,6 +243,8 @@ impl<A: App> Object<A> {
                 _ => object.sessions.orphaned(session, now),
             }
         }
+        // Sockets that died unheard count as gone when the wake finds them.
+        object.counters.sockets_closed += dead.sockets().count() as u64;
         let lost: Vec<Client> = dead.clients().map(|(_, c)| c.clone()).collect();
         object.close_lost(lost, now);
         object.expire_sessions(now);
@@ -220,9 +272,26 @@ impl<A: App> Object<A> {
         self.tables.sockets().count()
     }
 
+    /// The tenant the object serves, as its sockets were accepted for ('' before any).
+    pub fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
+    /// Clients of a socket that closed mid-hand-over, waiting out their grace window.
+    pub(crate) fn orphan_count(&self) -> usize {
+        self.orphans.len()
+    }
+
     /// What the object has done since it was made.
     pub fn counters(&self) -> Counters {
-        Counters { errors: self.outboxes.errors, sessions: self.sessions.counters, ..self.counters }
+        let c = &self.outboxes.counted;
+        Counters {
+            errors: c.errors,
+            messages_out: c.messages,
+            frames_out: c.frames,
+            sessions: self.sessions.counters,
+            ..self.counters
+        }
     }
 
     /// The next thing to carry out, in order.
@@ -265,6 +334,7 @@ impl<A: App> Object<A> {
         for s in gone {
             self.drop_socket(s, false, now);
         }
+        self.counters.sockets_accepted += 1;
         self.tables.add_socket(socket, tenant);
         if !tenant.is_empty() {
             self.tenant = tenant.to_owned();
@@ -297,6 +367,10 @@ impl<A: App> Object<A> {
             // Not accepted through this object (its tenant unknown): every Open is refused.
             self.tables.add_socket(socket, "");
         }
+        self.counters.messages_in += 1;
+        if let Some(t) = self.tables.socket_mut(socket) {
+            t.messages_in += 1;
+        }
         match protocol::decode_message(msg) {
             Err(e) => {
                 let head: Vec<String> = msg.iter().take(8).map(|b| format!("{b:02x}")).collect();
@@ -306,7 +380,10 @@ impl<A: App> Object<A> {
             Ok(frames) => {
                 for frame in frames {
                     match frame {
-                        Ok(f) => self.handle_frame(socket, f, now),
+                        Ok(f) => {
+                            self.counters.frames_in += 1;
+                            self.handle_frame(socket, f, now);
+                        }
                         Err(e) => {
                             self.outboxes.error(socket, StreamId::SESSION, 400, format!("bad frame: {e}"));
                             break;
@@ -323,7 +400,17 @@ impl<A: App> Object<A> {
     /// object) exactly as over one: admission for `tenant`, then [`App::on_request`],
     /// whose broadcasts reach every mux socket.
     pub fn request(&mut self, req: &Request, tenant: &str, now: u64) -> Response {
-        self.with_out(tenant, now, |app, out| respond(app, req, out))
+        let res = self.with_out(tenant, now, |app, out| respond(app, req, out));
+        self.count_request(res)
+    }
+
+    /// Counts a request answered (`Err`: admission refused it), and gives its response.
+    pub(crate) fn count_request(&mut self, res: Result<Response, Response>) -> Response {
+        self.counters.requests += 1;
+        res.unwrap_or_else(|refused| {
+            self.counters.refused.request += 1;
+            refused
+        })
     }
 
     /// Runs `f` with an [`Out`] that belongs to no socket, for work that arrives another
@@ -417,6 +504,7 @@ impl<A: App> Object<A> {
 
     /// The app hears that `client` is gone for good (its session, if any, with it).
     pub(crate) fn end(&mut self, client: &Client, code: u16, reason: &str, now: u64) {
+        self.counters.closed += 1;
         if let Some(session) = client.session {
             self.sessions.end(session);
         }
@@ -441,6 +529,7 @@ impl<A: App> Object<A> {
     fn drop_socket(&mut self, socket: SocketId, closed: bool, now: u64) {
         self.outboxes.by_socket.remove(&socket);
         let Some(table) = self.tables.remove_socket(socket) else { return };
+        self.counters.sockets_closed += 1;
         self.actions.push_back(Action::Delete { key: store::socket_key(socket) });
         if table.barrier_at.is_some() {
             self.actions.push_back(Action::Delete { key: store::barrier_key(socket) });
@@ -517,8 +606,15 @@ impl<A: App> Object<A> {
                 None => Action::Delete { key },
             });
         }
+        let counted = &mut self.outboxes.counted;
         for (socket, batches) in &mut self.outboxes.by_socket {
-            for message in batches.take() {
+            let (messages, frames) = batches.take();
+            counted.messages += messages.len() as u64;
+            counted.frames += frames;
+            if let Some(t) = self.tables.socket_mut(*socket) {
+                t.messages_out += messages.len() as u64;
+            }
+            for message in messages {
                 self.actions.push_back(Action::Send { socket: *socket, message });
             }
         }
@@ -526,12 +622,10 @@ impl<A: App> Object<A> {
 }
 
 /// Answers one request for the app after admission (a refused caller gets a JSON 401 or
-/// 403 and never reaches [`App::on_request`]).
-pub(crate) fn respond<A: App>(app: &mut A, req: &Request, out: &mut Out<'_>) -> Response {
-    match check_request(req, out.tenant, out.now_secs()) {
-        Ok(()) => app.on_request(req, out),
-        Err(refused) => refused,
-    }
+/// 403, as `Err`, and never reaches [`App::on_request`]).
+pub(crate) fn respond<A: App>(app: &mut A, req: &Request, out: &mut Out<'_>) -> Result<Response, Response> {
+    check_request(req, out.tenant, out.now_secs())?;
+    Ok(app.on_request(req, out))
 }
 
 #[cfg(test)]

@@ -20,6 +20,8 @@ pub use protocol::facts::{MAX_BATCH_BYTES, MAX_CLOSE_REASON};
 pub(crate) struct Batches {
     done: Vec<Vec<u8>>,
     open: Vec<u8>,
+    /// Frames in `done` and `open`.
+    frames: u64,
 }
 
 impl Batches {
@@ -31,17 +33,19 @@ impl Batches {
         if self.open.is_empty() {
             protocol::begin_message(&mut self.open);
         }
-        encode_frame(&mut self.open, kind, stream, payload)
+        encode_frame(&mut self.open, kind, stream, payload)?;
+        self.frames += 1;
+        Ok(())
     }
 
-    /// The messages so far, in order; the batches start empty again.
-    pub(crate) fn take(&mut self) -> Vec<Vec<u8>> {
+    /// The messages so far, in order, and the frames in them; the batches start empty again.
+    pub(crate) fn take(&mut self) -> (Vec<Vec<u8>>, u64) {
         let mut out = std::mem::take(&mut self.done);
         if self.open.len() > 1 {
             out.push(std::mem::take(&mut self.open));
         }
         self.open.clear();
-        out
+        (out, std::mem::take(&mut self.frames))
     }
 }
 
@@ -56,8 +60,19 @@ pub(crate) struct Outboxes {
     /// Clients the application closed, with the code and reason: forgotten after the
     /// callback, then closed for the app like any other.
     pub(crate) closing: Vec<(ClientId, u16, String)>,
-    /// `Error` frames sent.
+    /// What left, for the object's counters.
+    pub(crate) counted: Sent,
+}
+
+/// What the outboxes sent since the object was made.
+#[derive(Debug, Default)]
+pub(crate) struct Sent {
+    /// `Error` frames queued.
     pub(crate) errors: u64,
+    /// Messages (batches) handed to the glue to send.
+    pub(crate) messages: u64,
+    /// Frames in them.
+    pub(crate) frames: u64,
 }
 
 impl Outboxes {
@@ -73,7 +88,7 @@ impl Outboxes {
 
     /// Queues an `Error` frame; the stream (unless it is the session) ends with it.
     pub(crate) fn error(&mut self, socket: SocketId, stream: StreamId, code: u16, message: String) {
-        self.errors += 1;
+        self.counted.errors += 1;
         if stream != StreamId::SESSION {
             self.errored.push((socket, stream, code));
         }

@@ -15,6 +15,10 @@ pub(crate) struct Table {
     /// When its last hand-over barrier arrived (ms): for a while after it, its clients
     /// may be re-opened on another socket and move there (PROTOCOL.md §5.2).
     pub(crate) barrier_at: Option<u64>,
+    /// Messages (batches) received on it since this instance knew it (not stored).
+    pub(crate) messages_in: u64,
+    /// Messages (batches) sent on it since this instance knew it (not stored).
+    pub(crate) messages_out: u64,
 }
 
 /// Every mux socket of the object, and where each client is.

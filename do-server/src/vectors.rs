@@ -157,9 +157,12 @@ fn input_json(input: &Input) -> Value {
     }
 }
 
-/// Runs a scenario on a fresh object: each step with what came out of it.
+/// Runs a scenario on a fresh object: each step with what came out of it and the
+/// operator's view after it; at the end, that view as Prometheus text.
 pub(crate) fn run(scenario: &Scenario) -> Value {
-    let mut object = Object::new(VectorApp::default());
+    // Woken at the first step, as the glue builds the object at its first event.
+    let first = scenario.steps.first().map_or(0, |(at, _)| *at);
+    let mut object = Object::restore(VectorApp::default(), Vec::new(), Vec::new(), first);
     let mut live: Vec<SocketId> = Vec::new();
     let mut tenants = std::collections::BTreeMap::new();
     let mut stored = std::collections::BTreeMap::new();
@@ -217,10 +220,13 @@ pub(crate) fn run(scenario: &Scenario) -> Value {
             obj.insert("out".into(), Value::Array(out));
             obj.insert("events".into(), Value::Array(events));
             obj.insert("next_timeout".into(), json!(object.poll_timeout()));
+            obj.insert("view".into(), object.view(now, &live).to_json());
         }
         steps.push(step);
     }
-    json!({ "name": scenario.name, "about": scenario.about, "steps": steps })
+    let last = scenario.steps.last().map_or(0, |(at, _)| *at);
+    let metrics = object.view(last, &live).to_prometheus();
+    json!({ "name": scenario.name, "about": scenario.about, "steps": steps, "metrics": metrics })
 }
 
 /// The whole file.
@@ -230,7 +236,9 @@ pub(crate) fn session_vectors() -> Value {
         "about": "What a snippet-proxy backend does, as scenarios: inputs with the time (ms) and exactly \
                   what comes out. Written by do-server (src/vectors.rs, which describes the app); \
                   replayed by every backend. Compare each socket's sends and closes in order, and the \
-                  app's events in order. `next_timeout` is when the backend must next be woken (ms).",
+                  app's events in order. `next_timeout` is when the backend must next be woken (ms). \
+                  `view` is what the operator's view (do-server src/view.rs) says after the step, and a \
+                  scenario's `metrics` that view as Prometheus text after its last step.",
         "handover_window_ms": crate::HANDOVER_WINDOW_MS,
         "handover_grace_ms": crate::HANDOVER_GRACE_MS,
         "resume_window_ms": protocol::session::RESUME_WINDOW_MS,

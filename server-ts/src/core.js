@@ -18,6 +18,7 @@ import { after, isThenable } from './async.js'
 import { SOCKET_RE, StreamStore } from './store.js'
 import { Session } from './session.js'
 import { ResumableSessions } from './resumable.js'
+import { newCounters, objectView } from './view.js'
 
 /** How the server's core is reached from the tests (not part of the package's API). */
 export const CORE = Symbol('snippet-proxy-server core')
@@ -81,6 +82,9 @@ export class Core {
     this.deferred = []
     this.drainQueued = false
     this.orphans = [] // stream states of a closed socket awaiting their hand-over (each with orphanUntil)
+    this.counters = newCounters() // what this instance did since it woke (view.js); in memory only
+    this.wokeAt = 0 // when this instance woke (ms)
+    this.tenant = '' // the tenant the sockets were accepted for ('' before any)
     if (options.autoResponse !== false) this.setAutoResponse()
   }
 
@@ -258,11 +262,16 @@ export class Core {
     if (this.awake) return this.waking
     this.awake = true
     const now = this.now()
+    this.wokeAt = now
     const live = new Map()
     for (const ws of this.ctx.getWebSockets(this.tag)) {
       const info = this.muxInfo(ws)
       if (info && !this.gone.has(info.socket)) live.set(info.socket, { info, ws })
     }
+    // The tenant of the first live socket that names one, in id order (as the Rust core).
+    const named = [...live.values()].filter((l) => l.info.tenant).map((l) => l.info)
+    named.sort((a, b) => (a.socket < b.socket ? -1 : 1))
+    if (named.length) this.tenant = named[0].tenant
     const restored = this.resumable.restore(this.store.loadSessions(), (summary) => {
       const { origin, at } = summary
       const stream = at ? at.stream : origin.stream
@@ -343,6 +352,8 @@ export class Core {
     this.wake()
     this.ctx.acceptWebSocket(ws, [this.tag])
     this.sweep()
+    this.counters.socketsAccepted++
+    if (tenant) this.tenant = tenant
     const socket = this.newSocketId()
     this.store.saveTenant(socket, tenant)
     ws.serializeAttachment({ endpoint: 'mux', tenant, socket, identity: '' })
@@ -397,8 +408,12 @@ export class Core {
   /** The one Response to an HTTP request: admission (401/403), then onRequest. */
   answer(req, tenant) {
     const now = this.nowSecs()
+    this.counters.requests++
     const why = checkAdmission(req.identity, tenant, now)
-    if (why) return jsonReply(isExpired(req.identity, now) ? 401 : 403, { error: why })
+    if (why) {
+      this.counters.refused.request++
+      return jsonReply(isExpired(req.identity, now) ? 401 : 403, { error: why })
+    }
     if (typeof this.handlers.onRequest !== 'function') return jsonReply(404, { error: `no service at ${req.path}` })
     const request = Object.freeze({
       method: req.method,
@@ -482,6 +497,12 @@ export class Core {
   /** A client ends for the application: forgotten, then onClose. */
   end(st, code, reason, wasClean) {
     this.forget(st)
+    return this.closed(st, code, reason, wasClean)
+  }
+
+  /** onClose, counted. */
+  closed(st, code, reason, wasClean) {
+    this.counters.closed++
     return this.call('onClose', [st.client, code, reason, wasClean])
   }
 
@@ -536,7 +557,7 @@ export class Core {
     // session's client whose connection is down just ends.
     if (st.session) st.session.enqueue(FrameKind.Close, st.stream, encodeClose({ code, reason: text }))
     this.forget(st)
-    this.defer(() => this.call('onClose', [st.client, code, text, true]))
+    this.defer(() => this.closed(st, code, text, true))
   }
 
   setAttachment(st, value) {
@@ -585,6 +606,12 @@ export class Core {
     }
     this.scheduleFlush()
     return n
+  }
+
+  /** The operator's view at `now` (view.js). */
+  view() {
+    this.wake()
+    return objectView(this, this.now())
   }
 
   /** {sockets, streams, detached, sessions}: mux sockets, clients on them, sessions' clients whose connection is down, and what the sessions did. */
@@ -638,6 +665,7 @@ export class Core {
     donor.session = session
     session.streams.set(id, donor)
     this.store.persist(donor)
+    this.counters.adopted++
     return true
   }
 
@@ -668,6 +696,7 @@ export class Core {
    * vanished), else close.
    */
   drop(session, closed) {
+    this.counters.socketsClosed++
     session.closed = true
     this.gone.add(session.id)
     this.sessions.delete(session.id)
@@ -689,6 +718,7 @@ export class Core {
     if (!streams.length) return undefined
     if (closed && session.barrierAt && now - session.barrierAt <= HANDOVER_WINDOW_MS) {
       // Closed mid-hand-over: the new socket may not have re-opened them yet.
+      this.counters.orphaned += streams.length
       for (const st of streams) {
         st.orphanUntil = now + this.graceMs
         this.orphans.push(st)
@@ -704,7 +734,8 @@ export class Core {
     let chain
     for (const st of streams) {
       st.open = false
-      chain = after(chain, () => this.call('onClose', [st.client, CLIENT_LOST.code, CLIENT_LOST.reason, false]))
+      this.counters.lost++
+      chain = after(chain, () => this.closed(st, CLIENT_LOST.code, CLIENT_LOST.reason, false))
     }
     return chain
   }

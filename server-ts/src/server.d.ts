@@ -131,6 +131,61 @@ export interface SnippetProxyOptions {
   setTimeout?: (fn: () => unknown, ms: number) => unknown
 }
 
+/** One mux socket (one snippet isolate's upstream) in the operator's view. */
+export interface SocketView {
+  /** Its id (12 hex digits; a new one for every connection, hand-overs included). */
+  socket: string
+  /** Clients open on it now. */
+  streams: number
+  /** Of those, clients of resumable sessions. */
+  sessions: number
+  /** Messages (batches) received on it since this instance knew it. */
+  messagesIn: number
+  /** Messages (batches) sent on it since then. */
+  messagesOut: number
+  /** A barrier arrived within the hand-over window: its isolate is moving its streams to a newer socket. */
+  handingOver: boolean
+}
+
+/** The operator's view of one object (the Rust crate's View::to_json). Counters count since `wokeAt`, in memory only. */
+export interface ObjectView {
+  tenant: string
+  /** When this instance woke (ms since the epoch): every counter starts there. */
+  wokeAt: number
+  /** Mux sockets connected now: one per snippet isolate (two during its hand-over). */
+  upstreams: number
+  /** Clients on them now. */
+  streams: number
+  /** Sessions' clients away now, waiting to come back. */
+  detached: number
+  /** Clients of a socket closed mid-hand-over, waiting for their re-open. */
+  orphans: number
+  /** At most MAX_LISTED_SOCKETS sockets, most streams first, then by id. */
+  sockets: SocketView[]
+  totals: {
+    socketsAccepted: number
+    socketsClosed: number
+    /** WebSocket messages (batches) received on mux sockets; framesIn: frames in them. */
+    messagesIn: number
+    framesIn: number
+    /** WebSocket messages (batches) sent; framesOut: frames in them. */
+    messagesOut: number
+    framesOut: number
+    opened: number
+    closed: number
+    requests: number
+    /** Barrier pings received: an isolate replacing its socket with a newer one. */
+    handovers: number
+    adopted: number
+    orphaned: number
+    lost: number
+    /** Error frames sent. */
+    errors: number
+    refused: { malformed: number; service: number; admission: number; limit: number; app: number; expired: number; request: number }
+    sessions: { resumed: number; expired: number; replayed: number; duplicates: number; rowsWritten: number }
+  }
+}
+
 export declare class SnippetProxyServer {
   constructor(ctx: DurableObjectContextLike, handlers?: SnippetProxyHandlers, options?: SnippetProxyOptions)
   /** Answers the snippet's upgrade: 500 (no token configured), 401, 426, 400 (tenant), else 101 with the socket. */
@@ -154,4 +209,8 @@ export declare class SnippetProxyServer {
     detached: number
     sessions: { resumed: number; expired: number; replayed: number; duplicates: number; rowsWritten: number }
   }
+  /** The operator's view: upstreams (mux sockets) with their streams, and what the server did since this instance woke. */
+  view(): ObjectView
+  /** The same view in the Prometheus text format 0.0.4. */
+  metrics(): string
 }

@@ -17,6 +17,7 @@
 import { IDENTITY_HEADER, identityFromHex } from './protocol.js'
 import { DEFAULT_TENANT, OPERATOR, TENANT_RULE, authorized, isExpired, isValidTenant } from './authz.js'
 import { CORE, Core } from './core.js'
+import { renderMetrics } from './metrics.js'
 
 function jsonError(status, message) {
   return new Response(JSON.stringify({ error: message }), {
@@ -201,5 +202,18 @@ export class SnippetProxyServer {
   /** {sockets, streams, detached, sessions}: mux sockets, clients on them, sessions' clients that are away, what the sessions did since the wake. */
   stats() {
     return this.#core.stats()
+  }
+
+  /**
+   * The operator's view of this object (the same JSON as the Rust crate's View): upstreams
+   * (mux sockets) and the streams on each, and what the server did since this instance woke.
+   */
+  view() {
+    return this.#core.view()
+  }
+
+  /** The same view in the Prometheus text format 0.0.4 (Content-Type: METRICS_CONTENT_TYPE). */
+  metrics() {
+    return renderMetrics(this.#core.view())
   }
 }

@@ -63,6 +63,8 @@ export class Session {
     this.queue = []
     this.closed = false
     this.barrierAt = 0
+    this.messagesIn = 0 // messages (batches) received since this instance knew the socket
+    this.messagesOut = 0 // messages (batches) sent since then
   }
 
   // --- messages ------------------------------------------------------------------------
@@ -102,6 +104,8 @@ export class Session {
   /** Handles one message: frames in order, each frame's handlers finished before the next. */
   job(bytes) {
     this.busy = true
+    this.messagesIn++
+    this.core.counters.messagesIn++
     let frames
     try {
       frames = decodeMessage(bytes)
@@ -125,6 +129,7 @@ export class Session {
         break
       }
       if (step.done) break
+      core.counters.framesIn++
       let r
       try {
         r = this.frame(step.value)
@@ -153,6 +158,7 @@ export class Session {
       case FrameKind.Request: return this.request(f.stream, f.payload)
       case FrameKind.Ping:
         if (f.stream === SESSION && f.payload.byteLength === 9 && f.payload[0] === BARRIER_PURPOSE) {
+          this.core.counters.handovers++
           this.markBarrier()
         }
         this.enqueue(FrameKind.Pong, f.stream, f.payload)
@@ -184,15 +190,15 @@ export class Session {
     try {
       open = decodeOpen(payload)
     } catch (e) {
-      return this.error(id, 400, `bad open frame: ${e.message}`)
+      return this.refuseOpen(id, 'malformed', 400, `bad open frame: ${e.message}`)
     }
-    if (id === SESSION) return this.error(id, 400, 'stream 0 is the session; it cannot be opened')
-    if (!serves(core.services, open.path)) return this.error(id, 404, noService(core.services, open.path))
+    if (id === SESSION) return this.refuseOpen(id, 'malformed', 400, 'stream 0 is the session; it cannot be opened')
+    if (!serves(core.services, open.path)) return this.refuseOpen(id, 'service', 404, noService(core.services, open.path))
     const why = checkAdmission(open.identity, this.tenant, core.nowSecs())
-    if (why) return this.error(id, 403, why)
+    if (why) return this.refuseOpen(id, 'admission', 403, why)
     const existing = this.streams.get(id)
     if (!existing && this.streams.size >= core.maxStreams) {
-      return this.error(id, 503, `too many streams on this session (limit ${MAX_SESSION_STREAMS})`)
+      return this.refuseOpen(id, 'limit', 503, `too many streams on this session (limit ${MAX_SESSION_STREAMS})`)
     }
     const idBytes = encodeIdentity(open.identity)
     let replaced
@@ -213,12 +219,7 @@ export class Session {
       const st = core.newStream(this, id, open.path, open.identity, idBytes)
       this.streams.set(id, st)
       core.store.persist(st)
-      return after(core.openHandler(st), (ok) => {
-        if (ok === false && st.open) {
-          this.error(id, 500, 'the application failed to open the stream')
-          core.forget(st)
-        }
-      })
+      return after(core.openHandler(st), (ok) => this.opened(st, ok))
     })
   }
 
@@ -235,7 +236,7 @@ export class Session {
     if (rec) {
       const old = rec.st
       if (old.identity.subject !== open.identity.subject || old.identity.tenant !== open.identity.tenant) {
-        return this.error(id, 403, 'session belongs to another caller')
+        return this.refuseOpen(id, 'admission', 403, 'session belongs to another caller')
       }
       if (sessions.resumable(rec, received)) {
         sessions.resume(rec, this, id, received)
@@ -259,12 +260,7 @@ export class Session {
       sessions.begin(st, session)
       this.enqueue(FrameKind.Binary, id, encodeEnvelope({ type: 'Welcome', resumed: false, ack: 0 }))
       this.streams.set(id, st)
-      return after(core.openHandler(st), (ok) => {
-        if (ok === false && st.open) {
-          this.error(id, 500, 'the application failed to open the stream')
-          core.forget(st)
-        }
-      })
+      return after(core.openHandler(st), (ok) => this.opened(st, ok))
     })
   }
 
@@ -273,7 +269,10 @@ export class Session {
     const st = this.streams.get(f.stream)
     if (!st) return this.error(f.stream, 404, `unknown stream ${f.stream}`)
     // The snippet ends a stream on any Error (closing its client): so does this side.
-    if (isExpired(st.identity, core.nowSecs())) return this.refuse(st, 401, "the caller's token has expired")
+    if (isExpired(st.identity, core.nowSecs())) {
+      core.counters.refused.expired++
+      return this.refuse(st, 401, "the caller's token has expired")
+    }
     if (!st.resume) return core.call('onMessage', [st.client, messageData(f)])
     // A session's stream: one envelope per frame.
     if (f.kind !== FrameKind.Binary) return this.refuse(st, 400, "a session's stream carries binary envelopes only")
@@ -298,6 +297,23 @@ export class Session {
       default:
         return this.refuse(st, 400, 'a client sends data and acks only')
     }
+  }
+
+  /** An Open refused before it became a client: Error `code`, counted under `reason` (view.js). */
+  refuseOpen(stream, reason, code, message) {
+    this.core.counters.refused[reason]++
+    return this.error(stream, code, message)
+  }
+
+  /** After onOpen: counted as opened, or (it threw) refused with Error 500. */
+  opened(st, ok) {
+    if (ok === false && st.open) {
+      this.core.counters.refused.app++
+      this.error(st.stream, 500, 'the application failed to open the stream')
+      this.core.forget(st)
+      return
+    }
+    this.core.counters.opened++
   }
 
   /** Error `code` on the client's stream: it ends (with its session), as the snippet ends it. */
@@ -340,6 +356,7 @@ export class Session {
   // --- sending -------------------------------------------------------------------------
 
   error(stream, code, message) {
+    this.core.counters.errors++
     this.enqueue(FrameKind.Error, stream, encodeError({ code, message }))
   }
 
@@ -353,7 +370,7 @@ export class Session {
       if (st) {
         core.forget(st)
         const { code, reason } = errorClose(500)
-        core.defer(() => core.call('onClose', [st.client, code, reason, false]))
+        core.defer(() => core.closed(st, code, reason, false))
       }
       return false
     }
@@ -373,6 +390,9 @@ export class Session {
     let batch = []
     let size = 1
     const send = () => {
+      this.messagesOut++
+      this.core.counters.messagesOut++
+      this.core.counters.framesOut += batch.length
       try {
         ws.send(encodeMessage(batch).buffer)
       } catch (e) {

@@ -152,6 +152,8 @@ for (const scenario of vectors.scenarios) {
       }
       assert.deepEqual(events.splice(0), step.events, `${where}: what the app was told`)
       assert.equal(server[CORE].nextTimeout(), step.next_timeout, `${where}: when the server next needs waking`)
+      assert.deepEqual(server.view(), step.view, `${where}: the operator's view`)
     }
+    assert.equal(server.metrics(), scenario.metrics, `${scenario.name}: the view as Prometheus text`)
   })
 }

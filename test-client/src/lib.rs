@@ -13,6 +13,7 @@ pub mod idle;
 pub mod jose;
 pub mod keyserver;
 pub mod load;
+pub mod objects;
 mod session;
 pub mod snippet_stats;
 pub mod soak;
@@ -45,6 +46,9 @@ pub enum Cmd {
     Load(load::LoadOpts),
     /// Read a snippet's /__stats.
     Stats(snippet_stats::StatsOpts),
+    /// Read the operator's view of backend objects, one request per tenant
+    /// (GET /db/{tenant}/__stats with the backend token).
+    Objects(objects::ObjectsOpts),
     /// Start the stack and measure the snippet against direct access (see BENCHMARKS.md).
     Bench(bench::BenchOpts),
     /// Churn clients across many tenants through a small pool, checking every reply,
@@ -102,6 +106,10 @@ pub async fn run(opts: Opts) -> Result<ExitCode> {
         Cmd::Stats(s) => {
             snippet_stats::run(s, opts.json).await?;
             Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Objects(o) => {
+            let ok = objects::run(o, opts.json).await?;
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Cmd::Token(t) => {
             let minted = token::mint(t)?;

@@ -17,6 +17,11 @@ pub enum Endpoint {
     Rpc,
     /// `POST /db/{name}/query`: `{ "sql": …, "params": [...] }` over HTTP.
     Query,
+    /// `GET /db/{name}/__stats`: the operator's view of the object, JSON
+    /// (`snippet_proxy_do::View`).
+    Stats,
+    /// `GET /db/{name}/__metrics`: the same view in the Prometheus text format.
+    Metrics,
 }
 
 impl Endpoint {
@@ -28,7 +33,15 @@ impl Endpoint {
             Endpoint::Echo => "echo",
             Endpoint::Rpc => "rpc",
             Endpoint::Query => "query",
+            Endpoint::Stats => "__stats",
+            Endpoint::Metrics => "__metrics",
         }
+    }
+
+    /// Whether the endpoint is the operator's view of the object (`GET`; served even to a
+    /// tenant in maintenance, when an operator most wants to look).
+    pub fn is_view(self) -> bool {
+        matches!(self, Endpoint::Stats | Endpoint::Metrics)
     }
 
     /// Whether the endpoint is a WebSocket upgrade.
@@ -43,6 +56,8 @@ impl Endpoint {
             "echo" => Endpoint::Echo,
             "rpc" => Endpoint::Rpc,
             "query" => Endpoint::Query,
+            "__stats" => Endpoint::Stats,
+            "__metrics" => Endpoint::Metrics,
             _ => return None,
         })
     }
@@ -101,6 +116,9 @@ mod tests {
         assert_eq!(parse("/db/acme/mux"), Ok(("acme", Endpoint::Mux)));
         assert_eq!(parse("/db/a-b.c_1/query"), Ok(("a-b.c_1", Endpoint::Query)));
         assert_eq!(parse("/rpc"), Ok((DEFAULT_TENANT, Endpoint::Rpc)));
+        assert_eq!(parse("/db/acme/__stats"), Ok(("acme", Endpoint::Stats)));
+        assert_eq!(parse("/db/acme/__metrics"), Ok(("acme", Endpoint::Metrics)));
+        assert!(Endpoint::Stats.is_view() && !Endpoint::Stats.is_websocket() && !Endpoint::Rpc.is_view());
         assert_eq!(parse("/db/acme/nope"), Err(RouteError::NotFound));
         assert_eq!(parse("/db/acme"), Err(RouteError::NotFound));
         assert_eq!(parse("/"), Err(RouteError::NotFound));

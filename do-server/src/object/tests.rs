@@ -6,7 +6,7 @@ use protocol::{decode_message, encode_frame, ErrorFrame, FrameKind, Open, Stream
 
 use super::*;
 use crate::vectors::{who, VectorApp};
-use crate::{Refusal, MAX_BATCH_BYTES, MAX_STREAMS};
+use crate::{Refusal, MAX_BATCH_BYTES, MAX_LISTED_SOCKETS, MAX_STREAMS};
 
 const NOW: u64 = 1_000_000_000;
 const A: SocketId = SocketId::from_bits_const(10);
@@ -89,6 +89,8 @@ fn the_app_refuses_opens_and_messages_with_error_frames_and_a_greeting_reaches_t
     let events = &o.app().0.events;
     assert_eq!(events.len(), 2, "bob opened and closed, mallory never reached the app: {events:?}");
     assert_eq!(events[1]["close"]["code"], 1011);
+    let c = o.view(NOW, &[A]).counters;
+    assert_eq!((c.refused.app, c.opened, c.closed, c.errors), (2, 1, 1, 2), "{c:?}");
 }
 
 #[test]
@@ -101,6 +103,9 @@ fn a_socket_holds_at_most_max_streams_and_replies_are_batched_under_the_cap() {
     assert_eq!(o.clients(), MAX_STREAMS);
     let e = ErrorFrame::decode(&frames.last().expect("refusal").3).expect("error");
     assert_eq!((e.code, frames.len()), (503, 1));
+    let v = o.view(NOW, &[A]);
+    assert_eq!((v.upstreams, v.streams, v.counters.refused.limit), (1, MAX_STREAMS as u64, 1));
+    assert_eq!((v.counters.messages_in, v.counters.frames_in), (1, MAX_STREAMS as u64 + 1));
 
     // Eight echoes of 100 KiB with a barrier after the fifth: several messages, none
     // over the cap, the Pong after the fifth echo.
@@ -119,6 +124,29 @@ fn a_socket_holds_at_most_max_streams_and_replies_are_batched_under_the_cap() {
     let (frames, _, messages) = drain(&mut o);
     assert_eq!((n, frames.len()), (MAX_STREAMS as u64, MAX_STREAMS));
     assert!(messages >= (MAX_STREAMS * 1034) / MAX_BATCH_BYTES, "{messages}");
+    let v = o.view(NOW, &[A]);
+    assert_eq!(v.sockets.first().map(|s| s.messages_out), Some(v.counters.messages_out), "one socket");
+    assert!(v.counters.frames_out > MAX_STREAMS as u64, "{v:?}");
+}
+
+#[test]
+fn the_view_lists_the_sockets_with_the_most_streams_first_up_to_its_bound() {
+    let mut o = Object::new(VectorApp::default());
+    let ids: Vec<SocketId> = (1..=MAX_LISTED_SOCKETS as u64 + 2).map(SocketId::from_bits).collect();
+    for (i, s) in ids.iter().enumerate() {
+        o.handle_accept(*s, "room", &ids[..=i], NOW);
+    }
+    let last = ids[ids.len() - 1];
+    o.handle_message(last, &batch(&[open(1, "/rpc", "a"), open(2, "/rpc", "b")]), NOW);
+    o.handle_message(ids[3], &batch(&[open(1, "/rpc", "c")]), NOW);
+    let v = o.view(NOW, &ids);
+    assert_eq!((v.upstreams, v.streams, v.sockets.len()), (ids.len() as u64, 3, MAX_LISTED_SOCKETS));
+    let first: Vec<(String, u64)> = v.sockets.iter().take(3).map(|s| (s.socket.clone(), s.streams)).collect();
+    let want = [(last.to_string(), 2), (ids[3].to_string(), 1), (ids[0].to_string(), 0)];
+    assert_eq!(first, want);
+    let gone = o.view(NOW, &ids[1..]);
+    assert_eq!(gone.upstreams, ids.len() as u64 - 1, "a socket the runtime no longer has is no upstream");
+    assert_eq!(v.to_json()["totals"]["socketsAccepted"], ids.len() as u64);
 }
 
 #[test]

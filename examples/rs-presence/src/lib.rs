@@ -17,7 +17,8 @@ const BINDING: &str = "PRESENCE";
 const HELP: &str = "snippet-proxy-example-rs: a presence room, a Rust Durable Object behind snippet-proxy.
   /db/{tenant}/mux          the snippet's multiplexed upstream (WebSocket)
   POST /db/{tenant}/rpc     JSON-RPC over HTTP (also the snippet's fallback)
-Both need Authorization: Bearer <BACKEND_TOKEN>. Through the snippet: /ws (JSON-RPC:
+  GET /db/{tenant}/__stats  the object's view for operators (JSON)
+All need Authorization: Bearer <BACKEND_TOKEN>. Through the snippet: /ws (JSON-RPC:
 ping, who), /ws/echo (echo), POST /rpc.
 ";
 
@@ -28,6 +29,8 @@ pub(crate) enum Endpoint {
     Mux,
     /// `POST /db/{tenant}/rpc`: JSON-RPC over plain HTTP.
     Rpc,
+    /// `GET /db/{tenant}/__stats`: the object's view, for the token's holder only.
+    Stats,
 }
 
 /// `/db/{tenant}/mux` or `/db/{tenant}/rpc` → (tenant, endpoint); the tenant unchecked.
@@ -36,6 +39,7 @@ pub(crate) fn route(path: &str) -> Option<(&str, Endpoint)> {
     match endpoint {
         "mux" => Some((tenant, Endpoint::Mux)),
         "rpc" => Some((tenant, Endpoint::Rpc)),
+        "__stats" => Some((tenant, Endpoint::Stats)),
         _ => None,
     }
 }
@@ -68,6 +72,9 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     }
     if endpoint == Endpoint::Rpc && req.method() != Method::Post {
         return json_error(405, "use POST");
+    }
+    if endpoint == Endpoint::Stats && req.method() != Method::Get {
+        return json_error(405, "use GET");
     }
     let stub = env.durable_object(BINDING)?.id_from_name(tenant)?.get_stub()?;
     stub.fetch_with_request(req).await

@@ -37,6 +37,8 @@ impl DurableObject for Presence {
             // Answered by the same `Room::on_request`, after the same admission.
             // The caller is the snippet's `X-Snippet-Identity`, or the token holder.
             Endpoint::Rpc => self.mux.fetch(&mut req, tenant, "/rpc", operator()).await,
+            // The operator's view (the Worker let only the token's holders through).
+            Endpoint::Stats => self.mux.view_response(false),
         }
     }
 

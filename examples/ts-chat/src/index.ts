@@ -14,6 +14,7 @@
 import { DurableObject } from 'cloudflare:workers'
 import {
   DEFAULT_TENANT,
+  METRICS_CONTENT_TYPE,
   MuxClient,
   SnippetProxyServer,
   TENANT_RULE,
@@ -37,6 +38,7 @@ const HELP = `snippet-proxy-example-ts: a TypeScript Durable Object behind snipp
   /db/{tenant}/ws           JSON-RPC over a direct WebSocket
   /db/{tenant}/echo         raw echo over a direct WebSocket
   POST /db/{tenant}/rpc     JSON-RPC over HTTP (also the snippet's fallback)
+  GET /db/{tenant}/__stats  the object's view for operators (JSON); /__metrics: Prometheus text
 All need Authorization: Bearer <BACKEND_TOKEN>. Without /db/{tenant}: tenant "default".
 `
 
@@ -52,7 +54,7 @@ function route(pathname: string): { tenant: string; endpoint: string } | null {
   return null
 }
 
-const ENDPOINTS = new Set(['mux', 'ws', 'echo', 'rpc', 'query'])
+const ENDPOINTS = new Set(['mux', 'ws', 'echo', 'rpc', 'query', '__stats', '__metrics'])
 
 export default {
   async fetch(request: Request, env: Env): Promise<Response> {
@@ -149,6 +151,16 @@ export class Room extends DurableObject<Env> {
   async fetch(request: Request): Promise<Response> {
     const endpoint = route(new URL(request.url).pathname)?.endpoint
     if (endpoint === 'mux') return this.mux.accept(request)
+    if (endpoint === '__stats' || endpoint === '__metrics') {
+      // The operator's view of this object. The Worker checked the backend token; checked
+      // again here, as for the direct sockets below, because the view is never public.
+      if (!authorized(request.headers.get('Authorization'), this.env.BACKEND_TOKEN)) {
+        return json(401, { error: 'missing or wrong bearer token' })
+      }
+      if (request.method !== 'GET') return json(405, { error: 'use GET' })
+      if (endpoint === '__stats') return json(200, this.mux.view())
+      return new Response(this.mux.metrics(), { headers: { 'Content-Type': METRICS_CONTENT_TYPE } })
+    }
     if (endpoint === 'rpc' || endpoint === 'query') {
       if (request.method !== 'POST') return json(405, { error: 'use POST' })
       return this.mux.fetch(request) // the same onRequest as Request frames (identity from X-Snippet-Identity)

@@ -468,6 +468,18 @@ pub async fn post(url: &str, token: Option<&str>, body: &Value) -> (u16, Value) 
     (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
+/// `GET url` with an optional bearer token: status, content type, body.
+pub async fn get(url: &str, token: Option<&str>) -> (u16, String, String) {
+    let mut req = reqwest::Client::new().get(url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let res = req.send().await.expect("GET");
+    let status = res.status().as_u16();
+    let content_type = res.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    (status, content_type, res.text().await.expect("body"))
+}
+
 /// A connected client that must keep working while others misbehave.
 pub async fn bystander(stack: &Stack) -> Ws {
     let mut ws = ws_connect(&format!("{}/ws", stack.snippet.ws()), Some(&stack.client_token)).await.expect("ws");
@@ -570,6 +582,13 @@ pub async fn close_politely(mut ws: Ws) {
     let frame = CloseFrame { code: CloseCode::Normal, reason: "".into() };
     let _ = ws.send(Message::Close(Some(frame))).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), async { while let Some(Ok(_)) = ws.next().await {} }).await;
+}
+
+/// The operator's view of `tenant`'s object (`GET /db/{tenant}/__stats` with the backend
+/// token; `test-client objects` reads it for many tenants): upstreams, streams on each,
+/// messages, hand-overs, refusals.
+pub async fn do_view(stack: &Stack, tenant: &str) -> Value {
+    test_client::objects::view(&stack.backend.http(), tenant, &stack.token).await.expect("the object's view")
 }
 
 /// The backend object's own counters for `tenant` (its JSON-RPC `stats`), asked directly

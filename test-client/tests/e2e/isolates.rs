@@ -95,7 +95,30 @@ fn three_isolates_share_each_tenant_and_one_dying_touches_only_its_own_clients()
         }
         for tenant in TENANTS {
             assert_eq!(n(&do_stats(stack, tenant).await, "muxSockets"), 3, "{tenant}: one socket per isolate");
+            // The object's own view: three upstreams, each carrying its isolate's listeners
+            // (A's also the publisher), and what came over them.
+            let view = do_view(stack, tenant).await;
+            assert_eq!(n(&view, "upstreams"), 3, "{tenant}: {view}");
+            let per: Vec<u64> = view["sockets"].as_array().expect("sockets").iter().map(|s| n(s, "streams")).collect();
+            let l = LISTENERS as u64;
+            assert_eq!(per, [l + 1, l, l], "{tenant}: streams per upstream, most first: {view}");
+            assert_eq!(n(&view, "streams"), 3 * l + 1, "{tenant}: {view}");
+            let totals = &view["totals"];
+            assert!(n(totals, "messagesIn") >= PUSHES && n(totals, "messagesOut") >= PUSHES, "{tenant}: {view}");
+            assert_eq!(
+                totals["refused"].as_object().map(|r| r.values().filter_map(Value::as_u64).sum::<u64>()),
+                Some(0)
+            );
+            // The Prometheus text says the same, each sample under the tenant's label.
+            let url = format!("{}/db/{tenant}/__metrics", stack.backend.http());
+            let (status, content_type, metrics) = get(&url, Some(&stack.token)).await;
+            assert_eq!((status, content_type.as_str()), (200, "text/plain; version=0.0.4"), "{metrics}");
+            let upstreams = format!("snippet_proxy_object_upstreams{{tenant=\"{tenant}\"}} 3\n");
+            assert!(metrics.contains(&upstreams), "{metrics}");
         }
+        // Never public: without the backend token the view is refused.
+        let (status, _, _) = get(&format!("{}/db/{}/__stats", stack.backend.http(), TENANTS[0]), None).await;
+        assert_eq!(status, 401);
 
         // Isolate C dies. Its clients lose their connection; A's and B's notice nothing.
         c.kill();
@@ -122,6 +145,11 @@ fn three_isolates_share_each_tenant_and_one_dying_touches_only_its_own_clients()
                 assert!(tokio::time::Instant::now() < deadline, "{tenant}: the object let C's socket go");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
+            let view = do_view(stack, tenant).await;
+            let per: Vec<u64> = view["sockets"].as_array().expect("sockets").iter().map(|s| n(s, "streams")).collect();
+            let l = LISTENERS as u64;
+            assert_eq!((n(&view, "upstreams"), per), (2, vec![l + 1, l]), "{tenant}: C's upstream is gone: {view}");
+            assert!(n(&view["totals"], "lost") >= l, "{tenant}: C's listeners closed as lost: {view}");
         }
         let a = stack.snippet_stats().await.expect("A");
         assert_eq!(n(&a, "backendDisconnects"), 0, "A's upstreams were untouched: {a}");

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde_json::json;
 
-use crate::common::{e2e, post};
+use crate::common::{e2e, get, post};
 
 /// This test's own tenant: its upstream and round trips are the test's alone.
 const TENANT: &str = "metrics-1";
@@ -152,18 +152,6 @@ fn check_histograms(doc: &Doc) {
         assert_eq!(counts.last().copied(), Some(doc.value(&format!("{family}_count"), &[])), "{family}: +Inf = _count");
         assert!(doc.value(&format!("{family}_sum"), &[]) >= 0.0);
     }
-}
-
-/// `GET path` with an optional bearer token: status, content type, body.
-async fn get(url: &str, token: Option<&str>) -> (u16, String, String) {
-    let mut req = reqwest::Client::new().get(url);
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    let res = req.send().await.expect("GET");
-    let status = res.status().as_u16();
-    let content_type = res.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-    (status, content_type, res.text().await.expect("body"))
 }
 
 #[test]

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFrame};
 
 use crate::common::*;
@@ -165,6 +165,13 @@ fn rolling_population_is_seen_once_per_client_across_handovers(backend_dir: &str
         assert!(handovers >= 3, "hand-overs happened while clients stayed: {s}");
         assert_eq!(n(&s, "errors"), 0, "{s}");
         assert_eq!(n(&s, "backendReconnects"), 0, "hand-overs, not reconnects: {s}");
+        // The object saw the same from its side: the barriers of those hand-overs, the
+        // clients it moved, none lost, nothing refused (its view counts since it woke).
+        let view = do_view(stack, "default").await;
+        let totals = &view["totals"];
+        assert!(n(totals, "handovers") >= 1 && n(totals, "adopted") >= 1, "{backend_dir}: {view}");
+        assert_eq!((n(totals, "lost"), n(totals, "errors")), (0, 0), "{backend_dir}: {view}");
+        assert_eq!(totals["refused"].as_object().map(|r| r.values().filter_map(Value::as_u64).sum::<u64>()), Some(0));
     });
 }
 

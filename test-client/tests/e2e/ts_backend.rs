@@ -60,6 +60,14 @@ fn sixty_four_clients_and_http_share_one_upstream_to_a_typescript_object() {
         let room = do_stats(stack, TENANT).await;
         assert_eq!(room["muxSockets"], 1, "one upstream for every client: {room}");
         assert_eq!(room["streams"], 40, "{room}");
+        // The package's operator view says the same (server-ts `view()`, the Rust crate's JSON).
+        let view = do_view(stack, TENANT).await;
+        assert_eq!((view["upstreams"].as_u64(), view["sockets"][0]["streams"].as_u64()), (Some(1), Some(40)), "{view}");
+        assert!(view["totals"]["messagesIn"].as_u64() >= Some(40), "{view}");
+        let (status, content_type, text) =
+            get(&format!("{}/db/{TENANT}/__metrics", stack.backend.http()), Some(&stack.token)).await;
+        assert_eq!((status, content_type.as_str()), (200, "text/plain; version=0.0.4"), "{text}");
+        assert!(text.contains(&format!("snippet_proxy_object_streams{{tenant=\"{TENANT}\"}} 40\n")), "{text}");
         let s = stack.snippet_stats().await.expect("stats");
         assert_eq!(upstream(&s, TENANT)["connected"], true, "{s}");
         assert!(delta(&start, &s, "httpProxied") >= 400, "HTTP went over the upstream: {s}");
