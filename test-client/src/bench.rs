@@ -50,9 +50,10 @@ pub struct BenchOpts {
     /// Run one section only: `sessions` (what resumable sessions cost; idle clients'
     /// wakes), `idp` (verification cost per algorithm, a key set's first fetch), or
     /// `datapath` (the data path against a plain JavaScript multiplexer: CPU per relayed
-    /// message, idle echo latency). Its rows go to bench-{section}.json; BENCHMARKS.md is
+    /// message, idle echo latency), or `forward` (HTTP against a forwarding Worker that
+    /// reaches the object through a binding: latency, billable units). Its rows go to bench-{section}.json; BENCHMARKS.md is
     /// left alone.
-    #[arg(long, value_parser = ["idp", "sessions", "datapath"])]
+    #[arg(long, value_parser = ["idp", "sessions", "datapath", "forward"])]
     pub only: Option<String>,
 }
 
@@ -91,7 +92,7 @@ fn ms(v: f64) -> String {
 }
 
 /// A row comparing two durations in ms, with their ratio.
-fn ms_row(name: &str, snippet: f64, direct: f64, target: &str, met: Option<bool>) -> Row {
+pub(crate) fn ms_row(name: &str, snippet: f64, direct: f64, target: &str, met: Option<bool>) -> Row {
     row(name, ms(snippet), ms(direct), Some(snippet / direct), target, met)
 }
 
@@ -124,7 +125,7 @@ pub(crate) fn count(v: &Value, field: &str) -> u64 {
 }
 
 /// WebSocket message events the DO handled during `f`, for `tenant`.
-async fn do_messages_during<F: std::future::Future<Output = Result<Report>>>(
+pub(crate) async fn do_messages_during<F: std::future::Future<Output = Result<Report>>>(
     stack: &Stack,
     tenant: &str,
     f: F,
@@ -144,12 +145,12 @@ fn checked(r: Report) -> Result<Report> {
     Ok(r)
 }
 
-async fn run_load(opts: LoadOpts) -> Result<Report> {
+pub(crate) async fn run_load(opts: LoadOpts) -> Result<Report> {
     checked(load::run(opts, false).await?)
 }
 
 /// The run with the median `key` (for an even count, the upper of the two middle runs).
-fn median_by<T: Clone>(runs: &[T], key: impl Fn(&T) -> f64) -> T {
+pub(crate) fn median_by<T: Clone>(runs: &[T], key: impl Fn(&T) -> f64) -> T {
     let mut v = runs.to_vec();
     v.sort_by(|a, b| key(a).total_cmp(&key(b)));
     v.swap_remove(v.len() / 2)
@@ -219,7 +220,8 @@ pub async fn run(opts: BenchOpts) -> Result<BenchReport> {
                 say("data path only: the snippet against a plain JavaScript multiplexer");
                 crate::bench_datapath::run(&stack, &mut rows, &mut raw, &opts).await?;
             }
-            other => anyhow::bail!("--only {other}: use idp, sessions or datapath"),
+            "forward" => crate::bench_forward::run(&stack, &mut rows, &mut raw, opts.round_trips).await?,
+            other => anyhow::bail!("--only {other}: use idp, sessions, datapath or forward"),
         }
         let report = BenchReport { machine: machine(), rows, raw: Value::Object(raw) };
         std::fs::create_dir_all(&opts.out)?;
@@ -470,6 +472,9 @@ pub async fn run(opts: BenchOpts) -> Result<BenchReport> {
         Some(u_s <= 0.05 * u_d),
     ));
     raw.insert("billing".into(), json!({ "snippet": { "requests": sb.sent, "doMessages": s_msgs, "doHttp": s_http }, "direct": { "requests": db_.sent, "doHttp": d_http } }));
+
+    // 6b. The same HTTP through a forwarding Worker (a binding per request).
+    crate::bench_forward::run(&stack, &mut rows, &mut raw, opts.round_trips).await?;
 
     // 7. What the front door costs: one snippet with ALLOW_ANONYMOUS=true (and the same
     // AUTH_SECRET), so the same isolate and upstream serve requests with a token (verified

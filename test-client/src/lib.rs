@@ -5,6 +5,7 @@
 
 pub mod bench;
 mod bench_datapath;
+mod bench_forward;
 mod bench_idp;
 mod bench_pool;
 mod bench_sessions;
