@@ -52,8 +52,8 @@ fn var(env: &JsValue, name: &str) -> Option<String> {
 /// The first configuration var that is set to something other than a string (wrangler
 /// allows JSON values): reading it as "unset" could silently switch a check off.
 fn non_string_var(env: &JsValue) -> Option<&'static str> {
-    let names = mux_core::auth::AuthConfig::VARS.iter().chain(mux_core::Config::VARS.iter()).chain(Reach::VARS.iter());
-    names.copied().find(|name| {
+    let mut names = mux_core::auth::AuthConfig::vars().chain(mux_core::Config::VARS.iter().copied()).chain(Reach::VARS);
+    names.find(|name| {
         js_sys::Reflect::get(env, &(*name).into()).is_ok_and(|v| !v.is_undefined() && v.as_string().is_none())
     })
 }

@@ -160,43 +160,48 @@ fn flag(name: &str, raw: Option<String>) -> Result<bool, String> {
     }
 }
 
+/// What a var set to blank means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Blank {
+    /// The same as unset.
+    Unset,
+    /// A configuration error: it names a check.
+    Refused,
+}
+
 impl AuthConfig {
-    /// The vars (and secrets) read by [`AuthConfig::from_vars`].
-    pub const VARS: [&'static str; 15] = [
-        "AUTH_SECRET",
-        "AUTH_JWKS",
-        "AUTH_JWKS_URL",
-        "AUTH_JWKS_COOLDOWN_SECS",
-        "AUTH_JWKS_STALE_SECS",
-        "AUTH_TENANT_CLAIM",
-        "AUTH_SCOPES_CLAIM",
-        "AUTH_DEFAULT_TENANT",
-        "AUTH_ISSUER",
-        "AUTH_AUDIENCE",
-        "AUTH_LEEWAY_SECS",
-        "ALLOW_ANONYMOUS",
-        "ANONYMOUS_SCOPES",
-        "ALLOWED_ORIGINS",
-        "STATS_PUBLIC",
+    /// The vars (and secrets) read by [`AuthConfig::from_vars`], each with whether it may
+    /// be set blank: a check that is configured but blank must not silently switch itself
+    /// off, so those that name a check refuse it.
+    const VARS: [(&'static str, Blank); 15] = [
+        ("AUTH_SECRET", Blank::Unset),
+        ("AUTH_JWKS", Blank::Refused),
+        ("AUTH_JWKS_URL", Blank::Refused),
+        ("AUTH_JWKS_COOLDOWN_SECS", Blank::Refused),
+        ("AUTH_JWKS_STALE_SECS", Blank::Refused),
+        ("AUTH_TENANT_CLAIM", Blank::Refused),
+        ("AUTH_SCOPES_CLAIM", Blank::Refused),
+        ("AUTH_DEFAULT_TENANT", Blank::Refused),
+        ("AUTH_ISSUER", Blank::Refused),
+        ("AUTH_AUDIENCE", Blank::Refused),
+        ("AUTH_LEEWAY_SECS", Blank::Unset),
+        ("ALLOW_ANONYMOUS", Blank::Unset),
+        ("ANONYMOUS_SCOPES", Blank::Unset),
+        ("ALLOWED_ORIGINS", Blank::Unset),
+        ("STATS_PUBLIC", Blank::Unset),
     ];
+
+    /// The names of the vars (and secrets) read by [`AuthConfig::from_vars`].
+    pub fn vars() -> impl Iterator<Item = &'static str> {
+        Self::VARS.iter().map(|(name, _)| *name)
+    }
 
     /// Reads the configuration. Fails closed: with no key and no explicit
     /// `ALLOW_ANONYMOUS=true` this is an error naming the missing vars.
     pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<AuthConfig, String> {
         let nonempty = |name: &str| get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
-        // A check that is configured but blank must not silently switch itself off.
-        for name in [
-            "AUTH_ISSUER",
-            "AUTH_AUDIENCE",
-            "AUTH_JWKS",
-            "AUTH_JWKS_URL",
-            "AUTH_JWKS_COOLDOWN_SECS",
-            "AUTH_JWKS_STALE_SECS",
-            "AUTH_TENANT_CLAIM",
-            "AUTH_SCOPES_CLAIM",
-            "AUTH_DEFAULT_TENANT",
-        ] {
-            if get(name).is_some() && nonempty(name).is_none() {
+        for (name, blank) in Self::VARS {
+            if blank == Blank::Refused && get(name).is_some() && nonempty(name).is_none() {
                 return Err(format!("{name} is set but empty; remove it or give it a value"));
             }
         }
