@@ -594,10 +594,7 @@ pub async fn do_view(stack: &Stack, tenant: &str) -> Value {
 /// The backend object's own counters for `tenant` (its JSON-RPC `stats`), asked directly
 /// with the backend token.
 pub async fn do_stats(stack: &Stack, tenant: &str) -> Value {
-    let body = json!({ "jsonrpc": "2.0", "method": "stats", "id": 1 });
-    let (status, v) = post(&format!("{}/db/{tenant}/rpc", stack.backend.http()), Some(&stack.token), &body).await;
-    assert_eq!(status, 200, "{v}");
-    v["result"].clone()
+    test_client::bench::do_stats(stack, tenant).await.expect("the object's stats")
 }
 
 /// The snippet's structured log lines (one JSON object per line) in `log` that `keep`
