@@ -50,9 +50,10 @@ pub struct BenchOpts {
     /// Run one section only: `sessions` (what resumable sessions cost; idle clients'
     /// wakes), `idp` (verification cost per algorithm, a key set's first fetch), or
     /// `datapath` (the data path against a plain JavaScript multiplexer: CPU per relayed
-    /// message, idle echo latency). Its rows go to bench-{section}.json; BENCHMARKS.md is
-    /// left alone.
-    #[arg(long, value_parser = ["idp", "sessions", "datapath"])]
+    /// message, idle echo latency), or `profile` (where the data path's CPU goes: the
+    /// snippet and the JS multiplexer sampled by V8's profiler under the same load). Its
+    /// rows go to bench-{section}.json; BENCHMARKS.md is left alone.
+    #[arg(long, value_parser = ["idp", "sessions", "datapath", "profile"])]
     pub only: Option<String>,
 }
 
@@ -203,7 +204,7 @@ pub async fn run(opts: BenchOpts) -> Result<BenchReport> {
     let say = |s: &str| eprintln!("bench: {s}");
     if let Some(only) = opts.only.as_deref() {
         // The data path runs at full speed, as the steady-state runs do.
-        let vars = if only == "datapath" { unlimited() } else { Vec::new() };
+        let vars = if only == "datapath" || only == "profile" { unlimited() } else { Vec::new() };
         let stack =
             tokio::task::block_in_place(|| Stack::start(StackOpts { snippet_vars: vars, ..Default::default() }))?;
         match only {
@@ -219,7 +220,11 @@ pub async fn run(opts: BenchOpts) -> Result<BenchReport> {
                 say("data path only: the snippet against a plain JavaScript multiplexer");
                 crate::bench_datapath::run(&stack, &mut rows, &mut raw, &opts).await?;
             }
-            other => anyhow::bail!("--only {other}: use idp, sessions or datapath"),
+            "profile" => {
+                say("profile only: where the data path's CPU goes, snippet and JS multiplexer");
+                crate::bench_profile::run(&stack, &mut rows, &mut raw, &opts).await?;
+            }
+            other => anyhow::bail!("--only {other}: use idp, sessions, datapath or profile"),
         }
         let report = BenchReport { machine: machine(), rows, raw: Value::Object(raw) };
         std::fs::create_dir_all(&opts.out)?;

@@ -7,6 +7,7 @@ pub mod bench;
 mod bench_datapath;
 mod bench_idp;
 mod bench_pool;
+mod bench_profile;
 mod bench_sessions;
 pub mod cost;
 pub mod idle;
