@@ -76,6 +76,7 @@ impl Mux {
         } else {
             link.successor = Some(Successor { id: upstream, owner, since: now });
         }
+        self.conns.insert(upstream, &tenant, &self.links);
         self.counters.connect_attempts += 1;
         Some(Action::Connect { upstream, tenant })
     }
@@ -84,7 +85,7 @@ impl Mux {
     /// it): a stale attempt, or its link was evicted meanwhile.
     pub fn handle_connected(&mut self, id: UpstreamId, now: u64) -> bool {
         let Some(tenant) = self.link_of(id) else { return false };
-        let Some(link) = self.links.get_mut(&tenant) else { return false };
+        let Some(link) = self.links.get_mut(&*tenant) else { return false };
         if let Some(s) = link.successor.filter(|s| s.id == id) {
             // The successor takes over; the old connection drains behind a barrier.
             let Conn::Up { id: old, .. } = link.conn else {
@@ -94,7 +95,7 @@ impl Mux {
             link.drain = Some(Drain { id: old, barrier_sent: false, reason: "handed over", started: now });
             // A successor whose client left while it connected is orphaned from the start.
             let owner = Owner { orphaned: s.owner.stream.is_some_and(|c| !self.is_open(c)), ..s.owner };
-            let Some(link) = self.links.get_mut(&tenant) else { return false };
+            let Some(link) = self.links.get_mut(&*tenant) else { return false };
             link.conn = Conn::Up { id, owner };
             link.handovers += 1;
             link.pending_since = None;
@@ -112,7 +113,7 @@ impl Mux {
             return false;
         }
         let owner = Owner { orphaned: owner.stream.is_some_and(|c| !self.is_open(c)), ..owner };
-        let Some(link) = self.links.get_mut(&tenant) else { return false };
+        let Some(link) = self.links.get_mut(&*tenant) else { return false };
         link.conn = Conn::Up { id, owner };
         if link.ever_up {
             self.counters.backend_reconnects += 1;
@@ -219,7 +220,7 @@ impl Mux {
         let Some(tenant) = self.link_of(id) else { return };
         self.counters.errors += 1;
         self.log(&tenant, format!("{id}: {why}"));
-        let Some(link) = self.links.get_mut(&tenant) else { return };
+        let Some(link) = self.links.get_mut(&*tenant) else { return };
         link.errors += 1;
         // Its pings will never be answered.
         link.probes_out.retain(|(on, _)| *on != id);
@@ -248,7 +249,7 @@ impl Mux {
         if was_up {
             self.counters.backend_disconnects += 1;
         }
-        if matches!(self.links.get(&tenant).map(|l| l.conn), Some(Conn::Down)) {
+        if matches!(self.links.get(&*tenant).map(|l| l.conn), Some(Conn::Down)) {
             self.back_off(&tenant, now);
         }
         if let Some(d) = drained {

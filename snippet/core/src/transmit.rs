@@ -1,10 +1,9 @@
 //! What goes out on an upstream and what comes back: batches built at transmit time,
 //! and the frames the backend sends routed to their streams.
 
-use std::collections::HashMap;
-
 use protocol::{Close, ErrorFrame, FrameKind, Response, StreamId};
 
+use crate::idmap::IdMap;
 use crate::link::{barrier_token, is_barrier_pong, Link, Probe, UpstreamId, MAX_PROBES_OUT, PROBE_PING, PROBE_PONG};
 use crate::stream::{encode_out, Out, Role, Stream};
 use crate::{Action, Delivery, Mux};
@@ -28,7 +27,7 @@ pub enum Transmit {
 
 /// Whether a link's open connection has anything it may send now. Client frames wait
 /// while the old connection drains; requests and session frames do not.
-pub(crate) fn wants_transmit(link: &Link, streams: &HashMap<StreamId, Stream>) -> bool {
+pub(crate) fn wants_transmit(link: &Link, streams: &IdMap<StreamId, Stream>) -> bool {
     if link.up().is_none() {
         return false;
     }
@@ -42,11 +41,6 @@ pub(crate) fn wants_transmit(link: &Link, streams: &HashMap<StreamId, Stream>) -
 }
 
 impl Mux {
-    /// The tenant whose link knows connection `id` (current, successor or draining).
-    pub(crate) fn link_of(&self, id: UpstreamId) -> Option<String> {
-        self.links.values().find(|l| l.has(id)).map(|l| l.tenant.clone())
-    }
-
     /// What upstream `id`'s pump does next: a batch to send, a close, or nothing (sleep
     /// until woken).
     ///
@@ -62,7 +56,7 @@ impl Mux {
             // Evicted or abandoned while its pump slept.
             return Some(Transmit::Close { code: 1000, reason: "no longer needed" });
         };
-        let link = self.links.get_mut(&tenant)?;
+        let link = self.links.get_mut(&*tenant)?;
         link.wake_sent = false;
         if let Some(d) = link.drain.as_mut().filter(|d| d.id == id) {
             if d.barrier_sent {
@@ -213,7 +207,7 @@ impl Mux {
         let Some(tenant) = self.link_of(id) else { return };
         self.counters.upstream_bytes_in += text.len() as u64;
         self.heard(&tenant, now);
-        let Some(link) = self.links.get_mut(&tenant) else { return };
+        let Some(link) = self.links.get_mut(&*tenant) else { return };
         let Some(at) = link.probes_out.iter().position(|(on, _)| *on == id) else { return };
         if let Some((_, Probe::Warm)) = link.probes_out.remove(at) {
             self.counters.keep_warm_pongs += 1;
