@@ -104,40 +104,7 @@ fn detach(id: StreamId, code: u16, reason: &str) {
 
 fn listen(id: StreamId, ws: &web_sys::WebSocket) -> Listeners {
     let sock = ws.clone();
-    let on_message = Closure::new(move |e: web_sys::MessageEvent| {
-        let limit = state::with(|s| s.mux.config().max_message_bytes);
-        let sent = match js::message_data(&e, limit) {
-            Ok((text, bytes)) => state::with(|s| s.mux.handle_client_message(id, text, &bytes, js::now())),
-            Err(size) => Err(Refused::TooLarge { size, limit }),
-        };
-        match sent {
-            Ok(()) => state::settle(Here::Client(id), None),
-            Err(Refused::UnknownStream) => {}
-            Err(Refused::TooLarge { limit, .. }) => {
-                js::close(&sock, 1009, &format!("message too large (limit {limit} bytes)"));
-                detach(id, 1009, "message too large");
-            }
-            Err(e @ Refused::RateLimited { .. }) => {
-                js::close(&sock, 1008, &e.to_string());
-                detach(id, 1008, "rate limit exceeded");
-            }
-            // A session client that breaks the envelope protocol (PROTOCOL.md §14.1).
-            Err(e @ Refused::BadEnvelope { .. }) => {
-                js::close(&sock, 1002, &e.to_string());
-                detach(id, 1002, "bad session message");
-            }
-            Err(
-                Refused::Backpressure
-                | Refused::TooManyStreams
-                | Refused::TooManyConnections { .. }
-                | Refused::PoolFull { .. }
-                | Refused::BadTenant,
-            ) => {
-                js::close(&sock, 1013, "upstream queue full; try again later");
-                detach(id, 1013, "backpressure");
-            }
-        }
-    });
+    let on_message = Closure::new(move |e: web_sys::MessageEvent| js::turn(|| on_message(id, &sock, &e)));
     let sock = ws.clone();
     let on_close = Closure::new(move |e: web_sys::CloseEvent| {
         // Reciprocate so the client sees an orderly close (the runtime's close handshake
@@ -148,6 +115,43 @@ fn listen(id: StreamId, ws: &web_sys::WebSocket) -> Listeners {
     });
     let on_error = Closure::new(move |_e: web_sys::Event| detach(id, 1006, "client socket error"));
     Listeners::attach(ws, on_message, on_close, on_error)
+}
+
+/// A client's message: queued for the backend (moved, not copied), or the client is sent
+/// away for what it broke.
+fn on_message(id: StreamId, sock: &web_sys::WebSocket, e: &web_sys::MessageEvent) {
+    let limit = state::with(|s| s.mux.config().max_message_bytes);
+    let sent = match js::message_data(e, limit) {
+        Ok((text, bytes)) => state::with(|s| s.mux.handle_client_message(id, text, bytes, js::now())),
+        Err(size) => Err(Refused::TooLarge { size, limit }),
+    };
+    match sent {
+        Ok(()) => state::settle(Here::Client(id), None),
+        Err(Refused::UnknownStream) => {}
+        Err(Refused::TooLarge { limit, .. }) => {
+            js::close(sock, 1009, &format!("message too large (limit {limit} bytes)"));
+            detach(id, 1009, "message too large");
+        }
+        Err(e @ Refused::RateLimited { .. }) => {
+            js::close(sock, 1008, &e.to_string());
+            detach(id, 1008, "rate limit exceeded");
+        }
+        // A session client that breaks the envelope protocol (PROTOCOL.md §14.1).
+        Err(e @ Refused::BadEnvelope { .. }) => {
+            js::close(sock, 1002, &e.to_string());
+            detach(id, 1002, "bad session message");
+        }
+        Err(
+            Refused::Backpressure
+            | Refused::TooManyStreams
+            | Refused::TooManyConnections { .. }
+            | Refused::PoolFull { .. }
+            | Refused::BadTenant,
+        ) => {
+            js::close(sock, 1013, "upstream queue full; try again later");
+            detach(id, 1013, "backpressure");
+        }
+    }
 }
 
 /// The stream's delivery task: writes the backend's messages to the client, in order,
