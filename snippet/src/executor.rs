@@ -46,6 +46,8 @@ struct Task {
     future: Option<TaskFuture>,
     state: State,
     resolvers: Option<Resolvers>,
+    /// Made once per task: a poll hands out clones (no allocation per poll).
+    waker: Waker,
 }
 
 thread_local! {
@@ -92,7 +94,9 @@ pub fn spawn(future: impl Future<Output = ()> + 'static) -> TaskId {
     });
     let resolvers = arm();
     TASKS.with(|t| {
-        t.borrow_mut().insert(id, Task { future: Some(Box::pin(future)), state: State::Scheduled, resolvers: None })
+        let waker = Waker::from(Arc::new(TaskWaker(id)));
+        t.borrow_mut()
+            .insert(id, Task { future: Some(Box::pin(future)), state: State::Scheduled, resolvers: None, waker })
     });
     resolvers.resolve(&JsValue::from(id));
     TaskId(id)
@@ -172,10 +176,9 @@ fn run(id: u32) {
             return None;
         }
         task.state = State::Polling;
-        task.future.take()
+        Some((task.future.take()?, task.waker.clone()))
     });
-    let Some(mut future) = future else { return };
-    let waker = Waker::from(Arc::new(TaskWaker(id)));
+    let Some((mut future, waker)) = future else { return };
     let outer = CURRENT.with(|c| c.replace(Some(id)));
     // One poll is one turn: it reads the clock once (`js::turn`).
     let poll = crate::js::turn(|| future.as_mut().poll(&mut Context::from_waker(&waker)));

@@ -51,9 +51,11 @@ pub struct BenchOpts {
     /// wakes), `idp` (verification cost per algorithm, a key set's first fetch), or
     /// `datapath` (the data path against a plain JavaScript multiplexer: CPU per relayed
     /// message, idle echo latency), or `profile` (where the data path's CPU goes: the
-    /// snippet and the JS multiplexer sampled by V8's profiler under the same load). Its
-    /// rows go to bench-{section}.json; BENCHMARKS.md is left alone.
-    #[arg(long, value_parser = ["idp", "sessions", "datapath", "profile"])]
+    /// snippet and the JS multiplexer sampled by V8's profiler under the same load), or
+    /// `memory` (per client stream and per upstream; streams one isolate holds), or
+    /// `coldstart` (a new tenant's first request split into connect, object start and the
+    /// request). Its rows go to bench-{section}.json; BENCHMARKS.md is left alone.
+    #[arg(long, value_parser = ["idp", "sessions", "datapath", "profile", "memory", "coldstart"])]
     pub only: Option<String>,
 }
 
@@ -224,7 +226,9 @@ pub async fn run(opts: BenchOpts) -> Result<BenchReport> {
                 say("profile only: where the data path's CPU goes, snippet and JS multiplexer");
                 crate::bench_profile::run(&stack, &mut rows, &mut raw, &opts).await?;
             }
-            other => anyhow::bail!("--only {other}: use idp, sessions, datapath or profile"),
+            "memory" => crate::bench_pool::memory(&stack, &mut rows, &mut raw).await?,
+            "coldstart" => crate::bench_coldstart::run(&stack, &mut rows, &mut raw).await?,
+            other => anyhow::bail!("--only {other}: use idp, sessions, datapath, profile, memory or coldstart"),
         }
         let report = BenchReport { machine: machine(), rows, raw: Value::Object(raw) };
         std::fs::create_dir_all(&opts.out)?;

@@ -4,6 +4,7 @@
 #![deny(missing_docs)]
 
 pub mod bench;
+mod bench_coldstart;
 mod bench_datapath;
 mod bench_idp;
 mod bench_pool;

@@ -5,11 +5,11 @@
 //! entry counts only while its link still has the connection (current, successor or
 //! draining), exactly what the scan asked.
 
-use std::collections::HashMap;
 use std::rc::Rc;
 
 use crate::idmap::IdMap;
-use crate::link::{Link, UpstreamId};
+use crate::link::UpstreamId;
+use crate::links::Links;
 use crate::Mux;
 
 /// Connection → tenant, for every connection handed out and not yet known gone.
@@ -21,8 +21,8 @@ impl Conns {
     /// dropped first: connects are rare next to events, and this bounds the index by
     /// what the pool can hold (three connections per link: current, successor,
     /// draining) plus the new one.
-    pub fn insert(&mut self, id: UpstreamId, tenant: &str, links: &HashMap<String, Link>) {
-        self.0.retain(|id, t| links.get(&**t).is_some_and(|l| l.has(*id)));
+    pub fn insert(&mut self, id: UpstreamId, tenant: &str, links: &Links) {
+        self.0.retain(|id, t| links.get(t).is_some_and(|l| l.has(*id)));
         self.0.insert(id, Rc::from(tenant));
     }
 
@@ -38,7 +38,7 @@ impl Mux {
     /// shared name: no allocation per event.
     pub(crate) fn link_of(&self, id: UpstreamId) -> Option<Rc<str>> {
         let tenant = self.conns.0.get(&id)?;
-        self.links.get(&**tenant).is_some_and(|l| l.has(id)).then(|| tenant.clone())
+        self.links.get(tenant).is_some_and(|l| l.has(id)).then(|| tenant.clone())
     }
 
     /// What the index replaces, for the tests to compare: the pool scanned.
@@ -48,7 +48,8 @@ impl Mux {
     }
 
     /// Asserts that the index answers as the scan does for every connection ever handed
-    /// out, and that it stays within its bound ([`Conns::insert`]).
+    /// out, and that it stays within its bound ([`Conns::insert`]); and that every
+    /// link's cached answers are fresh.
     #[cfg(test)]
     pub(crate) fn check_conns(&self) {
         for n in 1..self.next_upstream {
@@ -58,5 +59,11 @@ impl Mux {
         }
         let bound = 3 * self.cfg.max_upstreams + 1;
         assert!(self.conns.len() <= bound, "the index holds {} entries, over {bound}", self.conns.len());
+        // The links' cached answers (`links.rs`) are what a fresh computation gives.
+        assert_eq!(self.poll_timeout(), self.poll_timeout_uncached(), "cached deadlines differ");
+        for l in self.links.values() {
+            let fresh = matches!(l.conn, crate::link::Conn::Down) || l.wants_client_owner();
+            assert_eq!(l.candidate(), fresh, "cached candidacy of {} differs", l.tenant);
+        }
     }
 }

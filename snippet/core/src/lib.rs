@@ -29,6 +29,7 @@ pub mod idmap;
 pub mod keeper;
 mod lifecycle;
 mod link;
+mod links;
 pub mod log;
 pub mod metrics;
 mod pool;
@@ -41,7 +42,7 @@ pub mod tenant;
 mod timer;
 mod transmit;
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 
 pub use config::Config;
 pub use link::{Here, OwnerKind, UpstreamId};
@@ -53,7 +54,7 @@ pub use stream::Delivery;
 pub use transmit::Transmit;
 
 use idmap::{id_map, IdMap};
-use link::{Conn, Link};
+use link::Conn;
 use stream::{out_size, Client, Out, Pending, Role, Stream};
 
 /// Why the mux refused a client event.
@@ -180,7 +181,7 @@ pub struct Mux {
     streams: IdMap<StreamId, Stream>,
     next_stream: u32,
     /// One link per tenant with an upstream (the pool), by tenant name.
-    links: HashMap<String, Link>,
+    links: links::Links,
     /// Whose link each connection handed out belongs to ([`Mux::link_of`]), so an
     /// upstream's event finds its link without a scan of the pool.
     conns: conns::Conns,
@@ -215,7 +216,7 @@ impl Mux {
         Mux {
             streams: id_map(),
             next_stream: 1,
-            links: HashMap::new(),
+            links: links::Links::default(),
             conns: conns::Conns::default(),
             next_upstream: 1,
             closing: id_map(),
@@ -789,6 +790,8 @@ pub fn json_string(s: &str) -> String {
     out
 }
 
+#[cfg(test)]
+mod index_tests;
 #[cfg(test)]
 mod limit_tests;
 #[cfg(test)]

@@ -39,7 +39,8 @@ impl Mux {
     /// or a new owner, and a client is attached to carry it out. The glue then has a
     /// client's context settle soon, rather than leaving it to whoever comes by next.
     pub fn owner_wanted(&self, now: u64) -> bool {
-        self.attached_clients > 0 && self.links.values().any(|l| l.needs_connect(now) || l.wants_client_owner())
+        self.attached_clients > 0
+            && self.links.values().any(|l| l.candidate() && (l.needs_connect(now) || l.wants_client_owner()))
     }
 
     /// Retires every expired bounded owner's connection that nothing holds any more (called
@@ -65,7 +66,7 @@ impl Mux {
         let tenant = self
             .links
             .values()
-            .find(|l| l.needs_connect(now) || wants_handover(l, here, lifetime, now))
+            .find(|l| l.candidate() && (l.needs_connect(now) || wants_handover(l, here, lifetime, now)))
             .map(|l| l.tenant.clone())?;
         let upstream = UpstreamId(self.next_upstream);
         self.next_upstream += 1;
@@ -85,7 +86,7 @@ impl Mux {
     /// it): a stale attempt, or its link was evicted meanwhile.
     pub fn handle_connected(&mut self, id: UpstreamId, now: u64) -> bool {
         let Some(tenant) = self.link_of(id) else { return false };
-        let Some(link) = self.links.get_mut(&*tenant) else { return false };
+        let Some(link) = self.links.get_mut(&tenant) else { return false };
         if let Some(s) = link.successor.filter(|s| s.id == id) {
             // The successor takes over; the old connection drains behind a barrier.
             let Conn::Up { id: old, .. } = link.conn else {
@@ -95,7 +96,7 @@ impl Mux {
             link.drain = Some(Drain { id: old, barrier_sent: false, reason: "handed over", started: now });
             // A successor whose client left while it connected is orphaned from the start.
             let owner = Owner { orphaned: s.owner.stream.is_some_and(|c| !self.is_open(c)), ..s.owner };
-            let Some(link) = self.links.get_mut(&*tenant) else { return false };
+            let Some(link) = self.links.get_mut(&tenant) else { return false };
             link.conn = Conn::Up { id, owner };
             link.handovers += 1;
             link.pending_since = None;
@@ -113,7 +114,7 @@ impl Mux {
             return false;
         }
         let owner = Owner { orphaned: owner.stream.is_some_and(|c| !self.is_open(c)), ..owner };
-        let Some(link) = self.links.get_mut(&*tenant) else { return false };
+        let Some(link) = self.links.get_mut(&tenant) else { return false };
         link.conn = Conn::Up { id, owner };
         if link.ever_up {
             self.counters.backend_reconnects += 1;
@@ -220,7 +221,7 @@ impl Mux {
         let Some(tenant) = self.link_of(id) else { return };
         self.counters.errors += 1;
         self.log(&tenant, format!("{id}: {why}"));
-        let Some(link) = self.links.get_mut(&*tenant) else { return };
+        let Some(link) = self.links.get_mut(&tenant) else { return };
         link.errors += 1;
         // Its pings will never be answered.
         link.probes_out.retain(|(on, _)| *on != id);
@@ -249,7 +250,7 @@ impl Mux {
         if was_up {
             self.counters.backend_disconnects += 1;
         }
-        if matches!(self.links.get(&*tenant).map(|l| l.conn), Some(Conn::Down)) {
+        if matches!(self.links.get(&tenant).map(|l| l.conn), Some(Conn::Down)) {
             self.back_off(&tenant, now);
         }
         if let Some(d) = drained {

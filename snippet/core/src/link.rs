@@ -232,6 +232,8 @@ pub(crate) struct Link {
     pub rtt: VecDeque<u64>,
     pub handovers: u64,
     pub errors: u64,
+    /// Answers about it kept until it changes ([`crate::links`]).
+    pub cached: crate::links::Cached,
 }
 
 impl Link {
@@ -261,6 +263,7 @@ impl Link {
             rtt: VecDeque::new(),
             handovers: 0,
             errors: 0,
+            cached: crate::links::Cached::default(),
         }
     }
 

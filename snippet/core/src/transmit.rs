@@ -56,7 +56,7 @@ impl Mux {
             // Evicted or abandoned while its pump slept.
             return Some(Transmit::Close { code: 1000, reason: "no longer needed" });
         };
-        let link = self.links.get_mut(&*tenant)?;
+        let link = self.links.get_mut(&tenant)?;
         link.wake_sent = false;
         if let Some(d) = link.drain.as_mut().filter(|d| d.id == id) {
             if d.barrier_sent {
@@ -207,7 +207,7 @@ impl Mux {
         let Some(tenant) = self.link_of(id) else { return };
         self.counters.upstream_bytes_in += text.len() as u64;
         self.heard(&tenant, now);
-        let Some(link) = self.links.get_mut(&*tenant) else { return };
+        let Some(link) = self.links.get_mut(&tenant) else { return };
         let Some(at) = link.probes_out.iter().position(|(on, _)| *on == id) else { return };
         if let Some((_, Probe::Warm)) = link.probes_out.remove(at) {
             self.counters.keep_warm_pongs += 1;
