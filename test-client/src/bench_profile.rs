@@ -1,6 +1,7 @@
 //! `test-client bench --only profile`: where a multiplexer's CPU goes per relayed
-//! message. Runs the data path's one-tenant load (64 clients × 20 in flight, 64-byte raw
-//! echoes) against the snippet and against the JS multiplexer (`test-client/jsmux`), each
+//! message. Runs the data path's loads (64 clients × 20 in flight on one tenant, then 50
+//! tenants × 2 clients; 64-byte raw echoes) against the snippet and against the JS
+//! multiplexer (`test-client/jsmux`), each
 //! while its isolate is sampled by V8's CPU profiler through the DevTools protocol its
 //! `wrangler dev` serves on the inspector port (`Profiler.enable/start/stop`). Prints
 //! every bucket's self time (what ran in it, not what it called), per relayed message,
@@ -27,6 +28,9 @@ use crate::stack::{Stack, Worker};
 /// Clients × messages in flight each: the data path's one-tenant load.
 const CLIENTS: usize = 64;
 const IN_FLIGHT: usize = 20;
+/// Its many-tenant load: tenants busy at once, clients on each.
+const TENANTS: usize = 50;
+const CLIENTS_PER_TENANT: usize = 2;
 /// The profiler's sampling interval (µs): fine enough for thousands of samples in a
 /// few seconds, coarse enough that sampling stays a small part of the thread's time.
 const SAMPLING_US: u64 = 200;
@@ -253,35 +257,51 @@ impl Breakdown {
 /// opens it).
 async fn profiled(
     worker: &Worker,
-    url: String,
+    urls: &[String],
     token: Option<String>,
     opts: &BenchOpts,
     file: &str,
 ) -> Result<(Breakdown, u64)> {
     let secs = opts.seconds;
-    let load_opts = |duration: f64| LoadOpts {
-        clients: CLIENTS,
-        in_flight: IN_FLIGHT,
-        duration: Some(duration),
-        method: Method::Raw,
-        payload: 64,
-        token: token.clone(),
-        ..LoadOpts::new(url.clone())
+    let clients = if urls.len() == 1 { CLIENTS } else { CLIENTS_PER_TENANT };
+    let load = |duration: f64| {
+        let mut set = tokio::task::JoinSet::new();
+        for url in urls {
+            let o = LoadOpts {
+                clients,
+                in_flight: IN_FLIGHT,
+                duration: Some(duration),
+                method: Method::Raw,
+                payload: 64,
+                token: token.clone(),
+                ..LoadOpts::new(url.clone())
+            };
+            set.spawn(load::run(o, false));
+        }
+        async move {
+            let mut ok = 0;
+            while let Some(r) = set.join_next().await {
+                let r = r??;
+                anyhow::ensure!(r.passed, "a profiled run had errors, so its profile means nothing:\n{}", r.to_text());
+                ok += r.ok;
+            }
+            anyhow::Ok(ok)
+        }
     };
-    // Unmeasured first: JIT tier-up, the upstream opened.
-    load::run(load_opts(secs.min(2.0)), false).await?;
+    // Unmeasured first: JIT tier-up, the upstreams opened.
+    load(secs.min(2.0)).await?;
     let mut cdp = Inspector::attach(worker).await?;
     cdp.call("Profiler.enable", json!({})).await?;
     cdp.call("Profiler.setSamplingInterval", json!({ "interval": SAMPLING_US })).await?;
     cdp.call("Profiler.start", json!({})).await?;
-    let report = load::run(load_opts(secs), false).await?;
+    let ok = load(secs).await;
     let stopped = cdp.call("Profiler.stop", json!({})).await?;
     cdp.call("Profiler.disable", json!({})).await?;
+    let ok = ok?;
     let sources = sources(&mut cdp, &stopped["profile"]).await?;
-    anyhow::ensure!(report.passed, "the profiled run had errors, so its profile means nothing:\n{}", report.to_text());
     std::fs::create_dir_all(&opts.out)?;
     std::fs::write(opts.out.join(format!("{file}.cpuprofile")), stopped["profile"].to_string())?;
-    Ok((Breakdown::of(&stopped["profile"], &sources)?, 2 * report.ok))
+    Ok((Breakdown::of(&stopped["profile"], &sources)?, 2 * ok))
 }
 
 fn print(side: &str, b: &Breakdown, relayed: u64) {
@@ -326,26 +346,41 @@ pub(crate) async fn run(
     let jsmux = tokio::task::block_in_place(|| {
         stack.extra_worker_as("test-client/jsmux", "jsmux", &[("UPSTREAM_URL".to_owned(), upstream)])
     })?;
-    let snippet_url = format!("ws://127.0.0.1:{}/ws/echo", stack.snippet.port);
-    let js_url = format!("ws://127.0.0.1:{}/ws/echo", jsmux.port);
-    eprintln!(
-        "bench: profile: {CLIENTS} clients × {IN_FLIGHT} in flight, {} s each, sampled every {SAMPLING_US} µs",
-        opts.seconds
-    );
-    let (s, s_n) =
-        profiled(&stack.snippet, snippet_url, Some(stack.client_token.clone()), opts, "profile-snippet").await?;
-    let (j, j_n) = profiled(&jsmux, js_url, None, opts, "profile-jsmux").await?;
-    print("snippet", &s, s_n);
-    print("JS multiplexer", &j, j_n);
-    let (sb, jb) = (s.busy_us / s_n.max(1) as f64, j.busy_us / j_n.max(1) as f64);
-    rows.push(row(
-        "isolate thread busy per relayed message while profiled (self time, idle excluded): snippet vs JS multiplexer",
-        format!("{sb:.2} µs"),
-        format!("{jb:.2} µs"),
-        Some(sb / jb.max(1e-9)),
-        "reported",
-        None,
-    ));
-    raw.insert("profile".into(), json!({ "snippet": json_of(&s, s_n), "js": json_of(&j, j_n) }));
+    let urls = |port: u16, many: bool| -> Vec<String> {
+        if many {
+            (0..TENANTS).map(|t| format!("ws://127.0.0.1:{port}/db/profile-{t}/ws/echo")).collect()
+        } else {
+            vec![format!("ws://127.0.0.1:{port}/ws/echo")]
+        }
+    };
+    let mut section = Map::new();
+    for many in [false, true] {
+        let what = if many {
+            format!("{TENANTS} tenants × {CLIENTS_PER_TENANT} clients × {IN_FLIGHT} in flight")
+        } else {
+            format!("{CLIENTS} clients × {IN_FLIGHT} in flight, one tenant")
+        };
+        eprintln!("bench: profile: {what}, {} s each, sampled every {SAMPLING_US} µs", opts.seconds);
+        let key = if many { "many" } else { "one" };
+        let token = Some(stack.client_token.clone());
+        let (s, s_n) =
+            profiled(&stack.snippet, &urls(stack.snippet.port, many), token, opts, &format!("profile-snippet-{key}"))
+                .await?;
+        let (j, j_n) = profiled(&jsmux, &urls(jsmux.port, many), None, opts, &format!("profile-jsmux-{key}")).await?;
+        println!("\n##### {what}");
+        print("snippet", &s, s_n);
+        print("JS multiplexer", &j, j_n);
+        let (sb, jb) = (s.busy_us / s_n.max(1) as f64, j.busy_us / j_n.max(1) as f64);
+        rows.push(row(
+            &format!("isolate thread busy per relayed message while profiled (self time, idle excluded), {what}: snippet vs JS multiplexer"),
+            format!("{sb:.2} µs"),
+            format!("{jb:.2} µs"),
+            Some(sb / jb.max(1e-9)),
+            "reported",
+            None,
+        ));
+        section.insert(key.into(), json!({ "what": what, "snippet": json_of(&s, s_n), "js": json_of(&j, j_n) }));
+    }
+    raw.insert("profile".into(), Value::Object(section));
     Ok(())
 }
