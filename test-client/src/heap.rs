@@ -28,6 +28,9 @@ pub async fn by_constructor(worker: &Worker) -> Result<Totals> {
         .context("no inspector target")?
         .to_owned();
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
+    // Chunks are events of the domain: it must be enabled first.
+    let enable = json!({ "id": 0, "method": "HeapProfiler.enable" });
+    ws.send(Message::Text(enable.to_string().into())).await?;
     let ask = json!({ "id": 1, "method": "HeapProfiler.takeHeapSnapshot", "params": { "reportProgress": false } });
     ws.send(Message::Text(ask.to_string().into())).await?;
     let mut snapshot = String::new();
@@ -38,6 +41,7 @@ pub async fn by_constructor(worker: &Worker) -> Result<Totals> {
         if v["method"] == "HeapProfiler.addHeapSnapshotChunk" {
             snapshot.push_str(v["params"]["chunk"].as_str().unwrap_or(""));
         } else if v["id"] == 1 {
+            anyhow::ensure!(!snapshot.is_empty(), "the inspector sent no heap snapshot: {v}");
             return totals(&serde_json::from_str(&snapshot)?);
         }
     }
