@@ -24,8 +24,6 @@ const CHURN_POOL: usize = 50;
 /// Client streams opened for the memory-per-stream row: enough that the 64 KiB steps of
 /// wasm memory and V8's heap noise are small against the total.
 const MEMORY_STREAMS: usize = 2_000;
-/// Kinds of heap object listed per stream.
-const HEAP_ROWS: usize = 20;
 /// The memory limit of one Workers isolate.
 const ISOLATE_BYTES: f64 = 128.0 * 1024.0 * 1024.0;
 
@@ -187,35 +185,8 @@ pub(crate) async fn memory(stack: &Stack, rows: &mut Vec<Row>, raw: &mut Map<Str
     settle_clients(&mem, admin, 1).await?;
     // Then streams: many clients on one tenant.
     let (before, wasm_before) = isolate_bytes(&mem, admin).await?;
-    // The breakdown is a diagnosis beside the figures: a runtime whose inspector gives no
-    // snapshot leaves it out, not the figures.
-    let heap_before =
-        crate::heap::by_constructor(&mem).await.map_err(|e| eprintln!("bench: no heap snapshot: {e:#}")).ok();
     let streams = open_clients(&format!("{mem_ws}/db/mem/ws/echo"), Some(ctok), MEMORY_STREAMS).await?;
     let (after, wasm_after) = isolate_bytes(&mem, admin).await?;
-    // Where a stream's JS heap goes, by constructor.
-    let heap_after = match heap_before {
-        Some(_) => {
-            crate::heap::by_constructor(&mem).await.map_err(|e| eprintln!("bench: no heap snapshot: {e:#}")).ok()
-        }
-        None => None,
-    };
-    let held = match (heap_before, heap_after) {
-        (Some(b), Some(a)) => crate::heap::per_item(&b, &a, MEMORY_STREAMS),
-        _ => Vec::new(),
-    };
-    eprintln!("bench: JS heap per client stream, by kind:constructor (objects, bytes):");
-    for (what, objects, bytes) in held.iter().take(HEAP_ROWS) {
-        eprintln!("  {bytes:>8.1} B  {objects:>6.2}  {what}");
-    }
-    raw.insert(
-        "heapPerStream".into(),
-        json!(held
-            .iter()
-            .take(HEAP_ROWS)
-            .map(|(w, o, b)| json!({ "what": w, "objects": o, "bytes": b }))
-            .collect::<Vec<_>>()),
-    );
     let per_stream = after.saturating_sub(before) as f64 / MEMORY_STREAMS as f64;
     // Each tenant above added an upstream and a client's stream.
     let per_upstream = (u_after.saturating_sub(u_before) as f64 / TENANTS as f64 - per_stream).max(0.0);

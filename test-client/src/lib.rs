@@ -11,7 +11,6 @@ mod bench_pool;
 mod bench_profile;
 mod bench_sessions;
 pub mod cost;
-mod heap;
 pub mod idle;
 pub mod jose;
 pub mod keyserver;
