@@ -125,10 +125,12 @@ thread_local! {
 }
 
 /// Runs `f` as one turn (a listener's event, a task's poll) that reads the clock at most
-/// once. workerd advances `Date.now()` only across I/O, never while code runs, so every
-/// read inside one synchronous turn returns the same value; each read is a call out of
-/// wasm, and a relayed message read it several times (3.5 % of its CPU in the profile,
-/// BENCHMARKS.md). A nested turn shares the outer one's reading.
+/// once. workerd advances `Date.now()` only across I/O, never while code runs (Cloudflare
+/// documents it as a Spectre mitigation), so every read inside one synchronous turn
+/// returns the same value; and a turn lasts microseconds against the core's deadlines in
+/// milliseconds, so a runtime whose clock did move would see no difference either. Each
+/// read is a call out of wasm, and a relayed message read it several times (3.5 % of its
+/// CPU in the profile, BENCHMARKS.md). A nested turn shares the outer one's reading.
 pub fn turn<R>(f: impl FnOnce() -> R) -> R {
     let outer = TURN.with(|t| t.get());
     if matches!(outer, Turn::Outside) {
