@@ -62,8 +62,8 @@ impl Mux {
         // The links' cached answers (`links.rs`) are what a fresh computation gives.
         assert_eq!(self.poll_timeout(), self.poll_timeout_uncached(), "cached deadlines differ");
         for l in self.links.values() {
-            let fresh = matches!(l.conn, crate::link::Conn::Down) || l.wants_client_owner();
-            assert_eq!(l.candidate(), fresh, "cached candidacy of {} differs", l.tenant);
+            let fresh = crate::links::candidate(l);
+            assert_eq!(self.links.is_candidate(l, &self.cfg), fresh, "indexed candidacy of {} differs", l.tenant);
         }
     }
 }

@@ -1,5 +1,5 @@
 //! The lookups that replaced scans of the pool: the connection index (`conns.rs`) and
-//! each link's cached deadline and candidacy (`links.rs`). The simulator compares both
+//! the pool's index of deadlines and candidates (`links.rs`). The simulator compares both
 //! with a fresh scan after every step of every test (`Mux::check_conns`); these tests
 //! walk the transitions where an id leaves or changes its place in a link, and assert
 //! what a connection's events reach then.

@@ -232,8 +232,10 @@ pub(crate) struct Link {
     pub rtt: VecDeque<u64>,
     pub handovers: u64,
     pub errors: u64,
-    /// Answers about it kept until it changes ([`crate::links`]).
-    pub cached: crate::links::Cached,
+    /// Its tenant, shared with the pool's index ([`crate::links`]).
+    pub key: std::rc::Rc<str>,
+    /// Where it stands in that index.
+    pub indexed: crate::links::Indexed,
 }
 
 impl Link {
@@ -263,7 +265,8 @@ impl Link {
             rtt: VecDeque::new(),
             handovers: 0,
             errors: 0,
-            cached: crate::links::Cached::default(),
+            key: std::rc::Rc::from(tenant),
+            indexed: crate::links::Indexed::default(),
         }
     }
 

@@ -17,8 +17,8 @@ use crate::link::{Conn, Link, Probe, UpstreamId};
 use crate::stream::Role;
 use crate::{Action, Config, Delivery, Mux};
 
-/// When `link` next needs [`Mux::handle_timeout`], if ever (computed; [`Link::deadline`]
-/// keeps it until the link changes).
+/// When `link` next needs [`Mux::handle_timeout`], if ever (computed; the pool's index,
+/// `links.rs`, keeps it until the link changes).
 pub(crate) fn link_deadline(link: &Link, cfg: &Config) -> Option<u64> {
     let (wd, hb, ka) = (cfg.watchdog_ms, cfg.heartbeat_ms, cfg.upstream_keepalive_ms);
     let mut at: Option<u64> = None;
@@ -63,7 +63,7 @@ impl Mux {
         let requests = self.deadlines.first().map(|(t, _)| *t);
         let reattach = self.reattach.first().map(|(t, _)| *t);
         let closing = self.closing.values().map(|(_, _, since)| since.saturating_add(wd));
-        let links = self.links.values().filter_map(|l| l.deadline(&self.cfg));
+        let links = self.links.earliest_deadline(&self.cfg);
         requests.into_iter().chain(reattach).chain(closing).chain(links).min()
     }
 
