@@ -13,7 +13,7 @@ use protocol::facts::{CloseCode, TOKEN_EXPIRED};
 use wasm_bindgen::prelude::*;
 
 use crate::executor;
-use crate::js::{self, Listeners};
+use crate::js::{self, BoundListeners};
 use crate::state;
 
 /// Handles `GET …/ws` (JSON-RPC service) and `GET …/ws/echo` (raw echo) upgrades for a
@@ -102,58 +102,83 @@ fn detach(id: StreamId, code: u16, reason: &str) {
     state::settle(Here::Client(id), None);
 }
 
-fn listen(id: StreamId, ws: &web_sys::WebSocket) -> Listeners {
-    let sock = ws.clone();
-    let on_message = Closure::new(move |e: web_sys::MessageEvent| {
-        let limit = state::with(|s| s.mux.config().max_message_bytes);
-        let sent = match js::message_data(&e, limit) {
-            Ok((text, bytes)) => state::with(|s| s.mux.handle_client_message(id, text, &bytes, js::now())),
-            Err(size) => Err(Refused::TooLarge { size, limit }),
-        };
-        match sent {
-            Ok(()) => state::settle(Here::Client(id), None),
-            Err(Refused::UnknownStream) => {}
-            Err(Refused::TooLarge { limit, .. }) => {
-                js::close(&sock, 1009, &format!("message too large (limit {limit} bytes)"));
-                detach(id, 1009, "message too large");
-            }
-            Err(e @ Refused::RateLimited { .. }) => {
-                js::close(&sock, 1008, &e.to_string());
-                detach(id, 1008, "rate limit exceeded");
-            }
-            // A session client that breaks the envelope protocol (PROTOCOL.md §14.1).
-            Err(e @ Refused::BadEnvelope { .. }) => {
-                js::close(&sock, 1002, &e.to_string());
-                detach(id, 1002, "bad session message");
-            }
-            Err(
-                Refused::Backpressure
-                | Refused::TooManyStreams
-                | Refused::TooManyConnections { .. }
-                | Refused::PoolFull { .. }
-                | Refused::BadTenant,
-            ) => {
-                js::close(&sock, 1013, "upstream queue full; try again later");
-                detach(id, 1013, "backpressure");
-            }
+thread_local! {
+    /// Every client socket's listener: bound per socket to its stream (`BoundListeners`).
+    static ON_EVENT: Closure<dyn FnMut(u32, u32, web_sys::Event)> = Closure::new(on_event);
+}
+
+fn listen(id: StreamId, ws: &web_sys::WebSocket) -> BoundListeners {
+    ON_EVENT.with(|f| BoundListeners::attach(ws, f.as_ref().unchecked_ref(), id.0))
+}
+
+/// An event of stream `id`'s client socket, of kind `kind` (its index in
+/// [`js::SOCKET_EVENTS`]); the socket is the event's target.
+fn on_event(kind: u32, id: u32, e: web_sys::Event) {
+    let id = StreamId(id);
+    match kind {
+        0 => js::turn(|| on_message(id, &e)),
+        1 => {
+            // Reciprocate so the client sees an orderly close (the runtime's close handshake
+            // expects the receiving side to answer); a code a client may not send gets 1002.
+            let close: &web_sys::CloseEvent = e.unchecked_ref();
+            let code = CloseCode::new(close.code()).from_client();
+            let reason = if code == CloseCode::PROTOCOL_ERROR { "invalid close code" } else { "" };
+            close_target(&e, code.get(), reason);
+            detach(id, code.get(), &close.reason());
         }
-    });
-    let sock = ws.clone();
-    let on_close = Closure::new(move |e: web_sys::CloseEvent| {
-        // Reciprocate so the client sees an orderly close (the runtime's close handshake
-        // expects the receiving side to answer); a code a client may not send gets 1002.
-        let code = CloseCode::new(e.code()).from_client();
-        js::close(&sock, code.get(), if code == CloseCode::PROTOCOL_ERROR { "invalid close code" } else { "" });
-        detach(id, code.get(), &e.reason());
-    });
-    let on_error = Closure::new(move |_e: web_sys::Event| detach(id, 1006, "client socket error"));
-    Listeners::attach(ws, on_message, on_close, on_error)
+        _ => detach(id, 1006, "client socket error"),
+    }
+}
+
+/// Closes the socket an event came from (asked only off the message path: it is two
+/// calls out of wasm).
+fn close_target(e: &web_sys::Event, code: u16, reason: &str) {
+    if let Some(sock) = e.target().and_then(|t| t.dyn_into::<web_sys::WebSocket>().ok()) {
+        js::close(&sock, code, reason);
+    }
+}
+
+/// A client's message: queued for the backend (moved, not copied), or the client is sent
+/// away for what it broke.
+fn on_message(id: StreamId, event: &web_sys::Event) {
+    let limit = state::with(|s| s.mux.config().max_message_bytes);
+    let sent = match js::message_data(event.unchecked_ref(), limit) {
+        Ok((text, bytes)) => state::with(|s| s.mux.handle_client_message(id, text, bytes, js::now())),
+        Err(size) => Err(Refused::TooLarge { size, limit }),
+    };
+    match sent {
+        Ok(()) => state::settle(Here::Client(id), None),
+        Err(Refused::UnknownStream) => {}
+        Err(Refused::TooLarge { limit, .. }) => {
+            close_target(event, 1009, &format!("message too large (limit {limit} bytes)"));
+            detach(id, 1009, "message too large");
+        }
+        Err(e @ Refused::RateLimited { .. }) => {
+            close_target(event, 1008, &e.to_string());
+            detach(id, 1008, "rate limit exceeded");
+        }
+        // A session client that breaks the envelope protocol (PROTOCOL.md §14.1).
+        Err(e @ Refused::BadEnvelope { .. }) => {
+            close_target(event, 1002, &e.to_string());
+            detach(id, 1002, "bad session message");
+        }
+        Err(
+            Refused::Backpressure
+            | Refused::TooManyStreams
+            | Refused::TooManyConnections { .. }
+            | Refused::PoolFull { .. }
+            | Refused::BadTenant,
+        ) => {
+            close_target(event, 1013, "upstream queue full; try again later");
+            detach(id, 1013, "backpressure");
+        }
+    }
 }
 
 /// The stream's delivery task: writes the backend's messages to the client, in order,
 /// until the stream ends, or closes it with 1008 when the caller's token expires. Always
 /// polled in the client's own context.
-async fn deliver(id: StreamId, tenant: String, ws: web_sys::WebSocket, listeners: Listeners, expires_at: u64) {
+async fn deliver(id: StreamId, tenant: String, ws: web_sys::WebSocket, listeners: BoundListeners, expires_at: u64) {
     let mut expired = pin!(expiry(expires_at));
     loop {
         let next = poll_fn(|cx| match state::poll_delivery(id, cx) {

@@ -14,12 +14,12 @@
 //! their single global queue polls every woken task in whichever context is current.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
+use mux_core::idmap::{id_map, IdMap};
 use wasm_bindgen::prelude::*;
 
 use crate::js::{with_resolvers, Resolvers};
@@ -46,10 +46,12 @@ struct Task {
     future: Option<TaskFuture>,
     state: State,
     resolvers: Option<Resolvers>,
+    /// Made once per task: a poll hands out clones (no allocation per poll).
+    waker: Waker,
 }
 
 thread_local! {
-    static TASKS: RefCell<HashMap<u32, Task>> = RefCell::new(HashMap::new());
+    static TASKS: RefCell<IdMap<u32, Task>> = RefCell::new(id_map());
     static NEXT_ID: Cell<u32> = const { Cell::new(1) };
     static WAKE_PROMISES: Cell<u64> = const { Cell::new(0) };
     /// The task being polled right now.
@@ -92,7 +94,9 @@ pub fn spawn(future: impl Future<Output = ()> + 'static) -> TaskId {
     });
     let resolvers = arm();
     TASKS.with(|t| {
-        t.borrow_mut().insert(id, Task { future: Some(Box::pin(future)), state: State::Scheduled, resolvers: None })
+        let waker = Waker::from(Arc::new(TaskWaker(id)));
+        t.borrow_mut()
+            .insert(id, Task { future: Some(Box::pin(future)), state: State::Scheduled, resolvers: None, waker })
     });
     resolvers.resolve(&JsValue::from(id));
     TaskId(id)
@@ -172,12 +176,12 @@ fn run(id: u32) {
             return None;
         }
         task.state = State::Polling;
-        task.future.take()
+        Some((task.future.take()?, task.waker.clone()))
     });
-    let Some(mut future) = future else { return };
-    let waker = Waker::from(Arc::new(TaskWaker(id)));
+    let Some((mut future, waker)) = future else { return };
     let outer = CURRENT.with(|c| c.replace(Some(id)));
-    let poll = future.as_mut().poll(&mut Context::from_waker(&waker));
+    // One poll is one turn: it reads the clock once (`js::turn`).
+    let poll = crate::js::turn(|| future.as_mut().poll(&mut Context::from_waker(&waker)));
     CURRENT.with(|c| c.set(outer));
     match poll {
         Poll::Ready(()) => {

@@ -6,7 +6,6 @@ use protocol::facts::CloseCode;
 use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
-use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use wasm_bindgen::prelude::*;
@@ -110,14 +109,57 @@ pub fn log(line: Line) {
     }
 }
 
-/// Milliseconds since the epoch (workerd advances it only across I/O).
+/// Where the current turn stands with the clock ([`turn`]).
+#[derive(Clone, Copy)]
+enum Turn {
+    /// Not inside a turn: every read asks the runtime.
+    Outside,
+    /// Inside a turn that has not read the clock yet.
+    Unread,
+    /// Inside a turn that read this.
+    At(f64),
+}
+
+thread_local! {
+    static TURN: Cell<Turn> = const { Cell::new(Turn::Outside) };
+}
+
+/// Runs `f` as one turn (a listener's event, a task's poll) that reads the clock at most
+/// once. workerd advances `Date.now()` only across I/O, never while code runs (Cloudflare
+/// documents it as a Spectre mitigation), so every read inside one synchronous turn
+/// returns the same value; and a turn lasts microseconds against the core's deadlines in
+/// milliseconds, so a runtime whose clock did move would see no difference either. Each
+/// read is a call out of wasm, and a relayed message read it several times (3.5 % of its
+/// CPU in the profile, BENCHMARKS.md). A nested turn shares the outer one's reading.
+pub fn turn<R>(f: impl FnOnce() -> R) -> R {
+    let outer = TURN.with(|t| t.get());
+    if matches!(outer, Turn::Outside) {
+        TURN.with(|t| t.set(Turn::Unread));
+    }
+    let out = f();
+    if matches!(outer, Turn::Outside) {
+        TURN.with(|t| t.set(Turn::Outside));
+    }
+    out
+}
+
+/// Milliseconds since the epoch (workerd advances it only across I/O): read once per
+/// [`turn`].
 pub fn now_ms() -> f64 {
-    js_sys::Date::now()
+    TURN.with(|t| match t.get() {
+        Turn::At(ms) => ms,
+        Turn::Unread => {
+            let ms = js_sys::Date::now();
+            t.set(Turn::At(ms));
+            ms
+        }
+        Turn::Outside => js_sys::Date::now(),
+    })
 }
 
 /// [`now_ms`] as the core's clock.
 pub fn now() -> u64 {
-    js_sys::Date::now().max(0.0) as u64
+    now_ms().max(0.0) as u64
 }
 
 /// 64 random bits (seeds the reconnect jitter).
@@ -142,43 +184,93 @@ pub fn hold_for(ms: f64) {
 /// moved — and a timer left behind would keep its callback and what that holds alive
 /// until it fires, up to a token's lifetime (the soak measured it: RUNTIME.md §15).
 /// Hence no `JsFuture` here either: one whose promise never settles is never freed.
+///
+/// Every sleep's timer calls one callback shared by the isolate, bound to the sleep's
+/// slot: a bound function per sleep instead of a wasm-bindgen closure (a JS function, its
+/// state and its finalizer entry) per sleep — every client holds one for its token's
+/// expiry, so this is per-stream memory.
 pub fn sleep(ms: f64) -> Sleep {
-    let fired = Rc::new(Cell::new(false));
-    let waker: Rc<Cell<Option<Waker>>> = Rc::new(Cell::new(None));
-    let (f, w) = (fired.clone(), waker.clone());
-    let callback = Closure::new(move || {
-        f.set(true);
-        if let Some(w) = w.take() {
+    let slot = SLEEPS.with(|s| {
+        let Sleeps { slots, next } = &mut *s.borrow_mut();
+        let slot = next_free(slots, next);
+        slots.insert(slot, Slot::default());
+        slot
+    });
+    let handle = SLEEP_FIRED.with(|f| {
+        let bound = f.as_ref().unchecked_ref::<js_sys::Function>().bind1(&JsValue::NULL, &JsValue::from(slot));
+        set_timeout(&bound, ms)
+    });
+    Sleep { handle, slot }
+}
+
+/// A sleep's state, in the isolate's table.
+#[derive(Default)]
+struct Slot {
+    fired: bool,
+    waker: Option<Waker>,
+}
+
+/// Every pending sleep by slot, and the next slot to try.
+#[derive(Default)]
+struct Sleeps {
+    slots: mux_core::idmap::IdMap<u32, Slot>,
+    next: u32,
+}
+
+/// The first slot from `next` on that `slots` does not hold (slots wrap around).
+fn next_free<V>(slots: &mux_core::idmap::IdMap<u32, V>, next: &mut u32) -> u32 {
+    loop {
+        let slot = *next;
+        *next = next.wrapping_add(1);
+        if !slots.contains_key(&slot) {
+            return slot;
+        }
+    }
+}
+
+thread_local! {
+    static SLEEPS: std::cell::RefCell<Sleeps> = std::cell::RefCell::new(Sleeps::default());
+    /// What every sleep's timer calls, with its slot.
+    static SLEEP_FIRED: Closure<dyn FnMut(u32)> = Closure::new(|slot: u32| {
+        let waker = SLEEPS.with(|s| {
+            let mut s = s.borrow_mut();
+            let slot = s.slots.get_mut(&slot)?;
+            slot.fired = true;
+            slot.waker.take()
+        });
+        // Woken outside the borrow: a wake may poll code that sleeps again.
+        if let Some(w) = waker {
             w.wake();
         }
     });
-    let handle = set_timeout(callback.as_ref(), ms);
-    Sleep { handle, fired, waker, _callback: callback }
 }
 
 /// See [`sleep`].
 pub struct Sleep {
     handle: JsValue,
-    fired: Rc<Cell<bool>>,
-    waker: Rc<Cell<Option<Waker>>>,
-    /// Freed with the sleep, after its timer is cleared, so it is never called freed.
-    _callback: Closure<dyn FnMut()>,
+    slot: u32,
 }
 
 impl Future for Sleep {
     type Output = ();
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.fired.get() {
-            return Poll::Ready(());
-        }
-        self.waker.set(Some(cx.waker().clone()));
-        Poll::Pending
+        SLEEPS.with(|s| {
+            let mut s = s.borrow_mut();
+            match s.slots.get_mut(&self.slot) {
+                Some(Slot { fired: false, waker }) => {
+                    *waker = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+                Some(Slot { fired: true, .. }) | None => Poll::Ready(()),
+            }
+        })
     }
 }
 
 impl Drop for Sleep {
     fn drop(&mut self) {
-        if !self.fired.get() {
+        let slot = SLEEPS.with(|s| s.borrow_mut().slots.remove(&self.slot));
+        if slot.is_some_and(|s| !s.fired) {
             let _ = clear_timeout(&self.handle);
         }
     }
@@ -254,6 +346,42 @@ impl Drop for Listeners {
         let _ = t.remove_event_listener_with_callback("message", self.on_message.as_ref().unchecked_ref());
         let _ = t.remove_event_listener_with_callback("close", self.on_close.as_ref().unchecked_ref());
         let _ = t.remove_event_listener_with_callback("error", self.on_error.as_ref().unchecked_ref());
+    }
+}
+
+/// The events a socket's listeners hear, in the order of [`BoundListeners`]' kinds.
+pub const SOCKET_EVENTS: [&str; 3] = ["message", "close", "error"];
+
+/// A WebSocket's message/close/error listeners as bound functions of one `handler` shared
+/// by every socket of its kind, called as `handler(kind, id, event)` with `kind` the
+/// event's index in [`SOCKET_EVENTS`]. Per socket that is three small bound functions
+/// where [`Listeners`] holds three wasm-bindgen closures (each a JS function, its state
+/// object and its finalizer entry): client sockets are the isolate's many, so this is
+/// per-stream memory. Removed when dropped.
+pub struct BoundListeners {
+    ws: web_sys::WebSocket,
+    fns: [js_sys::Function; 3],
+}
+
+impl BoundListeners {
+    /// Registers `handler` bound to `id` for each of [`SOCKET_EVENTS`] on `ws`.
+    pub fn attach(ws: &web_sys::WebSocket, handler: &js_sys::Function, id: u32) -> BoundListeners {
+        let fns = [0u32, 1, 2]
+            .map(|kind| handler.bind2(&JsValue::NULL, &JsValue::from(kind), &JsValue::from(id)).unchecked_into());
+        let t: &web_sys::EventTarget = ws.as_ref();
+        for (event, f) in SOCKET_EVENTS.iter().zip(&fns) {
+            let _ = t.add_event_listener_with_callback(event, f);
+        }
+        BoundListeners { ws: ws.clone(), fns }
+    }
+}
+
+impl Drop for BoundListeners {
+    fn drop(&mut self) {
+        let t: &web_sys::EventTarget = self.ws.as_ref();
+        for (event, f) in SOCKET_EVENTS.iter().zip(&self.fns) {
+            let _ = t.remove_event_listener_with_callback(event, f);
+        }
     }
 }
 

@@ -3,7 +3,6 @@
 //! `.await` and never calls back into Rust code that could borrow again.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::future::{poll_fn, Future};
 use std::pin::{pin, Pin};
 use std::rc::Rc;
@@ -11,6 +10,7 @@ use std::task::{Context, Poll, Waker};
 
 use mux_core::auth::AuthConfig;
 use mux_core::backend::Reach;
+use mux_core::idmap::{id_map, IdMap};
 use mux_core::keeper::{Duty, Holder, Timekeeper};
 use mux_core::log::Line;
 use mux_core::{Action, Config, Delivery, Here, Mux, StreamId, UpstreamId};
@@ -42,21 +42,21 @@ pub struct Shared {
     /// The multiplexer core: every decision and every counter.
     pub mux: Mux,
     /// Wakers of the tasks that deliver to each stream's client.
-    pub stream_wakers: HashMap<StreamId, Waker>,
+    pub stream_wakers: IdMap<StreamId, Waker>,
     /// Wakers of the pumps, one per live upstream connection.
-    pub pump_wakers: HashMap<UpstreamId, Waker>,
+    pub pump_wakers: IdMap<UpstreamId, Waker>,
     /// The pumps' tasks, so an abandoned one can be dropped.
-    pub pump_tasks: HashMap<UpstreamId, TaskId>,
+    pub pump_tasks: IdMap<UpstreamId, TaskId>,
     /// The client streams' delivery tasks, so a close can have one polled in its own
     /// context ([`executor::wake_here`]).
-    pub client_tasks: HashMap<StreamId, TaskId>,
+    pub client_tasks: IdMap<StreamId, TaskId>,
     /// The tasks of HTTP requests waiting on a stream, so one whose context died can be
     /// dropped ([`Action::AbandonRequest`]).
-    pub request_tasks: HashMap<StreamId, TaskId>,
+    pub request_tasks: IdMap<StreamId, TaskId>,
     /// Which living context holds the core's one timer.
     pub keeper: Timekeeper,
     /// The task wakers of the timer's possible holders (one per task, kept while it lives).
-    pub holder_wakers: HashMap<Holder, Waker>,
+    pub holder_wakers: IdMap<Holder, Waker>,
     /// Scheduled rounds started (names each round's [`Holder::Round`]).
     pub rounds: u32,
     /// The core's error count when the last round's summary was logged (its next summary
@@ -87,13 +87,13 @@ impl Shared {
 thread_local! {
     static SHARED: RefCell<Shared> = RefCell::new(Shared {
         mux: Mux::new(Config::default()),
-        stream_wakers: HashMap::new(),
-        pump_wakers: HashMap::new(),
-        pump_tasks: HashMap::new(),
-        client_tasks: HashMap::new(),
-        request_tasks: HashMap::new(),
+        stream_wakers: id_map(),
+        pump_wakers: id_map(),
+        pump_tasks: id_map(),
+        client_tasks: id_map(),
+        request_tasks: id_map(),
         keeper: Timekeeper::default(),
-        holder_wakers: HashMap::new(),
+        holder_wakers: id_map(),
         rounds: 0,
         errors_at_last_round: 0,
         backend: Backend::default(),
@@ -213,8 +213,13 @@ pub async fn holding<T>(me: Holder, here: Here, ctx: Option<JsValue>, work: impl
             timer = None;
             return Poll::Pending;
         };
-        if timer.as_ref().map(|(t, _)| *t) != Some(at) {
-            timer = Some((at, js::sleep(at.saturating_sub(js::now()) as f64 + 1.0)));
+        match &timer {
+            // A timer already set that fires no later than asked stays (`keep_armed`).
+            Some((t, _)) if *t <= at => {
+                let t = *t;
+                with(|s| s.keeper.keep_armed(me, t));
+            }
+            _ => timer = Some((at, js::sleep(at.saturating_sub(js::now()) as f64 + 1.0))),
         }
         let fired = timer.as_mut().is_some_and(|(_, t)| Pin::new(t).poll(cx).is_ready());
         if !fired {

@@ -27,18 +27,7 @@ fn lost(id: UpstreamId, why: &str, here: Here) {
 }
 
 fn listen(ws: &web_sys::WebSocket, id: UpstreamId, here: Here, closed: Rc<Cell<bool>>) -> Listeners {
-    let on_message = Closure::new(move |e: web_sys::MessageEvent| {
-        match js::message_data(&e, protocol::MAX_MESSAGE_BYTES) {
-            // Text: the runtime's `pong` to a probe (anything else is read as a batch).
-            Ok((true, text)) => state::with(|s| s.mux.handle_upstream_text(id, &text, js::now())),
-            Ok((false, bytes)) => state::with(|s| s.mux.handle_upstream_message(id, &bytes, js::now())),
-            Err(n) => {
-                let why = format!("backend sent {n} bytes, over the protocol's message limit");
-                return lost(id, &why, here);
-            }
-        }
-        state::settle(here, None);
-    });
+    let on_message = Closure::new(move |e: web_sys::MessageEvent| js::turn(|| on_message(id, here, &e)));
     let closed_c = closed.clone();
     let on_close = Closure::new(move |e: web_sys::CloseEvent| {
         closed_c.set(true);
@@ -49,6 +38,20 @@ fn listen(ws: &web_sys::WebSocket, id: UpstreamId, here: Here, closed: Rc<Cell<b
         lost(id, "upstream WebSocket error", here);
     });
     Listeners::attach(ws, on_message, on_close, on_error)
+}
+
+/// A message from the backend: a batch for the core to route, or the runtime's `pong`.
+fn on_message(id: UpstreamId, here: Here, e: &web_sys::MessageEvent) {
+    match js::message_data(e, protocol::MAX_MESSAGE_BYTES) {
+        // Text: the runtime's `pong` to a probe (anything else is read as a batch).
+        Ok((true, text)) => state::with(|s| s.mux.handle_upstream_text(id, &text, js::now())),
+        Ok((false, bytes)) => state::with(|s| s.mux.handle_upstream_message(id, &bytes, js::now())),
+        Err(n) => {
+            let why = format!("backend sent {n} bytes, over the protocol's message limit");
+            return lost(id, &why, here);
+        }
+    }
+    state::settle(here, None);
 }
 
 /// Upstream `id`'s pump: connect to `target`, then send whatever the core has for it until

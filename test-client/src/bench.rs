@@ -48,12 +48,16 @@ pub struct BenchOpts {
     #[arg(long)]
     pub markdown: bool,
     /// Run one section only: `sessions` (what resumable sessions cost; idle clients'
-    /// wakes), `idp` (verification cost per algorithm, a key set's first fetch), or
+    /// wakes), `idp` (verification cost per algorithm, a key set's first fetch),
     /// `datapath` (the data path against a plain JavaScript multiplexer: CPU per relayed
-    /// message, idle echo latency), or `forward` (HTTP against a forwarding Worker that
-    /// reaches the object through a binding: latency, billable units). Its rows go to bench-{section}.json; BENCHMARKS.md is
-    /// left alone.
-    #[arg(long, value_parser = ["idp", "sessions", "datapath", "forward"])]
+    /// message, idle echo latency), `profile` (where the data path's CPU goes: the
+    /// snippet and the JS multiplexer sampled by V8's profiler under the same load),
+    /// `memory` (per client stream and per upstream; streams one isolate holds),
+    /// `coldstart` (a new tenant's first request split into connect, object start and the
+    /// request), or `forward` (HTTP against a forwarding Worker that reaches the object
+    /// through a binding: latency, billable units). Its rows go to bench-{section}.json;
+    /// BENCHMARKS.md is left alone.
+    #[arg(long, value_parser = ["idp", "sessions", "datapath", "profile", "memory", "coldstart", "forward"])]
     pub only: Option<String>,
 }
 
@@ -204,7 +208,7 @@ pub async fn run(opts: BenchOpts) -> Result<BenchReport> {
     let say = |s: &str| eprintln!("bench: {s}");
     if let Some(only) = opts.only.as_deref() {
         // The data path runs at full speed, as the steady-state runs do.
-        let vars = if only == "datapath" { unlimited() } else { Vec::new() };
+        let vars = if only == "datapath" || only == "profile" { unlimited() } else { Vec::new() };
         let stack =
             tokio::task::block_in_place(|| Stack::start(StackOpts { snippet_vars: vars, ..Default::default() }))?;
         match only {
@@ -220,8 +224,16 @@ pub async fn run(opts: BenchOpts) -> Result<BenchReport> {
                 say("data path only: the snippet against a plain JavaScript multiplexer");
                 crate::bench_datapath::run(&stack, &mut rows, &mut raw, &opts).await?;
             }
+            "profile" => {
+                say("profile only: where the data path's CPU goes, snippet and JS multiplexer");
+                crate::bench_profile::run(&stack, &mut rows, &mut raw, &opts).await?;
+            }
+            "memory" => crate::bench_pool::memory(&stack, &mut rows, &mut raw).await?,
+            "coldstart" => crate::bench_coldstart::run(&stack, &mut rows, &mut raw).await?,
             "forward" => crate::bench_forward::run(&stack, &mut rows, &mut raw, opts.round_trips).await?,
-            other => anyhow::bail!("--only {other}: use idp, sessions, datapath or forward"),
+            other => {
+                anyhow::bail!("--only {other}: use idp, sessions, datapath, profile, memory, coldstart or forward")
+            }
         }
         let report = BenchReport { machine: machine(), rows, raw: Value::Object(raw) };
         std::fs::create_dir_all(&opts.out)?;

@@ -112,7 +112,6 @@ fn start(stack: &Stack, name: &str, vars: &[(&str, String)]) -> Result<Worker> {
 pub(crate) async fn run(stack: &Stack, rows: &mut Vec<Row>, raw: &mut Map<String, Value>) -> Result<()> {
     let say = |s: &str| eprintln!("bench: {s}");
     let ctok = stack.client_token.as_str();
-    let admin = stack.admin_token.as_str();
 
     // 1. Connections at the backends: 100 tenants × 4 clients.
     say("connections at the backends, 100 tenants × 4 clients");
@@ -161,9 +160,15 @@ pub(crate) async fn run(stack: &Stack, rows: &mut Vec<Row>, raw: &mut Map<String
     ));
     raw.insert("evictionChurn".into(), json!({ "pool50": small.json(), "pool256": roomy.json() }));
 
-    // 3. Memory: per client stream (snippet vs a pass-through Worker holding the same
-    //    clients), then per upstream.
-    say("memory per client stream and per upstream");
+    memory(stack, rows, raw).await
+}
+
+/// Memory: per client stream (snippet vs a pass-through Worker holding the same clients),
+/// then per upstream, and so how many streams one isolate holds (`bench --only memory`).
+pub(crate) async fn memory(stack: &Stack, rows: &mut Vec<Row>, raw: &mut Map<String, Value>) -> Result<()> {
+    let ctok = stack.client_token.as_str();
+    let admin = stack.admin_token.as_str();
+    eprintln!("bench: memory per client stream and per upstream");
     let mem = start(stack, "memory", &vars(TENANTS + 8))?;
     let mem_ws = mem.origin().replacen("http", "ws", 1);
     // One upstream up first, so that neither figure includes the first one's set-up.

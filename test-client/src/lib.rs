@@ -4,10 +4,12 @@
 #![deny(missing_docs)]
 
 pub mod bench;
+mod bench_coldstart;
 mod bench_datapath;
 mod bench_forward;
 mod bench_idp;
 mod bench_pool;
+mod bench_profile;
 mod bench_sessions;
 pub mod cost;
 pub mod idle;

@@ -178,6 +178,22 @@ impl Timekeeper {
         at
     }
 
+    /// The keeper `h` keeps the timer it has already set for `t`, which fires no later
+    /// than [`Timekeeper::poll`] asked: recorded as armed for `t`. Setting a new timer at
+    /// every change of the deadline cost a timer made and one cleared per relayed message
+    /// (the deadline moves with every batch sent and every reply heard); a timer that
+    /// fires early only settles and arms again. Recording the earlier time keeps
+    /// [`Timekeeper::decide`] from waking the keeper to re-arm for a deadline its timer
+    /// already precedes.
+    pub fn keep_armed(&mut self, h: Holder, t: u64) {
+        if self.keeper != Some(h) {
+            return;
+        }
+        if let Some(held) = self.holders.get_mut(&h) {
+            held.armed = Some(t);
+        }
+    }
+
     /// Holder `h`'s timer fired; it settles now in its own context.
     pub fn fired(&mut self, h: Holder) {
         if let Some(held) = self.holders.get_mut(&h) {

@@ -142,3 +142,33 @@ fn an_errand_keeps_its_time_however_often_the_keeper_is_polled() {
     k.fired(C1);
     assert_eq!(k.poll(C1, || 1_002, || Some(9_000)), Some(9_000));
 }
+
+#[test]
+fn a_keeper_that_keeps_an_earlier_timer_is_not_woken_for_deadlines_after_it() {
+    let mut k = Timekeeper::default();
+    k.join(C1);
+    assert_eq!(k.decide(Some(6_000), false, 1_000), Duty::Wake(C1));
+    assert_eq!(k.poll(C1, || 1_000, || Some(6_000)), Some(6_000));
+    // Replies move the deadline later (the idle check's clock restarts): the timer at
+    // 6,000 stays and is what the keeper is armed for.
+    assert_eq!(k.poll(C1, || 1_100, || Some(31_100)), Some(31_100));
+    k.keep_armed(C1, 6_000);
+    assert_eq!(k.armed(), Some(6_000));
+    // A send moves it earlier again, still after the kept timer: nobody is woken.
+    assert_eq!(k.decide(Some(6_200), false, 1_200), Duty::Nothing);
+    // Earlier than the kept timer: the keeper must re-arm.
+    assert_eq!(k.decide(Some(5_000), false, 1_300), Duty::Wake(C1));
+}
+
+#[test]
+fn only_the_keeper_records_a_kept_timer() {
+    let mut k = Timekeeper::default();
+    k.join(C1);
+    k.join(C2);
+    assert_eq!(k.decide(Some(6_000), false, 1_000), Duty::Wake(C1));
+    k.keep_armed(C2, 2_000);
+    assert_eq!(k.armed(), None, "C2 is not the keeper; C1 has not polled yet");
+    assert_eq!(k.poll(C1, || 1_000, || Some(6_000)), Some(6_000));
+    k.keep_armed(C2, 2_000);
+    assert_eq!(k.armed(), Some(6_000));
+}

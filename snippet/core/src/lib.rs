@@ -25,9 +25,12 @@
 pub mod auth;
 pub mod backend;
 mod config;
+mod conns;
+pub mod idmap;
 pub mod keeper;
 mod lifecycle;
 mod link;
+mod links;
 pub mod log;
 pub mod metrics;
 mod pool;
@@ -40,7 +43,7 @@ pub mod tenant;
 mod timer;
 mod transmit;
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 
 pub use config::Config;
 pub use link::{Here, OwnerKind, UpstreamId};
@@ -51,7 +54,8 @@ pub use stats::{Counters, RttHistogram, RTT_BUCKETS};
 pub use stream::Delivery;
 pub use transmit::Transmit;
 
-use link::{Conn, Link};
+use idmap::{id_map, IdMap};
+use link::Conn;
 use stream::{out_size, Client, Out, Pending, Role, Stream};
 
 /// Why the mux refused a client event.
@@ -175,14 +179,17 @@ pub const RTT_SAMPLES: usize = 1024;
 /// The multiplexer. See the crate docs.
 pub struct Mux {
     cfg: Config,
-    streams: HashMap<StreamId, Stream>,
+    streams: IdMap<StreamId, Stream>,
     next_stream: u32,
     /// One link per tenant with an upstream (the pool), by tenant name.
-    links: HashMap<String, Link>,
+    links: links::Links,
+    /// Whose link each connection handed out belongs to ([`Mux::link_of`]), so an
+    /// upstream's event finds its link without a scan of the pool.
+    conns: conns::Conns,
     next_upstream: u64,
     /// Connections whose link ended them: their pump closes them with this code. Since
     /// when, so a pump that never comes to close is abandoned.
-    closing: HashMap<UpstreamId, (u16, &'static str, u64)>,
+    closing: IdMap<UpstreamId, (u16, &'static str, u64)>,
     /// HTTP request deadlines, earliest first.
     deadlines: BTreeSet<(u64, StreamId)>,
     /// Session streams waiting for a new upstream since theirs was lost, by the time they
@@ -208,11 +215,12 @@ impl Mux {
     /// A new multiplexer with nothing open.
     pub fn new(cfg: Config) -> Self {
         Mux {
-            streams: HashMap::new(),
+            streams: id_map(),
             next_stream: 1,
-            links: HashMap::new(),
+            links: links::Links::default(),
+            conns: conns::Conns::default(),
             next_upstream: 1,
-            closing: HashMap::new(),
+            closing: id_map(),
             deadlines: BTreeSet::new(),
             reattach: BTreeSet::new(),
             actions: VecDeque::new(),
@@ -491,7 +499,14 @@ impl Mux {
     /// session stream only binary envelopes a client sends are taken, and a `Ping` is
     /// answered here instead of going upstream: an idle session client costs its
     /// Durable Object nothing.
-    pub fn handle_client_message(&mut self, id: StreamId, text: bool, payload: &[u8], now: u64) -> Result<(), Refused> {
+    /// The payload is moved into the stream's queue, never copied.
+    pub fn handle_client_message(
+        &mut self,
+        id: StreamId,
+        text: bool,
+        payload: Vec<u8>,
+        now: u64,
+    ) -> Result<(), Refused> {
         if payload.len() > self.cfg.max_message_bytes {
             return Err(Refused::TooLarge { size: payload.len(), limit: self.cfg.max_message_bytes });
         }
@@ -502,7 +517,7 @@ impl Mux {
         };
         let edge = match client.session {
             None => session::FromClient::Forward,
-            Some(_) => session::from_client(text, payload).map_err(|why| Refused::BadEnvelope { why })?,
+            Some(_) => session::from_client(text, &payload).map_err(|why| Refused::BadEnvelope { why })?,
         };
         // Pings count against the client's rates too: answering a flood costs the isolate.
         let over = match client.messages.take(1, message_rate, burst_messages, now) {
@@ -518,12 +533,13 @@ impl Mux {
             return Err(Refused::RateLimited { what, limit, retry_after_ms });
         }
         if edge == session::FromClient::Ping {
-            self.answer_at_edge(id, protocol::session::pong_for(payload));
+            self.answer_at_edge(id, protocol::session::pong_for(&payload));
             return Ok(());
         }
-        self.enqueue(id, Out::Data { text, payload: payload.to_vec() }, false, false, now)?;
+        let len = payload.len() as u64;
+        self.enqueue(id, Out::Data { text, payload }, false, false, now)?;
         self.counters.messages_up += 1;
-        self.counters.bytes_up += payload.len() as u64;
+        self.counters.bytes_up += len;
         Ok(())
     }
 
@@ -775,6 +791,8 @@ pub fn json_string(s: &str) -> String {
     out
 }
 
+#[cfg(test)]
+mod index_tests;
 #[cfg(test)]
 mod limit_tests;
 #[cfg(test)]

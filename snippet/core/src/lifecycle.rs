@@ -39,7 +39,8 @@ impl Mux {
     /// or a new owner, and a client is attached to carry it out. The glue then has a
     /// client's context settle soon, rather than leaving it to whoever comes by next.
     pub fn owner_wanted(&self, now: u64) -> bool {
-        self.attached_clients > 0 && self.links.values().any(|l| l.needs_connect(now) || l.wants_client_owner())
+        self.attached_clients > 0
+            && self.links.find_candidate(&self.cfg, |l| l.needs_connect(now) || l.wants_client_owner()).is_some()
     }
 
     /// Retires every expired bounded owner's connection that nothing holds any more (called
@@ -64,8 +65,7 @@ impl Mux {
         let lifetime = self.cfg.owner_lifetime_ms;
         let tenant = self
             .links
-            .values()
-            .find(|l| l.needs_connect(now) || wants_handover(l, here, lifetime, now))
+            .find_candidate(&self.cfg, |l| l.needs_connect(now) || wants_handover(l, here, lifetime, now))
             .map(|l| l.tenant.clone())?;
         let upstream = UpstreamId(self.next_upstream);
         self.next_upstream += 1;
@@ -76,6 +76,7 @@ impl Mux {
         } else {
             link.successor = Some(Successor { id: upstream, owner, since: now });
         }
+        self.conns.insert(upstream, &tenant, &self.links);
         self.counters.connect_attempts += 1;
         Some(Action::Connect { upstream, tenant })
     }

@@ -34,11 +34,13 @@ fn a_flooding_client_is_refused_past_its_burst_and_others_are_not() {
     let flood = open(&mut sim, "sub:a").expect("open");
     let calm = open(&mut sim, "sub:b").expect("open");
     for i in 0..10 {
-        sim.mux.handle_client_message(flood, true, b"x", sim.now).unwrap_or_else(|e| panic!("{i} in burst: {e}"));
+        sim.mux
+            .handle_client_message(flood, true, b"x".to_vec(), sim.now)
+            .unwrap_or_else(|e| panic!("{i} in burst: {e}"));
         sim.run();
     }
     assert_eq!(
-        sim.mux.handle_client_message(flood, true, b"x", sim.now),
+        sim.mux.handle_client_message(flood, true, b"x".to_vec(), sim.now),
         Err(Refused::RateLimited { what: "messages", limit: 10, retry_after_ms: 100 })
     );
     sim.send(calm, "hello");
@@ -52,10 +54,10 @@ fn a_client_byte_rate_allows_one_largest_message_then_the_rate() {
     let mut sim = Sim::new(Config { client_bytes_per_sec: 100, max_message_bytes: 1_000, ..Config::default() });
     let a = open(&mut sim, "sub:a").expect("open");
     let now = sim.now;
-    sim.mux.handle_client_message(a, false, &[0; 1_000], now).expect("a full bucket takes one largest message");
-    let refused = sim.mux.handle_client_message(a, false, &[0; 50], now);
+    sim.mux.handle_client_message(a, false, vec![0; 1_000], now).expect("a full bucket takes one largest message");
+    let refused = sim.mux.handle_client_message(a, false, vec![0; 50], now);
     assert_eq!(refused, Err(Refused::RateLimited { what: "bytes", limit: 100, retry_after_ms: 500 }));
-    sim.mux.handle_client_message(a, false, &[0; 50], now + 500).expect("refilled at 100 bytes/s");
+    sim.mux.handle_client_message(a, false, vec![0; 50], now + 500).expect("refilled at 100 bytes/s");
 }
 
 #[test]
@@ -105,9 +107,9 @@ fn the_isolate_wide_queue_bound_holds_for_an_empty_stream_queue_too() {
     let b = open(&mut sim, "sub:b").expect("b");
     let now = sim.now;
     // Nothing leaves (no upstream yet): a's message fills most of the bound.
-    sim.mux.handle_client_message(a, false, &[0; 1_500], now).expect("fits the isolate bound");
+    sim.mux.handle_client_message(a, false, vec![0; 1_500], now).expect("fits the isolate bound");
     assert_eq!(
-        sim.mux.handle_client_message(b, false, &[0; 1_500], now),
+        sim.mux.handle_client_message(b, false, vec![0; 1_500], now),
         Err(Refused::Backpressure),
         "b's queue holds only its Open, the isolate's is full"
     );

@@ -232,6 +232,10 @@ pub(crate) struct Link {
     pub rtt: VecDeque<u64>,
     pub handovers: u64,
     pub errors: u64,
+    /// Its tenant, shared with the pool's index ([`crate::links`]).
+    pub key: std::rc::Rc<str>,
+    /// Where it stands in that index.
+    pub indexed: crate::links::Indexed,
 }
 
 impl Link {
@@ -261,6 +265,8 @@ impl Link {
             rtt: VecDeque::new(),
             handovers: 0,
             errors: 0,
+            key: std::rc::Rc::from(tenant),
+            indexed: crate::links::Indexed::default(),
         }
     }
 

@@ -88,7 +88,7 @@ fn a_session_client_that_sends_what_a_client_may_not_is_refused_and_nothing_goes
         (false, Envelope::Ping(&[0; MAX_PING_BYTES + 1]).encode()),
     ];
     for (text, bytes) in &bad {
-        match sim.mux.handle_client_message(s, *text, bytes, now) {
+        match sim.mux.handle_client_message(s, *text, bytes.to_vec(), now) {
             Err(e @ Refused::BadEnvelope { .. }) => assert!(e.to_string().starts_with("bad session message"), "{e}"),
             other => panic!("{bytes:?}: {other:?}"),
         }
@@ -98,7 +98,7 @@ fn a_session_client_that_sends_what_a_client_may_not_is_refused_and_nothing_goes
     assert!(sim.binaries(s).is_empty());
     // A plain client's messages are not envelopes: anything goes.
     for (text, bytes) in &bad {
-        assert_eq!(sim.mux.handle_client_message(p, *text, bytes, now), Ok(()));
+        assert_eq!(sim.mux.handle_client_message(p, *text, bytes.to_vec(), now), Ok(()));
     }
 }
 

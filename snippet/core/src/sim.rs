@@ -126,12 +126,12 @@ impl Sim {
     /// A client's binary message.
     pub fn send_binary(&mut self, id: StreamId, bytes: &[u8]) {
         let now = self.now;
-        self.mux.handle_client_message(id, false, bytes, now).expect("send");
+        self.mux.handle_client_message(id, false, bytes.to_vec(), now).expect("send");
     }
 
     pub fn send(&mut self, id: StreamId, text: &str) {
         let now = self.now;
-        self.mux.handle_client_message(id, true, text.as_bytes(), now).expect("send");
+        self.mux.handle_client_message(id, true, text.as_bytes().to_vec(), now).expect("send");
     }
 
     pub fn request(&mut self, tenant: &str, body: &str) -> StreamId {
@@ -166,6 +166,7 @@ impl Sim {
     pub fn timeout(&mut self) {
         let now = self.now;
         self.mux.handle_timeout(now);
+        self.mux.check_conns();
         if let Some(t) = self.mux.poll_timeout() {
             assert!(t > now, "handle_timeout({now}) left a deadline at {t}");
         }
@@ -334,6 +335,8 @@ impl Sim {
                     self.got.entry(sid).or_default().push(d);
                 }
             }
+            // The connection index must answer as a scan of the pool would, every step.
+            self.mux.check_conns();
             if !moved {
                 return;
             }

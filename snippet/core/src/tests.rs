@@ -105,7 +105,7 @@ fn limits_refuse_with_typed_reasons() {
     let a = sim.client("t", "/echo");
     let now = sim.now;
     assert_eq!(
-        sim.mux.handle_client_message(a, true, &[b'x'; 11], now),
+        sim.mux.handle_client_message(a, true, vec![b'x'; 11], now),
         Err(Refused::TooLarge { size: 11, limit: 10 })
     );
     let _b = sim.client("t", "/echo");
@@ -114,7 +114,7 @@ fn limits_refuse_with_typed_reasons() {
     // The Open frame is queued already: two more fit, the fourth frame does not.
     sim.send(a, "1");
     sim.send(a, "2");
-    assert_eq!(sim.mux.handle_client_message(a, true, b"3", now), Err(Refused::Backpressure));
+    assert_eq!(sim.mux.handle_client_message(a, true, b"3".to_vec(), now), Err(Refused::Backpressure));
     assert!(matches!(sim.mux.open_request("bad name", rpc("{}"), now), Err(Refused::BadTenant)));
 }
 
@@ -398,7 +398,7 @@ fn the_watchdog_trips_when_queued_frames_see_no_transmit() {
     sim.run();
     let up = sim.open_sockets()[0];
     // The pump's context is gone: nothing polls this socket any more.
-    sim.mux.handle_client_message(a, true, b"stuck", sim.now).expect("send");
+    sim.mux.handle_client_message(a, true, b"stuck".to_vec(), sim.now).expect("send");
     sim.now += 999;
     sim.timeout();
     assert_eq!(sim.mux.counters().watchdog_trips, 0);

@@ -17,8 +17,9 @@ use crate::link::{Conn, Link, Probe, UpstreamId};
 use crate::stream::Role;
 use crate::{Action, Config, Delivery, Mux};
 
-/// When `link` next needs [`Mux::handle_timeout`], if ever.
-fn link_deadline(link: &Link, cfg: &Config) -> Option<u64> {
+/// When `link` next needs [`Mux::handle_timeout`], if ever (computed; the pool's index,
+/// `links.rs`, keeps it until the link changes).
+pub(crate) fn link_deadline(link: &Link, cfg: &Config) -> Option<u64> {
     let (wd, hb, ka) = (cfg.watchdog_ms, cfg.heartbeat_ms, cfg.upstream_keepalive_ms);
     let mut at: Option<u64> = None;
     let mut consider = |t: Option<u64>| {
@@ -58,6 +59,18 @@ fn link_deadline(link: &Link, cfg: &Config) -> Option<u64> {
 impl Mux {
     /// The earliest time [`Mux::handle_timeout`] has work, if any.
     pub fn poll_timeout(&self) -> Option<u64> {
+        let wd = self.cfg.watchdog_ms;
+        let requests = self.deadlines.first().map(|(t, _)| *t);
+        let reattach = self.reattach.first().map(|(t, _)| *t);
+        let closing = self.closing.values().map(|(_, _, since)| since.saturating_add(wd));
+        let links = self.links.earliest_deadline(&self.cfg);
+        requests.into_iter().chain(reattach).chain(closing).chain(links).min()
+    }
+
+    /// What [`Mux::poll_timeout`] answers with every link's deadline computed afresh, for
+    /// the tests to compare with the cached answer.
+    #[cfg(test)]
+    pub(crate) fn poll_timeout_uncached(&self) -> Option<u64> {
         let wd = self.cfg.watchdog_ms;
         let requests = self.deadlines.first().map(|(t, _)| *t);
         let reattach = self.reattach.first().map(|(t, _)| *t);

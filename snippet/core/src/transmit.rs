@@ -1,10 +1,9 @@
 //! What goes out on an upstream and what comes back: batches built at transmit time,
 //! and the frames the backend sends routed to their streams.
 
-use std::collections::HashMap;
-
 use protocol::{Close, ErrorFrame, FrameKind, Response, StreamId};
 
+use crate::idmap::IdMap;
 use crate::link::{barrier_token, is_barrier_pong, Link, Probe, UpstreamId, MAX_PROBES_OUT, PROBE_PING, PROBE_PONG};
 use crate::stream::{encode_out, Out, Role, Stream};
 use crate::{Action, Delivery, Mux};
@@ -28,7 +27,7 @@ pub enum Transmit {
 
 /// Whether a link's open connection has anything it may send now. Client frames wait
 /// while the old connection drains; requests and session frames do not.
-pub(crate) fn wants_transmit(link: &Link, streams: &HashMap<StreamId, Stream>) -> bool {
+pub(crate) fn wants_transmit(link: &Link, streams: &IdMap<StreamId, Stream>) -> bool {
     if link.up().is_none() {
         return false;
     }
@@ -42,11 +41,6 @@ pub(crate) fn wants_transmit(link: &Link, streams: &HashMap<StreamId, Stream>) -
 }
 
 impl Mux {
-    /// The tenant whose link knows connection `id` (current, successor or draining).
-    pub(crate) fn link_of(&self, id: UpstreamId) -> Option<String> {
-        self.links.values().find(|l| l.has(id)).map(|l| l.tenant.clone())
-    }
-
     /// What upstream `id`'s pump does next: a batch to send, a close, or nothing (sleep
     /// until woken).
     ///
