@@ -128,6 +128,17 @@ async fn idle(url: String, token: Option<String>, n: u64) -> Result<(f64, f64)> 
     Ok(r.first().map(|r| (r.latency.p50_ms, r.latency.p99_ms)).unwrap_or_default())
 }
 
+/// Starts the JS multiplexer (`test-client/jsmux`) in front of echo objects of its own (a
+/// second instance of the same Worker): (the echo objects' Worker, the multiplexer).
+pub(crate) fn js_multiplexer(stack: &Stack) -> Result<(Worker, Worker)> {
+    let echo = tokio::task::block_in_place(|| stack.extra_worker_as("test-client/jsmux", "jsmux-echo", &[]))?;
+    let upstream = format!("http://127.0.0.1:{}/do/{{tenant}}", echo.port);
+    let jsmux = tokio::task::block_in_place(|| {
+        stack.extra_worker_as("test-client/jsmux", "jsmux", &[("UPSTREAM_URL".to_owned(), upstream)])
+    })?;
+    Ok((echo, jsmux))
+}
+
 pub(crate) async fn run(
     stack: &Stack,
     rows: &mut Vec<Row>,
@@ -136,11 +147,7 @@ pub(crate) async fn run(
 ) -> Result<()> {
     let say = |s: &str| eprintln!("bench: {s}");
     say("data path: starting the JS multiplexer (test-client/jsmux) and its echo objects");
-    let echo = tokio::task::block_in_place(|| stack.extra_worker_as("test-client/jsmux", "jsmux-echo", &[]))?;
-    let upstream = format!("http://127.0.0.1:{}/do/{{tenant}}", echo.port);
-    let jsmux = tokio::task::block_in_place(|| {
-        stack.extra_worker_as("test-client/jsmux", "jsmux", &[("UPSTREAM_URL".to_owned(), upstream)])
-    })?;
+    let (echo, jsmux) = js_multiplexer(stack)?;
     let snippet =
         Side { name: "snippet", mux: &stack.snippet, backend: &stack.backend, token: Some(stack.client_token.clone()) };
     let js = Side { name: "JS multiplexer", mux: &jsmux, backend: &echo, token: None };

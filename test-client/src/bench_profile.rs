@@ -14,14 +14,12 @@
 //! queueing); `(idle)` is the thread waiting, and is left out of every share.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
-use futures_util::{SinkExt, StreamExt};
+use anyhow::{Context, Result};
 use serde_json::{json, Map, Value};
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::bench::{row, BenchOpts, Row};
+use crate::inspector::Inspector;
 use crate::load::{self, LoadOpts, Method};
 use crate::stack::{Stack, Worker};
 
@@ -36,49 +34,6 @@ const CLIENTS_PER_TENANT: usize = 2;
 const SAMPLING_US: u64 = 200;
 /// Functions listed by self time, per side.
 const TOP: usize = 25;
-/// How long the inspector has to answer one command (a profile of a few seconds is a
-/// few MB of JSON).
-const CDP_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// A DevTools protocol session with one isolate.
-struct Inspector {
-    ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
-    next_id: u64,
-}
-
-impl Inspector {
-    async fn attach(worker: &Worker) -> Result<Inspector> {
-        let list: Value = reqwest::get(format!("http://127.0.0.1:{}/json", worker.inspector)).await?.json().await?;
-        let url = list
-            .as_array()
-            .and_then(|l| l.iter().find_map(|t| t["webSocketDebuggerUrl"].as_str()))
-            .context("no inspector target")?
-            .to_owned();
-        let (ws, _) = tokio_tungstenite::connect_async(url).await?;
-        Ok(Inspector { ws, next_id: 1 })
-    }
-
-    /// Sends `method` and waits for its answer's `result` (events in between are skipped).
-    async fn call(&mut self, method: &str, params: Value) -> Result<Value> {
-        let id = self.next_id;
-        self.next_id += 1;
-        let ask = json!({ "id": id, "method": method, "params": params });
-        self.ws.send(Message::Text(ask.to_string().into())).await?;
-        let deadline = tokio::time::Instant::now() + CDP_TIMEOUT;
-        while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, self.ws.next()).await {
-            let Message::Text(t) = msg? else { continue };
-            let v: Value = serde_json::from_str(&t)?;
-            if v["id"] == id {
-                if let Some(e) = v.get("error") {
-                    bail!("{method}: {e}");
-                }
-                return Ok(v["result"].clone());
-            }
-        }
-        bail!("{method}: no answer from the inspector")
-    }
-}
-
 /// Where a function's self time goes, by what it is.
 fn bucket(name: &str, url: &str) -> &'static str {
     match name {
@@ -341,11 +296,8 @@ pub(crate) async fn run(
     opts: &BenchOpts,
 ) -> Result<()> {
     eprintln!("bench: profile: starting the JS multiplexer (test-client/jsmux) and its echo objects");
-    let echo = tokio::task::block_in_place(|| stack.extra_worker_as("test-client/jsmux", "jsmux-echo", &[]))?;
-    let upstream = format!("http://127.0.0.1:{}/do/{{tenant}}", echo.port);
-    let jsmux = tokio::task::block_in_place(|| {
-        stack.extra_worker_as("test-client/jsmux", "jsmux", &[("UPSTREAM_URL".to_owned(), upstream)])
-    })?;
+    // (The echo objects run for as long as `_echo` lives.)
+    let (_echo, jsmux) = crate::bench_datapath::js_multiplexer(stack)?;
     let urls = |port: u16, many: bool| -> Vec<String> {
         if many {
             (0..TENANTS).map(|t| format!("ws://127.0.0.1:{port}/db/profile-{t}/ws/echo")).collect()

@@ -13,6 +13,7 @@ mod bench_profile;
 mod bench_sessions;
 pub mod cost;
 pub mod idle;
+pub mod inspector;
 pub mod jose;
 pub mod keyserver;
 pub mod load;

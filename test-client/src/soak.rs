@@ -8,15 +8,13 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
-use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
-use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::Message;
+use serde_json::Value;
 
 use crate::load::{self, LoadOpts, Method};
-use crate::stack::{Stack, StackOpts, Worker};
+use crate::stack::{Stack, StackOpts};
 
 /// Options of `test-client soak`.
 #[derive(Debug, Clone, Args)]
@@ -94,29 +92,7 @@ pub struct SoakReport {
     pub at_rest: Value,
 }
 
-/// The JS heap of a worker's isolate after a forced GC, through the DevTools protocol
-/// its `wrangler dev` serves on the inspector port.
-pub async fn heap_after_gc(worker: &Worker) -> Result<u64> {
-    let list: Value = reqwest::get(format!("http://127.0.0.1:{}/json", worker.inspector)).await?.json().await?;
-    let url = list
-        .as_array()
-        .and_then(|l| l.iter().find_map(|t| t["webSocketDebuggerUrl"].as_str()))
-        .context("no inspector target")?
-        .to_owned();
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
-    let ask = |id: u64, method: &str| Message::Text(json!({ "id": id, "method": method }).to_string().into());
-    ws.send(ask(1, "HeapProfiler.collectGarbage")).await?;
-    ws.send(ask(2, "Runtime.getHeapUsage")).await?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, ws.next()).await {
-        let Message::Text(t) = msg? else { continue };
-        let v: Value = serde_json::from_str(&t)?;
-        if v["id"] == 2 {
-            return v["result"]["usedSize"].as_u64().context("no usedSize");
-        }
-    }
-    bail!("no heap usage from the inspector")
-}
+pub use crate::inspector::heap_after_gc;
 
 /// Least-squares slope of `(x, y)` in y-units per x-unit.
 fn slope(points: &[(f64, f64)]) -> Option<f64> {
