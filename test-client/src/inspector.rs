@@ -33,12 +33,19 @@ impl Inspector {
         Ok(Inspector { ws, next_id: 1 })
     }
 
-    /// Sends `method` and waits for its answer's `result` (events in between are skipped).
-    pub async fn call(&mut self, method: &str, params: Value) -> Result<Value> {
+    /// Sends `method` without waiting for its answer; returns its id.
+    pub async fn send(&mut self, method: &str, params: Value) -> Result<u64> {
         let id = self.next_id;
         self.next_id += 1;
         let ask = json!({ "id": id, "method": method, "params": params });
         self.ws.send(Message::Text(ask.to_string().into())).await?;
+        Ok(id)
+    }
+
+    /// Sends `method` and waits for its answer's `result` (events and earlier answers in
+    /// between are skipped).
+    pub async fn call(&mut self, method: &str, params: Value) -> Result<Value> {
+        let id = self.send(method, params).await?;
         let deadline = tokio::time::Instant::now() + CDP_TIMEOUT;
         while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, self.ws.next()).await {
             let Message::Text(t) = msg? else { continue };
@@ -54,10 +61,12 @@ impl Inspector {
     }
 }
 
-/// The JS heap of a worker's isolate after a forced GC.
+/// The JS heap of a worker's isolate after a forced GC. Both commands go at once: an idle
+/// isolate's runtime may not answer the collection on its own until another command
+/// comes (measured: waiting for it first timed the pass-through Worker out).
 pub async fn heap_after_gc(worker: &Worker) -> Result<u64> {
     let mut inspector = Inspector::attach(worker).await?;
-    inspector.call("HeapProfiler.collectGarbage", json!({})).await?;
+    inspector.send("HeapProfiler.collectGarbage", json!({})).await?;
     let usage = inspector.call("Runtime.getHeapUsage", json!({})).await?;
     usage["usedSize"].as_u64().context("no usedSize")
 }
