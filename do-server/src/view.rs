@@ -172,4 +172,4 @@ impl View {
 }
 
 /// The `Content-Type` of [`View::to_prometheus`].
-pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4";
+pub const METRICS_CONTENT_TYPE: &str = protocol::exposition::CONTENT_TYPE;

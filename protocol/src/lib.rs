@@ -31,6 +31,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
 mod error;
+pub mod exposition;
 pub mod facts;
 mod identity;
 mod payload;

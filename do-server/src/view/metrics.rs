@@ -1,11 +1,13 @@
-//! [`View`] in the Prometheus text exposition format, version 0.0.4, with the snippet's
-//! conventions (`snippet/core/src/metrics.rs`): every family has `# HELP` and `# TYPE`,
+//! [`View`] in the Prometheus text exposition format, version 0.0.4, written as the
+//! snippet's (`protocol::exposition`): every family has `# HELP` and `# TYPE`,
 //! counters end in `_total`, times are seconds. Every sample carries `tenant="<name>"`
 //! first: one object is one tenant, and a scraper that reads many objects (one request per
 //! object) tells their series apart by it. A counter that goes back to 0 is the object
 //! waking again (`snippet_proxy_object_woke_time_seconds` moves with it).
 //!
 //! server-ts renders the same text (`src/metrics.js`); the session vectors compare both.
+
+use protocol::exposition::{seconds, Exposition, Kind};
 
 use super::View;
 use crate::object::Counters;
@@ -73,35 +75,10 @@ const SESSIONS: [(&str, &str, Of); 5] = [
     }),
 ];
 
-/// A document being written, every sample with the tenant's label first.
-struct Doc {
-    out: String,
-    tenant: String,
-}
-
-impl Doc {
-    fn family(&mut self, name: &str, kind: &str, help: &str) {
-        self.out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
-    }
-
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: &str) {
-        self.out.push_str(&format!("{name}{{tenant=\"{}\"", self.tenant));
-        for (k, v) in labels {
-            self.out.push_str(&format!(",{k}=\"{}\"", label_value(v)));
-        }
-        self.out.push_str(&format!("}} {value}\n"));
-    }
-
-    fn single(&mut self, name: &str, kind: &str, help: &str, value: u64) {
-        self.family(name, kind, help);
-        self.sample(name, &[], &value.to_string());
-    }
-}
-
 /// The whole document.
 pub(super) fn render(v: &View) -> String {
     let c = &v.counters;
-    let mut d = Doc { out: String::with_capacity(4096), tenant: label_value(&v.tenant) };
+    let mut d = Exposition::new("tenant", &v.tenant);
     let gauges: [(&str, &str, u64); 4] = [
         ("snippet_proxy_object_upstreams", "Mux sockets connected now: one per snippet isolate.", v.upstreams),
         ("snippet_proxy_object_streams", "Clients on them now.", v.streams),
@@ -109,51 +86,45 @@ pub(super) fn render(v: &View) -> String {
         ("snippet_proxy_object_orphans", "Clients waiting now for their re-open after a hand-over.", v.orphans),
     ];
     for (name, help, value) in gauges {
-        d.single(name, "gauge", help, value);
+        d.single(name, Kind::Gauge, help, value);
     }
     let woke = "snippet_proxy_object_woke_time_seconds";
-    d.family(woke, "gauge", "When this instance woke (seconds since the epoch); the counters start there.");
+    d.family(woke, Kind::Gauge, "When this instance woke (seconds since the epoch); the counters start there.");
     d.sample(woke, &[], &seconds(v.woke_at));
     for (name, help, of) in COUNTERS {
-        d.single(name, "counter", help, of(c));
+        d.single(name, Kind::Counter, help, of(c));
     }
     for (name, help, inward, outward) in DIRECTED {
-        d.family(name, "counter", help);
+        d.family(name, Kind::Counter, help);
         d.sample(name, &[("direction", "in")], &inward(c).to_string());
         d.sample(name, &[("direction", "out")], &outward(c).to_string());
     }
     let refusals = "snippet_proxy_object_refusals_total";
-    d.family(refusals, "counter", "Streams refused or ended by the object, and requests refused admission, by reason.");
+    d.family(
+        refusals,
+        Kind::Counter,
+        "Streams refused or ended by the object, and requests refused admission, by reason.",
+    );
     for (reason, of) in REFUSALS {
         d.sample(refusals, &[("reason", reason)], &of(c).to_string());
     }
     for (name, help, of) in SESSIONS {
-        d.single(name, "counter", help, of(c));
+        d.single(name, Kind::Counter, help, of(c));
     }
     if !v.sockets.is_empty() {
         let streams = "snippet_proxy_object_socket_streams";
-        d.family(streams, "gauge", "Clients on one mux socket now (the sockets with the most).");
+        d.family(streams, Kind::Gauge, "Clients on one mux socket now (the sockets with the most).");
         for s in &v.sockets {
             d.sample(streams, &[("socket", &s.socket)], &s.streams.to_string());
         }
         let messages = "snippet_proxy_object_socket_messages_total";
-        d.family(messages, "counter", "Messages (batches) on one mux socket since this instance knew it.");
+        d.family(messages, Kind::Counter, "Messages (batches) on one mux socket since this instance knew it.");
         for s in &v.sockets {
             d.sample(messages, &[("socket", &s.socket), ("direction", "in")], &s.messages_in.to_string());
             d.sample(messages, &[("socket", &s.socket), ("direction", "out")], &s.messages_out.to_string());
         }
     }
-    d.out
-}
-
-/// A label value as the format wants it: backslash, double quote and newline escaped.
-fn label_value(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
-}
-
-/// Milliseconds as seconds with three decimals, by integer arithmetic (as the snippet's).
-fn seconds(ms: u64) -> String {
-    format!("{}.{:03}", ms / 1000, ms % 1000)
+    d.finish()
 }
 
 #[cfg(test)]

@@ -8,11 +8,11 @@
 //! `tenant="<name>"` too, for at most [`MAX_LISTED_UPSTREAMS`] upstreams (the most recently
 //! used), which bounds the document and the series a scraper stores.
 
+pub use protocol::exposition::CONTENT_TYPE;
+use protocol::exposition::{seconds, Exposition, Kind};
+
 use crate::stats::RttHistogram;
 use crate::{Counters, Mux, MAX_LISTED_UPSTREAMS};
-
-/// The `Content-Type` of the document.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4";
 
 /// Figures the core does not hold, read by the glue when it renders.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -136,87 +136,22 @@ const DIRECTED: [Directed; 5] = [
     ),
 ];
 
-/// The metric family kinds this document uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// Only goes up (until the isolate is replaced); the name ends in `_total`.
-    Counter,
-    /// A value now.
-    Gauge,
-    /// Samples counted into buckets.
-    Histogram,
-}
-
-impl Kind {
-    fn as_str(self) -> &'static str {
-        match self {
-            Kind::Counter => "counter",
-            Kind::Gauge => "gauge",
-            Kind::Histogram => "histogram",
-        }
+/// A histogram of round trips in seconds: cumulative `_bucket`s ending with `+Inf`,
+/// `_sum` (seconds) and `_count`.
+fn histogram(e: &mut Exposition, name: &str, help: &str, h: &RttHistogram) {
+    e.family(name, Kind::Histogram, help);
+    let bucket = format!("{name}_bucket");
+    for (le, n) in h.cumulative() {
+        e.sample(&bucket, &[("le", le)], &n.to_string());
     }
-}
-
-/// A document being written: families one after another, each `# HELP`, `# TYPE`, then its
-/// samples, every sample with the isolate's label first.
-pub struct Exposition {
-    out: String,
-    /// `isolate="…"`, escaped.
-    isolate: String,
-}
-
-impl Exposition {
-    /// An empty document for isolate `isolate`.
-    pub fn new(isolate: &str) -> Exposition {
-        Exposition { out: String::with_capacity(8 * 1024), isolate: format!("isolate=\"{}\"", label_value(isolate)) }
-    }
-
-    /// Starts a family: its `# HELP` and `# TYPE` lines.
-    pub fn family(&mut self, name: &str, kind: Kind, help: &str) {
-        self.out.push_str(&format!("# HELP {name} {}\n# TYPE {name} {}\n", help_text(help), kind.as_str()));
-    }
-
-    /// One sample: `name{isolate="…",labels…} value`.
-    pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: &str) {
-        self.out.push_str(name);
-        self.out.push('{');
-        self.out.push_str(&self.isolate);
-        for (k, v) in labels {
-            self.out.push_str(&format!(",{k}=\"{}\"", label_value(v)));
-        }
-        self.out.push_str("} ");
-        self.out.push_str(value);
-        self.out.push('\n');
-    }
-
-    /// A family of one sample.
-    pub fn single(&mut self, name: &str, kind: Kind, help: &str, value: u64) {
-        self.family(name, kind, help);
-        self.sample(name, &[], &value.to_string());
-    }
-
-    /// A histogram of round trips in seconds: cumulative `_bucket`s ending with `+Inf`,
-    /// `_sum` (seconds) and `_count`.
-    pub fn histogram(&mut self, name: &str, help: &str, h: &RttHistogram) {
-        self.family(name, Kind::Histogram, help);
-        let bucket = format!("{name}_bucket");
-        for (le, n) in h.cumulative() {
-            self.sample(&bucket, &[("le", le)], &n.to_string());
-        }
-        self.sample(&format!("{name}_sum"), &[], &seconds(h.sum_ms()));
-        self.sample(&format!("{name}_count"), &[], &h.count().to_string());
-    }
-
-    /// The document.
-    pub fn finish(self) -> String {
-        self.out
-    }
+    e.sample(&format!("{name}_sum"), &[], &seconds(h.sum_ms()));
+    e.sample(&format!("{name}_count"), &[], &h.count().to_string());
 }
 
 /// The whole `/__metrics` document of isolate `isolate`.
 pub fn render(isolate: &str, mux: &Mux, now: u64, glue: &GlueFigures) -> String {
     let c = mux.counters();
-    let mut e = Exposition::new(isolate);
+    let mut e = Exposition::new("isolate", isolate);
     for (name, help, of) in COUNTERS {
         e.single(name, Kind::Counter, help, of(c));
     }
@@ -259,7 +194,7 @@ pub fn render(isolate: &str, mux: &Mux, now: u64, glue: &GlueFigures) -> String 
     e.sample("snippet_proxy_start_time_seconds", &[], &seconds(glue.started_at_ms));
 
     let rtt = "Round trips of HTTP requests over an upstream, since this isolate started.";
-    e.histogram("snippet_proxy_request_rtt_seconds", rtt, mux.rtt_histogram());
+    histogram(&mut e, "snippet_proxy_request_rtt_seconds", rtt, mux.rtt_histogram());
 
     let upstreams = mux.upstream_stats(now);
     if !upstreams.is_empty() {
@@ -300,33 +235,10 @@ pub fn render(isolate: &str, mux: &Mux, now: u64, glue: &GlueFigures) -> String 
     e.finish()
 }
 
-/// A label value as the format wants it: backslash, double quote and newline escaped.
-pub fn label_value(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
-}
-
-/// A `# HELP` text: backslash and newline escaped.
-fn help_text(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('\n', "\\n")
-}
-
-/// Milliseconds as seconds with three decimals, by integer arithmetic: exact, and float
-/// formatting would add ~11 KB to the wasm.
-fn seconds(ms: u64) -> String {
-    format!("{}.{:03}", ms / 1000, ms % 1000)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::Config;
-
-    #[test]
-    fn label_values_are_escaped() {
-        let mut e = Exposition::new("a\"b\\c\nd");
-        e.sample("m", &[("tenant", "t\"1")], "1");
-        assert_eq!(e.finish(), "m{isolate=\"a\\\"b\\\\c\\nd\",tenant=\"t\\\"1\"} 1\n");
-    }
 
     #[test]
     fn a_histogram_is_cumulative_ends_with_inf_and_sums_in_seconds() {
@@ -334,8 +246,8 @@ mod tests {
         for ms in [3, 7, 7, 1_234, 20_000] {
             h.record(ms);
         }
-        let mut e = Exposition::new("i");
-        e.histogram("rtt_seconds", "Round trips.", &h);
+        let mut e = Exposition::new("isolate", "i");
+        histogram(&mut e, "rtt_seconds", "Round trips.", &h);
         let doc = e.finish();
         let lines: Vec<&str> = doc.lines().collect();
         assert_eq!(lines[0], "# HELP rtt_seconds Round trips.");
